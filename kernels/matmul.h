@@ -1,0 +1,33 @@
+// Matrix products of a weight matrix in any supported type with float activations.
+// Activations are first converted to the weight type's vec_dot_type (Q8_0 / Q8_K / F32), then
+// every output is one vec_dot over a weight row: the weight never exists as a float copy.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "threadpool.h"
+#include "types.h"
+
+namespace ranklm::kern {
+
+// A row-major matrix as stored in GGUF: `rows` rows of `cols` elements (GGUF ne = [cols, rows]).
+struct MatrixView {
+  GgmlType type;
+  const void* data;
+  int64_t rows;
+  int64_t cols;
+};
+
+// y[t, r] = sum_c W[r, c] * x[t, c] for t < n_tok.   x: [n_tok, cols]  y: [n_tok, rows]
+// `scratch` holds the converted activations between calls (grown as needed).
+void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool,
+            std::vector<uint8_t>& scratch);
+
+// Reference twin: float64 dot of dequantized rows (same activation conversion).
+void matmul_reference(const MatrixView& w, const float* x, int64_t n_tok, float* y);
+
+// One row of an embedding table (any supported type) as floats.   out: [cols]
+void get_row(const MatrixView& w, int64_t row, float* out);
+
+}  // namespace ranklm::kern

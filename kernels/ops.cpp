@@ -1,0 +1,144 @@
+#include "ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "fp16.h"
+
+namespace ranklm::kern {
+
+void rms_norm(const float* x, const float* w, int64_t n_rows, int64_t n, float eps, float* out) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float* xr = x + r * n;
+    float* o = out + r * n;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(xr[i]) * xr[i];
+    const float mean = static_cast<float>(sum / static_cast<double>(n));
+    const float scale = 1.0f / std::sqrt(mean + eps);
+    for (int64_t i = 0; i < n; ++i) o[i] = (xr[i] * scale) * w[i];
+  }
+}
+
+void add_inplace(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void silu_mul_inplace(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = (g / (1.0f + std::exp(-g))) * up[i];
+  }
+}
+
+void softmax_inplace(float* x, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void rope_inplace(float* x, int64_t n_tok, int n_heads, int head_dim, const int32_t* pos,
+                  const RopeParams& p) {
+  const int half = p.n_dims / 2;
+  std::vector<float> cs(half), sn(half);
+  // theta_i = pos * base^(-2i/n_dims), built by repeated multiplication as ggml does.
+  const float theta_scale = std::pow(p.freq_base, -2.0f / static_cast<float>(p.n_dims));
+  for (int64_t t = 0; t < n_tok; ++t) {
+    float theta = static_cast<float>(pos[t]);
+    for (int i = 0; i < half; ++i) {
+      const float ff = p.freq_factors ? p.freq_factors[i] : 1.0f;
+      const float th = p.freq_scale * (theta / ff);
+      cs[i] = std::cos(th);
+      sn[i] = std::sin(th);
+      theta *= theta_scale;
+    }
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + (t * n_heads + h) * static_cast<int64_t>(head_dim);
+      for (int i = 0; i < half; ++i) {
+        const int a = p.neox ? i : 2 * i;
+        const int b = p.neox ? i + half : 2 * i + 1;
+        const float x0 = v[a];
+        const float x1 = v[b];
+        v[a] = x0 * cs[i] - x1 * sn[i];
+        v[b] = x0 * sn[i] + x1 * cs[i];
+      }
+    }
+  }
+}
+
+void attention(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_tok, int64_t pos0,
+               int n_head, int n_head_kv, int head_dim, float scale, float* out, ThreadPool& pool) {
+  const int group = n_head / n_head_kv;
+  const int64_t kv_stride = static_cast<int64_t>(n_head_kv) * head_dim;
+  const int64_t q_stride = static_cast<int64_t>(n_head) * head_dim;
+  pool.parallel_for(n_tok * n_head, [&](int64_t b, int64_t e, int) {
+    std::vector<float> scores(static_cast<size_t>(pos0 + n_tok));
+    std::vector<float> acc(head_dim);
+    std::vector<float> qh(head_dim);
+    for (int64_t job = b; job < e; ++job) {
+      const int64_t t = job / n_head;
+      const int h = static_cast<int>(job % n_head);
+      const int kvh = h / group;
+      const int64_t n_keys = pos0 + t + 1;  // causal: keys 0 .. pos0 + t
+      const float* qp = q + t * q_stride + static_cast<int64_t>(h) * head_dim;
+      // Q rounded to fp16 like the cache it is multiplied with.
+      for (int d = 0; d < head_dim; ++d) qh[d] = fp16_to_fp32(fp32_to_fp16(qp[d]));
+      for (int64_t j = 0; j < n_keys; ++j) {
+        const uint16_t* kp = k + j * kv_stride + static_cast<int64_t>(kvh) * head_dim;
+        float s = 0.0f;
+        for (int d = 0; d < head_dim; ++d) s += qh[d] * fp16_to_fp32(kp[d]);
+        scores[j] = s * scale;
+      }
+      softmax_inplace(scores.data(), n_keys);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < n_keys; ++j) {
+        const uint16_t* vp = v + j * kv_stride + static_cast<int64_t>(kvh) * head_dim;
+        const float w = scores[j];
+        for (int d = 0; d < head_dim; ++d) acc[d] += w * fp16_to_fp32(vp[d]);
+      }
+      std::copy(acc.begin(), acc.end(), out + t * q_stride + static_cast<int64_t>(h) * head_dim);
+    }
+  });
+}
+
+void attention_reference(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_tok,
+                         int64_t pos0, int n_head, int n_head_kv, int head_dim, float scale,
+                         float* out) {
+  const int group = n_head / n_head_kv;
+  const int64_t kv_stride = static_cast<int64_t>(n_head_kv) * head_dim;
+  const int64_t q_stride = static_cast<int64_t>(n_head) * head_dim;
+  for (int64_t t = 0; t < n_tok; ++t) {
+    for (int h = 0; h < n_head; ++h) {
+      const int kvh = h / group;
+      const int64_t n_keys = pos0 + t + 1;
+      std::vector<double> s(n_keys);
+      double mx = -INFINITY;
+      for (int64_t j = 0; j < n_keys; ++j) {
+        double acc = 0.0;
+        for (int d = 0; d < head_dim; ++d) {
+          acc += static_cast<double>(q[t * q_stride + h * head_dim + d]) *
+                 fp16_to_fp32(k[j * kv_stride + kvh * head_dim + d]);
+        }
+        s[j] = acc * scale;
+        mx = std::max(mx, s[j]);
+      }
+      double sum = 0.0;
+      for (auto& x : s) sum += (x = std::exp(x - mx));
+      for (int d = 0; d < head_dim; ++d) {
+        double acc = 0.0;
+        for (int64_t j = 0; j < n_keys; ++j) {
+          acc += s[j] / sum * fp16_to_fp32(v[j * kv_stride + kvh * head_dim + d]);
+        }
+        out[t * q_stride + h * head_dim + d] = static_cast<float>(acc);
+      }
+    }
+  }
+}
+
+}  // namespace ranklm::kern

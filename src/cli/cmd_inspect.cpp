@@ -1,0 +1,45 @@
+// ranklm inspect FILE.gguf: metadata and tensor table.
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "io/gguf.h"
+
+namespace ranklm::cli {
+
+int cmd_inspect(const std::vector<std::string>& args) {
+  po::options_description desc("inspect options");
+  std::string path;
+  int max_items = 8;
+  desc.add_options()
+      ("file", po::value<std::string>(&path)->required(), "GGUF file to inspect")
+      ("array-items", po::value<int>(&max_items)->default_value(8), "array elements to show");
+  po::positional_options_description pos;
+  pos.add("file", 1);
+  po::variables_map vm;
+  if (!parse_options("inspect", "FILE.gguf", desc, args, vm, &pos)) return kExitOk;
+
+  auto f = gguf::File::open(path);
+  std::printf("file: %s\n", f->path().c_str());
+  std::printf("gguf version: %u, alignment: %llu, data offset: %llu, size: %zu bytes\n",
+              f->version(), static_cast<unsigned long long>(f->alignment()),
+              static_cast<unsigned long long>(f->data_offset()), f->file_size());
+  std::printf("\nmetadata (%zu keys):\n", f->metadata().size());
+  for (const auto& [k, v] : f->metadata()) {
+    std::printf("  %-45s %-7s %s\n", k.c_str(), gguf::value_type_name(v.type),
+                v.to_string(static_cast<size_t>(max_items)).c_str());
+  }
+  std::printf("\ntensors (%zu):\n", f->tensors().size());
+  std::printf("  %-36s %-6s %-22s %12s %12s\n", "name", "type", "shape", "bytes", "offset");
+  uint64_t total = 0;
+  for (const auto& t : f->tensors()) {
+    std::printf("  %-36s %-6s %-22s %12llu %12llu\n", t.name.c_str(),
+                std::string(kern::type_name(t.type)).c_str(), t.shape_string().c_str(),
+                static_cast<unsigned long long>(t.n_bytes), static_cast<unsigned long long>(t.offset));
+    total += t.n_bytes;
+  }
+  std::printf("  total tensor bytes: %llu\n", static_cast<unsigned long long>(total));
+  return kExitOk;
+}
+
+}  // namespace ranklm::cli

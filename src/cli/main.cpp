@@ -1,0 +1,79 @@
+// ranklm: distributed LLM inference over MPI. This file dispatches subcommands and owns the
+// error policy: library code throws ranklm::Error with a complete message; we print it on one
+// line and exit non-zero.
+#include <sched.h>
+
+#include <boost/program_options/errors.hpp>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cli/commands.h"
+#include "util/error.h"
+
+namespace ranklm::cli {
+
+int default_threads() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+}  // namespace ranklm::cli
+
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: ranklm <command> [options]\n"
+               "\n"
+               "commands:\n"
+               "  generate   generate text from a prompt (streams tokens, reports tokens/s)\n"
+               "  logits     print prompt logits and a greedy continuation as JSON (parity probe)\n"
+               "  inspect    print a GGUF file's metadata and tensor table\n"
+               "\n"
+               "run 'ranklm <command> --help' for the options of a command.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ranklm::cli;
+  if (argc < 2) {
+    usage(stderr);
+    return kExitUsage;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    usage(stdout);
+    return kExitOk;
+  }
+  std::vector<std::string> args(argv + 2, argv + argc);
+  try {
+    if (cmd == "inspect") return cmd_inspect(args);
+    if (cmd == "logits") return cmd_logits(args);
+    if (cmd == "generate") return cmd_generate(args);
+    std::fprintf(stderr, "ranklm: unknown command '%s'\n", cmd.c_str());
+    usage(stderr);
+    return kExitUsage;
+  } catch (const boost::program_options::error& e) {
+    std::fprintf(stderr, "ranklm %s: %s (see 'ranklm %s --help')\n", cmd.c_str(), e.what(), cmd.c_str());
+    return kExitUsage;
+  } catch (const ranklm::Error& e) {
+    std::fprintf(stderr, "ranklm %s: error: %s\n", cmd.c_str(), e.what());
+    return kExitError;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "ranklm %s: error: out of memory\n", cmd.c_str());
+    return kExitError;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ranklm %s: internal error: %s\n", cmd.c_str(), e.what());
+    return kExitError;
+  }
+}

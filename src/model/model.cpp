@@ -1,0 +1,253 @@
+#include "model/model.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/fp16.h"
+#include "util/error.h"
+
+namespace ranklm {
+
+namespace {
+
+struct ArchEntry {
+  const char* name;
+  void (*build)(const gguf::File&, Model&);
+};
+constexpr ArchEntry kArchs[] = {
+    {"llama", &build_llama},
+    {"qwen2", &build_qwen2},
+};
+
+}  // namespace
+
+KvCache::KvCache(int64_t n_layer, int64_t n_ctx_, int64_t kv_dim_)
+    : n_ctx(n_ctx_), kv_dim(kv_dim_), k(n_layer), v(n_layer) {
+  for (int64_t l = 0; l < n_layer; ++l) {
+    k[l].assign(static_cast<size_t>(n_ctx * kv_dim), 0);
+    v[l].assign(static_cast<size_t>(n_ctx * kv_dim), 0);
+  }
+}
+
+std::unique_ptr<Model> Model::load(const gguf::File& f) {
+  const std::string arch = f.get_string("general.architecture");
+  for (const auto& a : kArchs) {
+    if (arch == a.name) {
+      auto m = std::make_unique<Model>();
+      a.build(f, *m);
+      return m;
+    }
+  }
+  std::string known;
+  for (const auto& a : kArchs) known += std::string(known.empty() ? "" : ", ") + a.name;
+  fail("{}: metadata 'general.architecture': '{}' is not supported (supported: {})", f.path(),
+       arch, known);
+}
+
+KvCache Model::make_cache(int64_t n_ctx) const {
+  return KvCache(hp_.n_layer, n_ctx, hp_.n_head_kv * hp_.head_dim);
+}
+
+HParams read_common_hparams(const gguf::File& f, const std::string& arch) {
+  HParams hp;
+  hp.arch = arch;
+  hp.name = f.get_string_opt("general.name").value_or("");
+  const std::string p = arch + ".";
+  hp.n_embd = f.get_int(p + "embedding_length");
+  hp.n_layer = f.get_int(p + "block_count");
+  hp.n_ff = f.get_int(p + "feed_forward_length");
+  hp.n_head = f.get_int(p + "attention.head_count");
+  hp.n_head_kv = f.get_int_opt(p + "attention.head_count_kv").value_or(hp.n_head);
+  hp.n_ctx_train = f.get_int_opt(p + "context_length").value_or(4096);
+  hp.rms_eps = static_cast<float>(f.get_float(p + "attention.layer_norm_rms_epsilon"));
+  auto check_pos = [&](const char* key, int64_t v, int64_t hi) {
+    if (v <= 0 || v > hi) fail("{}: metadata '{}{}': {} out of range 1..{}", f.path(), p, key, v, hi);
+  };
+  check_pos("embedding_length", hp.n_embd, 1 << 20);
+  check_pos("block_count", hp.n_layer, 4096);
+  check_pos("feed_forward_length", hp.n_ff, 1 << 22);
+  check_pos("attention.head_count", hp.n_head, 1 << 14);
+  check_pos("attention.head_count_kv", hp.n_head_kv, hp.n_head);
+  if (hp.n_head % hp.n_head_kv != 0) {
+    fail("{}: metadata '{}attention.head_count_kv': {} does not divide head_count {}", f.path(), p,
+         hp.n_head_kv, hp.n_head);
+  }
+  hp.head_dim = f.get_int_opt(p + "attention.key_length").value_or(hp.n_embd / hp.n_head);
+  check_pos("attention.key_length", hp.head_dim, 1 << 14);
+  if (auto vl = f.get_int_opt(p + "attention.value_length"); vl && *vl != hp.head_dim) {
+    fail("{}: metadata '{}attention.value_length': {} differs from key_length {} (not supported)",
+         f.path(), p, *vl, hp.head_dim);
+  }
+  hp.rope.freq_base = static_cast<float>(f.get_float_opt(p + "rope.freq_base").value_or(10000.0));
+  hp.rope.n_dims = static_cast<int>(f.get_int_opt(p + "rope.dimension_count").value_or(hp.head_dim));
+  if (hp.rope.n_dims <= 0 || hp.rope.n_dims > hp.head_dim || hp.rope.n_dims % 2 != 0) {
+    fail("{}: metadata '{}rope.dimension_count': {} must be even and in 2..{}", f.path(), p,
+         hp.rope.n_dims, hp.head_dim);
+  }
+  // Linear scaling ("linear") divides positions by the factor; "none" or absent leaves them.
+  const std::string scaling = f.get_string_opt(p + "rope.scaling.type").value_or("none");
+  const double factor = f.get_float_opt(p + "rope.scaling.factor").value_or(1.0);
+  if (scaling == "linear") {
+    if (factor <= 0) fail("{}: metadata '{}rope.scaling.factor': {} must be > 0", f.path(), p, factor);
+    hp.rope.freq_scale = static_cast<float>(1.0 / factor);
+  } else if (scaling == "yarn" || scaling == "longrope") {
+    fail("{}: metadata '{}rope.scaling.type': '{}' is not supported yet", f.path(), p, scaling);
+  }
+  return hp;
+}
+
+kern::MatrixView matrix(const gguf::File& f, const std::string& name, int64_t rows, int64_t cols) {
+  const gguf::TensorInfo& t = f.tensor(name);
+  if (t.ne.size() != 2 || t.ne[0] != cols || t.ne[1] != rows) {
+    fail("{}: tensor '{}': shape {} does not match the metadata (expected [{}, {}])", f.path(),
+         name, t.shape_string(), cols, rows);
+  }
+  if (!kern::traits(t.type).supported) {
+    fail("{}: tensor '{}': type {} has no kernels in ranklm (supported: F32, F16, BF16, Q4_0, "
+         "Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K); requantize the model",
+         f.path(), name, kern::type_name(t.type));
+  }
+  return kern::MatrixView{t.type, t.data, rows, cols};
+}
+
+std::vector<float> vector_f32(const gguf::File& f, const std::string& name, int64_t n) {
+  const gguf::TensorInfo& t = f.tensor(name);
+  if (t.n_elements() != n) {
+    fail("{}: tensor '{}': {} elements {} (expected {})", f.path(), name, t.n_elements(),
+         t.shape_string(), n);
+  }
+  const kern::TypeTraits& tt = kern::traits(t.type);
+  if (!tt.supported) fail("{}: tensor '{}': type {} not supported", f.path(), name, tt.name);
+  std::vector<float> out(static_cast<size_t>(n));
+  tt.dequantize(t.data, out.data(), n);
+  return out;
+}
+
+void load_decoder_weights(const gguf::File& f, Model& m) {
+  HParams& hp = m.hp_;
+  const gguf::TensorInfo& emb = f.tensor("token_embd.weight");
+  if (emb.ne.size() != 2 || emb.ne[0] != hp.n_embd) {
+    fail("{}: tensor 'token_embd.weight': shape {} (expected [{}, n_vocab])", f.path(),
+         emb.shape_string(), hp.n_embd);
+  }
+  hp.n_vocab = emb.ne[1];
+  m.tok_embd = matrix(f, "token_embd.weight", hp.n_vocab, hp.n_embd);
+  m.output_norm = vector_f32(f, "output_norm.weight", hp.n_embd);
+  if (f.find_tensor("output.weight")) {
+    m.output = matrix(f, "output.weight", hp.n_vocab, hp.n_embd);
+    hp.tied_output = false;
+  } else {
+    m.output = m.tok_embd;
+    hp.tied_output = true;
+  }
+  if (f.find_tensor("rope_freqs.weight")) {
+    m.rope_freq_factors = vector_f32(f, "rope_freqs.weight", hp.rope.n_dims / 2);
+  }
+  const int64_t q_dim = hp.n_head * hp.head_dim;
+  const int64_t kv_dim = hp.n_head_kv * hp.head_dim;
+  m.layers.resize(static_cast<size_t>(hp.n_layer));
+  for (int64_t il = 0; il < hp.n_layer; ++il) {
+    const std::string b = "blk." + std::to_string(il) + ".";
+    LayerWeights& L = m.layers[il];
+    L.attn_norm = vector_f32(f, b + "attn_norm.weight", hp.n_embd);
+    L.wq = matrix(f, b + "attn_q.weight", q_dim, hp.n_embd);
+    L.wk = matrix(f, b + "attn_k.weight", kv_dim, hp.n_embd);
+    L.wv = matrix(f, b + "attn_v.weight", kv_dim, hp.n_embd);
+    L.wo = matrix(f, b + "attn_output.weight", hp.n_embd, q_dim);
+    if (hp.qkv_bias) {
+      L.bq = vector_f32(f, b + "attn_q.bias", q_dim);
+      L.bk = vector_f32(f, b + "attn_k.bias", kv_dim);
+      L.bv = vector_f32(f, b + "attn_v.bias", kv_dim);
+    }
+    L.ffn_norm = vector_f32(f, b + "ffn_norm.weight", hp.n_embd);
+    L.w_gate = matrix(f, b + "ffn_gate.weight", hp.n_ff, hp.n_embd);
+    L.w_up = matrix(f, b + "ffn_up.weight", hp.n_ff, hp.n_embd);
+    L.w_down = matrix(f, b + "ffn_down.weight", hp.n_embd, hp.n_ff);
+  }
+}
+
+namespace {
+void add_bias(float* y, const std::vector<float>& b, int64_t n_tok) {
+  if (b.empty()) return;
+  const int64_t n = static_cast<int64_t>(b.size());
+  for (int64_t t = 0; t < n_tok; ++t) kern::add_inplace(y + t * n, b.data(), n);
+}
+}  // namespace
+
+void Model::layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvCache& cache,
+                          kern::ThreadPool& pool) {
+  const HParams& hp = hp_;
+  const LayerWeights& L = layers[il];
+  const int64_t n_embd = hp.n_embd;
+  const int64_t q_dim = hp.n_head * hp.head_dim;
+  const int64_t kv_dim = hp.n_head_kv * hp.head_dim;
+
+  std::vector<float> cur(n_tok * n_embd);                     // [n_tok, n_embd]
+  std::vector<float> q(n_tok * q_dim), k(n_tok * kv_dim), v(n_tok * kv_dim);
+  std::vector<float> attn(n_tok * q_dim);                     // [n_tok, q_dim]
+  std::vector<int32_t> pos(n_tok);
+  for (int64_t t = 0; t < n_tok; ++t) pos[t] = static_cast<int32_t>(pos0 + t);
+
+  // --- attention block ---
+  kern::rms_norm(x, L.attn_norm.data(), n_tok, n_embd, hp.rms_eps, cur.data());
+  kern::matmul(L.wq, cur.data(), n_tok, q.data(), pool, scratch_);
+  kern::matmul(L.wk, cur.data(), n_tok, k.data(), pool, scratch_);
+  kern::matmul(L.wv, cur.data(), n_tok, v.data(), pool, scratch_);
+  add_bias(q.data(), L.bq, n_tok);
+  add_bias(k.data(), L.bk, n_tok);
+  add_bias(v.data(), L.bv, n_tok);
+  kern::RopeParams rp = hp.rope;
+  rp.freq_factors = rope_freq_factors.empty() ? nullptr : rope_freq_factors.data();
+  kern::rope_inplace(q.data(), n_tok, static_cast<int>(hp.n_head), static_cast<int>(hp.head_dim), pos.data(), rp);
+  kern::rope_inplace(k.data(), n_tok, static_cast<int>(hp.n_head_kv), static_cast<int>(hp.head_dim), pos.data(), rp);
+  uint16_t* kc = cache.k[il].data();
+  uint16_t* vc = cache.v[il].data();
+  for (int64_t i = 0; i < n_tok * kv_dim; ++i) {
+    kc[pos0 * kv_dim + i] = kern::fp32_to_fp16(k[i]);
+    vc[pos0 * kv_dim + i] = kern::fp32_to_fp16(v[i]);
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
+  kern::attention(q.data(), kc, vc, n_tok, pos0, static_cast<int>(hp.n_head),
+                  static_cast<int>(hp.n_head_kv), static_cast<int>(hp.head_dim), scale,
+                  attn.data(), pool);
+  kern::matmul(L.wo, attn.data(), n_tok, cur.data(), pool, scratch_);
+  kern::add_inplace(x, cur.data(), n_tok * n_embd);
+
+  // --- feed-forward block (SwiGLU) ---
+  std::vector<float> gate(n_tok * hp.n_ff), up(n_tok * hp.n_ff);  // [n_tok, n_ff]
+  kern::rms_norm(x, L.ffn_norm.data(), n_tok, n_embd, hp.rms_eps, cur.data());
+  kern::matmul(L.w_gate, cur.data(), n_tok, gate.data(), pool, scratch_);
+  kern::matmul(L.w_up, cur.data(), n_tok, up.data(), pool, scratch_);
+  kern::silu_mul_inplace(gate.data(), up.data(), n_tok * hp.n_ff);
+  kern::matmul(L.w_down, gate.data(), n_tok, cur.data(), pool, scratch_);
+  kern::add_inplace(x, cur.data(), n_tok * n_embd);
+}
+
+void Model::forward(const int32_t* tokens, int64_t n_tok, int64_t pos0, KvCache& cache,
+                    bool all_logits, float* logits, kern::ThreadPool& pool) {
+  const HParams& hp = hp_;
+  if (n_tok <= 0) fail("forward: empty batch");
+  if (pos0 < 0 || pos0 + n_tok > cache.n_ctx) {
+    fail("context full: positions {}..{} exceed the context size {}; raise --ctx-size or shorten "
+         "the prompt",
+         pos0, pos0 + n_tok - 1, cache.n_ctx);
+  }
+  std::vector<float> x(n_tok * hp.n_embd);  // [n_tok, n_embd] residual stream
+  for (int64_t t = 0; t < n_tok; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= hp.n_vocab) {
+      fail("token id {} at batch index {} is outside the vocabulary (0..{})", tokens[t], t,
+           hp.n_vocab - 1);
+    }
+    kern::get_row(tok_embd, tokens[t], x.data() + t * hp.n_embd);
+  }
+  for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(il, x.data(), n_tok, pos0, cache, pool);
+
+  const int64_t first = all_logits ? 0 : n_tok - 1;
+  const int64_t n_out = n_tok - first;
+  std::vector<float> normed(n_out * hp.n_embd);
+  kern::rms_norm(x.data() + first * hp.n_embd, output_norm.data(), n_out, hp.n_embd, hp.rms_eps,
+                 normed.data());
+  kern::matmul(output, normed.data(), n_out, logits, pool, scratch_);
+}
+
+}  // namespace ranklm

@@ -1,0 +1,95 @@
+// A decoder-only transformer loaded from GGUF: hyperparameters from metadata, weights as views
+// into the mapped file (quantized blocks stay quantized), and a forward pass over a batch of
+// consecutive tokens that fills a KV cache. Architectures (one file each: arch_*.cpp) describe
+// their metadata keys, tensors and variants; this file holds what they share.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/gguf.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "kernels/threadpool.h"
+
+namespace ranklm {
+
+struct HParams {
+  std::string arch;
+  std::string name;
+  int64_t n_vocab = 0;
+  int64_t n_embd = 0;
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;       // key/query head size
+  int64_t n_ff = 0;
+  int64_t n_ctx_train = 0;
+  float rms_eps = 1e-5f;
+  kern::RopeParams rope;      // freq_factors filled in by the model when present
+  bool qkv_bias = false;
+  bool tied_output = false;
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm;         // [n_embd]
+  kern::MatrixView wq, wk, wv, wo;      // [n_head*hd, n_embd], [n_kv*hd, n_embd] x2, [n_embd, n_head*hd]
+  std::vector<float> bq, bk, bv;        // biases (empty when the architecture has none)
+  std::vector<float> ffn_norm;          // [n_embd]
+  kern::MatrixView w_gate, w_up, w_down;  // [n_ff, n_embd] x2, [n_embd, n_ff]
+};
+
+// Keys and values of every layer, fp16, for positions 0 .. n_ctx-1.
+struct KvCache {
+  int64_t n_ctx = 0;
+  int64_t kv_dim = 0;                          // n_head_kv * head_dim
+  std::vector<std::vector<uint16_t>> k, v;     // per layer: [n_ctx, kv_dim]
+  KvCache(int64_t n_layer, int64_t n_ctx, int64_t kv_dim);
+};
+
+class Model {
+ public:
+  // Loads the architecture named in general.architecture. The File must outlive the Model.
+  static std::unique_ptr<Model> load(const gguf::File& file);
+
+  const HParams& hparams() const { return hp_; }
+  KvCache make_cache(int64_t n_ctx) const;
+
+  // Runs tokens[0..n_tok) at positions pos0.. (the cache must hold 0..pos0-1). Writes logits
+  // [n_tok, n_vocab] when all_logits, else only the last token's [n_vocab].
+  void forward(const int32_t* tokens, int64_t n_tok, int64_t pos0, KvCache& cache,
+               bool all_logits, float* logits, kern::ThreadPool& pool);
+
+  // Architecture builders fill these.
+  HParams hp_;
+  kern::MatrixView tok_embd{};
+  kern::MatrixView output{};
+  std::vector<float> output_norm;
+  std::vector<float> rope_freq_factors;
+  std::vector<LayerWeights> layers;
+
+ private:
+  void layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvCache& cache,
+                     kern::ThreadPool& pool);
+  std::vector<uint8_t> scratch_;
+};
+
+// ---- helpers shared by the architecture files ----
+// One builder per architecture file; Model::load dispatches on general.architecture.
+void build_llama(const gguf::File& f, Model& m);   // arch_llama.cpp
+void build_qwen2(const gguf::File& f, Model& m);   // arch_qwen2.cpp
+
+// Reads the hyperparameters every Llama-like architecture stores under "<arch>.".
+HParams read_common_hparams(const gguf::File& f, const std::string& arch);
+// A 2-D weight [rows, cols] checked against the expected shape; names the tensor on mismatch.
+kern::MatrixView matrix(const gguf::File& f, const std::string& name, int64_t rows, int64_t cols);
+// A 1-D tensor of n elements as floats (any supported type).
+std::vector<float> vector_f32(const gguf::File& f, const std::string& name, int64_t n);
+// Loads the blocks every pre-norm SwiGLU decoder has: embeddings, norms, attention, FFN, head.
+void load_decoder_weights(const gguf::File& f, Model& m);
+
+}  // namespace ranklm

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of ranklm from Debian packages.
+# Idempotent: skips apt-get when everything is already present.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config python3 python3-venv
+  openmpi-bin libopenmpi-dev
+  libopenblas-dev
+  libhdf5-dev hdf5-tools
+  libhwloc-dev hwloc
+  libboost-program-options-dev
+  libgtest-dev
+  libpcre2-dev
+  nlohmann-json3-dev
+  libfmt-dev
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "[setup] all Debian packages present"
+else
+  echo "[setup] installing Debian packages: ${missing[*]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
