@@ -74,35 +74,50 @@ void rope_inplace(float* x, int64_t n_tok, int n_heads, int head_dim, const int3
 
 void attention(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_tok, int64_t pos0,
                int n_head, int n_head_kv, int head_dim, float scale, float* out, ThreadPool& pool) {
+  // Single-pass ("flash") attention with an online softmax. Rounding follows llama.cpp's CPU
+  // kernel for an fp16 cache: Q is rounded to fp16, the running output is kept in fp16, and it
+  // is rescaled whenever a new maximum score appears. This keeps results within float noise of
+  // llama.cpp, which matters because the next matmul re-quantizes its input.
   const int group = n_head / n_head_kv;
   const int64_t kv_stride = static_cast<int64_t>(n_head_kv) * head_dim;
   const int64_t q_stride = static_cast<int64_t>(n_head) * head_dim;
   pool.parallel_for(n_tok * n_head, [&](int64_t b, int64_t e, int) {
-    std::vector<float> scores(static_cast<size_t>(pos0 + n_tok));
-    std::vector<float> acc(head_dim);
     std::vector<float> qh(head_dim);
+    std::vector<uint16_t> acc(head_dim);  // fp16 running output
     for (int64_t job = b; job < e; ++job) {
       const int64_t t = job / n_head;
       const int h = static_cast<int>(job % n_head);
       const int kvh = h / group;
       const int64_t n_keys = pos0 + t + 1;  // causal: keys 0 .. pos0 + t
       const float* qp = q + t * q_stride + static_cast<int64_t>(h) * head_dim;
-      // Q rounded to fp16 like the cache it is multiplied with.
       for (int d = 0; d < head_dim; ++d) qh[d] = fp16_to_fp32(fp32_to_fp16(qp[d]));
+      std::fill(acc.begin(), acc.end(), 0);
+      float m = -INFINITY;
+      float sum = 0.0f;
       for (int64_t j = 0; j < n_keys; ++j) {
         const uint16_t* kp = k + j * kv_stride + static_cast<int64_t>(kvh) * head_dim;
+        const uint16_t* vp = v + j * kv_stride + static_cast<int64_t>(kvh) * head_dim;
         float s = 0.0f;
         for (int d = 0; d < head_dim; ++d) s += qh[d] * fp16_to_fp32(kp[d]);
-        scores[j] = s * scale;
+        s *= scale;
+        float ms = 1.0f;
+        float vs = 1.0f;
+        if (s > m) {
+          const float m_old = m;
+          m = s;
+          ms = std::exp(m_old - m);
+          for (int d = 0; d < head_dim; ++d) acc[d] = fp32_to_fp16(fp16_to_fp32(acc[d]) * ms);
+        } else {
+          vs = std::exp(s - m);
+        }
+        for (int d = 0; d < head_dim; ++d) {
+          acc[d] = fp32_to_fp16(std::fma(fp16_to_fp32(vp[d]), vs, fp16_to_fp32(acc[d])));
+        }
+        sum = sum * ms + vs;
       }
-      softmax_inplace(scores.data(), n_keys);
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j = 0; j < n_keys; ++j) {
-        const uint16_t* vp = v + j * kv_stride + static_cast<int64_t>(kvh) * head_dim;
-        const float w = scores[j];
-        for (int d = 0; d < head_dim; ++d) acc[d] += w * fp16_to_fp32(vp[d]);
-      }
-      std::copy(acc.begin(), acc.end(), out + t * q_stride + static_cast<int64_t>(h) * head_dim);
+      float* o = out + t * q_stride + static_cast<int64_t>(h) * head_dim;
+      const float inv = 1.0f / sum;
+      for (int d = 0; d < head_dim; ++d) o[d] = fp16_to_fp32(acc[d]) * inv;
     }
   });
 }
