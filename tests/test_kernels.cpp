@@ -1,0 +1,217 @@
+// Kernels against their reference twins on random data (never zeros), odd sizes, every type.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kernels/fp16.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "kernels/types.h"
+#include "test_util.h"
+
+namespace ranklm::kern {
+namespace {
+
+// Random blocks of a weight type with sane fp16 scales (random bytes elsewhere).
+std::vector<uint8_t> random_row(GgmlType t, int64_t n, uint32_t seed) {
+  const TypeTraits& tt = traits(t);
+  std::mt19937 rng(seed);
+  if (!tt.block_size || tt.block_size == 1) {
+    const auto f = test::random_floats(n, seed);
+    std::vector<uint8_t> out(row_bytes(tt, n));
+    tt.quantize(f.data(), out.data(), n);
+    return out;
+  }
+  std::vector<uint8_t> out(row_bytes(tt, n));
+  for (auto& b : out) b = static_cast<uint8_t>(rng());
+  std::uniform_real_distribution<float> sd(0.001f, 0.05f);
+  auto h = [&] { return fp32_to_fp16(sd(rng)); };
+  const int64_t nb = n / tt.block_size;
+  for (int64_t i = 0; i < nb; ++i) {
+    uint8_t* p = out.data() + i * tt.type_size;
+    switch (t) {
+      case GgmlType::Q4_0: reinterpret_cast<BlockQ4_0*>(p)->d = h(); break;
+      case GgmlType::Q4_1: reinterpret_cast<BlockQ4_1*>(p)->d = h(); reinterpret_cast<BlockQ4_1*>(p)->m = h(); break;
+      case GgmlType::Q5_0: reinterpret_cast<BlockQ5_0*>(p)->d = h(); break;
+      case GgmlType::Q5_1: reinterpret_cast<BlockQ5_1*>(p)->d = h(); reinterpret_cast<BlockQ5_1*>(p)->m = h(); break;
+      case GgmlType::Q8_0: reinterpret_cast<BlockQ8_0*>(p)->d = h(); break;
+      case GgmlType::Q2_K: reinterpret_cast<BlockQ2_K*>(p)->d = h(); reinterpret_cast<BlockQ2_K*>(p)->dmin = h(); break;
+      case GgmlType::Q3_K: reinterpret_cast<BlockQ3_K*>(p)->d = h(); break;
+      case GgmlType::Q4_K: reinterpret_cast<BlockQ4_K*>(p)->d = h(); reinterpret_cast<BlockQ4_K*>(p)->dmin = h(); break;
+      case GgmlType::Q5_K: reinterpret_cast<BlockQ5_K*>(p)->d = h(); reinterpret_cast<BlockQ5_K*>(p)->dmin = h(); break;
+      case GgmlType::Q6_K: reinterpret_cast<BlockQ6_K*>(p)->d = h(); break;
+      case GgmlType::Q8_K: reinterpret_cast<BlockQ8_K*>(p)->d = sd(rng); break;
+      default: break;
+    }
+  }
+  return out;
+}
+
+const GgmlType kWeightTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0,
+                                 GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                                 GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,
+                                 GgmlType::Q6_K};
+
+class TypeTest : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(TypeTest, VecDotMatchesFloat64Reference) {
+  const TypeTraits& wt = traits(GetParam());
+  const TypeTraits& at = traits(wt.vec_dot_type);
+  for (int64_t blocks : {1, 3, 7}) {
+    const int64_t n = blocks * std::max<int64_t>(wt.block_size, 32) * (wt.block_size == 1 ? 3 : 1) + (wt.block_size == 1 ? 5 : 0);
+    const auto w = random_row(GetParam(), n, static_cast<uint32_t>(n));
+    const auto x = test::random_floats(n, static_cast<uint32_t>(n + 1));
+    std::vector<uint8_t> a(row_bytes(at, n));
+    at.quantize(x.data(), a.data(), n);
+    const double ref = vec_dot_reference(GetParam(), n, w.data(), a.data());
+    // Scale of the sum: sum |w_i * a_i|.
+    std::vector<float> wf(n), af(n);
+    wt.dequantize(w.data(), wf.data(), n);
+    at.dequantize(a.data(), af.data(), n);
+    double mag = 0;
+    for (int64_t i = 0; i < n; ++i) mag += std::fabs(double(wf[i]) * af[i]);
+    ASSERT_GT(mag, 0.0);
+    const float fast = wt.vec_dot(n, w.data(), a.data());
+    EXPECT_NEAR(fast, ref, 2e-6 * mag + 1e-7) << wt.name << " n=" << n;
+  }
+}
+
+TEST_P(TypeTest, DequantizeIsFiniteAndNotConstant) {
+  const TypeTraits& wt = traits(GetParam());
+  const int64_t n = 2 * std::max<int64_t>(wt.block_size, 32);
+  const auto w = random_row(GetParam(), n, 99);
+  std::vector<float> f(n);
+  wt.dequantize(w.data(), f.data(), n);
+  float lo = f[0], hi = f[0];
+  for (float v : f) {
+    ASSERT_TRUE(std::isfinite(v));
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  EXPECT_LT(lo, hi);
+}
+
+TEST_P(TypeTest, MatmulMatchesReference) {
+  const TypeTraits& wt = traits(GetParam());
+  const int64_t cols = 2 * std::max<int64_t>(wt.block_size, 32);
+  const int64_t rows = 37, n_tok = 5;
+  const auto w = random_row(GetParam(), rows * cols, 7);
+  const auto x = test::random_floats(n_tok * cols, 8);
+  MatrixView mv{GetParam(), w.data(), rows, cols};
+  std::vector<float> y(n_tok * rows), yr(n_tok * rows);
+  ThreadPool pool(3);
+  std::vector<uint8_t> scratch;
+  matmul(mv, x.data(), n_tok, y.data(), pool, scratch);
+  matmul_reference(mv, x.data(), n_tok, yr.data());
+  double err = 0, mag = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    err += std::pow(double(y[i]) - yr[i], 2);
+    mag += double(yr[i]) * yr[i];
+  }
+  ASSERT_GT(mag, 0.0);
+  EXPECT_LT(std::sqrt(err / mag), 1e-5) << wt.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, TypeTest, ::testing::ValuesIn(kWeightTypes),
+                         [](const auto& info) { return std::string(type_name(info.param)); });
+
+TEST(Quantize, Q8_0RoundTripWithinHalfStep) {
+  const int64_t n = 32 * 9;
+  const auto x = test::random_floats(n, 5);
+  std::vector<BlockQ8_0> q(n / 32);
+  traits(GgmlType::Q8_0).quantize(x.data(), q.data(), n);
+  std::vector<float> y(n);
+  traits(GgmlType::Q8_0).dequantize(q.data(), y.data(), n);
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = fp16_to_fp32(q[i / 32].d);
+    EXPECT_LE(std::fabs(x[i] - y[i]), 0.5f * d + 1e-3f * std::fabs(x[i]) + 1e-6f) << i;
+  }
+}
+
+TEST(Quantize, Q8_KRoundTripAndBlockSums) {
+  const int64_t n = 256 * 3;
+  const auto x = test::random_floats(n, 6);
+  std::vector<BlockQ8_K> q(n / 256);
+  traits(GgmlType::Q8_K).quantize(x.data(), q.data(), n);
+  std::vector<float> y(n);
+  traits(GgmlType::Q8_K).dequantize(q.data(), y.data(), n);
+  for (int64_t i = 0; i < n; ++i) EXPECT_LE(std::fabs(x[i] - y[i]), 0.5f * std::fabs(q[i / 256].d) + 1e-6f);
+  for (const auto& b : q) {
+    for (int j = 0; j < 16; ++j) {
+      int s = 0;
+      for (int i = 0; i < 16; ++i) s += b.qs[16 * j + i];
+      EXPECT_EQ(b.bsums[j], s);
+    }
+  }
+}
+
+TEST(Fp16, EveryHalfRoundTrips) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = fp16_to_fp32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(fp32_to_fp16(f), h) << h;
+  }
+  EXPECT_EQ(fp32_to_fp16(1.0f + 1.0f / 4096), fp32_to_fp16(1.0f));  // tie rounds to even
+  EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7C00);                         // overflow -> inf
+}
+
+TEST(Ops, AttentionMatchesFloat64Reference) {
+  const int n_head = 6, n_kv = 2, hd = 40;
+  const int64_t pos0 = 9, n_tok = 4, n_ctx = pos0 + n_tok;
+  const auto q = test::random_floats(n_tok * n_head * hd, 11);
+  const auto kf = test::random_floats(n_ctx * n_kv * hd, 12);
+  const auto vf = test::random_floats(n_ctx * n_kv * hd, 13);
+  std::vector<uint16_t> k(kf.size()), v(vf.size());
+  for (size_t i = 0; i < kf.size(); ++i) {
+    k[i] = fp32_to_fp16(kf[i]);
+    v[i] = fp32_to_fp16(vf[i]);
+  }
+  std::vector<float> out(q.size()), ref(q.size());
+  ThreadPool pool(2);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  attention(q.data(), k.data(), v.data(), n_tok, pos0, n_head, n_kv, hd, scale, out.data(), pool);
+  attention_reference(q.data(), k.data(), v.data(), n_tok, pos0, n_head, n_kv, hd, scale, ref.data());
+  for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref[i], 3e-3 + 3e-3 * std::fabs(ref[i])) << i;
+}
+
+TEST(Ops, RmsNormAndSoftmax) {
+  const auto x = test::random_floats(3 * 50, 21);
+  const auto w = test::random_floats(50, 22);
+  std::vector<float> y(x.size());
+  rms_norm(x.data(), w.data(), 3, 50, 1e-5f, y.data());
+  for (int r = 0; r < 3; ++r) {
+    double ss = 0;
+    for (int i = 0; i < 50; ++i) ss += double(x[r * 50 + i]) * x[r * 50 + i];
+    const double s = 1.0 / std::sqrt(ss / 50 + 1e-5);
+    for (int i = 0; i < 50; ++i) EXPECT_NEAR(y[r * 50 + i], x[r * 50 + i] * s * w[i], 1e-5);
+  }
+  auto p = test::random_floats(17, 23, 3.0f);
+  const auto orig = p;
+  softmax_inplace(p.data(), 17);
+  double sum = 0, mx = -1e30;
+  for (float v : orig) mx = std::max(mx, double(v));
+  for (float v : orig) sum += std::exp(v - mx);
+  for (int i = 0; i < 17; ++i) EXPECT_NEAR(p[i], std::exp(orig[i] - mx) / sum, 1e-6);
+}
+
+TEST(Ops, RopeRotatesPairsAndKeepsNorm) {
+  auto x = test::random_floats(2 * 3 * 16, 31);
+  const auto orig = x;
+  const int32_t pos[2] = {0, 5};
+  for (bool neox : {false, true}) {
+    x = orig;
+    RopeParams p;
+    p.n_dims = 16;
+    p.neox = neox;
+    rope_inplace(x.data(), 2, 3, 16, pos, p);
+    for (int i = 0; i < 3 * 16; ++i) EXPECT_FLOAT_EQ(x[i], orig[i]);  // position 0: identity
+    // Position 5, pair 0 (theta = 5): explicit rotation.
+    const int a = 48, b = neox ? 48 + 8 : 49;
+    EXPECT_NEAR(x[a], orig[a] * std::cos(5.0) - orig[b] * std::sin(5.0), 1e-5);
+    EXPECT_NEAR(x[b], orig[a] * std::sin(5.0) + orig[b] * std::cos(5.0), 1e-5);
+  }
+}
+
+}  // namespace
+}  // namespace ranklm::kern
