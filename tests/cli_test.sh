@@ -25,6 +25,6 @@ m="$fixtures/models/tiny-llama-q8_0.gguf"
 check "greedy generation is reproducible across thread counts" "cmp -s '$tmp/a' '$tmp/b' && [ -s '$tmp/a' ]"
 "$bin" generate -m "$m" -p "hello world" --temp 0.9 --seed 7 -n 12 > "$tmp/c" 2> /dev/null
 "$bin" generate -m "$m" -p "hello world" --temp 0.9 --seed 7 -n 12 > "$tmp/d" 2> /dev/null
-check "seeded sampling is reproducible" "cmp -s '$tmp/c' '$tmp/d'"
+check "seeded sampling is reproducible" "cmp -s '$tmp/c' '$tmp/d' && [ -s '$tmp/c' ]"
 echo "$((8 - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]
