@@ -19,8 +19,8 @@ int cmd_generate(const std::vector<std::string>& args) {
   int n_predict = 128, threads = default_threads(), ctx = 0;
   SamplingParams sp;
   bool chat = false;
+  add_model_options(desc, model_path, threads, default_threads());
   desc.add_options()
-      ("model,m", po::value<std::string>(&model_path)->required(), "GGUF model file")
       ("prompt,p", po::value<std::string>(&prompt)->required(), "prompt text")
       ("chat", po::bool_switch(&chat), "format the prompt with the model's chat template")
       ("n-predict,n", po::value<int>(&n_predict)->default_value(128), "tokens to generate")
@@ -30,8 +30,7 @@ int cmd_generate(const std::vector<std::string>& args) {
       ("min-p", po::value<float>(&sp.min_p)->default_value(0.05f), "min-p (0 = off)")
       ("repeat-penalty", po::value<float>(&sp.repeat_penalty)->default_value(1.0f), "repetition penalty (1 = off)")
       ("seed,s", po::value<uint64_t>(&sp.seed)->default_value(0), "random seed")
-      ("ctx-size,c", po::value<int>(&ctx)->default_value(0), "context size (0 = prompt + n-predict)")
-      ("threads,t", po::value<int>(&threads)->default_value(default_threads()), "worker threads");
+      ("ctx-size,c", po::value<int>(&ctx)->default_value(0), "context size (0 = prompt + n-predict)");
   po::variables_map vm;
   if (!parse_options("generate", "--model M.gguf --prompt TEXT [options]", desc, args, vm)) return kExitOk;
   if (n_predict < 0) fail("--n-predict: {} must be >= 0", n_predict);

@@ -38,11 +38,10 @@ int cmd_logits(const std::vector<std::string>& args) {
   po::options_description desc("logits options");
   std::string model_path, tokens;
   int greedy = 24, threads = default_threads();
+  add_model_options(desc, model_path, threads, default_threads());
   desc.add_options()
-      ("model,m", po::value<std::string>(&model_path)->required(), "GGUF model file")
       ("tokens", po::value<std::string>(&tokens)->required(), "prompt token ids, comma-separated")
-      ("greedy", po::value<int>(&greedy)->default_value(24), "greedy continuation steps")
-      ("threads,t", po::value<int>(&threads)->default_value(default_threads()), "worker threads");
+      ("greedy", po::value<int>(&greedy)->default_value(24), "greedy continuation steps");
   po::variables_map vm;
   if (!parse_options("logits", "--model M.gguf --tokens 1,5,9 [--greedy N]", desc, args, vm)) return kExitOk;
   if (greedy < 0) fail("--greedy: {} must be >= 0", greedy);

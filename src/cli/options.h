@@ -10,6 +10,14 @@ namespace ranklm::cli {
 
 namespace po = boost::program_options;
 
+// The options every model-running command shares: --model and --threads.
+inline void add_model_options(po::options_description& desc, std::string& model, int& threads,
+                              int default_threads) {
+  desc.add_options()
+      ("model,m", po::value<std::string>(&model)->required(), "GGUF model file")
+      ("threads,t", po::value<int>(&threads)->default_value(default_threads), "worker threads");
+}
+
 // Parses args into vm; returns false (after printing help) when --help was given.
 inline bool parse_options(const std::string& cmd, const std::string& synopsis,
                           po::options_description& desc, const std::vector<std::string>& args,

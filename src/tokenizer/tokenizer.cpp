@@ -306,13 +306,9 @@ struct Symbol {
   int prev;
   int next;
 };
-}  // namespace
 
-// SentencePiece BPE: repeatedly merge the adjacent pair whose merged text is the
-// highest-scoring vocabulary entry (leftmost on ties); pieces that never formed a token fall
-// back to byte tokens.
-void Tokenizer::encode_spm(const std::string& text, std::vector<int32_t>& out) const {
-  if (text.empty()) return;
+// One symbol per UTF-8 character of text, linked as a list.
+std::vector<Symbol> split_symbols(const std::string& text) {
   std::vector<Symbol> sym;
   for (size_t off = 0; off < text.size();) {
     const size_t len = std::min(unicode::utf8_len(static_cast<unsigned char>(text[off])), text.size() - off);
@@ -320,6 +316,26 @@ void Tokenizer::encode_spm(const std::string& text, std::vector<int32_t>& out) c
     sym.push_back({off, len, idx - 1, off + len == text.size() ? -1 : idx + 1});
     off += len;
   }
+  return sym;
+}
+
+// Merges symbol `right` into its left neighbour `left` and unlinks it.
+void merge_pair(std::vector<Symbol>& sym, int left, int right) {
+  Symbol& l = sym[left];
+  Symbol& r = sym[right];
+  l.n += r.n;
+  r.n = 0;
+  l.next = r.next;
+  if (r.next >= 0) sym[r.next].prev = left;
+}
+}  // namespace
+
+// SentencePiece BPE: repeatedly merge the adjacent pair whose merged text is the
+// highest-scoring vocabulary entry (leftmost on ties); pieces that never formed a token fall
+// back to byte tokens.
+void Tokenizer::encode_spm(const std::string& text, std::vector<int32_t>& out) const {
+  if (text.empty()) return;
+  std::vector<Symbol> sym = split_symbols(text);
   struct Bigram {
     int left, right;
     float score;
@@ -345,10 +361,7 @@ void Tokenizer::encode_spm(const std::string& text, std::vector<int32_t>& out) c
     Symbol& l = sym[b.left];
     Symbol& r = sym[b.right];
     if (l.n == 0 || r.n == 0 || l.n + r.n != b.size) continue;
-    l.n += r.n;
-    r.n = 0;
-    l.next = r.next;
-    if (r.next >= 0) sym[r.next].prev = b.left;
+    merge_pair(sym, b.left, b.right);
     try_add(l.prev, b.left);
     try_add(b.left, l.next);
   }
@@ -388,13 +401,7 @@ void Tokenizer::encode_bpe(const std::string& text, std::vector<int32_t>& out) c
         continue;
       }
     }
-    std::vector<Symbol> sym;
-    for (size_t off = 0; off < word.size();) {
-      const size_t len = std::min(unicode::utf8_len(static_cast<unsigned char>(word[off])), word.size() - off);
-      const int idx = static_cast<int>(sym.size());
-      sym.push_back({off, len, idx - 1, off + len == word.size() ? -1 : idx + 1});
-      off += len;
-    }
+    std::vector<Symbol> sym = split_symbols(word);
     struct Bigram {
       int left, right, rank;
       std::string text;
@@ -418,10 +425,7 @@ void Tokenizer::encode_bpe(const std::string& text, std::vector<int32_t>& out) c
       Symbol& l = sym[b.left];
       Symbol& r = sym[b.right];
       if (l.n == 0 || r.n == 0 || piece(b.left) + piece(b.right) != b.text) continue;
-      l.n += r.n;
-      r.n = 0;
-      l.next = r.next;
-      if (r.next >= 0) sym[r.next].prev = b.left;
+      merge_pair(sym, b.left, b.right);
       try_add(l.prev, b.left);
       try_add(b.left, l.next);
     }
