@@ -1,0 +1,136 @@
+#include "chat/chat_template.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "io/gguf.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+
+namespace ranklm::chat {
+
+namespace {
+
+// chatml: ChatML turns with no default system message. llama3: Meta-Llama-3-Instruct.
+// gemma3: Gemma 3 instruction-tuned (a system message is folded into the first user turn).
+const BuiltinTemplate kBuiltins[] = {
+    {"chatml", R"JINJA({%- for message in messages -%}
+    {{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{- '<|im_start|>assistant\n' -}}
+{%- endif -%}
+)JINJA"},
+    {"llama3", R"JINJA({% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>
+
+'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>
+
+' }}{% endif %})JINJA"},
+    {"gemma3", R"JINJA({{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '
+
+' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '
+
+' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '
+' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>
+' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model
+'}}
+{%- endif -%}
+)JINJA"},
+};
+
+std::string token_or_empty(const Tokenizer& tok, int32_t id) {
+  return id >= 0 && id < tok.n_vocab() ? tok.token_text(id) : std::string();
+}
+
+}  // namespace
+
+const BuiltinTemplate& builtin_template(std::string_view name) {
+  for (const auto& b : kBuiltins) {
+    if (b.name == name) return b;
+  }
+  fail("unknown built-in chat template '{}' (known: chatml, llama3, gemma3)", name);
+}
+
+ChatTemplate::ChatTemplate(std::string source, std::string bos_token, std::string eos_token, std::string origin)
+    : tmpl_(source, origin), bos_(std::move(bos_token)), eos_(std::move(eos_token)), origin_(std::move(origin)) {}
+
+ChatTemplate ChatTemplate::for_model(const gguf::File& f, const Tokenizer& tok, const std::string& override_path) {
+  const std::string bos = token_or_empty(tok, tok.bos());
+  const std::string eos = token_or_empty(tok, tok.eos());
+  if (!override_path.empty()) {
+    std::ifstream in(override_path, std::ios::binary);
+    if (!in) fail("--chat-template: cannot read '{}'", override_path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ChatTemplate(ss.str(), bos, eos, override_path);
+  }
+  if (auto src = f.get_string_opt("tokenizer.chat_template")) {
+    return ChatTemplate(*src, bos, eos, f.path() + ": tokenizer.chat_template");
+  }
+  // No template in the file: pick by family, as llama.cpp does for well-known formats.
+  const std::string arch = f.get_string_opt("general.architecture").value_or("");
+  std::string builtin;
+  if (arch.rfind("gemma", 0) == 0) {
+    builtin = "gemma3";
+  } else if (tok.find_token("<|start_header_id|>") >= 0 && tok.find_token("<|eot_id|>") >= 0) {
+    builtin = "llama3";
+  } else if (tok.find_token("<|im_start|>") >= 0 && tok.find_token("<|im_end|>") >= 0) {
+    builtin = "chatml";
+  } else {
+    fail("{}: no tokenizer.chat_template and no built-in template fits this model (architecture '{}'); "
+         "pass --chat-template FILE.jinja",
+         f.path(), arch);
+  }
+  return ChatTemplate(builtin_template(builtin).source, bos, eos,
+                      fmt::format("built-in '{}' template (no tokenizer.chat_template in {})", builtin, f.path()));
+}
+
+std::string ChatTemplate::apply(const std::vector<Message>& messages, bool add_generation_prompt) const {
+  nlohmann::ordered_json ctx;
+  ctx["messages"] = nlohmann::ordered_json::array();
+  for (const auto& m : messages) ctx["messages"].push_back({{"role", m.role}, {"content", m.content}});
+  ctx["add_generation_prompt"] = add_generation_prompt;
+  ctx["bos_token"] = bos_;
+  ctx["eos_token"] = eos_;
+  return tmpl_.render(ctx);
+}
+
+}  // namespace ranklm::chat

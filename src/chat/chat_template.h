@@ -1,0 +1,51 @@
+// Chat prompts: renders a conversation with the model's `tokenizer.chat_template` (or a built-in
+// template for model families whose GGUF files often lack one) through the Jinja subset.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chat/jinja.h"
+
+namespace ranklm {
+namespace gguf { class File; }
+class Tokenizer;
+}  // namespace ranklm
+
+namespace ranklm::chat {
+
+struct Message {
+  std::string role;     // system, user, assistant, tool
+  std::string content;
+};
+
+struct BuiltinTemplate {
+  std::string name;
+  std::string source;
+};
+
+// Built-in templates: "chatml", "llama3", "gemma3". Throws ranklm::Error for other names.
+const BuiltinTemplate& builtin_template(std::string_view name);
+
+class ChatTemplate {
+ public:
+  // `origin` says where the source came from, for messages ("tokenizer.chat_template of X").
+  ChatTemplate(std::string source, std::string bos_token, std::string eos_token, std::string origin);
+
+  // The template of a GGUF model: `override_path` when not empty (a Jinja file), else
+  // tokenizer.chat_template, else a built-in one picked from the architecture and vocabulary.
+  // Fails with a message naming the file when none fits.
+  static ChatTemplate for_model(const gguf::File& f, const Tokenizer& tok, const std::string& override_path = "");
+
+  // Renders the conversation (add_generation_prompt: end with the assistant's turn header).
+  std::string apply(const std::vector<Message>& messages, bool add_generation_prompt) const;
+
+  const std::string& origin() const { return origin_; }
+
+ private:
+  jinja::Template tmpl_;
+  std::string bos_, eos_, origin_;
+};
+
+}  // namespace ranklm::chat

@@ -1,0 +1,155 @@
+// Chat templates: the Jinja subset against renderings made by Python's jinja2
+// (tests/data/chat/cases.json, written by make_cases.py), the built-in fallback templates, and
+// prompt building from a GGUF vocabulary.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "chat/chat_template.h"
+#include "chat/jinja.h"
+#include "test_util.h"
+#include "util/error.h"
+
+namespace ranklm {
+namespace {
+
+const std::string kDataDir = RANKLM_TEST_DATA_DIR "/chat";
+
+nlohmann::ordered_json load_cases() {
+  return nlohmann::ordered_json::parse(test::read_file(kDataDir + "/cases.json"));
+}
+
+class JinjaCase : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(JinjaCase, MatchesPythonJinja2) {
+  static const auto cases = load_cases();
+  const auto& c = cases.at(GetParam());
+  const std::string name = c["name"];
+  const std::string source = c.contains("template") ? c["template"].get<std::string>()
+                                                    : test::read_file(kDataDir + "/" + c["template_file"].get<std::string>());
+  ASSERT_FALSE(source.empty()) << name;
+  jinja::Template t(source, name);
+  if (c.contains("error")) {
+    try {
+      t.render(c["context"]);
+      FAIL() << name << ": expected an error containing: " << c["error"];
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(c["error"].get<std::string>()), std::string::npos)
+          << name << ": " << e.what();
+    }
+    return;
+  }
+  EXPECT_EQ(t.render(c["context"]), c["expected"].get<std::string>()) << name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, JinjaCase, ::testing::Range<size_t>(0, load_cases().size()),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           static const auto cases = load_cases();
+                           std::string n = cases.at(info.param)["name"];
+                           for (auto& ch : n) {
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return n;
+                         });
+
+TEST(Jinja, CaseFileCoversEveryRequiredTemplate) {
+  const auto cases = load_cases();
+  for (const char* t : {"smollm2", "llama3", "llama3.2", "qwen2", "qwen2.5", "gemma3"}) {
+    int n = 0;
+    for (const auto& c : cases) n += c.value("template_file", "") == std::string(t) + ".jinja";
+    EXPECT_GE(n, 10) << t;
+  }
+}
+
+std::string render(const std::string& src, const nlohmann::ordered_json& ctx = nlohmann::ordered_json::object()) {
+  return jinja::Template(src, "t").render(ctx);
+}
+
+TEST(Jinja, ListAppendMutatesInPlace) {
+  EXPECT_EQ(render("{% set l = [] %}{% for i in range(3) %}{% set _ = l.append(i * 2) %}{% endfor %}{{ l }}"),
+            "[0, 2, 4]");
+}
+
+TEST(Jinja, GenerationTagRendersItsBody) {
+  EXPECT_EQ(render("a{% generation %}b{{ 1 + 1 }}{% endgeneration %}c"), "ab2c");
+}
+
+TEST(Jinja, MacroRecursionIsBounded) {
+  EXPECT_THROW(render("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"), Error);
+}
+
+TEST(Jinja, SyntaxErrorsNameTheLine) {
+  const char* bad[] = {
+      "line one\n{% if x %}never closed",
+      "{{ 1 + }}",
+      "{% for x in %}{% endfor %}",
+      "{% unknown %}",
+      "{{ 'unterminated }}",
+      "{# comment",
+      "{% if x %}{% endfor %}",
+      "{{ a.b( }}",
+      "{% set = 3 %}",
+  };
+  for (const char* src : bad) {
+    try {
+      jinja::Template t(src, "my.jinja");
+      FAIL() << "no error for: " << src;
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("my.jinja line "), std::string::npos) << msg;
+    }
+  }
+}
+
+TEST(Jinja, RuntimeErrorsAreErrors) {
+  EXPECT_THROW(render("{{ x.y }}"), Error);                 // attribute of undefined
+  EXPECT_THROW(render("{{ 1 + 'a' }}"), Error);             // type error
+  EXPECT_THROW(render("{{ 1 // 0 }}"), Error);              // division by zero
+  EXPECT_THROW(render("{{ nofunc() }}"), Error);            // not callable
+  EXPECT_THROW(render("{{ 3 | nosuchfilter }}"), Error);    // unknown filter
+  EXPECT_THROW(render("{% set x.y = 1 %}"), Error);         // not a namespace
+  EXPECT_THROW(render("{{ raise_exception('stop') }}"), Error);
+}
+
+TEST(Jinja, RandomTemplatesNeverCrash) {
+  // Byte-level mutations of a real template: each either renders or throws ranklm::Error.
+  const std::string base = test::read_file(kDataDir + "/llama3.2.jinja");
+  nlohmann::ordered_json ctx = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                {"bos_token", "<s>"},
+                                {"add_generation_prompt", true}};
+  std::mt19937 rng(7);
+  const std::string alphabet = "{}%#-+()[]'\".,|:= \nabcx0";
+  int rendered = 0;
+  for (int k = 0; k < 300; ++k) {
+    std::string s = base;
+    for (int m = 0; m < 3; ++m) s[rng() % s.size()] = alphabet[rng() % alphabet.size()];
+    try {
+      jinja::Template t(s, "fuzz");
+      t.render(ctx);
+      ++rendered;
+    } catch (const Error&) {
+    }
+  }
+  EXPECT_GT(rendered, 0);
+}
+
+// ---------- chat prompts ----------
+
+TEST(ChatTemplate, BuiltinsMatchTheReferenceFiles) {
+  EXPECT_EQ(chat::builtin_template("chatml").source.empty(), false);
+  for (const char* name : {"llama3", "gemma3"}) {
+    std::string file = test::read_file(kDataDir + "/" + std::string(name) + ".jinja");
+    EXPECT_EQ(chat::builtin_template(name).source, file) << name;
+  }
+  EXPECT_THROW(chat::builtin_template("nope"), Error);
+}
+
+TEST(ChatTemplate, ChatmlBuiltinFormatsTurns) {
+  chat::ChatTemplate t(chat::builtin_template("chatml").source, "<s>", "</s>", "chatml");
+  const std::vector<chat::Message> msgs = {{"system", "S"}, {"user", "U"}};
+  EXPECT_EQ(t.apply(msgs, true), "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(t.apply(msgs, false), "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n");
+}
+
+}  // namespace
+}  // namespace ranklm
