@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "fp16.h"
@@ -91,6 +92,11 @@ void unpack_q5_1(const BlockQ5_1& b, Unpacked& u) {
 }
 
 void unpack_q8_0(const BlockQ8_0& b, Unpacked& u) {
+  legacy_header(u, fp16_to_fp32(b.d), 0.0f);
+  std::memcpy(u.q, b.qs, QK);
+}
+
+void unpack_q8_1(const BlockQ8_1& b, Unpacked& u) {
   legacy_header(u, fp16_to_fp32(b.d), 0.0f);
   std::memcpy(u.q, b.qs, QK);
 }
@@ -231,8 +237,9 @@ void dequantize_blocks(const void* src, float* dst, int64_t n) {
   }
 }
 
-// Activation blocks: Q8_0 (fp16 scale) and Q8_K (fp32 scale), both with int8 quants.
+// Activation blocks: Q8_0 and Q8_1 (fp16 scale) and Q8_K (fp32 scale), all with int8 quants.
 inline float act_scale(const BlockQ8_0& b) { return fp16_to_fp32(b.d); }
+inline float act_scale(const BlockQ8_1& b) { return fp16_to_fp32(b.d); }
 inline float act_scale(const BlockQ8_K& b) { return b.d; }
 
 // Integer dot product of a quantized weight row with a Q8 activation row:
@@ -262,7 +269,13 @@ float vec_dot_quant(int64_t n, const void* w, const void* a) {
       msum += asum * u.mn[j];
     }
     const float da = act_scale(ab[b]);
-    sum += (u.d * da) * static_cast<float>(isum) - (u.dmin * da) * static_cast<float>(msum);
+    if constexpr (std::is_same_v<A, BlockQ8_1>) {
+      // Q8_1 carries s = d_a * sum(a) rounded to fp16 (as llama.cpp pairs it with Q4_1 and
+      // Q5_1); the min term uses that stored value. Legacy blocks have one sub-block, mn = 1.
+      sum += (u.d * da) * static_cast<float>(isum) - u.dmin * fp16_to_fp32(ab[b].s) * static_cast<float>(u.mn[0]);
+    } else {
+      sum += (u.d * da) * static_cast<float>(isum) - (u.dmin * da) * static_cast<float>(msum);
+    }
   }
   return sum;
 }
@@ -325,6 +338,24 @@ void quantize_q8_0(const float* x, void* dst, int64_t n) {
   }
 }
 
+// Q8_1: as Q8_0, plus s = d * sum(q) in fp16 for the min term of Q4_1/Q5_1 products.
+void quantize_q8_1(const float* x, void* dst, int64_t n) {
+  BlockQ8_1* y = static_cast<BlockQ8_1*>(dst);
+  for (int64_t b = 0; b < n / QK; ++b) {
+    float amax = 0.0f;
+    for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(x[b * QK + j]));
+    const float d = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    y[b].d = fp32_to_fp16(d);
+    int32_t sum = 0;
+    for (int j = 0; j < QK; ++j) {
+      y[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[b * QK + j] * id));
+      sum += y[b].qs[j];
+    }
+    y[b].s = fp32_to_fp16(d * static_cast<float>(sum));
+  }
+}
+
 void quantize_q8_k(const float* x, void* dst, int64_t n) {
   BlockQ8_K* y = static_cast<BlockQ8_K*>(dst);
   for (int64_t b = 0; b < n / QK_K; ++b) {
@@ -370,9 +401,9 @@ const std::array<TypeTraits, 32> k_table = {{
     {GgmlType::F16, "F16", 1, 2, true, &dequantize_f16, &quantize_f16, GgmlType::F16, &vec_dot_float<load_f16, load_f16>},
     {GgmlType::BF16, "BF16", 1, 2, true, &dequantize_bf16, &quantize_bf16, GgmlType::BF16, &vec_dot_float<load_bf16, load_bf16>},
     RL_QUANT_ROW(Q4_0, BlockQ4_0, unpack_q4_0, QK, Q8_0, BlockQ8_0, nullptr),
-    RL_QUANT_ROW(Q4_1, BlockQ4_1, unpack_q4_1, QK, Q8_0, BlockQ8_0, nullptr),
+    RL_QUANT_ROW(Q4_1, BlockQ4_1, unpack_q4_1, QK, Q8_1, BlockQ8_1, nullptr),
     RL_QUANT_ROW(Q5_0, BlockQ5_0, unpack_q5_0, QK, Q8_0, BlockQ8_0, nullptr),
-    RL_QUANT_ROW(Q5_1, BlockQ5_1, unpack_q5_1, QK, Q8_0, BlockQ8_0, nullptr),
+    RL_QUANT_ROW(Q5_1, BlockQ5_1, unpack_q5_1, QK, Q8_1, BlockQ8_1, nullptr),
     RL_QUANT_ROW(Q8_0, BlockQ8_0, unpack_q8_0, QK, Q8_0, BlockQ8_0, &quantize_q8_0),
     RL_QUANT_ROW(Q2_K, BlockQ2_K, unpack_q2_k, QK_K, Q8_K, BlockQ8_K, nullptr),
     RL_QUANT_ROW(Q3_K, BlockQ3_K, unpack_q3_k, QK_K, Q8_K, BlockQ8_K, nullptr),
@@ -380,8 +411,8 @@ const std::array<TypeTraits, 32> k_table = {{
     RL_QUANT_ROW(Q5_K, BlockQ5_K, unpack_q5_k, QK_K, Q8_K, BlockQ8_K, nullptr),
     RL_QUANT_ROW(Q6_K, BlockQ6_K, unpack_q6_k, QK_K, Q8_K, BlockQ8_K, nullptr),
     RL_QUANT_ROW(Q8_K, BlockQ8_K, unpack_q8_k, QK_K, Q8_K, BlockQ8_K, &quantize_q8_k),
+    RL_QUANT_ROW(Q8_1, BlockQ8_1, unpack_q8_1, QK, Q8_1, BlockQ8_1, &quantize_q8_1),
     // Recognised so files holding them parse and report clearly; no kernels yet.
-    RL_KNOWN_ROW(Q8_1, "Q8_1", 32, 36),
     RL_KNOWN_ROW(IQ2_XXS, "IQ2_XXS", 256, 66),
     RL_KNOWN_ROW(IQ2_XS, "IQ2_XS", 256, 74),
     RL_KNOWN_ROW(IQ3_XXS, "IQ3_XXS", 256, 98),
@@ -440,6 +471,18 @@ double vec_dot_reference(GgmlType wtype, int64_t n, const void* w, const void* a
   at.dequantize(a, af.data(), n);
   double s = 0.0;
   for (int64_t i = 0; i < n; ++i) s += static_cast<double>(wf[i]) * static_cast<double>(af[i]);
+  if (at.type == GgmlType::Q8_1 && (wtype == GgmlType::Q4_1 || wtype == GgmlType::Q5_1)) {
+    // The defined product uses the activation block's stored s (fp16 of d * sum(q)) for the min
+    // term m * sum(a): swap the exact sum for it, block by block.
+    const auto* ab = static_cast<const BlockQ8_1*>(a);
+    for (int64_t b = 0; b < n / QK; ++b) {
+      const float m = wtype == GgmlType::Q4_1 ? fp16_to_fp32(static_cast<const BlockQ4_1*>(w)[b].m)
+                                              : fp16_to_fp32(static_cast<const BlockQ5_1*>(w)[b].m);
+      double exact = 0.0;
+      for (int i = 0; i < QK; ++i) exact += af[b * QK + i];
+      s += static_cast<double>(m) * (static_cast<double>(fp16_to_fp32(ab[b].s)) - exact);
+    }
+  }
   return s;
 }
 

@@ -26,5 +26,20 @@ check "greedy generation is reproducible across thread counts" "cmp -s '$tmp/a' 
 "$bin" generate -m "$m" -p "hello world" --temp 0.9 --seed 7 -n 12 > "$tmp/c" 2> /dev/null
 "$bin" generate -m "$m" -p "hello world" --temp 0.9 --seed 7 -n 12 > "$tmp/d" 2> /dev/null
 check "seeded sampling is reproducible" "cmp -s '$tmp/c' '$tmp/d' && [ -s '$tmp/c' ]"
-echo "$((8 - fails)) passed, $fails failed"
+"$bin" generate -m "$m" -p "hello" --chat -n 4 > /dev/null 2> "$tmp/err"; rc=$?
+check "--chat without a usable template exits 1 and says what to do" \
+  "[ $rc -eq 1 ] && grep -q 'chat_template' '$tmp/err' && grep -q -- '--chat-template' '$tmp/err'"
+data="$(dirname "$0")/data/chat"
+"$bin" generate -m "$m" -p "hello" --chat --chat-template "$data/llama3.jinja" --system "Be brief." \
+  --temp 0 -n 6 --verbose-prompt > "$tmp/chat" 2> "$tmp/chatlog"
+check "--chat-template renders system and user turns" \
+  "grep -q 'system<|end_header_id|>' '$tmp/chatlog' && grep -q 'Be brief.<|eot_id|>' '$tmp/chatlog' && grep -q 'token ids: ' '$tmp/chatlog' && [ -s '$tmp/chat' ]"
+"$bin" generate -m "$m" -p "hello world" --temp 0 -n 24 > "$tmp/long" 2> /dev/null
+cont="$(head -c -1 "$tmp/long" | tail -c +12)"   # the continuation after "hello world"
+stop="${cont:6:3}"
+"$bin" generate -m "$m" -p "hello world" --temp 0 -n 24 --stop "$stop" > "$tmp/stopped" 2> /dev/null
+expect="hello world${cont%%"$stop"*}"
+check "--stop ends the output before the stop string ('$stop')" \
+  "[ -n '$stop' ] && [ \"\$(head -c -1 '$tmp/stopped')\" = \"\$expect\" ]"
+echo "$((11 - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]

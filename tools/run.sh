@@ -11,6 +11,7 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build -j"$(nproc)" --target ranklm
 echo "[run] step 3/4: fetching the default model"
 model="$(bash tools/fetch_model.sh)"
-prompt=$'<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n'
-echo "[run] step 4/4: ranklm generate --model $model --temp 0 -n 64"
-./build/bin/ranklm generate --model "$model" --prompt "$prompt" --temp 0 -n 64 "$@"
+prompt="What is the capital of France?"
+system="You are a helpful assistant."
+echo "[run] step 4/4: ranklm generate --model $model --chat --system \"$system\" --prompt \"$prompt\" --temp 0 -n 64"
+./build/bin/ranklm generate --model "$model" --chat --system "$system" --prompt "$prompt" --temp 0 -n 64 "$@"
