@@ -324,17 +324,28 @@ inline float load_bf16(const void* p, int64_t i) { return bf16_to_fp32(static_ca
 // Reference quantizers for the activation types (the same arithmetic as ggml's *_ref versions,
 // so activations round exactly as in llama.cpp).
 // ---------------------------------------------------------------------------------------------
+// Rounds one 32-element block to int8 with inverse scale id; returns the sum of the quants.
+int32_t round_block_q8(const float* x, float id, int8_t* qs) {
+  int32_t sum = 0;
+  for (int j = 0; j < QK; ++j) {
+    qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+    sum += qs[j];
+  }
+  return sum;
+}
+
+float block_amax(const float* x) {
+  float amax = 0.0f;
+  for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(x[j]));
+  return amax;
+}
+
 void quantize_q8_0(const float* x, void* dst, int64_t n) {
   BlockQ8_0* y = static_cast<BlockQ8_0*>(dst);
   for (int64_t b = 0; b < n / QK; ++b) {
-    float amax = 0.0f;
-    for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(x[b * QK + j]));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float d = block_amax(x + b * QK) / 127.0f;
     y[b].d = fp32_to_fp16(d);
-    for (int j = 0; j < QK; ++j) {
-      y[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[b * QK + j] * id));
-    }
+    round_block_q8(x + b * QK, d != 0.0f ? 1.0f / d : 0.0f, y[b].qs);
   }
 }
 
@@ -342,16 +353,10 @@ void quantize_q8_0(const float* x, void* dst, int64_t n) {
 void quantize_q8_1(const float* x, void* dst, int64_t n) {
   BlockQ8_1* y = static_cast<BlockQ8_1*>(dst);
   for (int64_t b = 0; b < n / QK; ++b) {
-    float amax = 0.0f;
-    for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(x[b * QK + j]));
+    const float amax = block_amax(x + b * QK);
     const float d = amax / 127.0f;
-    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     y[b].d = fp32_to_fp16(d);
-    int32_t sum = 0;
-    for (int j = 0; j < QK; ++j) {
-      y[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[b * QK + j] * id));
-      sum += y[b].qs[j];
-    }
+    const int32_t sum = round_block_q8(x + b * QK, amax != 0.0f ? 127.0f / amax : 0.0f, y[b].qs);
     y[b].s = fp32_to_fp16(d * static_cast<float>(sum));
   }
 }

@@ -13,6 +13,16 @@ namespace {
 
 std::vector<float> random_logits(uint32_t seed, size_t n = 64) { return test::random_floats(n, seed, 2.0f); }
 
+// Temperature `t` with top-k, top-p and min-p all off.
+SamplingParams unfiltered(float t) {
+  SamplingParams p;
+  p.temperature = t;
+  p.top_k = 0;
+  p.top_p = 1;
+  p.min_p = 0;
+  return p;
+}
+
 int32_t argmax(const std::vector<float>& l) {
   return static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
 }
@@ -35,11 +45,7 @@ TEST(Sampler, GreedyPicksArgmax) {
 }
 
 TEST(Sampler, SameSeedSameTokensOtherSeedOtherTokens) {
-  SamplingParams p;
-  p.temperature = 1.5f;
-  p.top_k = 0;
-  p.top_p = 1;
-  p.min_p = 0;
+  SamplingParams p = unfiltered(1.5f);
   const auto l = random_logits(3);
   std::vector<int32_t> a, b, c;
   Sampler sa(p), sb(p);
@@ -55,11 +61,7 @@ TEST(Sampler, SameSeedSameTokensOtherSeedOtherTokens) {
 }
 
 TEST(Sampler, TemperatureOneFollowsSoftmax) {
-  SamplingParams p;
-  p.temperature = 1;
-  p.top_k = 0;
-  p.top_p = 1;
-  p.min_p = 0;
+  SamplingParams p = unfiltered(1);
   const std::vector<float> l = {1.0f, 0.0f, -1.0f, 0.5f};
   const int n = 40000;
   const auto h = histogram(p, l, n);

@@ -269,7 +269,6 @@ void apply_whitespace_control(std::vector<Piece>& pieces) {
       }
     }
   }
-  // A tag's own whitespace control can leave a text piece empty; the renderer skips those.
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1801,7 +1800,6 @@ class Parser {
       if (std::find(ends.begin(), ends.end(), kw) != ends.end()) {
         end = kw;
         tail_ = std::make_unique<ExprParser>(pc.tokens, p.pos());
-        tail_line_ = pc.line;
         return out;
       }
       out.push_back(statement(kw, p, pc.line));
@@ -1939,7 +1937,6 @@ class Parser {
   std::vector<Piece> pieces_;
   size_t k_ = 0;
   std::unique_ptr<ExprParser> tail_;
-  int tail_line_ = 0;
   int open_line_ = 0;
 };
 
