@@ -1,6 +1,8 @@
 #include "matmul.h"
 
 #include <algorithm>
+
+#include "packed.h"
 #include <stdexcept>
 #include <string>
 
@@ -32,14 +34,49 @@ size_t convert_activations(const TypeTraits& wt, const float* x, int64_t n_tok, 
 
 }  // namespace
 
+MatrixView pack_matrix(const MatrixView& w, std::vector<uint8_t>& storage) {
+  const TypeTraits& wt = checked_traits(w);
+  if (w.packed || !packable(w.type, active_isa())) return w;
+  storage.resize(row_bytes(wt, w.cols) * static_cast<size_t>(w.rows));
+  pack_rows(w.type, w.data, storage.data(), w.rows, w.cols);
+  MatrixView p = w;
+  p.data = storage.data();
+  p.packed = true;
+  return p;
+}
+
+namespace {
+
+void matmul_packed(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool,
+                   std::vector<uint8_t>& scratch) {
+  const PackedGemmFn fn = packed_gemm(w.type, active_isa());
+  const int64_t cols = w.cols;
+  const size_t arow = act_q8_bytes(cols);
+  scratch.resize(arow * static_cast<size_t>(n_tok));
+  const int bias = act_bias(w.type);
+  uint8_t* act = scratch.data();
+  pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t) quantize_act_q8(x + t * cols, cols, bias, act + t * arow);
+  });
+  const size_t wrow = row_bytes(traits(w.type), cols);
+  const auto* wbase = static_cast<const uint8_t*>(w.data);
+  const int64_t rows = w.rows;
+  pool.parallel_for(rows, [&](int64_t r0, int64_t r1, int) {
+    fn(wbase, wrow, r0, r1, cols, act, n_tok, y, rows);
+  });
+}
+
+}  // namespace
+
 void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool,
             std::vector<uint8_t>& scratch) {
   const TypeTraits& wt = checked_traits(w);
+  if (w.packed) return matmul_packed(w, x, n_tok, y, pool, scratch);
   const size_t arow = convert_activations(wt, x, n_tok, w.cols, scratch);
   const size_t wrow = row_bytes(wt, w.cols);
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
   const uint8_t* abase = scratch.data();
-  const VecDotFn dot = wt.vec_dot;
+  const VecDotFn dot = fast_vec_dot(w.type);
   const int64_t rows = w.rows;
   const int64_t cols = w.cols;
   pool.parallel_for(rows, [&](int64_t r0, int64_t r1, int) {
@@ -58,6 +95,7 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
 
 void matmul_reference(const MatrixView& w, const float* x, int64_t n_tok, float* y) {
   const TypeTraits& wt = checked_traits(w);
+  if (w.packed) throw std::invalid_argument("matmul_reference: takes the GGUF layout, not a packed view");
   std::vector<uint8_t> act;
   const size_t arow = convert_activations(wt, x, n_tok, w.cols, act);
   const size_t wrow = row_bytes(wt, w.cols);
@@ -73,6 +111,11 @@ void matmul_reference(const MatrixView& w, const float* x, int64_t n_tok, float*
 void get_row(const MatrixView& w, int64_t row, float* out) {
   const TypeTraits& wt = checked_traits(w);
   const size_t wrow = row_bytes(wt, w.cols);
+  if (w.packed) {
+    dequantize_packed_row(w.type, static_cast<const uint8_t*>(w.data) + static_cast<size_t>(row) * wrow,
+                          out, w.cols);
+    return;
+  }
   wt.dequantize(static_cast<const uint8_t*>(w.data) + static_cast<size_t>(row) * wrow, out, w.cols);
 }
 

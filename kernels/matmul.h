@@ -17,7 +17,12 @@ struct MatrixView {
   const void* data;
   int64_t rows;
   int64_t cols;
+  bool packed = false;  // data is in the packed layout of packed.h (see pack_matrix)
 };
+
+// Packs `w` into `storage` for the active instruction set when the type has a packed layout
+// (Q4_0, Q8_0 on AVX2 / AVX-512) and returns the view to use; otherwise returns `w` unchanged.
+MatrixView pack_matrix(const MatrixView& w, std::vector<uint8_t>& storage);
 
 // y[t, r] = sum_c W[r, c] * x[t, c] for t < n_tok.   x: [n_tok, cols]  y: [n_tok, rows]
 // `scratch` holds the converted activations between calls (grown as needed).

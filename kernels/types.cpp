@@ -1,5 +1,7 @@
 #include "types.h"
 
+#include "cpu.h"
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -489,6 +491,13 @@ double vec_dot_reference(GgmlType wtype, int64_t n, const void* w, const void* a
     }
   }
   return s;
+}
+
+VecDotFn fast_vec_dot(GgmlType t) {
+  if (active_isa() >= Isa::Avx2) {
+    if (VecDotFn f = vec_dot_avx2(t)) return f;
+  }
+  return traits(t).vec_dot;
 }
 
 }  // namespace ranklm::kern

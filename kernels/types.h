@@ -83,4 +83,9 @@ inline size_t row_bytes(const TypeTraits& t, int64_t n) {
 // dequantizers, multiply and sum in double. The twin every fast vec_dot is tested against.
 double vec_dot_reference(GgmlType wtype, int64_t n, const void* w, const void* a);
 
+// The fastest dot product for a weight type at the active instruction-set level (cpu.h):
+// SIMD where there is one, else the table's portable vec_dot.
+VecDotFn fast_vec_dot(GgmlType t);
+VecDotFn vec_dot_avx2(GgmlType t);  // kquants_avx2.cpp; nullptr when none
+
 }  // namespace ranklm::kern

@@ -4,10 +4,10 @@
 set -u
 bin="$1"; fixtures="$2"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-fails=0
-check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fails=$((fails+1)); fi; }
+fails=0; total=0
+check() { total=$((total+1)); if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fails=$((fails+1)); fi; }
 
-for c in generate logits inspect; do
+for c in generate logits inspect bench; do
   check "$c --help" "'$bin' $c --help | grep -q 'usage: ranklm $c'"
 done
 printf 'GGUX\003\000\000\000' > "$tmp/bad.gguf"
@@ -41,5 +41,27 @@ stop="${cont:6:3}"
 expect="hello world${cont%%"$stop"*}"
 check "--stop ends the output before the stop string ('$stop')" \
   "[ -n '$stop' ] && [ \"\$(head -c -1 '$tmp/stopped')\" = \"\$expect\" ]"
-echo "$((11 - fails)) passed, $fails failed"
+
+# ranklm-synth and ranklm bench on a small synthetic model.
+synth="$(dirname "$bin")/ranklm-synth"
+"$synth" --shape test-small --type q4_0 -o "$tmp/s1.gguf" 2> /dev/null
+"$synth" --shape test-small --type q4_0 -o "$tmp/s2.gguf" 2> /dev/null
+check "ranklm-synth: same seed, same file" "cmp -s '$tmp/s1.gguf' '$tmp/s2.gguf'"
+"$synth" --shape test-small --type q4_0 --seed 9 -o "$tmp/s3.gguf" 2> /dev/null
+check "ranklm-synth: another seed, other weights" "! cmp -s '$tmp/s1.gguf' '$tmp/s3.gguf'"
+"$synth" --shape test-small-tied --type q4_k_m -o "$tmp/km.gguf" 2> /dev/null
+"$bin" inspect "$tmp/km.gguf" > "$tmp/km.txt"
+check "ranklm-synth q4_k_m: Q4_K base, Q6_K where llama-quantize puts more bits, no output.weight when tied" \
+  "grep -q 'blk.0.attn_q.weight *Q4_K' '$tmp/km.txt' && grep -q 'blk.1.ffn_down.weight *Q6_K' '$tmp/km.txt' && ! grep -q '^  output.weight ' '$tmp/km.txt' && grep -q rope_freqs '$tmp/km.txt'"
+"$synth" --shape nope --type q4_0 -o "$tmp/x.gguf" > /dev/null 2> "$tmp/err"; rc=$?
+check "ranklm-synth: unknown shape exits 2 listing the known ones" "[ $rc -eq 2 ] && grep -q tinyllama-1.1b '$tmp/err' && [ ! -e '$tmp/x.gguf' ]"
+"$bin" bench -m "$tmp/s1.gguf" -t 1,2 -p 8 -n 4 -r 2 -o json > "$tmp/b.json" 2> "$tmp/err"
+check "bench -o json: one row per threads x test with llama-bench fields" \
+  "[ \$(grep -c '\"avg_ts\"' '$tmp/b.json') -eq 4 ] && grep -q '\"n_prompt\": 8' '$tmp/b.json' && grep -q '\"n_gen\": 4' '$tmp/b.json' && grep -q '\"rss_bytes\"' '$tmp/b.json' && ! grep -q '\"avg_ts\": 0' '$tmp/b.json'"
+"$bin" bench -m "$tmp/s1.gguf" -t 1 -p 8 -n 0 -r 1 -o csv > "$tmp/b.csv" 2> /dev/null
+check "bench -o csv: header and one row" "[ \$(wc -l < '$tmp/b.csv') -eq 2 ] && head -1 '$tmp/b.csv' | grep -q 'n_threads,n_prompt,n_gen'"
+"$bin" bench -m "$tmp/s1.gguf" -p 8,x > /dev/null 2> "$tmp/err"; rc=$?
+check "bench: bad list value exits 1 naming it" "[ $rc -eq 1 ] && grep -q \"'x'\" '$tmp/err'"
+
+echo "$((total - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]

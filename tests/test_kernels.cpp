@@ -4,7 +4,9 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/cpu.h"
 #include "kernels/fp16.h"
+#include "kernels/packed.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/types.h"
@@ -115,6 +117,79 @@ TEST_P(TypeTest, MatmulMatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, TypeTest, ::testing::ValuesIn(kWeightTypes),
                          [](const auto& info) { return std::string(type_name(info.param)); });
+
+// Packed layouts: every compiled level (scalar twin, AVX2, AVX-512 VNNI, as far as this CPU
+// goes) against the float64 reference on the GGUF layout. Shapes cover whole groups of four
+// blocks, a tail, token counts that use every tile size (1, 2, 4, 8 and remainders) and more
+// than one 64-token slab.
+struct PackedCase {
+  GgmlType type;
+  Isa isa;
+};
+
+class PackedTest : public ::testing::TestWithParam<PackedCase> {
+ protected:
+  void TearDown() override { set_isa(detected_isa()); }
+};
+
+TEST_P(PackedTest, MatchesReference) {
+  const auto [type, isa] = GetParam();
+  if (static_cast<int>(isa) > static_cast<int>(detected_isa())) {
+    GTEST_SKIP() << "this CPU lacks " << isa_name(isa);
+  }
+  const TypeTraits& wt = traits(type);
+  for (const int64_t cols : {128, 256 + 64, 32, 96, 1024 + 32 * 3}) {
+    for (const int64_t n_tok : {1, 3, 8, 15, 71}) {
+      const int64_t rows = 19;
+      const auto w = random_row(type, rows * cols, static_cast<uint32_t>(cols + n_tok));
+      const auto x = test::random_floats(n_tok * cols, static_cast<uint32_t>(cols * 3 + n_tok));
+      MatrixView mv{type, w.data(), rows, cols};
+      set_isa(isa == Isa::Scalar ? Isa::Avx2 : isa);  // packing itself needs a SIMD level
+      std::vector<uint8_t> storage;
+      MatrixView pv = pack_matrix(mv, storage);
+      set_isa(isa);
+      if (detected_isa() == Isa::Scalar) GTEST_SKIP() << "no SIMD level to pack for";
+      ASSERT_TRUE(pv.packed);
+      std::vector<float> y(n_tok * rows), yr(n_tok * rows), row(cols), rowr(cols);
+      ThreadPool pool(2);
+      std::vector<uint8_t> scratch;
+      matmul(pv, x.data(), n_tok, y.data(), pool, scratch);
+      matmul_reference(mv, x.data(), n_tok, yr.data());
+      double err = 0, mag = 0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        err += std::pow(double(y[i]) - yr[i], 2);
+        mag += double(yr[i]) * yr[i];
+      }
+      ASSERT_GT(mag, 0.0);
+      EXPECT_LT(std::sqrt(err / mag), 1e-5) << wt.name << " " << isa_name(isa) << " cols " << cols
+                                            << " n_tok " << n_tok;
+      // The packed embedding lookup gives the reference dequantization exactly.
+      get_row(pv, 5, row.data());
+      wt.dequantize(w.data() + 5 * row_bytes(wt, cols), rowr.data(), cols);
+      EXPECT_EQ(row, rowr);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Levels, PackedTest,
+    ::testing::Values(PackedCase{GgmlType::Q4_0, Isa::Scalar}, PackedCase{GgmlType::Q4_0, Isa::Avx2},
+                      PackedCase{GgmlType::Q4_0, Isa::Avx512}, PackedCase{GgmlType::Q8_0, Isa::Scalar},
+                      PackedCase{GgmlType::Q8_0, Isa::Avx2}, PackedCase{GgmlType::Q8_0, Isa::Avx512}),
+    [](const auto& info) {
+      return std::string(type_name(info.param.type)) + "_" + isa_name(info.param.isa);
+    });
+
+TEST(Isa, EnvironmentNamesParse) {
+  Isa i;
+  EXPECT_TRUE(parse_isa("avx2", i));
+  EXPECT_EQ(i, Isa::Avx2);
+  EXPECT_TRUE(parse_isa("scalar", i));
+  EXPECT_EQ(i, Isa::Scalar);
+  EXPECT_FALSE(parse_isa("avx9", i));
+  EXPECT_EQ(set_isa(Isa::Avx512), detected_isa() >= Isa::Avx512 ? Isa::Avx512 : detected_isa());
+  set_isa(detected_isa());
+}
 
 TEST(Quantize, Q8_0RoundTripWithinHalfStep) {
   const int64_t n = 32 * 9;

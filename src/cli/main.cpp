@@ -38,6 +38,7 @@ void usage(FILE* out) {
                "  generate   generate text from a prompt (streams tokens, reports tokens/s)\n"
                "  logits     print prompt logits and a greedy continuation as JSON (parity probe)\n"
                "  inspect    print a GGUF file's metadata and tensor table\n"
+               "  bench      prefill / decode throughput, llama-bench style (-m -t -p -n -r -o)\n"
                "\n"
                "run 'ranklm <command> --help' for the options of a command.\n");
 }
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
     if (cmd == "inspect") return cmd_inspect(args);
     if (cmd == "logits") return cmd_logits(args);
     if (cmd == "generate") return cmd_generate(args);
+    if (cmd == "bench") return cmd_bench(args);
     std::fprintf(stderr, "ranklm: unknown command '%s'\n", cmd.c_str());
     usage(stderr);
     return kExitUsage;

@@ -64,6 +64,9 @@ class File {
   const std::vector<std::pair<std::string, Value>>& metadata() const { return kv_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
 
+  // Drops the mapped pages of a tensor from the resident set (after a copy was made).
+  void release(const TensorInfo& t) const { map_->release(t.data, t.n_bytes); }
+
   const Value* find(const std::string& key) const;
   const TensorInfo* find_tensor(const std::string& name) const;
   const TensorInfo& tensor(const std::string& name) const;  // throws when missing

@@ -35,6 +35,7 @@ std::unique_ptr<Model> Model::load(const gguf::File& f) {
     if (arch == a.name) {
       auto m = std::make_unique<Model>();
       a.build(f, *m);
+      m->pack_weights(f);
       return m;
     }
   }
@@ -42,6 +43,32 @@ std::unique_ptr<Model> Model::load(const gguf::File& f) {
   for (const auto& a : kArchs) known += std::string(known.empty() ? "" : ", ") + a.name;
   fail("{}: metadata 'general.architecture': '{}' is not supported (supported: {})", f.path(),
        arch, known);
+}
+
+void Model::pack_weights(const gguf::File& f) {
+  auto pack = [&](kern::MatrixView& w, const std::string& name) {
+    std::vector<uint8_t> storage;
+    const kern::MatrixView p = kern::pack_matrix(w, storage);
+    if (!p.packed) return;
+    packed_.push_back(std::move(storage));
+    w = p;
+    f.release(f.tensor(name));
+  };
+  const bool tied = hp_.tied_output;
+  pack(tok_embd, "token_embd.weight");
+  if (tied) output = tok_embd;
+  else pack(output, "output.weight");
+  for (size_t il = 0; il < layers.size(); ++il) {
+    const std::string b = "blk." + std::to_string(il) + ".";
+    LayerWeights& L = layers[il];
+    pack(L.wq, b + "attn_q.weight");
+    pack(L.wk, b + "attn_k.weight");
+    pack(L.wv, b + "attn_v.weight");
+    pack(L.wo, b + "attn_output.weight");
+    pack(L.w_gate, b + "ffn_gate.weight");
+    pack(L.w_up, b + "ffn_up.weight");
+    pack(L.w_down, b + "ffn_down.weight");
+  }
 }
 
 KvCache Model::make_cache(int64_t n_ctx) const {

@@ -71,9 +71,14 @@ class Model {
   std::vector<LayerWeights> layers;
 
  private:
+  // Repacks weight matrices for the active instruction set (kern::pack_matrix) and releases
+  // the file pages they came from.
+  void pack_weights(const gguf::File& f);
+
   void layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvCache& cache,
                      kern::ThreadPool& pool);
   std::vector<uint8_t> scratch_;
+  std::vector<std::vector<uint8_t>> packed_;  // storage of repacked matrices
 };
 
 // ---- helpers shared by the architecture files ----

@@ -43,3 +43,15 @@ MappedFile::~MappedFile() {
 }
 
 }  // namespace ranklm
+
+namespace ranklm {
+
+void MappedFile::release(const uint8_t* p, size_t n) const {
+  if (p < data_ || p + n > data_ + size_ || n == 0) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
+}  // namespace ranklm

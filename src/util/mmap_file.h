@@ -18,6 +18,10 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
+  // Tells the kernel the pages wholly inside [p, p + n) are not needed now (they leave the
+  // resident set and are read again from the file if touched). Used after weights are repacked.
+  void release(const uint8_t* p, size_t n) const;
+
  private:
   std::string path_;
   const uint8_t* data_ = nullptr;
