@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds llama.cpp (the copy vendored in the llama-cpp-python source package on PyPI) as shared
-# libraries, then llamacpp_logits, a probe that prints llama.cpp's logits for given token ids.
+# libraries and llama-bench, then llamacpp_logits, a probe that prints llama.cpp's logits for
+# given token ids.
 # Everything goes under bench/llamacpp/.cache (gitignored). Takes about 25 minutes on 2 cores.
 #   bash bench/llamacpp/build.sh            # fetch, build
 #   LLAMACPP_SRC=/path/to/llama.cpp bash bench/llamacpp/build.sh   # use an existing, built tree
@@ -16,14 +17,23 @@ if [[ -z "${LLAMACPP_SRC:-}" ]]; then
     (cd "$cache" && python3 -m pip download --no-deps --no-binary :all: "llama-cpp-python==$version" -d . &&
       tar xzf "llama_cpp_python-$version.tar.gz")
   fi
-  echo "== building llama.cpp in $src/build (AVX2/FMA/F16C, no -march=native)"
-  cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX2=ON \
-    -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=ON > "$cache/cmake.log"
-  cmake --build "$src/build" --target llama -j "$(nproc)"
+  # No -march=native; the instruction sets are named explicitly. AMX stays off: llama.cpp's AMX
+  # path dies with SIGILL here because it never asks the kernel for the AMX tile state.
+  # LLAMACPP_AVX512=OFF gives an AVX2-only build for comparisons on older nodes.
+  avx512="${LLAMACPP_AVX512:-ON}"
+  echo "== building llama.cpp in $src/build (AVX2/FMA/F16C/BMI2, AVX-512=$avx512, AMX off)"
+  cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON \
+    -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI="$avx512" \
+    -DGGML_AVX512="$avx512" -DGGML_AVX512_VNNI="$avx512" -DGGML_AVX512_VBMI="$avx512" \
+    -DGGML_AVX512_BF16="$avx512" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+    -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_SERVER=OFF > "$cache/cmake.log"
+  cmake --build "$src/build" --target llama llama-bench -j "$(nproc)"
 else
   src="$LLAMACPP_SRC"
 fi
 echo "== compiling $cache/llamacpp_logits"
 g++ -O2 -std=c++17 "$here/llamacpp_logits.cpp" -I"$src/include" -I"$src/ggml/include" \
   -L"$src/build/bin" -lllama -lggml -lggml-base -Wl,-rpath,"$src/build/bin" -o "$cache/llamacpp_logits"
-echo "built $cache/llamacpp_logits"
+ln -sf "$src/build/bin/llama-bench" "$cache/llama-bench"
+echo "built $cache/llamacpp_logits and $cache/llama-bench"
