@@ -100,8 +100,7 @@ void q8_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
   }
   for (int64_t g = 0; g < ng; ++g) {
     const __m512i v = _mm512_xor_si512(_mm512_loadu_si512(wq + g * 64), bias);  // w + 128
-    const uint32_t d2 = *reinterpret_cast<const uint32_t*>(dw + 2 * g);
-    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(d2)));
+    const __m128 dd = _mm_cvtph_ps(_mm_loadu_si32(dw + 2 * g));  // two fp16 scales
     const __m512 ds = _mm512_permutexvar_ps(idx, _mm512_zextps128_ps512(dd));
     for (int t = 0; t < TT; ++t) {
       const __m512i i32 = _mm512_dpbusd_epi32(_mm512_loadu_si512(a[t].corr + g * 16), v,
