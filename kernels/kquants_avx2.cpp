@@ -1,6 +1,7 @@
 // AVX2 dot products of Q4_K / Q6_K weight rows with Q8_K activations, on the GGUF layout
 // (block structs in types.h). Compiled with -mavx2 -mfma -mf16c and used only when the CPU has
-// them; calls no inline functions from shared headers.
+// them; calls no inline functions from ordinary shared headers (packed_tiles.h has internal
+// linkage).
 //
 // Unsigned weight quants times signed activations go through VPMADDUBSW (pairs into int16; the
 // largest sum, 63 * 127 * 2, fits), then VPMADDWD against the sub-block scales sums pairs into
@@ -9,18 +10,12 @@
 // (bsums), exactly as in the reference.
 #include <immintrin.h>
 
+#include "packed_tiles.h"
 #include "types.h"
 
 namespace ranklm::kern {
 
 namespace {
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // int16 vector: scale a in lanes 0..7, scale b in lanes 8..15 (two 16-element sub-blocks).
 inline __m256i scale_pair(int a, int b) {
@@ -68,7 +63,7 @@ float dot_q6_k(int64_t n, const void* w, const void* a) {
     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), fi, acc);
     corr += d * static_cast<float>(32 * offset);
   }
-  return hsum(acc) - corr;
+  return hsum256(acc) - corr;
 }
 
 inline void scale_min_k4(int j, const uint8_t* q, int& sc, int& m) {
@@ -108,7 +103,7 @@ float dot_q4_k(int64_t n, const void* w, const void* a) {
     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
     sum -= dmin * static_cast<float>(msum);
   }
-  return hsum(acc) + sum;
+  return hsum256(acc) + sum;
 }
 
 }  // namespace

@@ -9,8 +9,9 @@
 namespace ranklm::kern {
 
 bool packable(GgmlType t, Isa isa) {
-  return (t == GgmlType::Q4_0 || t == GgmlType::Q8_0) && isa != Isa::Scalar &&
-         packed_gemm(t, isa) != nullptr;
+  // Packing pays only where a SIMD kernel reads the layout; the scalar twin is for tests and
+  // for a level lowered after packing.
+  return isa != Isa::Scalar && packed_gemm(t, isa) != nullptr;
 }
 
 int act_bias(GgmlType t) { return t == GgmlType::Q4_0 ? 8 : 128; }

@@ -1,6 +1,6 @@
 // AVX2 kernels for packed Q4_0 / Q8_0 weights (layouts in packed.h). Compiled with -mavx2 -mfma
 // -mf16c and called only when the CPU has them. Like packed_avx512.cpp, this file calls no
-// inline functions from shared headers.
+// inline functions from ordinary shared headers (packed_tiles.h has internal linkage).
 //
 // Without VNNI, products of unsigned and signed bytes go through VPMADDUBSW (pairs into int16)
 // and VPMADDWD (pairs into int32): Q4_0 nibbles (0..15) are small enough not to saturate and
@@ -9,45 +9,15 @@
 #include <immintrin.h>
 
 #include "packed.h"
+#include "packed_tiles.h"
 
 namespace ranklm::kern {
 
 namespace {
 
-struct Act {
-  const int8_t* q;
-  const int32_t* corr;
-  const float* dl;
-};
-
-inline Act act_row(const uint8_t* act, int64_t cols, int64_t t) {
-  const uint8_t* a = act + t * cols * 3;
-  return {reinterpret_cast<const int8_t*>(a), reinterpret_cast<const int32_t*>(a + cols),
-          reinterpret_cast<const float*>(a + 2 * cols)};
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // 32 unsigned bytes . 32 signed bytes -> 8 int32 lanes of 4 products each.
 inline __m256i dot_u8s8(__m256i u, __m256i s) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-
-inline float q4_0_tail(const uint8_t* qs, const uint16_t* d, int64_t b0, int64_t nb, const Act& a) {
-  float s = 0.0f;
-  for (int64_t b = b0; b < nb; ++b) {
-    const uint8_t* q = qs + (b - b0) * 16;
-    const int8_t* x = a.q + b * 32;
-    int32_t dot = 0;
-    for (int i = 0; i < 16; ++i) dot += ((q[i] & 0x0F) - 8) * x[i] + ((q[i] >> 4) - 8) * x[16 + i];
-    s += _cvtsh_ss(d[b]) * a.dl[b * 8] * static_cast<float>(dot);
-  }
-  return s;
 }
 
 template <int TT>
@@ -95,7 +65,7 @@ void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
     }
   }
   for (int t = 0; t < TT; ++t) {
-    float s = hsum(acc[t]);
+    float s = hsum256(acc[t]);
     if (nb > 4 * ng) s += q4_0_tail(wr + ng * 64, dw, 4 * ng, nb, a[t]);
     y[(t0 + t) * ldy + r] = s;
   }
@@ -124,32 +94,14 @@ void q8_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
                                ds, acc[t]);
     }
   }
-  for (int t = 0; t < TT; ++t) y[(t0 + t) * ldy + r] = hsum(acc[t]);
-}
-
-using TileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, float*, int64_t, int64_t);
-
-template <TileFn F1, TileFn F2, TileFn F4, TileFn F8>
-void gemm(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
-          const uint8_t* act, int64_t n_tok, float* y, int64_t ldy) {
-  for (int64_t tb = 0; tb < n_tok; tb += 64) {
-    const int64_t te = n_tok < tb + 64 ? n_tok : tb + 64;
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* wr = w + r * static_cast<int64_t>(row_bytes);
-      int64_t t = tb;
-      for (; t + 8 <= te; t += 8) F8(wr, cols, act, t, y, ldy, r);
-      if (t + 4 <= te) { F4(wr, cols, act, t, y, ldy, r); t += 4; }
-      if (t + 2 <= te) { F2(wr, cols, act, t, y, ldy, r); t += 2; }
-      if (t < te) F1(wr, cols, act, t, y, ldy, r);
-    }
-  }
+  for (int t = 0; t < TT; ++t) y[(t0 + t) * ldy + r] = hsum256(acc[t]);
 }
 
 }  // namespace
 
 PackedGemmFn packed_gemm_avx2(GgmlType t) {
-  if (t == GgmlType::Q4_0) return &gemm<q4_0_tile<1>, q4_0_tile<2>, q4_0_tile<4>, q4_0_tile<8>>;
-  if (t == GgmlType::Q8_0) return &gemm<q8_0_tile<1>, q8_0_tile<2>, q8_0_tile<4>, q8_0_tile<8>>;
+  if (t == GgmlType::Q4_0) return &gemm_tiles<q4_0_tile<1>, q4_0_tile<2>, q4_0_tile<4>, q4_0_tile<8>>;
+  if (t == GgmlType::Q8_0) return &gemm_tiles<q8_0_tile<1>, q8_0_tile<2>, q8_0_tile<4>, q8_0_tile<8>>;
   return nullptr;
 }
 

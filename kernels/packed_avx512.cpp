@@ -1,7 +1,7 @@
 // AVX-512 VNNI kernels for packed Q4_0 / Q8_0 weights (layouts in packed.h). Compiled with
 // -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma -mf16c and called only when the CPU has
-// them. This file must not call inline functions from shared headers (the linker could keep this
-// file's AVX-512 copy for the whole program), hence plain loops and intrinsics only.
+// them. It calls no inline functions from ordinary shared headers (the linker could keep this
+// file's AVX-512 copy for the whole program); packed_tiles.h is built for that (internal linkage).
 //
 // One call covers rows [r0, r1) for all tokens. Tokens go in tiles of up to 8: a group of four
 // weight blocks (128 elements) is loaded and unpacked once per tile, then each token of the
@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #include "packed.h"
+#include "packed_tiles.h"
 
 namespace ranklm::kern {
 
@@ -18,31 +19,6 @@ namespace {
 // Decode streams weights once; prefetching this far ahead keeps more cache-line reads in flight
 // than the hardware prefetcher alone does on one core.
 constexpr int kPrefetch = 1024;
-
-struct Act {
-  const int8_t* q;
-  const int32_t* corr;
-  const float* dl;
-};
-
-inline Act act_row(const uint8_t* act, int64_t cols, int64_t t) {
-  const uint8_t* a = act + t * cols * 3;
-  return {reinterpret_cast<const int8_t*>(a), reinterpret_cast<const int32_t*>(a + cols),
-          reinterpret_cast<const float*>(a + 2 * cols)};
-}
-
-// Scalar tail for Q4_0 blocks stored in GGUF nibble order.
-inline float q4_0_tail(const uint8_t* qs, const uint16_t* d, int64_t b0, int64_t nb, const Act& a) {
-  float s = 0.0f;
-  for (int64_t b = b0; b < nb; ++b) {
-    const uint8_t* q = qs + (b - b0) * 16;
-    const int8_t* x = a.q + b * 32;
-    int32_t dot = 0;
-    for (int i = 0; i < 16; ++i) dot += ((q[i] & 0x0F) - 8) * x[i] + ((q[i] >> 4) - 8) * x[16 + i];
-    s += _cvtsh_ss(d[b]) * a.dl[b * 8] * static_cast<float>(dot);
-  }
-  return s;
-}
 
 template <int TT>
 void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
@@ -120,30 +96,11 @@ void q8_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
   }
 }
 
-using TileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, float*, int64_t, int64_t);
-
-template <TileFn F1, TileFn F2, TileFn F4, TileFn F8>
-void gemm(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
-          const uint8_t* act, int64_t n_tok, float* y, int64_t ldy) {
-  // Token tiles outermost in blocks of 64 so their activations stay in L2 while the rows pass.
-  for (int64_t tb = 0; tb < n_tok; tb += 64) {
-    const int64_t te = n_tok < tb + 64 ? n_tok : tb + 64;
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* wr = w + r * static_cast<int64_t>(row_bytes);
-      int64_t t = tb;
-      for (; t + 8 <= te; t += 8) F8(wr, cols, act, t, y, ldy, r);
-      if (t + 4 <= te) { F4(wr, cols, act, t, y, ldy, r); t += 4; }
-      if (t + 2 <= te) { F2(wr, cols, act, t, y, ldy, r); t += 2; }
-      if (t < te) F1(wr, cols, act, t, y, ldy, r);
-    }
-  }
-}
-
 }  // namespace
 
 PackedGemmFn packed_gemm_avx512(GgmlType t) {
-  if (t == GgmlType::Q4_0) return &gemm<q4_0_tile<1>, q4_0_tile<2>, q4_0_tile<4>, q4_0_tile<8>>;
-  if (t == GgmlType::Q8_0) return &gemm<q8_0_tile<1>, q8_0_tile<2>, q8_0_tile<4>, q8_0_tile<8>>;
+  if (t == GgmlType::Q4_0) return &gemm_tiles<q4_0_tile<1>, q4_0_tile<2>, q4_0_tile<4>, q4_0_tile<8>>;
+  if (t == GgmlType::Q8_0) return &gemm_tiles<q8_0_tile<1>, q8_0_tile<2>, q8_0_tile<4>, q8_0_tile<8>>;
   return nullptr;
 }
 

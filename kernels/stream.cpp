@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -54,7 +55,7 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int passes) {
   });
   const bool avx2 = active_isa() >= Isa::Avx2;
   double best = 0;
-  volatile uint64_t sink = 0;
+  std::atomic<uint64_t> sink{0};  // keeps the reads from being optimised away
   for (int p = 0; p < passes; ++p) {
     const auto t0 = std::chrono::steady_clock::now();
     pool.parallel_for(n_chunks, [&](int64_t b, int64_t e, int) {
@@ -66,7 +67,7 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int passes) {
         s += sum_scalar(buf.get() + c * per, per);
 #endif
       }
-      sink = sink + s;
+      sink.fetch_add(s, std::memory_order_relaxed);
     });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, static_cast<double>(per * static_cast<size_t>(n_chunks)) / s);

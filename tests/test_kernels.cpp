@@ -15,6 +15,16 @@
 namespace ranklm::kern {
 namespace {
 
+// Sum of squared differences of y from ref, and sum of squares of ref.
+std::pair<double, double> squared_error(const std::vector<float>& y, const std::vector<float>& ref) {
+  double err = 0, mag = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    err += std::pow(double(y[i]) - ref[i], 2);
+    mag += double(ref[i]) * ref[i];
+  }
+  return {err, mag};
+}
+
 // Random blocks of a weight type with sane fp16 scales (random bytes elsewhere).
 std::vector<uint8_t> random_row(GgmlType t, int64_t n, uint32_t seed) {
   const TypeTraits& tt = traits(t);
@@ -106,11 +116,7 @@ TEST_P(TypeTest, MatmulMatchesReference) {
   std::vector<uint8_t> scratch;
   matmul(mv, x.data(), n_tok, y.data(), pool, scratch);
   matmul_reference(mv, x.data(), n_tok, yr.data());
-  double err = 0, mag = 0;
-  for (size_t i = 0; i < y.size(); ++i) {
-    err += std::pow(double(y[i]) - yr[i], 2);
-    mag += double(yr[i]) * yr[i];
-  }
+  const auto [err, mag] = squared_error(y, yr);
   ASSERT_GT(mag, 0.0);
   EXPECT_LT(std::sqrt(err / mag), 1e-5) << wt.name;
 }
@@ -157,11 +163,7 @@ TEST_P(PackedTest, MatchesReference) {
       std::vector<uint8_t> scratch;
       matmul(pv, x.data(), n_tok, y.data(), pool, scratch);
       matmul_reference(mv, x.data(), n_tok, yr.data());
-      double err = 0, mag = 0;
-      for (size_t i = 0; i < y.size(); ++i) {
-        err += std::pow(double(y[i]) - yr[i], 2);
-        mag += double(yr[i]) * yr[i];
-      }
+      const auto [err, mag] = squared_error(y, yr);
       ASSERT_GT(mag, 0.0);
       EXPECT_LT(std::sqrt(err / mag), 1e-5) << wt.name << " " << isa_name(isa) << " cols " << cols
                                             << " n_tok " << n_tok;

@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -36,34 +35,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-template <typename T>
-std::vector<T> parse_list(const std::string& opt, const std::string& s, T lo) {
-  std::vector<T> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || v < lo) fail("{}: '{}' is not an integer >= {}", opt, item, lo);
-    out.push_back(static_cast<T>(v));
-  }
-  return out;
-}
-
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 std::string cpu_name() {
   std::ifstream f("/proc/cpuinfo");
   std::string line;
@@ -76,16 +47,14 @@ std::string cpu_name() {
   return "unknown";
 }
 
-// Resident set size (VmRSS) and its peak (VmHWM) in bytes, from /proc/self/status.
-std::pair<uint64_t, uint64_t> rss_bytes() {
+// Resident set size (VmRSS) in bytes, from /proc/self/status.
+uint64_t rss_bytes() {
   std::ifstream f("/proc/self/status");
   std::string line;
-  uint64_t rss = 0, hwm = 0;
   while (std::getline(f, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) rss = std::stoull(line.substr(6)) * 1024;
-    if (line.rfind("VmHWM:", 0) == 0) hwm = std::stoull(line.substr(6)) * 1024;
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
   }
-  return {rss, hwm};
+  return 0;
 }
 
 struct Row {
@@ -176,9 +145,9 @@ int cmd_bench(const std::vector<std::string>& args) {
   }
   if (out != "md" && out != "csv" && out != "json") fail("--output: '{}' (expected md, csv or json)", out);
   if (reps < 1) fail("--repetitions: {} must be >= 1", reps);
-  const auto threads = parse_list<int>("--threads", threads_s, 1);
-  const auto pps = parse_list<int64_t>("--n-prompt", pp_s, 0);
-  const auto tgs = parse_list<int64_t>("--n-gen", tg_s, 0);
+  const auto threads = parse_int_list<int>("--threads", threads_s, 1, 4096);
+  const auto pps = parse_int_list<int64_t>("--n-prompt", pp_s, 0, 1 << 20);
+  const auto tgs = parse_int_list<int64_t>("--n-gen", tg_s, 0, 1 << 20);
   if (threads.empty()) fail("--threads: empty list");
 
   std::vector<Row> rows;
@@ -187,7 +156,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     kern::ThreadPool pool(t);
     bw[t] = kern::measure_read_bandwidth(pool) / 1e9;
   }
-  for (const std::string& path : split(models)) {
+  for (const std::string& path : split_list(models)) {
     auto file = gguf::File::open(path);
     auto model = Model::load(*file);
     const HParams& hp = model->hparams();
@@ -241,7 +210,7 @@ int cmd_bench(const std::vector<std::string>& args) {
           const double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
           if (rep >= 0) r.samples_ns.push_back(ns);
         }
-        r.rss = rss_bytes().first;
+        r.rss = rss_bytes();
         finish(r);
         rows.push_back(r);
         if (out == "md") {

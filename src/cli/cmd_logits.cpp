@@ -1,6 +1,6 @@
 // ranklm logits --model M.gguf --tokens 1,5,9 [--greedy N]: the parity probe (JSON on stdout).
+#include <climits>
 #include <cstdio>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "cli/logits_json.h"
@@ -10,29 +10,6 @@
 #include "util/error.h"
 
 namespace ranklm::cli {
-
-namespace {
-std::vector<int32_t> parse_token_list(const std::string& s) {
-  std::vector<int32_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    size_t used = 0;
-    long v = 0;
-    try {
-      v = std::stol(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || v < 0 || v > INT32_MAX) {
-      fail("--tokens: '{}' is not a token id (expected comma-separated integers >= 0)", item);
-    }
-    out.push_back(static_cast<int32_t>(v));
-  }
-  return out;
-}
-}  // namespace
 
 int cmd_logits(const std::vector<std::string>& args) {
   po::options_description desc("logits options");
@@ -50,7 +27,7 @@ int cmd_logits(const std::vector<std::string>& args) {
   auto file = gguf::File::open(model_path);
   auto model = Model::load(*file);
   kern::ThreadPool pool(threads);
-  const auto prompt = parse_token_list(tokens);
+  const auto prompt = parse_int_list<int32_t>("--tokens", tokens, 0, INT32_MAX);
   const LogitsReport r = compute_logits_report(*model, prompt, greedy, pool);
   std::printf("%s\n", logits_report_json(r).c_str());
   return kExitOk;

@@ -3,8 +3,11 @@
 
 #include <boost/program_options.hpp>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
+
+#include "util/error.h"
 
 namespace ranklm::cli {
 
@@ -33,6 +36,37 @@ inline bool parse_options(const std::string& cmd, const std::string& synopsis,
   }
   po::notify(vm);
   return true;
+}
+
+// The non-empty items of a comma-separated list.
+inline std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// A comma-separated list of integers in [lo, hi]; a bad item throws an Error naming the option
+// and the item.
+template <typename T>
+std::vector<T> parse_int_list(const std::string& opt, const std::string& s, long long lo,
+                              long long hi) {
+  std::vector<T> out;
+  for (const std::string& item : split_list(s)) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || v < lo || v > hi) {
+      fail("{}: '{}' is not an integer in {}..{} (expected a comma-separated list)", opt, item, lo, hi);
+    }
+    out.push_back(static_cast<T>(v));
+  }
+  return out;
 }
 
 }  // namespace ranklm::cli

@@ -64,8 +64,8 @@ class File {
   const std::vector<std::pair<std::string, Value>>& metadata() const { return kv_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
 
-  // Drops the mapped pages of a tensor from the resident set (after a copy was made).
-  void release(const TensorInfo& t) const { map_->release(t.data, t.n_bytes); }
+  // Drops the mapped pages of [p, p + n) (tensor data) from the resident set, after a copy was made.
+  void release(const void* p, size_t n) const { map_->release(static_cast<const uint8_t*>(p), n); }
 
   const Value* find(const std::string& key) const;
   const TensorInfo* find_tensor(const std::string& name) const;

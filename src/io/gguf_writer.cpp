@@ -60,68 +60,59 @@ void Writer::set(const std::string& key, Value v) {
   kv_.emplace_back(key, std::move(v));
 }
 
-void Writer::set_u32(const std::string& key, uint32_t v) {
-  Value x;
-  x.type = ValueType::U32;
-  x.u = v;
-  set(key, x);
+namespace {
+
+// A scalar Value of type t; `fill` sets its payload field.
+template <typename F>
+Value scalar_value(ValueType t, F fill) {
+  Value v;
+  v.type = t;
+  fill(v);
+  return v;
 }
 
-void Writer::set_f32(const std::string& key, float v) {
-  Value x;
-  x.type = ValueType::F32;
-  x.f = v;
-  set(key, x);
-}
-
-void Writer::set_bool(const std::string& key, bool v) {
-  Value x;
-  x.type = ValueType::BOOL;
-  x.u = v ? 1 : 0;
-  set(key, x);
-}
-
-void Writer::set_string(const std::string& key, const std::string& v) {
-  Value x;
-  x.type = ValueType::STRING;
-  x.s = v;
-  set(key, x);
-}
-
-void Writer::set_strings(const std::string& key, const std::vector<std::string>& v) {
-  Value x;
-  x.type = ValueType::ARRAY;
-  x.elem_type = ValueType::STRING;
-  x.arr.resize(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    x.arr[i].type = ValueType::STRING;
-    x.arr[i].s = v[i];
+// An array Value of element type t over xs; `fill(element, x)` sets each payload field.
+template <typename T, typename F>
+Value array_value(ValueType t, const std::vector<T>& xs, F fill) {
+  Value v;
+  v.type = ValueType::ARRAY;
+  v.elem_type = t;
+  v.arr.resize(xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    v.arr[i].type = t;
+    fill(v.arr[i], xs[i]);
   }
-  set(key, std::move(x));
+  return v;
 }
 
-void Writer::set_f32s(const std::string& key, const std::vector<float>& v) {
-  Value x;
-  x.type = ValueType::ARRAY;
-  x.elem_type = ValueType::F32;
-  x.arr.resize(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    x.arr[i].type = ValueType::F32;
-    x.arr[i].f = v[i];
-  }
-  set(key, std::move(x));
+}  // namespace
+
+void Writer::set_u32(const std::string& key, uint32_t x) {
+  set(key, scalar_value(ValueType::U32, [&](Value& v) { v.u = x; }));
 }
 
-void Writer::set_i32s(const std::string& key, const std::vector<int32_t>& v) {
-  Value x;
-  x.type = ValueType::ARRAY;
-  x.elem_type = ValueType::I32;
-  x.arr.resize(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    x.arr[i].type = ValueType::I32;
-    x.arr[i].i = v[i];
-  }
-  set(key, std::move(x));
+void Writer::set_f32(const std::string& key, float x) {
+  set(key, scalar_value(ValueType::F32, [&](Value& v) { v.f = x; }));
+}
+
+void Writer::set_bool(const std::string& key, bool x) {
+  set(key, scalar_value(ValueType::BOOL, [&](Value& v) { v.u = x ? 1 : 0; }));
+}
+
+void Writer::set_string(const std::string& key, const std::string& x) {
+  set(key, scalar_value(ValueType::STRING, [&](Value& v) { v.s = x; }));
+}
+
+void Writer::set_strings(const std::string& key, const std::vector<std::string>& xs) {
+  set(key, array_value(ValueType::STRING, xs, [](Value& v, const std::string& x) { v.s = x; }));
+}
+
+void Writer::set_f32s(const std::string& key, const std::vector<float>& xs) {
+  set(key, array_value(ValueType::F32, xs, [](Value& v, float x) { v.f = x; }));
+}
+
+void Writer::set_i32s(const std::string& key, const std::vector<int32_t>& xs) {
+  set(key, array_value(ValueType::I32, xs, [](Value& v, int32_t x) { v.i = x; }));
 }
 
 size_t Writer::add_tensor(const std::string& name, std::vector<int64_t> ne, kern::GgmlType type) {

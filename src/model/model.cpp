@@ -46,28 +46,22 @@ std::unique_ptr<Model> Model::load(const gguf::File& f) {
 }
 
 void Model::pack_weights(const gguf::File& f) {
-  auto pack = [&](kern::MatrixView& w, const std::string& name) {
+  auto pack = [&](kern::MatrixView& w) {
     std::vector<uint8_t> storage;
     const kern::MatrixView p = kern::pack_matrix(w, storage);
     if (!p.packed) return;
+    f.release(w.data, kern::row_bytes(kern::traits(w.type), w.cols) * static_cast<size_t>(w.rows));
     packed_.push_back(std::move(storage));
     w = p;
-    f.release(f.tensor(name));
   };
-  const bool tied = hp_.tied_output;
-  pack(tok_embd, "token_embd.weight");
-  if (tied) output = tok_embd;
-  else pack(output, "output.weight");
-  for (size_t il = 0; il < layers.size(); ++il) {
-    const std::string b = "blk." + std::to_string(il) + ".";
-    LayerWeights& L = layers[il];
-    pack(L.wq, b + "attn_q.weight");
-    pack(L.wk, b + "attn_k.weight");
-    pack(L.wv, b + "attn_v.weight");
-    pack(L.wo, b + "attn_output.weight");
-    pack(L.w_gate, b + "ffn_gate.weight");
-    pack(L.w_up, b + "ffn_up.weight");
-    pack(L.w_down, b + "ffn_down.weight");
+  pack(tok_embd);
+  if (hp_.tied_output) {
+    output = tok_embd;
+  } else {
+    pack(output);
+  }
+  for (LayerWeights& L : layers) {
+    for (kern::MatrixView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) pack(*w);
   }
 }
 

@@ -1,0 +1,77 @@
+// Shared pieces of the packed-layout kernels (packed_avx2.cpp, packed_avx512.cpp): the ActQ8
+// row view, the scalar Q4_0 tail and the driver that walks rows and token tiles.
+//
+// Everything here sits in an unnamed namespace on purpose: each instruction-set file gets its
+// own copy with internal linkage, compiled for its own level. Ordinary inline functions would be
+// merged by the linker across files, and an AVX-512 copy could then run on an AVX2-only CPU.
+// Include this header only from the *_avx2.cpp / *_avx512.cpp files.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ranklm::kern {
+namespace {
+
+// One token's ActQ8 row (layout in packed.h).
+struct Act {
+  const int8_t* q;
+  const int32_t* corr;
+  const float* dl;
+};
+
+inline Act act_row(const uint8_t* act, int64_t cols, int64_t t) {
+  const uint8_t* a = act + t * cols * 3;
+  return {reinterpret_cast<const int8_t*>(a), reinterpret_cast<const int32_t*>(a + cols),
+          reinterpret_cast<const float*>(a + 2 * cols)};
+}
+
+// Q4_0 blocks b0..nb-1 of a packed row's tail (GGUF nibble order) against one token.
+inline float q4_0_tail(const uint8_t* qs, const uint16_t* d, int64_t b0, int64_t nb, const Act& a) {
+  float s = 0.0f;
+  for (int64_t b = b0; b < nb; ++b) {
+    const uint8_t* q = qs + (b - b0) * 16;
+    const int8_t* x = a.q + b * 32;
+    int32_t dot = 0;
+    for (int i = 0; i < 16; ++i) dot += ((q[i] & 0x0F) - 8) * x[i] + ((q[i] >> 4) - 8) * x[16 + i];
+    s += _cvtsh_ss(d[b]) * a.dl[b * 8] * static_cast<float>(dot);
+  }
+  return s;
+}
+
+// A kernel for one weight row and TT tokens starting at t0: writes y[(t0 + t) * ldy + r].
+using TileFn = void (*)(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
+                        int64_t ldy, int64_t r);
+
+// Rows [r0, r1) x all tokens. Tokens go in slabs of 64 (their activations stay in L2 while the
+// rows pass), and within a slab in tiles of 8, then 4, 2, 1.
+template <TileFn F1, TileFn F2, TileFn F4, TileFn F8>
+void gemm_tiles(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
+                const uint8_t* act, int64_t n_tok, float* y, int64_t ldy) {
+  for (int64_t tb = 0; tb < n_tok; tb += 64) {
+    const int64_t te = n_tok < tb + 64 ? n_tok : tb + 64;
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* wr = w + r * static_cast<int64_t>(row_bytes);
+      int64_t t = tb;
+      for (; t + 8 <= te; t += 8) F8(wr, cols, act, t, y, ldy, r);
+      if (t + 4 <= te) { F4(wr, cols, act, t, y, ldy, r); t += 4; }
+      if (t + 2 <= te) { F2(wr, cols, act, t, y, ldy, r); t += 2; }
+      if (t < te) F1(wr, cols, act, t, y, ldy, r);
+    }
+  }
+}
+
+#if defined(__AVX2__)
+// Sum of the 8 floats of a vector.
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+}  // namespace
+}  // namespace ranklm::kern
