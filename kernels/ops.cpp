@@ -4,6 +4,8 @@
 #include <cmath>
 #include <vector>
 
+#include "attention_simd.h"
+#include "cpu.h"
 #include "fp16.h"
 
 namespace ranklm::kern {
@@ -78,6 +80,11 @@ void attention(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_t
   // kernel for an fp16 cache: Q is rounded to fp16, the running output is kept in fp16, and it
   // is rescaled whenever a new maximum score appears. This keeps results within float noise of
   // llama.cpp, which matters because the next matmul re-quantizes its input.
+  if (active_isa() >= Isa::Avx2 && head_dim % 8 == 0 && head_dim <= kMaxSimdHeadDim) {
+    const AttentionArgs args{q, k, v, pos0, n_head, n_head_kv, head_dim, scale, out};
+    pool.parallel_for(n_tok * n_head, [&](int64_t b, int64_t e, int) { attention_jobs_avx2(args, b, e); });
+    return;
+  }
   const int group = n_head / n_head_kv;
   const int64_t kv_stride = static_cast<int64_t>(n_head_kv) * head_dim;
   const int64_t q_stride = static_cast<int64_t>(n_head) * head_dim;

@@ -236,23 +236,39 @@ TEST(Fp16, EveryHalfRoundTrips) {
   EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7C00);                         // overflow -> inf
 }
 
-TEST(Ops, AttentionMatchesFloat64Reference) {
-  const int n_head = 6, n_kv = 2, hd = 40;
-  const int64_t pos0 = 9, n_tok = 4, n_ctx = pos0 + n_tok;
-  const auto q = test::random_floats(n_tok * n_head * hd, 11);
-  const auto kf = test::random_floats(n_ctx * n_kv * hd, 12);
-  const auto vf = test::random_floats(n_ctx * n_kv * hd, 13);
-  std::vector<uint16_t> k(kf.size()), v(vf.size());
-  for (size_t i = 0; i < kf.size(); ++i) {
-    k[i] = fp32_to_fp16(kf[i]);
-    v[i] = fp32_to_fp16(vf[i]);
+TEST(Ops, AttentionMatchesFloat64ReferenceAtEveryLevel) {
+  // Every compiled level (the SIMD kernel takes head sizes that are multiples of 8; 36 goes to
+  // the portable kernel at every level), against the float64 reference and against each other.
+  const Isa initial = active_isa();
+  for (const int hd : {36, 40, 64, 128}) {
+    const int n_head = 6, n_kv = 2;
+    const int64_t pos0 = 9, n_tok = 5, n_ctx = pos0 + n_tok;
+    const auto q = test::random_floats(n_tok * n_head * hd, 11 + hd);
+    const auto kf = test::random_floats(n_ctx * n_kv * hd, 12 + hd);
+    const auto vf = test::random_floats(n_ctx * n_kv * hd, 13 + hd);
+    std::vector<uint16_t> k(kf.size()), v(vf.size());
+    for (size_t i = 0; i < kf.size(); ++i) {
+      k[i] = fp32_to_fp16(kf[i]);
+      v[i] = fp32_to_fp16(vf[i]);
+    }
+    std::vector<float> ref(q.size()), scalar(q.size());
+    ThreadPool pool(2);
+    const float scale = 1.0f / std::sqrt(float(hd));
+    attention_reference(q.data(), k.data(), v.data(), n_tok, pos0, n_head, n_kv, hd, scale, ref.data());
+    for (const Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+      if (set_isa(isa) != isa) continue;
+      std::vector<float> out(q.size());
+      attention(q.data(), k.data(), v.data(), n_tok, pos0, n_head, n_kv, hd, scale, out.data(), pool);
+      if (isa == Isa::Scalar) scalar = out;
+      for (size_t i = 0; i < out.size(); ++i) {
+        ASSERT_NEAR(out[i], ref[i], 3e-3 + 3e-3 * std::fabs(ref[i])) << isa_name(isa) << " hd " << hd << " i " << i;
+        // Same algorithm and roundings as the portable kernel; only the dot product's summation
+        // order differs, which can flip an fp16 rounding now and then.
+        ASSERT_NEAR(out[i], scalar[i], 2e-3 + 2e-3 * std::fabs(ref[i])) << isa_name(isa) << " hd " << hd;
+      }
+    }
+    set_isa(initial);
   }
-  std::vector<float> out(q.size()), ref(q.size());
-  ThreadPool pool(2);
-  const float scale = 1.0f / std::sqrt(float(hd));
-  attention(q.data(), k.data(), v.data(), n_tok, pos0, n_head, n_kv, hd, scale, out.data(), pool);
-  attention_reference(q.data(), k.data(), v.data(), n_tok, pos0, n_head, n_kv, hd, scale, ref.data());
-  for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref[i], 3e-3 + 3e-3 * std::fabs(ref[i])) << i;
 }
 
 TEST(Ops, RmsNormAndSoftmax) {
