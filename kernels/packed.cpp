@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "fp16.h"
@@ -18,34 +19,83 @@ int act_bias(GgmlType t) { return t == GgmlType::Q4_0 ? 8 : 128; }
 
 namespace {
 
-// Nibble e (0..31) of a GGUF Q4_0 block.
-inline uint8_t q4_nibble(const BlockQ4_0& b, int e) {
-  return e < 16 ? (b.qs[e] & 0x0F) : (b.qs[e - 16] >> 4);
-}
+constexpr int64_t kChunk = kChunkBlocks;
+
+// Byte offset of element e (0..31) of block j (0..15) inside an interleaved 512-byte chunk of
+// int8 values (Q8_0 weights and activations).
+inline int64_t chunk_pos(int64_t j, int e) { return ((e / 4) * kChunk + j) * 4 + e % 4; }
 
 void pack_q4_0_row(const BlockQ4_0* src, uint8_t* dst, int64_t nb) {
-  const int64_t ng = nb / 4;
-  uint8_t* qs = dst;
-  for (int64_t g = 0; g < ng; ++g) {
-    const BlockQ4_0* b = src + 4 * g;
-    for (int j = 0; j < 64; ++j) {
-      const int lo = j, hi = 64 + j;  // element indices within the group of 128
-      qs[j] = static_cast<uint8_t>(q4_nibble(b[lo / 32], lo % 32) | (q4_nibble(b[hi / 32], hi % 32) << 4));
+  const int64_t nc = nb / kChunk;
+  for (int64_t c = 0; c < nc; ++c) {
+    const BlockQ4_0* b = src + c * kChunk;
+    uint8_t* q = dst + c * kChunk * sizeof(BlockQ4_0);
+    for (int m = 0; m < 4; ++m) {
+      for (int64_t j = 0; j < kChunk; ++j) std::memcpy(q + (m * kChunk + j) * 4, b[j].qs + 4 * m, 4);
     }
-    qs += 64;
+    uint16_t* d = reinterpret_cast<uint16_t*>(q + kChunk * 16);
+    for (int64_t j = 0; j < kChunk; ++j) std::memcpy(d + j, &b[j].d, 2);
   }
-  for (int64_t b = 4 * ng; b < nb; ++b) {
-    std::memcpy(qs, src[b].qs, 16);
-    qs += 16;
-  }
-  uint16_t* d = reinterpret_cast<uint16_t*>(dst + nb * 16);
-  for (int64_t b = 0; b < nb; ++b) std::memcpy(d + b, &src[b].d, 2);
+  std::memcpy(dst + nc * kChunk * sizeof(BlockQ4_0), src + nc * kChunk,
+              static_cast<size_t>(nb - nc * kChunk) * sizeof(BlockQ4_0));
 }
 
 void pack_q8_0_row(const BlockQ8_0* src, uint8_t* dst, int64_t nb) {
-  for (int64_t b = 0; b < nb; ++b) std::memcpy(dst + b * 32, src[b].qs, 32);
-  uint16_t* d = reinterpret_cast<uint16_t*>(dst + nb * 32);
-  for (int64_t b = 0; b < nb; ++b) std::memcpy(d + b, &src[b].d, 2);
+  const int64_t nc = nb / kChunk;
+  for (int64_t c = 0; c < nc; ++c) {
+    const BlockQ8_0* b = src + c * kChunk;
+    uint8_t* q = dst + c * kChunk * sizeof(BlockQ8_0);
+    for (int k = 0; k < 8; ++k) {
+      for (int64_t j = 0; j < kChunk; ++j) std::memcpy(q + (k * kChunk + j) * 4, b[j].qs + 4 * k, 4);
+    }
+    uint16_t* d = reinterpret_cast<uint16_t*>(q + kChunk * 32);
+    for (int64_t j = 0; j < kChunk; ++j) std::memcpy(d + j, &b[j].d, 2);
+  }
+  std::memcpy(dst + nc * kChunk * sizeof(BlockQ8_0), src + nc * kChunk,
+              static_cast<size_t>(nb - nc * kChunk) * sizeof(BlockQ8_0));
+}
+
+// Block b of a packed row as signed integers and its scale (the layouts' single decoder, used
+// by the embedding lookup and the scalar kernel).
+float unpack_block(GgmlType t, const uint8_t* row, int64_t nb, int64_t b, int8_t* out) {
+  const int64_t c = b / kChunk, j = b % kChunk;
+  if (t == GgmlType::Q4_0) {
+    const uint8_t* chunk = row + c * kChunk * sizeof(BlockQ4_0);
+    if (c < nb / kChunk) {
+      for (int e = 0; e < 16; ++e) {
+        const uint8_t v = chunk[((e / 4) * kChunk + j) * 4 + e % 4];
+        out[e] = static_cast<int8_t>((v & 0x0F) - 8);
+        out[e + 16] = static_cast<int8_t>((v >> 4) - 8);
+      }
+      uint16_t d;
+      std::memcpy(&d, chunk + kChunk * 16 + j * 2, 2);
+      return fp16_to_fp32(d);
+    }
+    BlockQ4_0 blk;
+    std::memcpy(&blk, row + b * sizeof(BlockQ4_0), sizeof blk);
+    for (int e = 0; e < 16; ++e) {
+      out[e] = static_cast<int8_t>((blk.qs[e] & 0x0F) - 8);
+      out[e + 16] = static_cast<int8_t>((blk.qs[e] >> 4) - 8);
+    }
+    return fp16_to_fp32(blk.d);
+  }
+  const uint8_t* chunk = row + c * kChunk * sizeof(BlockQ8_0);
+  if (c < nb / kChunk) {
+    for (int e = 0; e < 32; ++e) out[e] = static_cast<int8_t>(chunk[chunk_pos(j, e)]);
+    uint16_t d;
+    std::memcpy(&d, chunk + kChunk * 32 + j * 2, 2);
+    return fp16_to_fp32(d);
+  }
+  BlockQ8_0 blk;
+  std::memcpy(&blk, row + b * sizeof(BlockQ8_0), sizeof blk);
+  std::memcpy(out, blk.qs, 32);
+  return fp16_to_fp32(blk.d);
+}
+
+void check_packed_type(GgmlType t, const char* what) {
+  if (t != GgmlType::Q4_0 && t != GgmlType::Q8_0) {
+    throw std::invalid_argument(std::string(what) + ": type has no packed layout");
+  }
 }
 
 }  // namespace
@@ -53,70 +103,49 @@ void pack_q8_0_row(const BlockQ8_0* src, uint8_t* dst, int64_t nb) {
 void pack_rows(GgmlType t, const void* src, void* dst, int64_t rows, int64_t cols) {
   const int64_t nb = cols / QK;
   if (cols % QK != 0) throw std::invalid_argument("pack_rows: row length not a whole number of blocks");
+  check_packed_type(t, "pack_rows");
   const auto* s = static_cast<const uint8_t*>(src);
   auto* o = static_cast<uint8_t*>(dst);
-  if (t == GgmlType::Q4_0) {
-    const size_t rb = static_cast<size_t>(nb) * sizeof(BlockQ4_0);
-    for (int64_t r = 0; r < rows; ++r) {
+  const size_t rb = static_cast<size_t>(nb) * (t == GgmlType::Q4_0 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0));
+  for (int64_t r = 0; r < rows; ++r) {
+    if (t == GgmlType::Q4_0) {
       pack_q4_0_row(reinterpret_cast<const BlockQ4_0*>(s + r * rb), o + r * rb, nb);
-    }
-  } else if (t == GgmlType::Q8_0) {
-    const size_t rb = static_cast<size_t>(nb) * sizeof(BlockQ8_0);
-    for (int64_t r = 0; r < rows; ++r) {
+    } else {
       pack_q8_0_row(reinterpret_cast<const BlockQ8_0*>(s + r * rb), o + r * rb, nb);
     }
-  } else {
-    throw std::invalid_argument("pack_rows: type has no packed layout");
   }
 }
 
 void dequantize_packed_row(GgmlType t, const void* src, float* dst, int64_t cols) {
+  check_packed_type(t, "dequantize_packed_row");
   const int64_t nb = cols / QK;
-  const auto* s = static_cast<const uint8_t*>(src);
-  if (t == GgmlType::Q4_0) {
-    const uint16_t* d = reinterpret_cast<const uint16_t*>(s + nb * 16);
-    const int64_t ng = nb / 4;
-    for (int64_t g = 0; g < ng; ++g) {
-      for (int j = 0; j < 64; ++j) {
-        const uint8_t v = s[g * 64 + j];
-        const int64_t lo = g * 128 + j, hi = g * 128 + 64 + j;
-        dst[lo] = fp16_to_fp32(d[lo / 32]) * static_cast<float>((v & 0x0F) - 8);
-        dst[hi] = fp16_to_fp32(d[hi / 32]) * static_cast<float>((v >> 4) - 8);
-      }
-    }
-    for (int64_t b = 4 * ng; b < nb; ++b) {
-      const uint8_t* q = s + ng * 64 + (b - 4 * ng) * 16;
-      const float db = fp16_to_fp32(d[b]);
-      for (int i = 0; i < 16; ++i) {
-        dst[b * 32 + i] = db * static_cast<float>((q[i] & 0x0F) - 8);
-        dst[b * 32 + 16 + i] = db * static_cast<float>((q[i] >> 4) - 8);
-      }
-    }
-  } else if (t == GgmlType::Q8_0) {
-    const uint16_t* d = reinterpret_cast<const uint16_t*>(s + nb * 32);
-    const auto* q = reinterpret_cast<const int8_t*>(s);
-    for (int64_t i = 0; i < cols; ++i) dst[i] = fp16_to_fp32(d[i / 32]) * static_cast<float>(q[i]);
-  } else {
-    throw std::invalid_argument("dequantize_packed_row: type has no packed layout");
+  int8_t q[QK];
+  for (int64_t b = 0; b < nb; ++b) {
+    const float d = unpack_block(t, static_cast<const uint8_t*>(src), nb, b, q);
+    for (int e = 0; e < QK; ++e) dst[b * QK + e] = d * static_cast<float>(q[e]);
   }
 }
 
 void quantize_act_q8(const float* x, int64_t cols, int bias, uint8_t* dst) {
-  const int64_t nb = cols / QK;
+  const int64_t nb = cols / QK, nc = nb / kChunk;
   auto* q = reinterpret_cast<int8_t*>(dst);
   auto* corr = reinterpret_cast<int32_t*>(dst + cols);
-  auto* dl = reinterpret_cast<float*>(dst + 2 * cols);
+  auto* dl = reinterpret_cast<float*>(dst + cols + 4 * nb);
   const TypeTraits& q8 = traits(GgmlType::Q8_0);
   BlockQ8_0 blk;
   for (int64_t b = 0; b < nb; ++b) {
     q8.quantize(x + b * QK, &blk, QK);  // the reference Q8_0 rounding, bit for bit
-    std::memcpy(q + b * QK, blk.qs, QK);
-    const float d = fp16_to_fp32(blk.d);
-    for (int l = 0; l < QK / 4; ++l) {
-      const int8_t* e = blk.qs + 4 * l;
-      corr[b * 8 + l] = -bias * (e[0] + e[1] + e[2] + e[3]);
-      dl[b * 8 + l] = d;
+    const int64_t c = b / kChunk;
+    if (c < nc) {
+      int8_t* chunk = q + c * kChunk * QK;
+      for (int k = 0; k < 8; ++k) std::memcpy(chunk + (k * kChunk + b % kChunk) * 4, blk.qs + 4 * k, 4);
+    } else {
+      std::memcpy(q + b * QK, blk.qs, QK);
     }
+    int32_t sum = 0;
+    for (int e = 0; e < QK; ++e) sum += blk.qs[e];
+    corr[b] = -bias * sum;
+    dl[b] = fp16_to_fp32(blk.d);
   }
 }
 
@@ -126,39 +155,25 @@ namespace {
 // same per-block scales) and the fallback when the active level is lowered after packing.
 void gemm_scalar(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1,
                  int64_t cols, const uint8_t* act, int64_t n_tok, float* y, int64_t ldy) {
-  const int64_t nb = cols / QK, ng = nb / 4;
+  const int64_t nb = cols / QK, nc = nb / kChunk;
   std::vector<int8_t> wq(static_cast<size_t>(cols));
+  std::vector<float> dw(static_cast<size_t>(nb));
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* wr = w + r * static_cast<int64_t>(row_bytes);
-    const uint16_t* dw;
-    if (type == GgmlType::Q4_0) {
-      dw = reinterpret_cast<const uint16_t*>(wr + nb * 16);
-      for (int64_t g = 0; g < ng; ++g) {
-        for (int j = 0; j < 64; ++j) {
-          wq[g * 128 + j] = static_cast<int8_t>((wr[g * 64 + j] & 0x0F) - 8);
-          wq[g * 128 + 64 + j] = static_cast<int8_t>((wr[g * 64 + j] >> 4) - 8);
-        }
-      }
-      for (int64_t b = 4 * ng; b < nb; ++b) {
-        const uint8_t* q = wr + ng * 64 + (b - 4 * ng) * 16;
-        for (int i = 0; i < 16; ++i) {
-          wq[b * 32 + i] = static_cast<int8_t>((q[i] & 0x0F) - 8);
-          wq[b * 32 + 16 + i] = static_cast<int8_t>((q[i] >> 4) - 8);
-        }
-      }
-    } else {
-      dw = reinterpret_cast<const uint16_t*>(wr + nb * 32);
-      std::memcpy(wq.data(), wr, static_cast<size_t>(cols));
-    }
+    for (int64_t b = 0; b < nb; ++b) dw[b] = unpack_block(type, wr, nb, b, wq.data() + b * QK);
     for (int64_t t = 0; t < n_tok; ++t) {
       const uint8_t* a = act + t * static_cast<int64_t>(act_q8_bytes(cols));
       const auto* aq = reinterpret_cast<const int8_t*>(a);
-      const auto* dl = reinterpret_cast<const float*>(a + 2 * cols);
+      const auto* dl = reinterpret_cast<const float*>(a + cols + 4 * nb);
       float s = 0.0f;
       for (int64_t b = 0; b < nb; ++b) {
+        const int64_t c = b / kChunk, j = b % kChunk;
         int32_t dot = 0;
-        for (int i = 0; i < QK; ++i) dot += wq[b * QK + i] * aq[b * QK + i];
-        s += fp16_to_fp32(dw[b]) * dl[b * 8] * static_cast<float>(dot);
+        for (int e = 0; e < QK; ++e) {
+          const int8_t x = c < nc ? aq[c * kChunk * QK + chunk_pos(j, e)] : aq[b * QK + e];
+          dot += wq[b * QK + e] * x;
+        }
+        s += dw[b] * dl[b] * static_cast<float>(dot);
       }
       y[t * ldy + r] = s;
     }

@@ -1,22 +1,25 @@
 // Packed weight layouts for the SIMD matrix products, made once at load ("repacking"), and the
 // activation layout they pair with.
 //
-// A packed row has the same byte size as the GGUF row; only the order changes:
+// A packed row has the same byte size as the GGUF row; only the order changes. Blocks go in
+// chunks of 16 (512 elements), "interleaved" so that lane j of a 16-lane int32 vector works on
+// block j of the chunk: one VPDPBUSD adds 4 products to each of 16 blocks, eight of them finish
+// 16 whole blocks, and the per-block scales are then applied with one vector multiply.
 //
-//   Q4_0: [groups of 4 blocks, 64 B each][tail blocks, 16 B each][d of every block, fp16]
-//         Byte j of a group holds element j of the group in its low nibble and element 64 + j
-//         in its high nibble, so one 64-byte load yields 128 consecutive elements as two
-//         vectors. Tail blocks (when blocks per row is not a multiple of 4) keep GGUF's nibble
-//         order (element i low, i + 16 high).
-//   Q8_0: [quants of every block, 32 B each][d of every block, fp16]
+//   Q4_0 chunk (288 B): [quants, 256 B][d of the 16 blocks, fp16, 32 B]
+//         quant byte (m * 16 + j) * 4 + i = byte 4m + i of GGUF block j (m 0..3, i 0..3): its
+//         low nibble is element 4m + i, its high nibble element 16 + 4m + i.
+//   Q8_0 chunk (544 B): [quants, 512 B][d of the 16 blocks, fp16, 32 B]
+//         quant byte (k * 16 + j) * 4 + i = element 4k + i of block j (k 0..7).
+//   Blocks past the last whole chunk (blocks per row not a multiple of 16) stay GGUF blocks.
 //
-// Activations (ActQ8), per token row of `cols` elements:
-//   [q: cols x int8][corr: cols/4 x int32][dl: cols/4 x float]
-// q and the per-block scale are exactly Q8_0's (same rounding); lane i covers elements
-// 4i..4i+3: dl[i] is its block's scale and corr[i] = -bias * (q[4i] + .. + q[4i+3]), so an
-// integer dot product of unsigned (biased) weights started at corr gives the signed result.
-// bias is 8 for Q4_0 (nibbles 0..15 stand for -8..7) and 128 for Q8_0 (weights are offset by
-// 128 to become unsigned for VNNI).
+// Activations (ActQ8), per token row of `cols` elements (nb = cols / 32 blocks):
+//   [q: cols x int8][corr: nb x int32][d: nb x float]
+// q and d are exactly Q8_0's (same rounding). q is ordered like the Q8_0 chunk above (element
+// 4k + i of block j of a chunk at (k * 16 + j) * 4 + i), and natural in the blocks past the
+// last chunk. corr[b] = -bias * (sum of block b's q), so an integer dot product of unsigned
+// (biased) weights started at corr gives the signed result. bias is 8 for Q4_0 (nibbles 0..15
+// stand for -8..7) and 128 for Q8_0 (weights offset by 128 to become unsigned for VNNI).
 #pragma once
 
 #include <cstddef>
@@ -37,7 +40,9 @@ void pack_rows(GgmlType t, const void* src, void* dst, int64_t rows, int64_t col
 void dequantize_packed_row(GgmlType t, const void* src, float* dst, int64_t cols);
 
 // Bytes of one ActQ8 row, and the conversion of one float row (cols a multiple of 32).
-inline size_t act_q8_bytes(int64_t cols) { return static_cast<size_t>(cols) * 3; }
+inline size_t act_q8_bytes(int64_t cols) { return static_cast<size_t>(cols) + static_cast<size_t>(cols) / 4; }
+
+constexpr int kChunkBlocks = 16;  // blocks per interleaved chunk
 int act_bias(GgmlType t);
 void quantize_act_q8(const float* x, int64_t cols, int bias, uint8_t* dst);
 

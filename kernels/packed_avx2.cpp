@@ -20,53 +20,46 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
+// The 16-lane chunk layout read as two 8-lane halves: half h (bytes 32h..32h+31 of each
+// 64-byte vector) covers blocks 8h..8h+7.
 template <int TT>
 void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
                int64_t ldy, int64_t r) {
-  const int64_t nb = cols / 32, ng = nb / 4;
-  const uint16_t* dw = reinterpret_cast<const uint16_t*>(wr + nb * 16);
+  const int64_t nb = cols / 32, nc = nb / 16;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
   Act a[TT];
   __m256 acc[TT];
   for (int t = 0; t < TT; ++t) {
     a[t] = act_row(act, cols, t0 + t);
     acc[t] = _mm256_setzero_ps();
   }
-  for (int64_t g = 0; g < ng; ++g) {
-    const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + g * 64));
-    const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + g * 64 + 32));
-    // Elements 0..31 (block 0), 32..63 (block 1), 64..95 (block 2), 96..127 (block 3).
-    const __m256i w0 = _mm256_and_si256(v0, m4);
-    const __m256i w1 = _mm256_and_si256(v1, m4);
-    const __m256i w2 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
-    const __m256i w3 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
-    const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(dw + 4 * g)));
-    const __m256 d44 = _mm256_set_m128(d4, d4);
-    const __m256 s0 = _mm256_permute_ps(d44, 0x00);
-    const __m256 s1 = _mm256_permute_ps(d44, 0x55);
-    const __m256 s2 = _mm256_permute_ps(d44, 0xAA);
-    const __m256 s3 = _mm256_permute_ps(d44, 0xFF);
-    for (int t = 0; t < TT; ++t) {
-      const int8_t* q = a[t].q + g * 128;
-      const int32_t* c = a[t].corr + g * 32;
-      const float* l = a[t].dl + g * 32;
-#define RL_STEP(W, K, S)                                                                        \
-  {                                                                                             \
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * K));         \
-    const __m256i i = _mm256_add_epi32(dot_u8s8(W, x),                                          \
-                                       _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 8 * K))); \
-    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_loadu_ps(l + 8 * K)), S, acc[t]); \
-  }
-      RL_STEP(w0, 0, s0)
-      RL_STEP(w1, 1, s1)
-      RL_STEP(w2, 2, s2)
-      RL_STEP(w3, 3, s3)
-#undef RL_STEP
+  for (int64_t c = 0; c < nc; ++c) {
+    const uint8_t* p = wr + c * 288;
+    for (int h = 0; h < 2; ++h) {
+      __m256i w[8];
+      for (int m = 0; m < 4; ++m) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * m + 32 * h));
+        w[m] = _mm256_and_si256(v, m4);
+        w[m + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      }
+      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 256 + 16 * h)));
+      for (int t = 0; t < TT; ++t) {
+        const int8_t* q = a[t].q + c * 512 + 32 * h;
+        // Nibble (<= 15) times int8 (|x| <= 127): eight pair sums stay below 2^15 in int16.
+        __m256i s16 = _mm256_maddubs_epi16(w[0], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
+        for (int k = 1; k < 8; ++k) {
+          s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k))));
+        }
+        const __m256i i = _mm256_add_epi32(_mm256_madd_epi16(s16, ones),
+                                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].corr + c * 16 + 8 * h)));
+        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_loadu_ps(a[t].d + c * 16 + 8 * h)), dw, acc[t]);
+      }
     }
   }
   for (int t = 0; t < TT; ++t) {
     float s = hsum256(acc[t]);
-    if (nb > 4 * ng) s += q4_0_tail(wr + ng * 64, dw, 4 * ng, nb, a[t]);
+    if (nb > 16 * nc) s += q4_0_tail(wr + nc * 288, 16 * nc, nb, a[t]);
     y[(t0 + t) * ldy + r] = s;
   }
 }
@@ -74,27 +67,34 @@ void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
 template <int TT>
 void q8_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
                int64_t ldy, int64_t r) {
-  const int64_t nb = cols / 32;
-  const auto* wq = reinterpret_cast<const int8_t*>(wr);
-  const uint16_t* dw = reinterpret_cast<const uint16_t*>(wr + nb * 32);
+  const int64_t nb = cols / 32, nc = nb / 16;
   Act a[TT];
   __m256 acc[TT];
   for (int t = 0; t < TT; ++t) {
     a[t] = act_row(act, cols, t0 + t);
     acc[t] = _mm256_setzero_ps();
   }
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + b * 32));
-    const __m256i av = _mm256_sign_epi8(v, v);  // |w|
-    const __m256 ds = _mm256_set1_ps(_cvtsh_ss(dw[b]));
-    for (int t = 0; t < TT; ++t) {
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].q + b * 32));
-      const __m256i i = dot_u8s8(av, _mm256_sign_epi8(x, v));  // |w| * (x with w's sign)
-      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_loadu_ps(a[t].dl + b * 8)),
-                               ds, acc[t]);
+  for (int64_t c = 0; c < nc; ++c) {
+    const uint8_t* p = wr + c * 544;
+    for (int h = 0; h < 2; ++h) {
+      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 512 + 16 * h)));
+      for (int t = 0; t < TT; ++t) {
+        const int8_t* q = a[t].q + c * 512 + 32 * h;
+        __m256i i = _mm256_setzero_si256();
+        for (int k = 0; k < 8; ++k) {
+          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * k + 32 * h));
+          const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k));
+          i = _mm256_add_epi32(i, dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)));  // |w| * (x with w's sign)
+        }
+        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_loadu_ps(a[t].d + c * 16 + 8 * h)), dw, acc[t]);
+      }
     }
   }
-  for (int t = 0; t < TT; ++t) y[(t0 + t) * ldy + r] = hsum256(acc[t]);
+  for (int t = 0; t < TT; ++t) {
+    float s = hsum256(acc[t]);
+    if (nb > 16 * nc) s += q8_0_tail(wr + nc * 544, 16 * nc, nb, a[t]);
+    y[(t0 + t) * ldy + r] = s;
+  }
 }
 
 }  // namespace

@@ -19,24 +19,38 @@ namespace {
 struct Act {
   const int8_t* q;
   const int32_t* corr;
-  const float* dl;
+  const float* d;
 };
 
 inline Act act_row(const uint8_t* act, int64_t cols, int64_t t) {
-  const uint8_t* a = act + t * cols * 3;
+  const int64_t nb = cols / 32;
+  const uint8_t* a = act + t * (cols + cols / 4);
   return {reinterpret_cast<const int8_t*>(a), reinterpret_cast<const int32_t*>(a + cols),
-          reinterpret_cast<const float*>(a + 2 * cols)};
+          reinterpret_cast<const float*>(a + cols + 4 * nb)};
 }
 
-// Q4_0 blocks b0..nb-1 of a packed row's tail (GGUF nibble order) against one token.
-inline float q4_0_tail(const uint8_t* qs, const uint16_t* d, int64_t b0, int64_t nb, const Act& a) {
+// GGUF blocks b0..nb-1 past a packed row's last chunk (starting at `tail`) against one token;
+// the tail is at most 15 blocks, so plain integer loops do.
+inline float q4_0_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a) {
   float s = 0.0f;
   for (int64_t b = b0; b < nb; ++b) {
-    const uint8_t* q = qs + (b - b0) * 16;
+    const uint8_t* blk = tail + (b - b0) * 18;  // fp16 d, then 16 bytes of nibbles
     const int8_t* x = a.q + b * 32;
     int32_t dot = 0;
-    for (int i = 0; i < 16; ++i) dot += ((q[i] & 0x0F) - 8) * x[i] + ((q[i] >> 4) - 8) * x[16 + i];
-    s += _cvtsh_ss(d[b]) * a.dl[b * 8] * static_cast<float>(dot);
+    for (int i = 0; i < 16; ++i) dot += ((blk[2 + i] & 0x0F) - 8) * x[i] + ((blk[2 + i] >> 4) - 8) * x[16 + i];
+    s += _cvtsh_ss(static_cast<uint16_t>(blk[0] | (blk[1] << 8))) * a.d[b] * static_cast<float>(dot);
+  }
+  return s;
+}
+
+inline float q8_0_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a) {
+  float s = 0.0f;
+  for (int64_t b = b0; b < nb; ++b) {
+    const uint8_t* blk = tail + (b - b0) * 34;  // fp16 d, then 32 signed bytes
+    const int8_t* x = a.q + b * 32;
+    int32_t dot = 0;
+    for (int i = 0; i < 32; ++i) dot += static_cast<int8_t>(blk[2 + i]) * x[i];
+    s += _cvtsh_ss(static_cast<uint16_t>(blk[0] | (blk[1] << 8))) * a.d[b] * static_cast<float>(dot);
   }
   return s;
 }

@@ -146,7 +146,7 @@ TEST_P(PackedTest, MatchesReference) {
     GTEST_SKIP() << "this CPU lacks " << isa_name(isa);
   }
   const TypeTraits& wt = traits(type);
-  for (const int64_t cols : {128, 256 + 64, 32, 96, 1024 + 32 * 3}) {
+  for (const int64_t cols : {128, 512, 256 + 64, 32, 96, 1024 + 32 * 3, 2048 + 512 + 32 * 15}) {
     for (const int64_t n_tok : {1, 3, 8, 15, 71}) {
       const int64_t rows = 19;
       const auto w = random_row(type, rows * cols, static_cast<uint32_t>(cols + n_tok));
