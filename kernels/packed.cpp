@@ -127,6 +127,11 @@ void dequantize_packed_row(GgmlType t, const void* src, float* dst, int64_t cols
 }
 
 void quantize_act_q8(const float* x, int64_t cols, int bias, uint8_t* dst) {
+  quantize_act_q8_at(active_isa(), x, cols, bias, dst);
+}
+
+void quantize_act_q8_at(Isa isa, const float* x, int64_t cols, int bias, uint8_t* dst) {
+  if (isa >= Isa::Avx2) return quantize_act_q8_avx2(x, cols, bias, dst);
   const int64_t nb = cols / QK, nc = nb / kChunk;
   auto* q = reinterpret_cast<int8_t*>(dst);
   auto* corr = reinterpret_cast<int32_t*>(dst + cols);

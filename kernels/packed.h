@@ -45,6 +45,10 @@ inline size_t act_q8_bytes(int64_t cols) { return static_cast<size_t>(cols) + st
 constexpr int kChunkBlocks = 16;  // blocks per interleaved chunk
 int act_bias(GgmlType t);
 void quantize_act_q8(const float* x, int64_t cols, int bias, uint8_t* dst);
+// The same at a given level (quantize_act_q8 uses the active one); every level writes the
+// same bytes.
+void quantize_act_q8_at(Isa isa, const float* x, int64_t cols, int bias, uint8_t* dst);
+void quantize_act_q8_avx2(const float* x, int64_t cols, int bias, uint8_t* dst);
 
 // y[t * ldy + r] = row r of the packed matrix . token t's activations, for r in [r0, r1) and
 // t < n_tok. act holds n_tok ActQ8 rows of act_q8_bytes(cols) each.

@@ -99,6 +99,53 @@ void q8_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
 
 }  // namespace
 
+void quantize_act_q8_avx2(const float* x, int64_t cols, int bias, uint8_t* dst) {
+  // Bit for bit the scalar conversion: the same amax, d = amax / 127, fp16 d, 1/d and
+  // round-half-to-even of x / d (VROUNDPS in the default rounding mode, like nearbyint).
+  const int64_t nb = cols / 32, nc = nb / 16;
+  auto* q = reinterpret_cast<int8_t*>(dst);
+  auto* corr = reinterpret_cast<int32_t*>(dst + cols);
+  auto* dl = reinterpret_cast<float*>(dst + cols + 4 * nb);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x + b * 32;
+    __m256 v[4];
+    __m256 mx = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(xb + 8 * i);
+      mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[i]));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float d = _mm_cvtss_f32(m4) / 127.0f;
+    const uint16_t dh = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    __m256i i32[4];
+    for (int i = 0; i < 4; ++i) {
+      i32[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    // int32 -> int8 in element order (the packs work per 128-bit lane; the permute restores it).
+    const __m256i i16 = _mm256_packs_epi32(i32[0], i32[1]), j16 = _mm256_packs_epi32(i32[2], i32[3]);
+    const __m256i i8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(i16, j16), order);
+    const __m256i s16 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), i8), _mm256_set1_epi16(1));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s16), _mm256_extracti128_si256(s16, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    corr[b] = -bias * _mm_cvtsi128_si32(s4);
+    dl[b] = _cvtsh_ss(dh);
+    if (b < nc * 16) {
+      int8_t* c = q + (b / 16) * 512 + (b % 16) * 4;
+      alignas(32) int32_t g[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(g), i8);
+      for (int k = 0; k < 8; ++k) __builtin_memcpy(c + 64 * k, g + k, 4);
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * 32), i8);
+    }
+  }
+}
+
 PackedGemmFn packed_gemm_avx2(GgmlType t) {
   if (t == GgmlType::Q4_0) return &gemm_tiles<q4_0_tile<1>, q4_0_tile<2>, q4_0_tile<4>, q4_0_tile<8>>;
   if (t == GgmlType::Q8_0) return &gemm_tiles<q8_0_tile<1>, q8_0_tile<2>, q8_0_tile<4>, q8_0_tile<8>>;

@@ -28,6 +28,27 @@ inline void prefetch_chunk(const uint8_t* p, int bytes) {
 
 inline __m512i load(const void* p) { return _mm512_loadu_si512(p); }
 
+// Token t's integer dot products for one chunk: 16 lanes, one per block, started from corr.
+// k runs outside t so the TT accumulator chains are independent and interleave.
+template <int TT>
+inline void chunk_dots(const __m512i (&w)[8], const Act (&a)[TT], int64_t c, __m512i (&i)[TT]) {
+#pragma GCC unroll 8
+  for (int t = 0; t < TT; ++t) i[t] = load(a[t].corr + c * 16);
+#pragma GCC unroll 8
+  for (int k = 0; k < 8; ++k) {
+#pragma GCC unroll 8
+    for (int t = 0; t < TT; ++t) i[t] = _mm512_dpbusd_epi32(i[t], w[k], load(a[t].q + c * 512 + 64 * k));
+  }
+}
+
+template <int TT>
+inline void chunk_scale(const __m512i (&i)[TT], const Act (&a)[TT], int64_t c, __m512 dw, __m512 (&acc)[TT]) {
+#pragma GCC unroll 8
+  for (int t = 0; t < TT; ++t) {
+    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i[t]), _mm512_loadu_ps(a[t].d + c * 16)), dw, acc[t]);
+  }
+}
+
 template <int TT>
 void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
                int64_t ldy, int64_t r) {
@@ -49,12 +70,9 @@ void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
       w[m + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);  // elements 16+4m..16+4m+3
     }
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 256)));
-    for (int t = 0; t < TT; ++t) {
-      const int8_t* q = a[t].q + c * 512;
-      __m512i i = load(a[t].corr + c * 16);
-      for (int k = 0; k < 8; ++k) i = _mm512_dpbusd_epi32(i, w[k], load(q + 64 * k));
-      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_loadu_ps(a[t].d + c * 16)), dw, acc[t]);
-    }
+    __m512i i[TT];
+    chunk_dots<TT>(w, a, c, i);
+    chunk_scale<TT>(i, a, c, dw, acc);
   }
   for (int t = 0; t < TT; ++t) {
     float s = _mm512_reduce_add_ps(acc[t]);
@@ -80,12 +98,9 @@ void q8_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
     __m512i w[8];
     for (int k = 0; k < 8; ++k) w[k] = _mm512_xor_si512(load(p + 64 * k), bias);  // w + 128
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 512)));
-    for (int t = 0; t < TT; ++t) {
-      const int8_t* q = a[t].q + c * 512;
-      __m512i i = load(a[t].corr + c * 16);
-      for (int k = 0; k < 8; ++k) i = _mm512_dpbusd_epi32(i, w[k], load(q + 64 * k));
-      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_loadu_ps(a[t].d + c * 16)), dw, acc[t]);
-    }
+    __m512i i[TT];
+    chunk_dots<TT>(w, a, c, i);
+    chunk_scale<TT>(i, a, c, dw, acc);
   }
   for (int t = 0; t < TT; ++t) {
     float s = _mm512_reduce_add_ps(acc[t]);

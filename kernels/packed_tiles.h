@@ -59,21 +59,26 @@ inline float q8_0_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a
 using TileFn = void (*)(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
                         int64_t ldy, int64_t r);
 
-// Rows [r0, r1) x all tokens. Tokens go in slabs of 64 (their activations stay in L2 while the
-// rows pass), and within a slab in tiles of 8, then 4, 2, 1.
+// Rows [r0, r1) x all tokens, blocked like a GEMM: a block of rows (kRowBlock rows, which
+// stay in L2) is multiplied by each tile of 8 tokens in turn (whose activations, one row each,
+// stay in L1 while the block's rows pass), then 4, 2, 1 for the last tokens.
+constexpr int64_t kRowBlock = 128;
+
 template <TileFn F1, TileFn F2, TileFn F4, TileFn F8>
 void gemm_tiles(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
                 const uint8_t* act, int64_t n_tok, float* y, int64_t ldy) {
-  for (int64_t tb = 0; tb < n_tok; tb += 64) {
-    const int64_t te = n_tok < tb + 64 ? n_tok : tb + 64;
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* wr = w + r * static_cast<int64_t>(row_bytes);
-      int64_t t = tb;
-      for (; t + 8 <= te; t += 8) F8(wr, cols, act, t, y, ldy, r);
-      if (t + 4 <= te) { F4(wr, cols, act, t, y, ldy, r); t += 4; }
-      if (t + 2 <= te) { F2(wr, cols, act, t, y, ldy, r); t += 2; }
-      if (t < te) F1(wr, cols, act, t, y, ldy, r);
-    }
+  for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
+    const int64_t re = r1 < rb + kRowBlock ? r1 : rb + kRowBlock;
+    int64_t t = 0;
+    auto pass = [&](TileFn f, int64_t tt) {
+      for (; t + tt <= n_tok; t += tt) {
+        for (int64_t r = rb; r < re; ++r) f(w + r * static_cast<int64_t>(row_bytes), cols, act, t, y, ldy, r);
+      }
+    };
+    pass(F8, 8);
+    pass(F4, 4);
+    pass(F2, 2);
+    pass(F1, 1);
   }
 }
 

@@ -175,6 +175,26 @@ TEST_P(PackedTest, MatchesReference) {
   }
 }
 
+TEST(Packed, ActivationConversionIsTheSameAtEveryLevel) {
+  // Chunks plus a tail, a block of zeros, a block with a half-way value (round to even) and
+  // large and tiny magnitudes.
+  const int64_t cols = 32 * 37;
+  for (const float scale : {1.0f, 1e-6f, 3e4f}) {
+    auto x = test::random_floats(cols, 77, scale);
+    for (int i = 0; i < 32; ++i) x[64 + i] = 0.0f;
+    x[128] = 127.0f * scale;
+    x[129] = 2.5f * scale;  // 2.5 with d = scale: a tie
+    std::vector<uint8_t> ref(act_q8_bytes(cols));
+    quantize_act_q8_at(Isa::Scalar, x.data(), cols, 8, ref.data());
+    for (const Isa isa : {Isa::Avx2, Isa::Avx512}) {
+      if (isa > detected_isa()) continue;
+      std::vector<uint8_t> got(ref.size(), 0xAA);
+      quantize_act_q8_at(isa, x.data(), cols, 8, got.data());
+      ASSERT_EQ(got, ref) << isa_name(isa) << " scale " << scale;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Levels, PackedTest,
     ::testing::Values(PackedCase{GgmlType::Q4_0, Isa::Scalar}, PackedCase{GgmlType::Q4_0, Isa::Avx2},

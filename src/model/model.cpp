@@ -203,10 +203,16 @@ void Model::layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvC
   const int64_t q_dim = hp.n_head * hp.head_dim;
   const int64_t kv_dim = hp.n_head_kv * hp.head_dim;
 
-  std::vector<float> cur(n_tok * n_embd);                     // [n_tok, n_embd]
-  std::vector<float> q(n_tok * q_dim), k(n_tok * kv_dim), v(n_tok * kv_dim);
-  std::vector<float> attn(n_tok * q_dim);                     // [n_tok, q_dim]
-  std::vector<int32_t> pos(n_tok);
+  auto sized = [](auto& vec, int64_t n) -> auto& {
+    if (static_cast<int64_t>(vec.size()) < n) vec.resize(static_cast<size_t>(n));
+    return vec;
+  };
+  std::vector<float>& cur = sized(buf_.cur, n_tok * n_embd);  // [n_tok, n_embd]
+  std::vector<float>& q = sized(buf_.q, n_tok * q_dim);
+  std::vector<float>& k = sized(buf_.k, n_tok * kv_dim);
+  std::vector<float>& v = sized(buf_.v, n_tok * kv_dim);
+  std::vector<float>& attn = sized(buf_.attn, n_tok * q_dim);  // [n_tok, q_dim]
+  std::vector<int32_t>& pos = sized(buf_.pos, n_tok);
   for (int64_t t = 0; t < n_tok; ++t) pos[t] = static_cast<int32_t>(pos0 + t);
 
   // --- attention block ---
@@ -235,7 +241,8 @@ void Model::layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvC
   kern::add_inplace(x, cur.data(), n_tok * n_embd);
 
   // --- feed-forward block (SwiGLU) ---
-  std::vector<float> gate(n_tok * hp.n_ff), up(n_tok * hp.n_ff);  // [n_tok, n_ff]
+  std::vector<float>& gate = sized(buf_.gate, n_tok * hp.n_ff);  // [n_tok, n_ff]
+  std::vector<float>& up = sized(buf_.up, n_tok * hp.n_ff);
   kern::rms_norm(x, L.ffn_norm.data(), n_tok, n_embd, hp.rms_eps, cur.data());
   kern::matmul(L.w_gate, cur.data(), n_tok, gate.data(), pool, scratch_);
   kern::matmul(L.w_up, cur.data(), n_tok, up.data(), pool, scratch_);

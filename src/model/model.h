@@ -78,6 +78,12 @@ class Model {
   void layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvCache& cache,
                      kern::ThreadPool& pool);
   std::vector<uint8_t> scratch_;
+  // Activation buffers of layer_forward, kept between calls (grown, never shrunk) so a batch
+  // does not allocate and fault in fresh pages in every layer.
+  struct Buffers {
+    std::vector<float> cur, q, k, v, attn, gate, up;
+    std::vector<int32_t> pos;
+  } buf_;
   std::vector<std::vector<uint8_t>> packed_;  // storage of repacked matrices
 };
 
