@@ -1,13 +1,19 @@
 // AVX2 + FMA + F16C attention over the fp16 KV cache: the same single-pass online softmax as
 // the portable kernel in ops.cpp (Q rounded to fp16, running output rounded to fp16 after
-// every update, rescaled when a new maximum appears), with the per-key dot product and the
-// output update done 8 lanes at a time. Only the summation order of the dot product differs.
+// every update, rescaled when a new maximum appears), done for up to 8 query rows at once.
+//
+// The rows of a job share one KV head (query heads of a group, and consecutive tokens), so
+// each key and value row is converted to float once and used by all of them, and the rows'
+// online-softmax chains are independent: their scores, maxima, sums and exponentials live in
+// the 8 lanes of one vector. A row that is past its causal end gets a score of -inf, which
+// leaves its state untouched (weight exp(-inf) = 0, rescale exp(0) = 1).
+//
+// Differences from the portable kernel: the summation order of the dot product and a
+// polynomial exp (within 2 ulp of expf); each can flip an fp16 rounding now and then.
 //
 // Compiled with -mavx2 -mfma -mf16c and called only when the CPU has them; it includes no
 // standard-library headers with inline functions (see packed_tiles.h for why).
 #include <immintrin.h>
-
-#include <math.h>
 
 #include "attention_simd.h"
 
@@ -23,11 +29,37 @@ inline __m256 load_ph(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+// exp(x) for 8 lanes: x = n ln2 + r, |r| <= ln2 / 2, degree-6 Taylor polynomial for e^r, then
+// scaling by 2^n through the exponent bits. exp(0) is exactly 1; below -87.3 the result is 0.
+inline __m256 exp8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.3f);
+  const __m256 zero_mask = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3f)), lo);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  // 2^n: n in [-126, 127] after the clamp; split in two factors so n = 128 cannot overflow.
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i h = _mm256_srai_epi32(ni, 1);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
+  return _mm256_andnot_ps(zero_mask, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2));
+}
+
+// Sums of 8 vectors, one per lane.
+inline __m256 hsum8(const __m256 (&s)[8]) {
+  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(s[0], s[1]), _mm256_hadd_ps(s[2], s[3]));
+  const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(s[4], s[5]), _mm256_hadd_ps(s[6], s[7]));
+  // a = [r0 r1 r2 r3 | r0 r1 r2 r3] halves of rows 0-3, b the same for rows 4-7.
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
 
 }  // namespace
@@ -37,51 +69,95 @@ void attention_jobs_avx2(const AttentionArgs& a, int64_t job0, int64_t job1) {
   const int group = a.n_head / a.n_head_kv;
   const int64_t kv_stride = static_cast<int64_t>(a.n_head_kv) * hd;
   const int64_t q_stride = static_cast<int64_t>(a.n_head) * hd;
-  alignas(32) float qh[kMaxSimdHeadDim];
-  alignas(32) float acc[kMaxSimdHeadDim];
+  alignas(32) float qh[8][kMaxSimdHeadDim];
+  alignas(32) float acc[8][kMaxSimdHeadDim];
+  alignas(32) float kf[kMaxSimdHeadDim];
+  alignas(32) float vf[kMaxSimdHeadDim];
+  alignas(32) float ms_l[8], vs_l[8];
   for (int64_t job = job0; job < job1; ++job) {
-    const int64_t t = job / a.n_head;
-    const int h = static_cast<int>(job % a.n_head);
-    const int64_t kv_off = static_cast<int64_t>(h / group) * hd;
-    const int64_t n_keys = a.pos0 + t + 1;  // causal: keys 0 .. pos0 + t
-    const float* qp = a.q + t * q_stride + static_cast<int64_t>(h) * hd;
-    for (int d = 0; d < hd; d += 8) {
-      _mm256_store_ps(qh + d, round_fp16(_mm256_loadu_ps(qp + d)));
-      _mm256_store_ps(acc + d, _mm256_setzero_ps());
+    const int hc = static_cast<int>(job % a.head_chunks);
+    const int kvh = static_cast<int>((job / a.head_chunks) % a.n_head_kv);
+    const int64_t tile = job / a.head_chunks / a.n_head_kv;
+    // The job's rows: tokens t_r, heads h_r, last key index (causal) last_r.
+    int nr = 0;
+    int64_t row_t[8], row_last[8];
+    int row_h[8];
+    for (int ti = 0; ti < a.tokens_per_job; ++ti) {
+      const int64_t t = tile * a.tokens_per_job + ti;
+      if (t >= a.n_tok) break;
+      for (int hi = 0; hi < a.heads_per_job; ++hi) {
+        const int gi = hc * a.heads_per_job + hi;
+        if (gi >= group) break;
+        row_t[nr] = t;
+        row_h[nr] = kvh * group + gi;
+        row_last[nr] = a.pos0 + t;
+        ++nr;
+      }
     }
-    float m = -INFINITY;
-    float sum = 0.0f;
+    alignas(32) float last_f[8];
+    for (int r = 0; r < 8; ++r) last_f[r] = r < nr ? static_cast<float>(row_last[r]) : -1.0f;
+    const __m256 last_v = _mm256_load_ps(last_f);
+    for (int r = 0; r < nr; ++r) {
+      const float* qp = a.q + row_t[r] * q_stride + static_cast<int64_t>(row_h[r]) * hd;
+      for (int d = 0; d < hd; d += 8) {
+        _mm256_store_ps(qh[r] + d, round_fp16(_mm256_loadu_ps(qp + d)));
+        _mm256_store_ps(acc[r] + d, _mm256_setzero_ps());
+      }
+    }
+    int64_t n_keys = 0;
+    for (int r = 0; r < nr; ++r) n_keys = row_last[r] + 1 > n_keys ? row_last[r] + 1 : n_keys;
+    const __m256 ninf = _mm256_set1_ps(-__builtin_inff());
+    __m256 m = ninf, sum = _mm256_setzero_ps();
+    const __m256 scale = _mm256_set1_ps(a.scale);
     for (int64_t j = 0; j < n_keys; ++j) {
-      const uint16_t* kp = a.k + j * kv_stride + kv_off;
-      const uint16_t* vp = a.v + j * kv_stride + kv_off;
-      __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-      int d = 0;
-      for (; d + 16 <= hd; d += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_load_ps(qh + d), load_ph(kp + d), s0);
-        s1 = _mm256_fmadd_ps(_mm256_load_ps(qh + d + 8), load_ph(kp + d + 8), s1);
+      const uint16_t* kp = a.k + j * kv_stride + static_cast<int64_t>(kvh) * hd;
+      const uint16_t* vp = a.v + j * kv_stride + static_cast<int64_t>(kvh) * hd;
+      for (int d = 0; d < hd; d += 8) {
+        _mm256_store_ps(kf + d, load_ph(kp + d));
+        _mm256_store_ps(vf + d, load_ph(vp + d));
       }
-      if (d < hd) s0 = _mm256_fmadd_ps(_mm256_load_ps(qh + d), load_ph(kp + d), s0);
-      const float s = hsum(_mm256_add_ps(s0, s1)) * a.scale;
-      float ms = 1.0f, vs = 1.0f;
-      if (s > m) {
-        ms = expf(m - s);
-        m = s;
-        const __m256 msv = _mm256_set1_ps(ms);
-        for (d = 0; d < hd; d += 8) {
-          _mm256_store_ps(acc + d, round_fp16(_mm256_mul_ps(_mm256_load_ps(acc + d), msv)));
+      __m256 dots[8];
+      for (int r = 0; r < 8; ++r) dots[r] = _mm256_setzero_ps();
+      for (int r = 0; r < nr; ++r) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        int d = 0;
+        for (; d + 16 <= hd; d += 16) {
+          s0 = _mm256_fmadd_ps(_mm256_load_ps(qh[r] + d), _mm256_load_ps(kf + d), s0);
+          s1 = _mm256_fmadd_ps(_mm256_load_ps(qh[r] + d + 8), _mm256_load_ps(kf + d + 8), s1);
         }
-      } else {
-        vs = expf(s - m);
+        if (d < hd) s0 = _mm256_fmadd_ps(_mm256_load_ps(qh[r] + d), _mm256_load_ps(kf + d), s0);
+        dots[r] = _mm256_add_ps(s0, s1);
       }
-      const __m256 vsv = _mm256_set1_ps(vs);
-      for (d = 0; d < hd; d += 8) {
-        _mm256_store_ps(acc + d, round_fp16(_mm256_fmadd_ps(load_ph(vp + d), vsv, _mm256_load_ps(acc + d))));
+      // Rows past their causal end (and unused lanes) score -inf.
+      const __m256 live = _mm256_cmp_ps(_mm256_set1_ps(static_cast<float>(j)), last_v, _CMP_LE_OQ);
+      const __m256 s = _mm256_blendv_ps(ninf, _mm256_mul_ps(hsum8(dots), scale), live);
+      const __m256 m_new = _mm256_max_ps(m, s);
+      const __m256 ms = exp8(_mm256_sub_ps(m, m_new));  // 1 unless a new maximum
+      const __m256 vs = exp8(_mm256_sub_ps(s, m_new));  // 1 for a new maximum, 0 for -inf
+      m = m_new;
+      sum = _mm256_fmadd_ps(sum, ms, vs);
+      const int rescale = _mm256_movemask_ps(_mm256_cmp_ps(ms, _mm256_set1_ps(1.0f), _CMP_NEQ_UQ));
+      _mm256_store_ps(ms_l, ms);
+      _mm256_store_ps(vs_l, vs);
+      for (int r = 0; r < nr; ++r) {
+        if (rescale & (1 << r)) {
+          const __m256 f = _mm256_set1_ps(ms_l[r]);
+          for (int d = 0; d < hd; d += 8) _mm256_store_ps(acc[r] + d, round_fp16(_mm256_mul_ps(_mm256_load_ps(acc[r] + d), f)));
+        }
+        if (vs_l[r] == 0.0f) continue;
+        const __m256 f = _mm256_set1_ps(vs_l[r]);
+        for (int d = 0; d < hd; d += 8) {
+          _mm256_store_ps(acc[r] + d, round_fp16(_mm256_fmadd_ps(_mm256_load_ps(vf + d), f, _mm256_load_ps(acc[r] + d))));
+        }
       }
-      sum = sum * ms + vs;
     }
-    float* o = a.out + t * q_stride + static_cast<int64_t>(h) * hd;
-    const __m256 inv = _mm256_set1_ps(1.0f / sum);
-    for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_load_ps(acc + d), inv));
+    alignas(32) float sum_l[8];
+    _mm256_store_ps(sum_l, sum);
+    for (int r = 0; r < nr; ++r) {
+      float* o = a.out + row_t[r] * q_stride + static_cast<int64_t>(row_h[r]) * hd;
+      const __m256 inv = _mm256_set1_ps(1.0f / sum_l[r]);
+      for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_load_ps(acc[r] + d), inv));
+    }
   }
 }
 

@@ -81,8 +81,14 @@ void attention(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_t
   // is rescaled whenever a new maximum score appears. This keeps results within float noise of
   // llama.cpp, which matters because the next matmul re-quantizes its input.
   if (active_isa() >= Isa::Avx2 && head_dim % 8 == 0 && head_dim <= kMaxSimdHeadDim) {
-    const AttentionArgs args{q, k, v, pos0, n_head, n_head_kv, head_dim, scale, out};
-    pool.parallel_for(n_tok * n_head, [&](int64_t b, int64_t e, int) { attention_jobs_avx2(args, b, e); });
+    AttentionArgs args{q, k, v, n_tok, pos0, n_head, n_head_kv, head_dim, scale, out, 0, 0, 0};
+    const int group = n_head / n_head_kv;
+    args.heads_per_job = std::min(group, 8);
+    args.head_chunks = (group + args.heads_per_job - 1) / args.heads_per_job;
+    args.tokens_per_job = 8 / args.heads_per_job;
+    const int64_t tiles = (n_tok + args.tokens_per_job - 1) / args.tokens_per_job;
+    pool.parallel_for(tiles * n_head_kv * args.head_chunks,
+                      [&](int64_t b, int64_t e, int) { attention_jobs_avx2(args, b, e); });
     return;
   }
   const int group = n_head / n_head_kv;

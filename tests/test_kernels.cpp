@@ -260,9 +260,14 @@ TEST(Ops, AttentionMatchesFloat64ReferenceAtEveryLevel) {
   // Every compiled level (the SIMD kernel takes head sizes that are multiples of 8; 36 goes to
   // the portable kernel at every level), against the float64 reference and against each other.
   const Isa initial = active_isa();
-  for (const int hd : {36, 40, 64, 128}) {
-    const int n_head = 6, n_kv = 2;
-    const int64_t pos0 = 9, n_tok = 5, n_ctx = pos0 + n_tok;
+  // Head layouts: groups of 3, 16 (two chunks of 8 rows) and 1 (8 tokens per job); prompts
+  // starting at 0 and continuing a cache.
+  struct Shape { int n_head, n_kv, hd; int64_t pos0, n_tok; };
+  for (const Shape sh : {Shape{6, 2, 36, 9, 5}, Shape{6, 2, 40, 9, 5}, Shape{6, 2, 64, 0, 11},
+                         Shape{6, 2, 128, 9, 5}, Shape{16, 1, 64, 3, 3}, Shape{4, 4, 64, 0, 19},
+                         Shape{4, 4, 32, 30, 1}}) {
+    const int n_head = sh.n_head, n_kv = sh.n_kv, hd = sh.hd;
+    const int64_t pos0 = sh.pos0, n_tok = sh.n_tok, n_ctx = pos0 + n_tok;
     const auto q = test::random_floats(n_tok * n_head * hd, 11 + hd);
     const auto kf = test::random_floats(n_ctx * n_kv * hd, 12 + hd);
     const auto vf = test::random_floats(n_ctx * n_kv * hd, 13 + hd);
