@@ -77,7 +77,11 @@ void attention_jobs_avx2(const AttentionArgs& a, int64_t job0, int64_t job1) {
   for (int64_t job = job0; job < job1; ++job) {
     const int hc = static_cast<int>(job % a.head_chunks);
     const int kvh = static_cast<int>((job / a.head_chunks) % a.n_head_kv);
-    const int64_t tile = job / a.head_chunks / a.n_head_kv;
+    // Tiles in zig-zag order (first, last, second, second to last, ...): causal rows get
+    // dearer with the token, and the pool hands out contiguous job ranges.
+    const int64_t n_tiles = (a.n_tok + a.tokens_per_job - 1) / a.tokens_per_job;
+    const int64_t z = job / a.head_chunks / a.n_head_kv;
+    const int64_t tile = z % 2 == 0 ? z / 2 : n_tiles - 1 - z / 2;
     // The job's rows: tokens t_r, heads h_r, last key index (causal) last_r.
     int nr = 0;
     int64_t row_t[8], row_last[8];

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/cpu_binding.h"
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "io/gguf.h"
@@ -153,7 +154,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   std::vector<Row> rows;
   std::map<int, double> bw;  // threads -> GB/s
   for (int t : threads) {
-    kern::ThreadPool pool(t);
+    kern::ThreadPool pool(t, core_binder(t));
     bw[t] = kern::measure_read_bandwidth(pool) / 1e9;
   }
   for (const std::string& path : split_list(models)) {
@@ -179,7 +180,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(hp.n_vocab - 1));
 
     for (int t : threads) {
-      kern::ThreadPool pool(t);
+      kern::ThreadPool pool(t, core_binder(t));
       auto run_test = [&](int64_t n_prompt, int64_t n_gen) {
         Row r;
         r.model = fname;

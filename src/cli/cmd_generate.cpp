@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "runtime/cpu_binding.h"
 #include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "cli/options.h"
@@ -49,7 +50,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   auto file = gguf::File::open(model_path);
   auto model = Model::load(*file);
   auto tok = Tokenizer::from_gguf(*file);
-  kern::ThreadPool pool(threads);
+  kern::ThreadPool pool(threads, core_binder(threads));
   std::string text = prompt;
   bool add_special = true;
   if (chat) {

@@ -2,6 +2,7 @@
 #include <climits>
 #include <cstdio>
 
+#include "runtime/cpu_binding.h"
 #include "cli/commands.h"
 #include "cli/logits_json.h"
 #include "cli/options.h"
@@ -26,7 +27,7 @@ int cmd_logits(const std::vector<std::string>& args) {
 
   auto file = gguf::File::open(model_path);
   auto model = Model::load(*file);
-  kern::ThreadPool pool(threads);
+  kern::ThreadPool pool(threads, core_binder(threads));
   const auto prompt = parse_int_list<int32_t>("--tokens", tokens, 0, INT32_MAX);
   const LogitsReport r = compute_logits_report(*model, prompt, greedy, pool);
   std::printf("%s\n", logits_report_json(r).c_str());

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 #include "kernels/fp16.h"
 #include "util/error.h"
@@ -215,8 +216,21 @@ void Model::layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvC
   std::vector<int32_t>& pos = sized(buf_.pos, n_tok);
   for (int64_t t = 0; t < n_tok; ++t) pos[t] = static_cast<int32_t>(pos0 + t);
 
+  // Element-wise steps split over tokens (prefill) like the products; one token runs inline.
+  auto per_token = [&](const std::function<void(int64_t, int64_t)>& f) {
+    pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) { f(t0, t1); });
+  };
+  auto norm = [&](const std::vector<float>& w) {
+    per_token([&](int64_t t0, int64_t t1) {
+      kern::rms_norm(x + t0 * n_embd, w.data(), t1 - t0, n_embd, hp.rms_eps, cur.data() + t0 * n_embd);
+    });
+  };
+  auto add_residual = [&] {
+    per_token([&](int64_t t0, int64_t t1) { kern::add_inplace(x + t0 * n_embd, cur.data() + t0 * n_embd, (t1 - t0) * n_embd); });
+  };
+
   // --- attention block ---
-  kern::rms_norm(x, L.attn_norm.data(), n_tok, n_embd, hp.rms_eps, cur.data());
+  norm(L.attn_norm);
   kern::matmul(L.wq, cur.data(), n_tok, q.data(), pool, scratch_);
   kern::matmul(L.wk, cur.data(), n_tok, k.data(), pool, scratch_);
   kern::matmul(L.wv, cur.data(), n_tok, v.data(), pool, scratch_);
@@ -225,30 +239,34 @@ void Model::layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvC
   add_bias(v.data(), L.bv, n_tok);
   kern::RopeParams rp = hp.rope;
   rp.freq_factors = rope_freq_factors.empty() ? nullptr : rope_freq_factors.data();
-  kern::rope_inplace(q.data(), n_tok, static_cast<int>(hp.n_head), static_cast<int>(hp.head_dim), pos.data(), rp);
-  kern::rope_inplace(k.data(), n_tok, static_cast<int>(hp.n_head_kv), static_cast<int>(hp.head_dim), pos.data(), rp);
   uint16_t* kc = cache.k[il].data();
   uint16_t* vc = cache.v[il].data();
-  for (int64_t i = 0; i < n_tok * kv_dim; ++i) {
-    kc[pos0 * kv_dim + i] = kern::fp32_to_fp16(k[i]);
-    vc[pos0 * kv_dim + i] = kern::fp32_to_fp16(v[i]);
-  }
+  per_token([&](int64_t t0, int64_t t1) {
+    kern::rope_inplace(q.data() + t0 * q_dim, t1 - t0, static_cast<int>(hp.n_head), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
+    kern::rope_inplace(k.data() + t0 * kv_dim, t1 - t0, static_cast<int>(hp.n_head_kv), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
+    for (int64_t i = t0 * kv_dim; i < t1 * kv_dim; ++i) {
+      kc[pos0 * kv_dim + i] = kern::fp32_to_fp16(k[i]);
+      vc[pos0 * kv_dim + i] = kern::fp32_to_fp16(v[i]);
+    }
+  });
   const float scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
   kern::attention(q.data(), kc, vc, n_tok, pos0, static_cast<int>(hp.n_head),
                   static_cast<int>(hp.n_head_kv), static_cast<int>(hp.head_dim), scale,
                   attn.data(), pool);
   kern::matmul(L.wo, attn.data(), n_tok, cur.data(), pool, scratch_);
-  kern::add_inplace(x, cur.data(), n_tok * n_embd);
+  add_residual();
 
   // --- feed-forward block (SwiGLU) ---
   std::vector<float>& gate = sized(buf_.gate, n_tok * hp.n_ff);  // [n_tok, n_ff]
   std::vector<float>& up = sized(buf_.up, n_tok * hp.n_ff);
-  kern::rms_norm(x, L.ffn_norm.data(), n_tok, n_embd, hp.rms_eps, cur.data());
+  norm(L.ffn_norm);
   kern::matmul(L.w_gate, cur.data(), n_tok, gate.data(), pool, scratch_);
   kern::matmul(L.w_up, cur.data(), n_tok, up.data(), pool, scratch_);
-  kern::silu_mul_inplace(gate.data(), up.data(), n_tok * hp.n_ff);
+  per_token([&](int64_t t0, int64_t t1) {
+    kern::silu_mul_inplace(gate.data() + t0 * hp.n_ff, up.data() + t0 * hp.n_ff, (t1 - t0) * hp.n_ff);
+  });
   kern::matmul(L.w_down, gate.data(), n_tok, cur.data(), pool, scratch_);
-  kern::add_inplace(x, cur.data(), n_tok * n_embd);
+  add_residual();
 }
 
 void Model::forward(const int32_t* tokens, int64_t n_tok, int64_t pos0, KvCache& cache,
