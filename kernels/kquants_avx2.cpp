@@ -17,9 +17,17 @@ namespace ranklm::kern {
 
 namespace {
 
-// int16 vector: scale a in lanes 0..7, scale b in lanes 8..15 (two 16-element sub-blocks).
-inline __m256i scale_pair(int a, int b) {
-  return _mm256_setr_m128i(_mm_set1_epi16(static_cast<int16_t>(a)), _mm_set1_epi16(static_cast<int16_t>(b)));
+// Decode streams each weight row once: keep more cache-line reads in flight than the hardware
+// prefetcher alone does on one core (one prefetch per line of the block, 2 KiB ahead).
+inline void prefetch_ahead(const void* block, size_t bytes) {
+  const char* p = static_cast<const char*>(block) + 2048;
+  for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+}
+
+// Byte-shuffle patterns that broadcast int16 element e of a 128-bit lane to a whole lane.
+inline __m256i bcast16(int e) {
+  const int lo = 2 * e, hi = 2 * e + 1;
+  return _mm256_set1_epi16(static_cast<int16_t>(lo | (hi << 8)));
 }
 
 float dot_q6_k(int64_t n, const void* w, const void* a) {
@@ -29,18 +37,21 @@ float dot_q6_k(int64_t n, const void* w, const void* a) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   const __m256i m3 = _mm256_set1_epi8(0x03);
   __m256 acc = _mm256_setzero_ps();
-  float corr = 0.0f;
+  __m256 corr = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
+    prefetch_ahead(x + i, sizeof(BlockQ6_K));
     const float d = _cvtsh_ss(x[i].d) * y[i].d;
-    const int8_t* sc = x[i].scales;
-    int32_t offset = 0;  // 32 * sum_k sc_k * bsum_k
-    for (int k = 0; k < 16; ++k) offset += sc[k] * y[i].bsums[k];
+    // 16 sub-block scales as int16; the -32 offset through the 16-element activation sums.
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)));
+    const __m256i bs16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
+    corr = _mm256_fmadd_ps(_mm256_set1_ps(32.0f * d), _mm256_cvtepi32_ps(_mm256_madd_epi16(sc16, bs16)), corr);
     __m256i isum = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       const uint8_t* ql = x[i].ql + 64 * h;
       const uint8_t* qh = x[i].qh + 32 * h;
       const int8_t* q8 = y[i].qs + 128 * h;
-      const int8_t* s = sc + 8 * h;
+      // Scales 8h..8h+7 in both 128-bit lanes; pair j uses scale 2j (low lane) and 2j+1 (high).
+      const __m256i sch = h == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00) : _mm256_permute2x128_si256(sc16, sc16, 0x11);
       const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
       const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
       const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
@@ -56,24 +67,29 @@ float dot_q6_k(int64_t n, const void* w, const void* a) {
       for (int j = 0; j < 4; ++j) {
         const __m256i a8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32 * j));
         const __m256i p16 = _mm256_maddubs_epi16(qs[j], a8);
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scale_pair(s[2 * j], s[2 * j + 1])));
+        const __m256i scj = _mm256_blend_epi32(_mm256_shuffle_epi8(sch, bcast16(2 * j)),
+                                               _mm256_shuffle_epi8(sch, bcast16(2 * j + 1)), 0xF0);
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scj));
       }
     }
-    const __m256 fi = _mm256_cvtepi32_ps(isum);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), fi, acc);
-    corr += d * static_cast<float>(32 * offset);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
   }
-  return hsum256(acc) - corr;
+  return hsum256(_mm256_sub_ps(acc, corr));
 }
 
-inline void scale_min_k4(int j, const uint8_t* q, int& sc, int& m) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    m = q[j + 4] & 63;
-  } else {
-    sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
+// The 8 six-bit scales and 8 six-bit mins of a Q4_K super-block (12 bytes q, see
+// unpack_q4_k in types.cpp): bytes 0..7 of the result are the scales, 8..15 the mins.
+//   j < 4:  sc = q[j] & 63,                          m = q[j + 4] & 63
+//   j >= 4: sc = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4, m = (q[j + 4] >> 4) | (q[j] >> 6) << 4
+inline __m128i q4_k_scales_mins(const uint8_t* q) {
+  uint32_t w[3];
+  __builtin_memcpy(w, q, 12);
+  const uint32_t k6 = 0x3F3F3F3Fu, k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
+  const uint32_t sc_lo = w[0] & k6;
+  const uint32_t sc_hi = (w[2] & k4) | (((w[0] >> 6) & k2) << 4);
+  const uint32_t m_lo = w[1] & k6;
+  const uint32_t m_hi = ((w[2] >> 4) & k4) | (((w[1] >> 6) & k2) << 4);
+  return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo), static_cast<int>(m_hi));
 }
 
 float dot_q4_k(int64_t n, const void* w, const void* a) {
@@ -81,15 +97,20 @@ float dot_q4_k(int64_t n, const void* w, const void* a) {
   const auto* y = static_cast<const BlockQ8_K*>(a);
   const int64_t nb = n / QK_K;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  float sum = 0.0f;
   __m256 acc = _mm256_setzero_ps();
+  __m128 accm = _mm_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
+    prefetch_ahead(x + i, sizeof(BlockQ4_K));
     const float d = _cvtsh_ss(x[i].d) * y[i].d;
     const float dmin = _cvtsh_ss(x[i].dmin) * y[i].d;
-    int sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) scale_min_k4(j, x[i].scales, sc[j], mn[j]);
-    int32_t msum = 0;
-    for (int j = 0; j < 8; ++j) msum += mn[j] * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
+    const __m128i sm = q4_k_scales_mins(x[i].scales);
+    // Mins times the 32-element activation sums (pairs of the 16-element bsums).
+    const __m128i mins16 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
+    const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins16, bs32)), accm);
+    // Scales as int16, the same 8 in both 128-bit lanes.
+    const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
     __m256i isum = _mm256_setzero_si256();
     for (int j = 0; j < 4; ++j) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * j));
@@ -97,13 +118,14 @@ float dot_q4_k(int64_t n, const void* w, const void* a) {
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 64 * j));
       const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 64 * j + 32));
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), _mm256_set1_epi16(static_cast<int16_t>(sc[2 * j]))));
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), _mm256_set1_epi16(static_cast<int16_t>(sc[2 * j + 1]))));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), _mm256_shuffle_epi8(sc16, bcast16(2 * j))));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), _mm256_shuffle_epi8(sc16, bcast16(2 * j + 1))));
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
-    sum -= dmin * static_cast<float>(msum);
   }
-  return hsum256(acc) + sum;
+  __m128 m = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
+  m = _mm_add_ss(m, _mm_movehdup_ps(m));
+  return hsum256(acc) - _mm_cvtss_f32(m);
 }
 
 }  // namespace
