@@ -2,9 +2,13 @@
 
 #include <algorithm>
 
-#include "packed.h"
+#include <cblas.h>
+
 #include <stdexcept>
 #include <string>
+
+#include "cpu.h"
+#include "packed.h"
 
 namespace ranklm::kern {
 
@@ -66,12 +70,69 @@ void matmul_packed(const MatrixView& w, const float* x, int64_t n_tok, float* y,
   });
 }
 
+bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
+
+// Float weights (F32 / F16 / BF16) against a batch: blocks of rows widened to float and handed
+// to OpenBLAS sgemm, one block per call on each pool thread (OpenBLAS itself single-threaded).
+// Activations are rounded to the weight's activation type first, as the vec_dot path does, so
+// the two differ only in summation order.
+void matmul_float_gemm(const MatrixView& w, const TypeTraits& wt, const float* x, int64_t n_tok,
+                       float* y, ThreadPool& pool, std::vector<uint8_t>& scratch) {
+  static const bool once = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
+  const int64_t cols = w.cols, rows = w.rows;
+  scratch.resize(static_cast<size_t>(n_tok * cols) * sizeof(float));
+  float* xa = reinterpret_cast<float*>(scratch.data());
+  const TypeTraits& at = traits(wt.vec_dot_type);
+  pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) {
+    std::vector<uint8_t> tmp(row_bytes(at, cols));
+    for (int64_t t = t0; t < t1; ++t) {
+      at.quantize(x + t * cols, tmp.data(), cols);
+      at.dequantize(tmp.data(), xa + t * cols, cols);
+    }
+  });
+  const size_t wrow = row_bytes(wt, cols);
+  const auto* wbase = static_cast<const uint8_t*>(w.data);
+  const bool simd = active_isa() >= Isa::Avx2;
+  pool.parallel_for(rows, [&](int64_t r0, int64_t r1, int) {
+    constexpr int64_t kBlock = 64;
+    std::vector<float> wf;
+    if (w.type != GgmlType::F32) wf.resize(static_cast<size_t>(kBlock * cols));
+    for (int64_t rb = r0; rb < r1; rb += kBlock) {
+      const int64_t nr = std::min(kBlock, r1 - rb);
+      const float* wp = reinterpret_cast<const float*>(wbase + rb * wrow);
+      if (w.type != GgmlType::F32) {
+        for (int64_t r = 0; r < nr; ++r) {
+          const void* src = wbase + (rb + r) * wrow;
+          if (simd) {
+            widen_row_avx2(w.type, src, wf.data() + r * cols, cols);
+          } else {
+            wt.dequantize(src, wf.data() + r * cols, cols);
+          }
+        }
+        wp = wf.data();
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n_tok), static_cast<int>(nr),
+                  static_cast<int>(cols), 1.0f, xa, static_cast<int>(cols), wp, static_cast<int>(cols), 0.0f,
+                  y + rb, static_cast<int>(rows));
+    }
+  });
+}
+
 }  // namespace
+
+// Batches from this size on take the sgemm path for float weights (measured in
+// docs/PERFORMANCE.md: below it the widening of each weight block costs more than it saves).
+constexpr int64_t kGemmMinTokens = 16;
 
 void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool,
             std::vector<uint8_t>& scratch) {
   const TypeTraits& wt = checked_traits(w);
   if (w.packed) return matmul_packed(w, x, n_tok, y, pool, scratch);
+  if (is_float_type(w.type) && n_tok >= kGemmMinTokens) return matmul_float_gemm(w, wt, x, n_tok, y, pool, scratch);
   const size_t arow = convert_activations(wt, x, n_tok, w.cols, scratch);
   const size_t wrow = row_bytes(wt, w.cols);
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);

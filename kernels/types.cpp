@@ -496,6 +496,7 @@ double vec_dot_reference(GgmlType wtype, int64_t n, const void* w, const void* a
 VecDotFn fast_vec_dot(GgmlType t) {
   if (active_isa() >= Isa::Avx2) {
     if (VecDotFn f = vec_dot_avx2(t)) return f;
+    if (VecDotFn f = vec_dot_float_avx2(t)) return f;
   }
   return traits(t).vec_dot;
 }

@@ -86,6 +86,9 @@ double vec_dot_reference(GgmlType wtype, int64_t n, const void* w, const void* a
 // The fastest dot product for a weight type at the active instruction-set level (cpu.h):
 // SIMD where there is one, else the table's portable vec_dot.
 VecDotFn fast_vec_dot(GgmlType t);
-VecDotFn vec_dot_avx2(GgmlType t);  // kquants_avx2.cpp; nullptr when none
+VecDotFn vec_dot_avx2(GgmlType t);        // kquants_avx2.cpp; nullptr when none
+VecDotFn vec_dot_float_avx2(GgmlType t);  // float_avx2.cpp (F16, BF16); nullptr when none
+// F16 / BF16 row to floats with F16C / shifts (float_avx2.cpp); exact, like the dequantizers.
+void widen_row_avx2(GgmlType t, const void* src, float* dst, int64_t n);
 
 }  // namespace ranklm::kern

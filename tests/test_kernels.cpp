@@ -107,18 +107,22 @@ TEST_P(TypeTest, DequantizeIsFiniteAndNotConstant) {
 TEST_P(TypeTest, MatmulMatchesReference) {
   const TypeTraits& wt = traits(GetParam());
   const int64_t cols = 2 * std::max<int64_t>(wt.block_size, 32);
-  const int64_t rows = 37, n_tok = 5;
-  const auto w = random_row(GetParam(), rows * cols, 7);
-  const auto x = test::random_floats(n_tok * cols, 8);
-  MatrixView mv{GetParam(), w.data(), rows, cols};
-  std::vector<float> y(n_tok * rows), yr(n_tok * rows);
-  ThreadPool pool(3);
-  std::vector<uint8_t> scratch;
-  matmul(mv, x.data(), n_tok, y.data(), pool, scratch);
-  matmul_reference(mv, x.data(), n_tok, yr.data());
-  const auto [err, mag] = squared_error(y, yr);
-  ASSERT_GT(mag, 0.0);
-  EXPECT_LT(std::sqrt(err / mag), 1e-5) << wt.name;
+  // 5 tokens: the per-row dot products; 70: float types take the blocked sgemm path (rows
+  // span two 64-row blocks on one of the threads).
+  for (const int64_t n_tok : {5, 70}) {
+    const int64_t rows = 150;
+    const auto w = random_row(GetParam(), rows * cols, 7);
+    const auto x = test::random_floats(n_tok * cols, 8);
+    MatrixView mv{GetParam(), w.data(), rows, cols};
+    std::vector<float> y(n_tok * rows), yr(n_tok * rows);
+    ThreadPool pool(2);
+    std::vector<uint8_t> scratch;
+    matmul(mv, x.data(), n_tok, y.data(), pool, scratch);
+    matmul_reference(mv, x.data(), n_tok, yr.data());
+    const auto [err, mag] = squared_error(y, yr);
+    ASSERT_GT(mag, 0.0);
+    EXPECT_LT(std::sqrt(err / mag), 1e-5) << wt.name << " n_tok " << n_tok;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, TypeTest, ::testing::ValuesIn(kWeightTypes),
