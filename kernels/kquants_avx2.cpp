@@ -30,51 +30,56 @@ inline __m256i bcast16(int e) {
   return _mm256_set1_epi16(static_cast<int16_t>(lo | (hi << 8)));
 }
 
-float dot_q6_k(int64_t n, const void* w, const void* a) {
+// T activation rows against one Q6_K row: each super-block's weights are unpacked once and
+// used by all T rows (T = 1 for decode, 4 for batches).
+template <int T>
+void q6_k_rows(int64_t n, const void* w, const void* const* a, float* out) {
   const auto* x = static_cast<const BlockQ6_K*>(w);
-  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const BlockQ8_K* y[T];
+  for (int t = 0; t < T; ++t) y[t] = static_cast<const BlockQ8_K*>(a[t]);
   const int64_t nb = n / QK_K;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   const __m256i m3 = _mm256_set1_epi8(0x03);
-  __m256 acc = _mm256_setzero_ps();
-  __m256 corr = _mm256_setzero_ps();
+  __m256 acc[T], corr[T];
+  for (int t = 0; t < T; ++t) acc[t] = corr[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
-    prefetch_ahead(x + i, sizeof(BlockQ6_K));
-    const float d = _cvtsh_ss(x[i].d) * y[i].d;
+    if (T == 1) prefetch_ahead(x + i, sizeof(BlockQ6_K));
+    const float dw = _cvtsh_ss(x[i].d);
     // 16 sub-block scales as int16; the -32 offset through the 16-element activation sums.
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)));
-    const __m256i bs16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
-    corr = _mm256_fmadd_ps(_mm256_set1_ps(32.0f * d), _mm256_cvtepi32_ps(_mm256_madd_epi16(sc16, bs16)), corr);
-    __m256i isum = _mm256_setzero_si256();
+    __m256i isum[T];
+    for (int t = 0; t < T; ++t) {
+      const __m256i bs16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].bsums));
+      corr[t] = _mm256_fmadd_ps(_mm256_set1_ps(32.0f * dw * y[t][i].d), _mm256_cvtepi32_ps(_mm256_madd_epi16(sc16, bs16)), corr[t]);
+      isum[t] = _mm256_setzero_si256();
+    }
     for (int h = 0; h < 2; ++h) {
       const uint8_t* ql = x[i].ql + 64 * h;
       const uint8_t* qh = x[i].qh + 32 * h;
-      const int8_t* q8 = y[i].qs + 128 * h;
       // Scales 8h..8h+7 in both 128-bit lanes; pair j uses scale 2j (low lane) and 2j+1 (high).
       const __m256i sch = h == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00) : _mm256_permute2x128_si256(sc16, sc16, 0x11);
       const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
       const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
       const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
-      const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4),
-                                         _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
-      const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
-      const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
-      const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
-      const __m256i qs[4] = {q0, q1, q2, q3};
+      const __m256i qs[4] = {
+          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4)),
+          _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4))};
       for (int j = 0; j < 4; ++j) {
-        const __m256i a8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32 * j));
-        const __m256i p16 = _mm256_maddubs_epi16(qs[j], a8);
         const __m256i scj = _mm256_blend_epi32(_mm256_shuffle_epi8(sch, bcast16(2 * j)),
                                                _mm256_shuffle_epi8(sch, bcast16(2 * j + 1)), 0xF0);
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scj));
+        for (int t = 0; t < T; ++t) {
+          const __m256i a8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs + 128 * h + 32 * j));
+          isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(qs[j], a8), scj));
+        }
       }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[t][i].d), _mm256_cvtepi32_ps(isum[t]), acc[t]);
   }
-  return hsum256(_mm256_sub_ps(acc, corr));
+  for (int t = 0; t < T; ++t) out[t] = hsum256(_mm256_sub_ps(acc[t], corr[t]));
 }
 
 // The 8 six-bit scales and 8 six-bit mins of a Q4_K super-block (12 bytes q, see
@@ -92,43 +97,76 @@ inline __m128i q4_k_scales_mins(const uint8_t* q) {
   return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo), static_cast<int>(m_hi));
 }
 
-float dot_q4_k(int64_t n, const void* w, const void* a) {
+template <int T>
+void q4_k_rows(int64_t n, const void* w, const void* const* a, float* out) {
   const auto* x = static_cast<const BlockQ4_K*>(w);
-  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const BlockQ8_K* y[T];
+  for (int t = 0; t < T; ++t) y[t] = static_cast<const BlockQ8_K*>(a[t]);
   const int64_t nb = n / QK_K;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  __m256 acc = _mm256_setzero_ps();
-  __m128 accm = _mm_setzero_ps();
+  __m256 acc[T];
+  __m128 accm[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    accm[t] = _mm_setzero_ps();
+  }
   for (int64_t i = 0; i < nb; ++i) {
-    prefetch_ahead(x + i, sizeof(BlockQ4_K));
-    const float d = _cvtsh_ss(x[i].d) * y[i].d;
-    const float dmin = _cvtsh_ss(x[i].dmin) * y[i].d;
+    if (T == 1) prefetch_ahead(x + i, sizeof(BlockQ4_K));
+    const float dw = _cvtsh_ss(x[i].d);
+    const float mw = _cvtsh_ss(x[i].dmin);
     const __m128i sm = q4_k_scales_mins(x[i].scales);
     // Mins times the 32-element activation sums (pairs of the 16-element bsums).
     const __m128i mins16 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
-    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
-    const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-    accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins16, bs32)), accm);
     // Scales as int16, the same 8 in both 128-bit lanes.
     const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-    __m256i isum = _mm256_setzero_si256();
+    __m256i isum[T];
+    for (int t = 0; t < T; ++t) {
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].bsums));
+      const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+      accm[t] = _mm_fmadd_ps(_mm_set1_ps(mw * y[t][i].d), _mm_cvtepi32_ps(_mm_madd_epi16(mins16, bs32)), accm[t]);
+      isum[t] = _mm256_setzero_si256();
+    }
     for (int j = 0; j < 4; ++j) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * j));
       const __m256i lo = _mm256_and_si256(v, m4);
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-      const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 64 * j));
-      const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 64 * j + 32));
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), _mm256_shuffle_epi8(sc16, bcast16(2 * j))));
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), _mm256_shuffle_epi8(sc16, bcast16(2 * j + 1))));
+      const __m256i s_lo = _mm256_shuffle_epi8(sc16, bcast16(2 * j));
+      const __m256i s_hi = _mm256_shuffle_epi8(sc16, bcast16(2 * j + 1));
+      for (int t = 0; t < T; ++t) {
+        const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs + 64 * j));
+        const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs + 64 * j + 32));
+        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), s_lo));
+        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), s_hi));
+      }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[t][i].d), _mm256_cvtepi32_ps(isum[t]), acc[t]);
   }
-  __m128 m = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
-  m = _mm_add_ss(m, _mm_movehdup_ps(m));
-  return hsum256(acc) - _mm_cvtss_f32(m);
+  for (int t = 0; t < T; ++t) {
+    __m128 m = _mm_add_ps(accm[t], _mm_movehl_ps(accm[t], accm[t]));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    out[t] = hsum256(acc[t]) - _mm_cvtss_f32(m);
+  }
+}
+
+float dot_q4_k(int64_t n, const void* w, const void* a) {
+  float r;
+  q4_k_rows<1>(n, w, &a, &r);
+  return r;
+}
+
+float dot_q6_k(int64_t n, const void* w, const void* a) {
+  float r;
+  q6_k_rows<1>(n, w, &a, &r);
+  return r;
 }
 
 }  // namespace
+
+VecDot4Fn vec_dot4_avx2(GgmlType t) {
+  if (t == GgmlType::Q6_K) return &q6_k_rows<4>;
+  if (t == GgmlType::Q4_K) return &q4_k_rows<4>;
+  return nullptr;
+}
 
 VecDotFn vec_dot_avx2(GgmlType t) {
   if (t == GgmlType::Q6_K) return &dot_q6_k;

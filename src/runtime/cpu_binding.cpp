@@ -34,10 +34,13 @@ kern::ThreadPool::StartFn core_binder(int n_threads, std::string* note) {
   auto say = [&](const std::string& s) {
     if (note) *note = s;
   };
-  if (const char* b = std::getenv("RANKLM_BIND"); b && std::string(b) == "none") {
+  const char* mode = std::getenv("RANKLM_BIND");
+  const std::string m = mode ? mode : "";
+  if (m == "none") {
     say("threads not bound (RANKLM_BIND=none)");
     return {};
   }
+  const bool forced = m == "cores";
   // The topology and the process's cpuset are read once, before any thread is bound: binding
   // the calling thread changes what a later query of the process binding returns on Linux.
   static const std::shared_ptr<Topology> loaded = [] {
@@ -62,10 +65,19 @@ kern::ThreadPool::StartFn core_binder(int n_threads, std::string* note) {
     say("threads not bound: no cores in this process's cpuset");
     return {};
   }
+  // Bind when it cannot crowd out others: the launcher gave this process its own cpuset, or
+  // named its local rank (offset by it), or the pool fills every core anyway. A lone process
+  // with fewer threads than the machine's cores stays unbound unless RANKLM_BIND=cores.
   int offset = 0;
   if (hwloc_bitmap_isequal(t->allowed, hwloc_topology_get_allowed_cpuset(t->topo))) {
-    const int local = env_int("OMPI_COMM_WORLD_LOCAL_RANK", env_int("SLURM_LOCALID", 0));
-    offset = local * n_threads;
+    const int local = env_int("OMPI_COMM_WORLD_LOCAL_RANK", env_int("SLURM_LOCALID", -1));
+    if (local >= 0) {
+      offset = local * n_threads;
+    } else if (n_threads < n_cores && !forced) {
+      say(fmt::format("threads not bound: {} threads on a {}-core host with no launcher binding "
+                      "(RANKLM_BIND=cores binds them anyway)", n_threads, n_cores));
+      return {};
+    }
   }
   say(fmt::format("threads bound to cores {}..{} of {} in this process's cpuset{}", offset % n_cores,
                   (offset + n_threads - 1) % n_cores, n_cores,
