@@ -63,5 +63,15 @@ check "bench -o csv: header and one row" "[ \$(wc -l < '$tmp/b.csv') -eq 2 ] && 
 "$bin" bench -m "$tmp/s1.gguf" -p 8,x > /dev/null 2> "$tmp/err"; rc=$?
 check "bench: bad list value exits 1 naming it" "[ $rc -eq 1 ] && grep -q \"'x'\" '$tmp/err'"
 
+# ranklm plan: table, JSON written whole, refusals.
+"$bin" plan -m "$m" -n 4 --tp 2 -o "$tmp/plan.json" > "$tmp/plan.txt" 2> "$tmp/err"; rc=$?
+check "plan: 2 stages x TP 2, table and JSON with version, stages and the model hash" \
+  "[ $rc -eq 0 ] && grep -q 'embedding' '$tmp/plan.txt' && grep -q 'output head' '$tmp/plan.txt' && grep -q '\"version\": 1' '$tmp/plan.json' && grep -q '\"gguf_hash\"' '$tmp/plan.json' && [ ! -e '$tmp/plan.json.partial' ]"
+"$bin" plan -m "$m" -n 3 --tp 3 -o "$tmp/bad.json" > /dev/null 2> "$tmp/err"; rc=$?
+check "plan: TP not dividing the heads exits 1 with the reason, writes nothing" \
+  "[ $rc -eq 1 ] && grep -q 'does not divide' '$tmp/err' && [ ! -e '$tmp/bad.json' ]"
+"$bin" plan -m "$m" -n 2 --layers 1,1 > /dev/null 2> "$tmp/err"; rc=$?
+check "plan: --layers that miss layers exits 1 naming the sum" "[ $rc -eq 1 ] && grep -q 'add up to 2' '$tmp/err'"
+
 echo "$((total - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -15,6 +15,7 @@ int cmd_inspect(const std::vector<std::string>& args);
 int cmd_logits(const std::vector<std::string>& args);
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
+int cmd_plan(const std::vector<std::string>& args);
 
 // Default thread count: the cores this process may run on.
 int default_threads();

@@ -39,6 +39,7 @@ void usage(FILE* out) {
                "  logits     print prompt logits and a greedy continuation as JSON (parity probe)\n"
                "  inspect    print a GGUF file's metadata and tensor table\n"
                "  bench      prefill / decode throughput, llama-bench style (-m -t -p -n -r -o)\n"
+               "  plan       split a model over N ranks (pipeline stages x tensor parallel)\n"
                "\n"
                "run 'ranklm <command> --help' for the options of a command.\n");
 }
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
     if (cmd == "logits") return cmd_logits(args);
     if (cmd == "generate") return cmd_generate(args);
     if (cmd == "bench") return cmd_bench(args);
+    if (cmd == "plan") return cmd_plan(args);
     std::fprintf(stderr, "ranklm: unknown command '%s'\n", cmd.c_str());
     usage(stderr);
     return kExitUsage;

@@ -59,6 +59,8 @@ class File {
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }
+  // The mapped file; bytes [0, data_offset()) are the header, metadata and tensor table.
+  const uint8_t* bytes() const { return map_->data(); }
   size_t file_size() const { return map_->size(); }
 
   const std::vector<std::pair<std::string, Value>>& metadata() const { return kv_; }

@@ -1,0 +1,249 @@
+#include "plan/plan.h"
+
+#include <fmt/format.h>
+
+#include <numeric>
+#include <set>
+
+#include "util/error.h"
+
+namespace ranklm::plan {
+
+using nlohmann::json;
+
+std::string fnv1a64_hex(const void* data, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ull;
+  }
+  return fmt::format("{:016x}", h);
+}
+
+std::pair<int, int> Plan::where(int rank) const {
+  for (size_t s = 0; s < stages.size(); ++s) {
+    for (size_t i = 0; i < stages[s].ranks.size(); ++i) {
+      if (stages[s].ranks[i] == rank) return {static_cast<int>(s), static_cast<int>(i)};
+    }
+  }
+  fail("plan: rank {} is not in the plan (world size {})", rank, world_size);
+}
+
+void validate(const Plan& p, const std::string& what) {
+  const ModelIdentity& m = p.model;
+  if (p.version != kPlanVersion) {
+    fail("{}: 'version': {} is not supported (this build reads version {}); remake the plan with "
+         "ranklm plan", what, p.version, kPlanVersion);
+  }
+  if (m.n_layer <= 0 || m.n_head <= 0 || m.n_head_kv <= 0 || m.n_head % m.n_head_kv != 0) {
+    fail("{}: 'model': layer and head counts ({} layers, {} heads, {} KV heads) are not a valid "
+         "model", what, m.n_layer, m.n_head, m.n_head_kv);
+  }
+  if (p.stages.empty()) fail("{}: 'stages': empty", what);
+  if (p.world_size <= 0) fail("{}: 'world_size': {} must be >= 1", what, p.world_size);
+  if (static_cast<int64_t>(p.stages.size()) > m.n_layer) {
+    fail("{}: {} pipeline stages but the model has only {} layers; use at most {} stages", what,
+         p.stages.size(), m.n_layer, m.n_layer);
+  }
+  int64_t next = 0;
+  std::set<int> seen;
+  for (size_t s = 0; s < p.stages.size(); ++s) {
+    const Stage& st = p.stages[s];
+    if (st.layer_begin != next || st.layer_end <= st.layer_begin) {
+      fail("{}: stage {}: layers [{}, {}) must start at {} and hold at least one layer (stages "
+           "cover layers 0..{} in order)", what, s, st.layer_begin, st.layer_end, next, m.n_layer - 1);
+    }
+    next = st.layer_end;
+    const int tp = st.tp();
+    if (tp < 1) fail("{}: stage {}: no ranks", what, s);
+    if (m.n_head % tp != 0) {
+      fail("{}: stage {}: tensor-parallel size {} does not divide the {} attention heads; use a "
+           "TP size that divides {}", what, s, tp, m.n_head, m.n_head);
+    }
+    if (m.n_head_kv % tp != 0 && tp % m.n_head_kv != 0) {
+      fail("{}: stage {}: tensor-parallel size {} neither divides the {} KV heads nor is a "
+           "multiple of them (to replicate them); use a TP size that does", what, s, tp, m.n_head_kv);
+    }
+    for (int r : st.ranks) {
+      if (r < 0 || r >= p.world_size) {
+        fail("{}: stage {}: rank {} is outside 0..{} (world size {})", what, s, r, p.world_size - 1,
+             p.world_size);
+      }
+      if (!seen.insert(r).second) fail("{}: rank {} appears twice in the plan", what, r);
+    }
+  }
+  if (next != m.n_layer) {
+    fail("{}: stages cover layers 0..{} but the model has {} layers", what, next - 1, m.n_layer);
+  }
+  if (static_cast<int>(seen.size()) != p.world_size) {
+    fail("{}: the stages hold {} ranks but 'world_size' is {}", what, seen.size(), p.world_size);
+  }
+  const int last = static_cast<int>(p.stages.size()) - 1;
+  if (p.embedding_stage != 0) fail("{}: 'embedding_stage': {} (must be 0, the first stage)", what, p.embedding_stage);
+  if (p.output_stage != last) fail("{}: 'output_stage': {} (must be {}, the last stage)", what, p.output_stage, last);
+}
+
+Plan make_plan(const ModelIdentity& m, int n_ranks, int pp, int tp, const std::vector<int64_t>& layers) {
+  if (n_ranks < 1) fail("--ranks: {} must be >= 1", n_ranks);
+  if (pp < 0 || tp < 0) fail("--pp / --tp: must be >= 1");
+  if (pp == 0 && !layers.empty()) pp = static_cast<int>(layers.size());
+  if (pp == 0 && tp == 0) {
+    pp = n_ranks;
+    tp = 1;
+  } else if (pp == 0) {
+    if (n_ranks % tp != 0) fail("--tp {}: does not divide --ranks {}", tp, n_ranks);
+    pp = n_ranks / tp;
+  } else if (tp == 0) {
+    if (n_ranks % pp != 0) fail("--pp {}: does not divide --ranks {}", pp, n_ranks);
+    tp = n_ranks / pp;
+  }
+  if (pp * tp != n_ranks) fail("--pp {} x --tp {} = {} ranks, but --ranks is {}", pp, tp, pp * tp, n_ranks);
+  if (pp > m.n_layer) {
+    fail("{} pipeline stages but the model has only {} layers; use at most {} stages", pp, m.n_layer, m.n_layer);
+  }
+  std::vector<int64_t> counts = layers;
+  if (counts.empty()) {
+    for (int s = 0; s < pp; ++s) counts.push_back(m.n_layer / pp + (s < m.n_layer % pp ? 1 : 0));
+  } else {
+    if (static_cast<int>(counts.size()) != pp) {
+      fail("--layers: {} stage sizes given for {} pipeline stages", counts.size(), pp);
+    }
+    const int64_t sum = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+    for (int64_t c : counts) if (c < 1) fail("--layers: every stage needs at least one layer (got {})", c);
+    if (sum != m.n_layer) fail("--layers: stage sizes add up to {}, but the model has {} layers", sum, m.n_layer);
+  }
+  Plan p;
+  p.world_size = n_ranks;
+  p.model = m;
+  int64_t layer = 0;
+  int rank = 0;
+  for (int s = 0; s < pp; ++s) {
+    Stage st;
+    st.layer_begin = layer;
+    st.layer_end = layer + counts[s];
+    layer = st.layer_end;
+    for (int i = 0; i < tp; ++i) st.ranks.push_back(rank++);
+    p.stages.push_back(st);
+  }
+  p.embedding_stage = 0;
+  p.output_stage = pp - 1;
+  validate(p, "requested plan");
+  return p;
+}
+
+json to_json(const Plan& p) {
+  json stages = json::array();
+  for (const Stage& s : p.stages) {
+    stages.push_back({{"layers", {s.layer_begin, s.layer_end}}, {"tp", s.tp()}, {"ranks", s.ranks}});
+  }
+  const ModelIdentity& m = p.model;
+  return {{"version", p.version},
+          {"world_size", p.world_size},
+          {"embedding_stage", p.embedding_stage},
+          {"output_stage", p.output_stage},
+          {"stages", stages},
+          {"model",
+           {{"name", m.name}, {"architecture", m.arch}, {"n_layer", m.n_layer}, {"n_head", m.n_head},
+            {"n_head_kv", m.n_head_kv}, {"n_embd", m.n_embd}, {"n_ff", m.n_ff}, {"n_vocab", m.n_vocab},
+            {"gguf_hash", m.gguf_hash}}}};
+}
+
+namespace {
+
+const json& field(const json& j, const char* key, const std::string& where) {
+  if (!j.is_object() || !j.contains(key)) fail("{}: missing field '{}'", where, key);
+  return j.at(key);
+}
+
+template <typename T>
+T int_field(const json& j, const char* key, const std::string& where) {
+  const json& v = field(j, key, where);
+  if (!v.is_number_integer()) fail("{}: field '{}' must be an integer (got {})", where, key, v.dump());
+  return v.get<T>();
+}
+
+std::string str_field(const json& j, const char* key, const std::string& where) {
+  const json& v = field(j, key, where);
+  if (!v.is_string()) fail("{}: field '{}' must be a string (got {})", where, key, v.dump());
+  return v.get<std::string>();
+}
+
+}  // namespace
+
+Plan from_json(const json& j, const std::string& source) {
+  Plan p;
+  p.version = int_field<int>(j, "version", source);
+  if (p.version != kPlanVersion) {
+    fail("{}: 'version': {} is not supported (this build reads version {}); remake the plan with "
+         "ranklm plan", source, p.version, kPlanVersion);
+  }
+  p.world_size = int_field<int>(j, "world_size", source);
+  p.embedding_stage = int_field<int>(j, "embedding_stage", source);
+  p.output_stage = int_field<int>(j, "output_stage", source);
+  const json& m = field(j, "model", source);
+  const std::string mw = source + ": model";
+  p.model.name = str_field(m, "name", mw);
+  p.model.arch = str_field(m, "architecture", mw);
+  p.model.n_layer = int_field<int64_t>(m, "n_layer", mw);
+  p.model.n_head = int_field<int64_t>(m, "n_head", mw);
+  p.model.n_head_kv = int_field<int64_t>(m, "n_head_kv", mw);
+  p.model.n_embd = int_field<int64_t>(m, "n_embd", mw);
+  p.model.n_ff = int_field<int64_t>(m, "n_ff", mw);
+  p.model.n_vocab = int_field<int64_t>(m, "n_vocab", mw);
+  p.model.gguf_hash = str_field(m, "gguf_hash", mw);
+  const json& st = field(j, "stages", source);
+  if (!st.is_array()) fail("{}: field 'stages' must be an array", source);
+  for (size_t s = 0; s < st.size(); ++s) {
+    const std::string w = fmt::format("{}: stages[{}]", source, s);
+    Stage stage;
+    const json& l = field(st[s], "layers", w);
+    if (!l.is_array() || l.size() != 2 || !l[0].is_number_integer() || !l[1].is_number_integer()) {
+      fail("{}: field 'layers' must be [begin, end] (got {})", w, l.dump());
+    }
+    stage.layer_begin = l[0].get<int64_t>();
+    stage.layer_end = l[1].get<int64_t>();
+    const json& r = field(st[s], "ranks", w);
+    if (!r.is_array()) fail("{}: field 'ranks' must be an array of ranks", w);
+    for (const json& x : r) {
+      if (!x.is_number_integer()) fail("{}: field 'ranks': {} is not a rank number", w, x.dump());
+      stage.ranks.push_back(x.get<int>());
+    }
+    const int tp = int_field<int>(st[s], "tp", w);
+    if (tp != stage.tp()) fail("{}: 'tp' is {} but {} ranks are listed", w, tp, stage.tp());
+    p.stages.push_back(stage);
+  }
+  validate(p, source);
+  return p;
+}
+
+std::string plan_hash(const Plan& p) {
+  const std::string s = to_json(p).dump();  // keys sorted: canonical
+  return fnv1a64_hex(s.data(), s.size());
+}
+
+std::string plan_table(const Plan& p) {
+  const ModelIdentity& m = p.model;
+  std::string out = fmt::format("plan for {} ({}, {} layers, {} heads / {} KV heads): {} ranks, {} "
+                                "pipeline stage{}\n",
+                                m.name.empty() ? "model" : m.name, m.arch, m.n_layer, m.n_head,
+                                m.n_head_kv, p.world_size, p.stages.size(), p.stages.size() == 1 ? "" : "s");
+  out += fmt::format("{:>5}  {:>9}  {:>6}  {:>3}  {:<24}  {}\n", "stage", "layers", "count", "tp", "ranks", "holds");
+  for (size_t s = 0; s < p.stages.size(); ++s) {
+    const Stage& st = p.stages[s];
+    std::string ranks;
+    for (int r : st.ranks) {
+      if (!ranks.empty()) ranks += ',';
+      ranks += std::to_string(r);
+    }
+    std::string holds;
+    if (static_cast<int>(s) == p.embedding_stage) holds += "embedding";
+    if (static_cast<int>(s) == p.output_stage) holds += std::string(holds.empty() ? "" : ", ") + "output head";
+    out += fmt::format("{:>5}  {:>9}  {:>6}  {:>3}  {:<24}  {}\n", s,
+                       fmt::format("{}-{}", st.layer_begin, st.layer_end - 1), st.layer_end - st.layer_begin,
+                       st.tp(), ranks, holds);
+  }
+  return out;
+}
+
+}  // namespace ranklm::plan
