@@ -129,3 +129,93 @@ TEST(Plan, IdentityOfAFixtureModel) {
   EXPECT_EQ(model_identity(*f).gguf_hash, a.gguf_hash);
   EXPECT_FALSE(plan_table(make_plan(a, 1, 0, 0, {})).empty());
 }
+
+// --- tensor-parallel slicing ---
+
+namespace {
+TpShape tinyllama_shape() {
+  TpShape s;
+  s.n_head = 32;
+  s.n_head_kv = 4;
+  s.head_dim = 64;
+  s.n_ff = 5632;
+  return s;
+}
+}  // namespace
+
+TEST(TpSlice, AlignedSplitIsEvenOnBlockBoundariesAndRefusesTooFewBlocks) {
+  const auto r = aligned_split(768, 2, 256, "ffn");  // 3 blocks over 2 ranks: uneven
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0], (Range{0, 512}));
+  EXPECT_EQ(r[1], (Range{512, 768}));
+  for (const int parts : {1, 3, 7, 11}) {
+    const auto s = aligned_split(5632, parts, 32, "ffn");
+    int64_t at = 0;
+    for (const Range& x : s) {
+      EXPECT_EQ(x.begin, at);
+      EXPECT_EQ(x.begin % 32, 0);
+      EXPECT_LE(x.size() - s.back().size(), 32);
+      at = x.end;
+    }
+    EXPECT_EQ(at, 5632);
+  }
+  EXPECT_NE(error_of([] { aligned_split(512, 3, 256, "ffn"); }).find("too few"), std::string::npos);
+  EXPECT_NE(error_of([] { aligned_split(500, 2, 32, "ffn"); }).find("not a multiple"), std::string::npos);
+}
+
+TEST(TpSlice, PartsCoverHeadsAndFfnAndReplicateSharedKvHeads) {
+  TpShape s = tinyllama_shape();
+  s.ffn_down_block = 256;
+  for (const int tp : {1, 2, 4, 8, 16}) {
+    std::vector<int> q_cover(32, 0), kv_cover(4, 0);
+    int64_t ffn_at = 0;
+    for (int i = 0; i < tp; ++i) {
+      const TpPart p = tp_part(s, tp, i);
+      for (int64_t h = p.q_heads.begin; h < p.q_heads.end; ++h) {
+        ++q_cover[h];
+        // Every query head's KV head is on the same rank.
+        EXPECT_GE(h / 8, p.kv_heads.begin);
+        EXPECT_LT(h / 8, p.kv_heads.end);
+      }
+      for (int64_t h = p.kv_heads.begin; h < p.kv_heads.end; ++h) ++kv_cover[h];
+      EXPECT_EQ(p.ffn.begin, ffn_at);
+      ffn_at = p.ffn.end;
+      // Slices of each tensor kind.
+      EXPECT_EQ(tensor_slice("blk.3.attn_q.weight", 2, s, p), (Slice{1, p.q_heads.begin * 64, p.q_heads.end * 64}));
+      EXPECT_EQ(tensor_slice("blk.3.attn_k.weight", 2, s, p), (Slice{1, p.kv_heads.begin * 64, p.kv_heads.end * 64}));
+      EXPECT_EQ(tensor_slice("blk.3.attn_v.bias", 1, s, p), (Slice{0, p.kv_heads.begin * 64, p.kv_heads.end * 64}));
+      EXPECT_EQ(tensor_slice("blk.3.attn_output.weight", 2, s, p), (Slice{0, p.q_heads.begin * 64, p.q_heads.end * 64}));
+      EXPECT_EQ(tensor_slice("blk.3.ffn_up.weight", 2, s, p), (Slice{1, p.ffn.begin, p.ffn.end}));
+      EXPECT_EQ(tensor_slice("blk.3.ffn_down.weight", 2, s, p), (Slice{0, p.ffn.begin, p.ffn.end}));
+      EXPECT_EQ(tensor_slice("blk.3.attn_norm.weight", 1, s, p), Slice{});
+      EXPECT_EQ(tensor_slice("token_embd.weight", 2, s, p), Slice{});
+      EXPECT_EQ(tensor_slice("output.weight", 2, s, p), Slice{});
+    }
+    EXPECT_EQ(ffn_at, 5632);
+    for (int c : q_cover) EXPECT_EQ(c, 1) << "tp " << tp;
+    for (int c : kv_cover) EXPECT_EQ(c, tp <= 4 ? 1 : tp / 4) << "tp " << tp;
+  }
+}
+
+TEST(TpSlice, ReplicatesOrRefusesWhenAColumnSplitWouldCutBlocks) {
+  TpShape s = tinyllama_shape();
+  s.attn_output_block = 256;  // a Q4_K attention output: 4 heads x 64 per rank are whole blocks
+  EXPECT_FALSE(tp_part(s, 8, 3).attn_output_replicated);
+  // 2 heads x 64 = 128 columns cut a 256 block: no column split, so the tensor is replicated.
+  const TpPart p16 = tp_part(s, 16, 5);
+  EXPECT_TRUE(p16.attn_output_replicated);
+  EXPECT_EQ(tensor_slice("blk.0.attn_output.weight", 2, s, p16), Slice{});
+  EXPECT_EQ(tensor_slice("blk.0.attn_q.weight", 2, s, p16), (Slice{1, 10 * 64, 12 * 64}));
+  s.attn_output_block = 32;
+  s.ffn_down_block = 256;  // 5632 / 256 = 22 blocks
+  EXPECT_NE(error_of([&] { tp_part(s, 32, 0); }).find("too few"), std::string::npos);
+}
+
+TEST(TpSlice, EveryFixtureModelSlicesAtTp2) {
+  // The repack tool checks the same way before writing anything.
+  for (const char* m : {"tiny-llama-q4_0", "tiny-llama-q4_k_m", "tiny-llama-f16"}) {
+    auto f = gguf::File::open(std::string(RANKLM_FIXTURES_DIR) + "/models/" + m + ".gguf");
+    const Plan p = make_plan(model_identity(*f), 2, 1, 2, {});
+    EXPECT_EQ(error_of([&] { check_tp_slicing(*f, p); }), "") << m;
+  }
+}

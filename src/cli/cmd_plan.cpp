@@ -33,8 +33,19 @@ int cmd_plan(const std::vector<std::string>& args) {
   const auto layers = parse_int_list<int64_t>("--layers", layers_s, 1, 1 << 20);
   auto f = gguf::File::open(model);
   const plan::Plan p = plan::make_plan(plan::model_identity(*f), ranks, pp, tp, layers);
+  plan::check_tp_slicing(*f, p);
   std::fputs(plan::plan_table(p).c_str(), stdout);
   std::printf("plan hash %s, model hash %s\n", plan::plan_hash(p).c_str(), p.model.gguf_hash.c_str());
+  const plan::TpShape shape = plan::tp_shape(*f);
+  for (size_t s = 0; s < p.stages.size(); ++s) {
+    const int tp = p.stages[s].tp();
+    if (tp > 1 && plan::tp_part(shape, tp, 0).attn_output_replicated) {
+      std::printf("note: stage %zu: %lld heads x %lld per rank do not fill whole %lld-element blocks of "
+                  "attn_output.weight; it is replicated on the stage's %d ranks (more memory, a gather "
+                  "instead of a reduce)\n", s, static_cast<long long>(shape.n_head / tp),
+                  static_cast<long long>(shape.head_dim), static_cast<long long>(shape.attn_output_block), tp);
+    }
+  }
   if (!out.empty()) {
     // Written whole under a temporary name, then renamed: a reader never sees half a plan.
     const std::string tmp = out + ".partial";

@@ -1,0 +1,71 @@
+#include "plan/tp_slice.h"
+
+#include "util/error.h"
+
+namespace ranklm::plan {
+
+std::vector<Range> aligned_split(int64_t n, int parts, int64_t align, const std::string& what) {
+  if (parts < 1 || align < 1) fail("{}: cannot split into {} parts of multiples of {}", what, parts, align);
+  if (n % align != 0) fail("{}: {} is not a multiple of the block size {}", what, n, align);
+  const int64_t units = n / align;
+  if (units < parts) {
+    fail("{}: {} elements are {} blocks of {}, too few for {} tensor-parallel ranks; use a TP "
+         "size of at most {}", what, n, units, align, parts, units);
+  }
+  std::vector<Range> out;
+  int64_t at = 0;
+  for (int i = 0; i < parts; ++i) {
+    const int64_t u = units / parts + (i < units % parts ? 1 : 0);
+    out.push_back({at, at + u * align});
+    at += u * align;
+  }
+  return out;
+}
+
+TpPart tp_part(const TpShape& s, int tp, int index) {
+  if (tp < 1 || index < 0 || index >= tp) fail("tp_part: index {} of TP size {}", index, tp);
+  if (s.n_head % tp != 0) {
+    fail("tensor-parallel size {} does not divide the {} attention heads", tp, s.n_head);
+  }
+  const int64_t hp = s.n_head / tp;
+  const int64_t group = s.n_head / s.n_head_kv;
+  TpPart p;
+  p.q_heads = {index * hp, (index + 1) * hp};
+  p.kv_heads = {p.q_heads.begin / group, (p.q_heads.end - 1) / group + 1};
+  // The attention output's columns follow the heads; cut only on whole blocks.
+  p.attn_output_replicated = tp > 1 && (hp * s.head_dim) % s.attn_output_block != 0;
+  p.ffn = aligned_split(s.n_ff, tp, s.ffn_down_block, "ffn_down.weight columns (feed_forward_length)")[index];
+  return p;
+}
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+Slice tensor_slice(const std::string& name, int n_dims, const TpShape& s, const TpPart& part) {
+  if (name.rfind("blk.", 0) != 0) return {};  // embedding, output head, output norm, rope factors
+  const int64_t hd = s.head_dim;
+  const int row_dim = n_dims >= 2 ? 1 : 0;  // a bias's only dimension runs along the rows
+  if (ends_with(name, ".attn_q.weight") || ends_with(name, ".attn_q.bias")) {
+    return {row_dim, part.q_heads.begin * hd, part.q_heads.end * hd};
+  }
+  if (ends_with(name, ".attn_k.weight") || ends_with(name, ".attn_k.bias") ||
+      ends_with(name, ".attn_v.weight") || ends_with(name, ".attn_v.bias")) {
+    return {row_dim, part.kv_heads.begin * hd, part.kv_heads.end * hd};
+  }
+  if (ends_with(name, ".attn_output.weight")) {
+    if (part.attn_output_replicated) return {};
+    return {0, part.q_heads.begin * hd, part.q_heads.end * hd};
+  }
+  if (ends_with(name, ".ffn_gate.weight") || ends_with(name, ".ffn_up.weight")) {
+    return {row_dim, part.ffn.begin, part.ffn.end};
+  }
+  if (ends_with(name, ".ffn_down.weight")) return {0, part.ffn.begin, part.ffn.end};
+  return {};  // norms (and anything per-layer that is not split)
+}
+
+}  // namespace ranklm::plan
