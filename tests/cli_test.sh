@@ -73,5 +73,21 @@ check "plan: TP not dividing the heads exits 1 with the reason, writes nothing" 
 "$bin" plan -m "$m" -n 2 --layers 1,1 > /dev/null 2> "$tmp/err"; rc=$?
 check "plan: --layers that miss layers exits 1 naming the sum" "[ $rc -eq 1 ] && grep -q 'add up to 2' '$tmp/err'"
 
+# ranklm-repack: shards for a 2-stage plan, a single rank, and a plan of another model.
+repack="$(dirname "$bin")/ranklm-repack"
+"$bin" plan -m "$m" -n 2 --pp 2 -o "$tmp/pp2.json" > /dev/null 2>&1
+"$repack" -m "$m" --plan "$tmp/pp2.json" -o "$tmp/shards" > /dev/null 2> "$tmp/err"; rc=$?
+check "repack: one shard per rank and a complete manifest, no partial files" \
+  "[ $rc -eq 0 ] && [ -s '$tmp/shards/rank-00000.h5' ] && [ -s '$tmp/shards/rank-00001.h5' ] && grep -q '\"complete\": true' '$tmp/shards/manifest.json' && ! ls '$tmp/shards' | grep -q partial"
+if command -v h5ls > /dev/null; then
+  check "repack: h5ls shows tensors by their GGUF names" "h5ls -r '$tmp/shards/rank-00000.h5' | grep -q '^/tensors/blk.0.attn_q.weight'"
+fi
+"$repack" -m "$m" --plan "$tmp/pp2.json" -o "$tmp/one" --ranks 1 > /dev/null 2>&1
+check "repack --ranks 1: only that shard, manifest not complete" \
+  "[ -s '$tmp/one/rank-00001.h5' ] && [ ! -e '$tmp/one/rank-00000.h5' ] && grep -q '\"complete\": false' '$tmp/one/manifest.json'"
+"$repack" -m "$fixtures/models/tiny-llama-q4_0.gguf" --plan "$tmp/pp2.json" -o "$tmp/other" > /dev/null 2> "$tmp/err"; rc=$?
+check "repack: a plan made for another file exits 1 and says to rerun ranklm plan" \
+  "[ $rc -eq 1 ] && grep -q 'another model file' '$tmp/err' && [ ! -e '$tmp/other/rank-00000.h5' ]"
+
 echo "$((total - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/tool_main.h"
 #include "io/gguf_writer.h"
 #include "kernels/fp16.h"
 #include "util/error.h"
@@ -314,14 +315,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "ranklm-synth: %s (see --help)\n", e.what());
-    return 2;
-  } catch (const ranklm::Error& e) {
-    std::fprintf(stderr, "ranklm-synth: error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return ranklm::cli::run_tool("ranklm-synth", &run, argc, argv); }

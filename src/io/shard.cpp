@@ -79,7 +79,10 @@ hid_t create_bytes_dataset(hid_t parent, const std::string& name, int64_t rows, 
   const hsize_t dims[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(row_bytes)};
   H5 space(H5Screate_simple(2, dims, nullptr), H5Sclose, "dataspace of " + name);
   H5 dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "dataset properties");
-  const int64_t chunk_rows = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t{1} << 20) / std::max<int64_t>(1, row_bytes)));
+  // Chunks of about 1 MiB that split the rows evenly (a partial last chunk is stored whole).
+  const int64_t bytes = rows * row_bytes;
+  const int64_t n_chunks = std::max<int64_t>(1, (bytes + (int64_t{1} << 20) - 1) >> 20);
+  const int64_t chunk_rows = std::max<int64_t>(1, (rows + n_chunks - 1) / n_chunks);
   const hsize_t chunk[2] = {static_cast<hsize_t>(chunk_rows), static_cast<hsize_t>(row_bytes)};
   check(H5Pset_chunk(dcpl, 2, chunk), "chunking of " + name);
   check(H5Pset_fletcher32(dcpl), "Fletcher32 filter of " + name);
@@ -134,6 +137,16 @@ std::vector<Part> rank_parts(const gguf::File& f, const plan::Plan& p, int rank)
   return out;
 }
 
+uint64_t part_size(const Part& part) {
+  const gguf::TensorInfo& t = *part.tensor;
+  const kern::TypeTraits& tt = kern::traits(t.type);
+  const plan::Slice& s = part.slice;
+  if (s.dim < 0) return t.n_bytes;
+  const uint64_t full_row = static_cast<uint64_t>(t.ne[0] / tt.block_size) * tt.type_size;
+  if (s.dim == 1) return static_cast<uint64_t>(s.end - s.begin) * full_row;
+  return t.n_bytes / full_row * static_cast<uint64_t>((s.end - s.begin) / tt.block_size) * tt.type_size;
+}
+
 PartBytes part_bytes(const Part& part) {
   const gguf::TensorInfo& t = *part.tensor;
   const kern::TypeTraits& tt = kern::traits(t.type);
@@ -177,7 +190,7 @@ ShardWritten write_shard(const gguf::File& f, const plan::Plan& p, int rank, con
   const plan::Stage& st = p.stages[stage];
   const std::vector<Part> parts = rank_parts(f, p, rank);
   uint64_t total = 0, done = 0;
-  for (const Part& pt : parts) total += pt.tensor->n_bytes;  // an upper bound for the progress line
+  for (const Part& pt : parts) total += part_size(pt);
   const std::string path = dir + "/" + shard_name(rank);
   const std::string tmp = path + ".partial";
   std::filesystem::remove(tmp);
@@ -232,7 +245,7 @@ ShardWritten write_shard(const gguf::File& f, const plan::Plan& p, int rank, con
       attr_int(ds, "slice_begin", pt.slice.dim < 0 ? 0 : pt.slice.begin);
       attr_int(ds, "slice_end", pt.slice.dim < 0 ? pt.tensor->ne[0] : pt.slice.end);
       attr_ints(ds, "slice_shape", b.ne);
-      done += pt.tensor->n_bytes;
+      done += b.data.size();
       if (progress) progress(done, total);
     }
     check(H5Fflush(file, H5F_SCOPE_GLOBAL), "flushing " + tmp);

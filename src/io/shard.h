@@ -35,6 +35,8 @@ struct PartBytes {
   std::vector<uint8_t> data;
 };
 PartBytes part_bytes(const Part& part);
+// Bytes part_bytes would return, without copying.
+uint64_t part_size(const Part& part);
 
 // Shard file name of a rank: rank-00003.h5.
 std::string shard_name(int rank);

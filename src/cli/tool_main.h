@@ -1,0 +1,29 @@
+// The exit-code policy of the stand-alone tools (ranklm-synth, ranklm-repack), the same as the
+// ranklm binary's: a command-line mistake prints the problem and exits 2; a bad input file or a
+// failed run prints one "error:" line and exits 1.
+#pragma once
+
+#include <boost/program_options/errors.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "util/error.h"
+
+namespace ranklm::cli {
+
+inline int run_tool(const char* name, int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const boost::program_options::error& e) {
+    std::fprintf(stderr, "%s: %s (see --help)\n", name, e.what());
+    return 2;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s: error: %s\n", name, e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", name, e.what());
+    return 1;
+  }
+}
+
+}  // namespace ranklm::cli

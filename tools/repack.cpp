@@ -1,0 +1,149 @@
+// ranklm-repack --model M.gguf --plan plan.json -o DIR [--ranks 3,5]: one HDF5 shard per rank
+// (DIR/rank-00000.h5 ...) and DIR/manifest.json. Under mpirun (Open MPI's or Slurm's rank
+// variables set) and without --ranks, each process writes only its own rank's shard, so every
+// host repacks its own part; the tool itself needs no MPI.
+#include <boost/program_options.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/tool_main.h"
+#include "io/gguf.h"
+#include "io/shard.h"
+#include "plan/identity.h"
+#include "plan/plan.h"
+#include "util/error.h"
+
+namespace po = boost::program_options;
+using namespace ranklm;
+
+namespace {
+
+int env_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"}) {
+    if (const char* s = std::getenv(v); s && *s) return std::atoi(s);
+  }
+  return -1;
+}
+
+std::vector<int> parse_ranks(const std::string& s, int world) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    char* end = nullptr;
+    const long r = std::strtol(item.c_str(), &end, 10);
+    if (*end != '\0' || r < 0 || r >= world) {
+      fail("--ranks: '{}' is not a rank of this plan (0..{})", item, world - 1);
+    }
+    out.push_back(static_cast<int>(r));
+  }
+  if (out.empty()) fail("--ranks: empty list");
+  return out;
+}
+
+void write_json_atomic(const std::string& path, const nlohmann::json& j) {
+  const std::string tmp = path + ".partial";
+  {
+    std::ofstream os(tmp, std::ios::trunc);
+    if (!os) fail("{}: cannot write; check the directory is writable", tmp);
+    os << j.dump(2) << "\n";
+    if (!os.flush()) fail("{}: write failed", tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+int run(int argc, char** argv) {
+  std::string model, plan_path, dir, ranks_s;
+  po::options_description desc("ranklm-repack options");
+  desc.add_options()
+      ("help,h", "show this help")
+      ("model,m", po::value(&model)->required(), "GGUF model file")
+      ("plan", po::value(&plan_path)->required(), "plan.json from ranklm plan")
+      ("output,o", po::value(&dir)->required(), "directory for the shards")
+      ("ranks", po::value(&ranks_s), "only these ranks, comma-separated (default: all, or this process's rank under mpirun)");
+  po::variables_map vm;
+  po::store(po::parse_command_line(argc, argv, desc), vm);
+  if (vm.count("help")) {
+    std::cout << "usage: ranklm-repack --model M.gguf --plan plan.json -o DIR [--ranks 3,5]\n\n" << desc << "\n";
+    return 0;
+  }
+  po::notify(vm);
+
+  std::ifstream in(plan_path);
+  if (!in) fail("{}: cannot open the plan", plan_path);
+  nlohmann::json pj;
+  try {
+    pj = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON ({})", plan_path, e.what());
+  }
+  const plan::Plan p = plan::from_json(pj, plan_path);
+  auto f = gguf::File::open(model);
+  const plan::ModelIdentity id = plan::model_identity(*f);
+  if (id.gguf_hash != p.model.gguf_hash) {
+    fail("{}: this plan was made for another model file (plan model hash {}, {} has {}); rerun "
+         "ranklm plan on this file", plan_path, p.model.gguf_hash, model, id.gguf_hash);
+  }
+  plan::check_tp_slicing(*f, p);
+
+  std::vector<int> ranks;
+  if (!ranks_s.empty()) {
+    ranks = parse_ranks(ranks_s, p.world_size);
+  } else if (const int r = env_rank(); r >= 0) {
+    if (r >= p.world_size) fail("this process is rank {} but the plan has {} ranks", r, p.world_size);
+    ranks = {r};
+  } else {
+    for (int r = 0; r < p.world_size; ++r) ranks.push_back(r);
+  }
+  std::filesystem::create_directories(dir);
+
+  nlohmann::json written = nlohmann::json::array();
+  for (int r : ranks) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto secs = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+    double shown = 0;
+    const shard::ShardWritten w = shard::write_shard(*f, p, r, dir, [&](uint64_t done, uint64_t total) {
+      if (secs() - shown < 1.0) return;  // a line a second at most
+      shown = secs();
+      std::fprintf(stderr, "ranklm-repack: rank %d: %.1f / %.1f MB, %.0f MB/s\n", r, done / 1e6,
+                   total / 1e6, done / 1e6 / std::max(secs(), 1e-9));
+    });
+    std::fprintf(stderr, "ranklm-repack: rank %d: %s, %.1f MB in %.2f s (%.0f MB/s)\n", r,
+                 w.path.c_str(), w.bytes / 1e6, secs(), w.tensor_bytes / 1e6 / std::max(secs(), 1e-9));
+    const nlohmann::json entry = {{"rank", r}, {"file", shard::shard_name(r)}, {"bytes", w.bytes},
+                                  {"fnv1a64", w.checksum}};
+    written.push_back(entry);
+    // Each rank's own record, so hosts that repack their own ranks each leave one.
+    write_json_atomic(dir + "/" + shard::shard_name(r) + ".json",
+                      {{"plan_hash", plan::plan_hash(p)}, {"model_hash", p.model.gguf_hash}, {"shard", entry}});
+  }
+  // The manifest: the plan and every shard whose record is in DIR (this run's and earlier ones
+  // for the same plan).
+  nlohmann::json files = nlohmann::json::array();
+  for (int r = 0; r < p.world_size; ++r) {
+    std::ifstream rec(dir + "/" + shard::shard_name(r) + ".json");
+    if (!rec) continue;
+    const nlohmann::json j = nlohmann::json::parse(rec, nullptr, false);
+    if (j.is_object() && j.value("plan_hash", "") == plan::plan_hash(p)) files.push_back(j["shard"]);
+  }
+  write_json_atomic(dir + "/manifest.json", {{"format", "ranklm-shards"},
+                                             {"format_version", shard::kShardFormatVersion},
+                                             {"plan_hash", plan::plan_hash(p)},
+                                             {"plan", plan::to_json(p)},
+                                             {"complete", static_cast<int>(files.size()) == p.world_size},
+                                             {"files", files}});
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return ranklm::cli::run_tool("ranklm-repack", &run, argc, argv); }
