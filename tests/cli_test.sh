@@ -89,5 +89,17 @@ check "repack --ranks 1: only that shard, manifest not complete" \
 check "repack: a plan made for another file exits 1 and says to rerun ranklm plan" \
   "[ $rc -eq 1 ] && grep -q 'another model file' '$tmp/err' && [ ! -e '$tmp/other/rank-00000.h5' ]"
 
+"$bin" plan -m "$m" -n 1 -o "$tmp/p1.json" > /dev/null 2>&1
+"$repack" -m "$m" --plan "$tmp/p1.json" -o "$tmp/s1" > /dev/null 2>&1
+"$bin" logits -m "$m" --tokens 1,5,9 --greedy 3 > "$tmp/lm.json" 2> /dev/null
+"$bin" logits --shards "$tmp/s1" --tokens 1,5,9 --greedy 3 > "$tmp/ls.json" 2> /dev/null
+check "logits --shards on a 1-rank plan: the same JSON as --model, byte for byte" "[ -s '$tmp/ls.json' ] && cmp -s '$tmp/lm.json' '$tmp/ls.json'"
+"$bin" logits --shards "$tmp/shards" --tokens 1 > /dev/null 2> "$tmp/err"; rc=$?
+check "logits --shards of a 2-rank plan in a 1-rank job exits 1 naming both counts" \
+  "[ $rc -eq 1 ] && grep -q 'made for 2 ranks, this job has 1' '$tmp/err'"
+"$bin" inspect "$tmp/shards/rank-00001.h5" > "$tmp/insp.txt" 2> /dev/null
+check "inspect on a shard: its place in the plan and its tensors" \
+  "grep -q 'rank 1 of 2: stage 1' '$tmp/insp.txt' && grep -q 'output_norm.weight' '$tmp/insp.txt' && ! grep -q 'blk.0.attn_q' '$tmp/insp.txt'"
+
 echo "$((total - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]

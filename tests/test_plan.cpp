@@ -9,6 +9,7 @@
 #include "io/gguf.h"
 #include "plan/identity.h"
 #include "plan/plan.h"
+#include "test_util.h"
 #include "util/error.h"
 
 using namespace ranklm;
@@ -30,14 +31,7 @@ ModelIdentity tinyllama() {
   return m;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string error_of(const std::function<void()>& f) { return test::error_message_of<Error>(f); }
 
 }  // namespace
 

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "io/shard.h"
 #include "plan/identity.h"
 #include "plan/plan.h"
+#include "test_util.h"
 #include "util/error.h"
 
 using namespace ranklm;
@@ -41,7 +44,9 @@ std::vector<std::string> fixture_models() {
 class TempDir {
  public:
   TempDir() {
-    path_ = fs::temp_directory_path() / ("ranklm-shard-test-" + std::to_string(::getpid()));
+    static int counter = 0;
+    path_ = fs::temp_directory_path() /
+            ("ranklm-shard-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -131,4 +136,94 @@ TEST(Shard, EveryFixtureAndPlanReassemblesByteForByte) {
   }
   EXPECT_GE(written, 16 * 4);  // every fixture at least with 1 rank and the PP plans
   std::printf("plans written: %d, refused: %d\n", written, refused);
+}
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) { return test::error_message_of<Error>(f); }
+
+void repack_all(const gguf::File& f, const plan::Plan& p, const std::string& dir) {
+  for (int r = 0; r < p.world_size; ++r) shard::write_shard(f, p, r, dir);
+  // The manifest ranklm-repack writes; the loader checks shards against its plan hash.
+  std::ofstream(dir + "/manifest.json") << "{\"plan_hash\": \"" << plan::plan_hash(p) << "\"}";
+}
+
+}  // namespace
+
+TEST(Shard, OneRankShardsRebuildTheGgufByteForByte) {
+  for (const std::string& model : fixture_models()) {
+    auto f = gguf::File::open(model);
+    const plan::Plan p = plan::make_plan(plan::model_identity(*f), 1, 0, 0, {});
+    TempDir dir;
+    repack_all(*f, p, dir.str());
+    auto g = shard::load_single_rank_model(dir.str());
+    ASSERT_EQ(g->file_size(), f->file_size()) << model;
+    // Every byte the model reads: header, metadata, tensor table and every tensor.
+    EXPECT_EQ(0, std::memcmp(g->bytes(), f->bytes(), f->data_offset())) << model;
+    for (const gguf::TensorInfo& t : f->tensors()) {
+      EXPECT_EQ(0, std::memcmp(g->tensor(t.name).data, t.data, t.n_bytes)) << model << " " << t.name;
+    }
+  }
+}
+
+TEST(Shard, DamagedWrongAndForeignShardsFailNamingTheProblem) {
+  const std::string model = std::string(RANKLM_FIXTURES_DIR) + "/models/tiny-llama-q4_0.gguf";
+  auto f = gguf::File::open(model);
+  const plan::ModelIdentity id = plan::model_identity(*f);
+  const plan::Plan p = plan::make_plan(id, 1, 0, 0, {});
+  TempDir dir;
+  repack_all(*f, p, dir.str());
+  const std::string path = dir.str() + "/" + shard::shard_name(0);
+  const std::string pristine = path + ".orig";
+  fs::copy_file(path, pristine);
+
+  // One flipped byte in a tensor's stored data: the read of that tensor fails, naming it.
+  const std::string victim = "blk.1.ffn_up.weight";
+  const auto [addr, size] = shard::first_chunk_location(path, victim);
+  ASSERT_GT(size, 0u);
+  {
+    std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(static_cast<std::streamoff>(addr + size / 2));
+    char c = 0;
+    io.read(&c, 1);
+    c = static_cast<char>(c ^ 0x10);
+    io.seekp(static_cast<std::streamoff>(addr + size / 2));
+    io.write(&c, 1);
+  }
+  std::string e = error_of([&] { shard::load_single_rank_model(dir.str()); });
+  EXPECT_NE(e.find(victim), std::string::npos) << e;
+  EXPECT_NE(e.find("checksum"), std::string::npos) << e;
+
+  // Truncated: not readable as HDF5, with what to do.
+  fs::copy_file(pristine, path, fs::copy_options::overwrite_existing);
+  fs::resize_file(path, fs::file_size(path) / 2);
+  e = error_of([&] { shard::check_shard(dir.str(), 0, 1); });
+  EXPECT_NE(e.find("truncated or damaged"), std::string::npos) << e;
+  EXPECT_NE(e.find("ranklm-repack"), std::string::npos) << e;
+
+  // The wrong rank count for the job.
+  fs::copy_file(pristine, path, fs::copy_options::overwrite_existing);
+  e = error_of([&] { shard::check_shard(dir.str(), 0, 8); });
+  EXPECT_NE(e.find("shards were made for 1 ranks, this job has 8"), std::string::npos) << e;
+
+  // A shard of another plan (same model, 2 stages) copied in: refused.
+  TempDir other;
+  const plan::Plan p2 = plan::make_plan(id, 2, 2, 1, {});
+  repack_all(*f, p2, other.str());
+  fs::copy_file(other.str() + "/" + shard::shard_name(0), path, fs::copy_options::overwrite_existing);
+  e = error_of([&] { shard::check_shard(dir.str(), 0, 1); });
+  EXPECT_NE(e.find("made for 2 ranks"), std::string::npos) << e;
+  // Same world size, different plan: caught by the plan hash.
+  TempDir third;
+  const plan::Plan p3 = plan::make_plan(id, 2, 2, 1, {3, 1});
+  repack_all(*f, p3, third.str());
+  fs::copy_file(other.str() + "/" + shard::shard_name(1), third.str() + "/" + shard::shard_name(1),
+                fs::copy_options::overwrite_existing);
+  e = error_of([&] { shard::check_shard(third.str(), 1, 2); });
+  EXPECT_NE(e.find("another plan"), std::string::npos) << e;
+
+  // Missing shard.
+  fs::remove(path);
+  e = error_of([&] { shard::check_shard(dir.str(), 0, 1); });
+  EXPECT_NE(e.find("missing; rerun ranklm-repack for rank 0"), std::string::npos) << e;
 }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -18,6 +19,17 @@ inline std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// The message of the ranklm::Error `f` throws, or "" when it throws none.
+template <typename ErrorT>
+std::string error_message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ErrorT& e) {
+    return e.what();
+  }
+  return "";
 }
 
 // Normal random floats (never all zeros).

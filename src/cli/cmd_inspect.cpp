@@ -1,9 +1,10 @@
-// ranklm inspect FILE.gguf: metadata and tensor table.
+// ranklm inspect FILE.gguf | SHARD.h5: metadata and tensor table, or what a shard holds.
 #include <cstdio>
 
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "io/gguf.h"
+#include "io/shard.h"
 
 namespace ranklm::cli {
 
@@ -12,13 +13,17 @@ int cmd_inspect(const std::vector<std::string>& args) {
   std::string path;
   int max_items = 8;
   desc.add_options()
-      ("file", po::value<std::string>(&path)->required(), "GGUF file to inspect")
+      ("file", po::value<std::string>(&path)->required(), "GGUF file or HDF5 shard (.h5) to inspect")
       ("array-items", po::value<int>(&max_items)->default_value(8), "array elements to show");
   po::positional_options_description pos;
   pos.add("file", 1);
   po::variables_map vm;
-  if (!parse_options("inspect", "FILE.gguf", desc, args, vm, &pos)) return kExitOk;
+  if (!parse_options("inspect", "FILE.gguf | SHARD.h5", desc, args, vm, &pos)) return kExitOk;
 
+  if (path.size() > 3 && path.compare(path.size() - 3, 3, ".h5") == 0) {
+    std::fputs(shard::describe_shard(path).c_str(), stdout);
+    return kExitOk;
+  }
   auto f = gguf::File::open(path);
   std::printf("file: %s\n", f->path().c_str());
   std::printf("gguf version: %u, alignment: %llu, data offset: %llu, size: %zu bytes\n",

@@ -189,6 +189,12 @@ std::unique_ptr<File> File::open(const std::string& path) {
   return f;
 }
 
+std::unique_ptr<File> File::from_bytes(const std::string& name, std::vector<uint8_t> bytes) {
+  std::unique_ptr<File> f(new File(std::make_unique<MappedFile>(name, std::move(bytes))));
+  f->parse();
+  return f;
+}
+
 void File::parse() {
   const std::string& p = map_->path();
   Cursor c(p, map_->data(), map_->size());

@@ -54,6 +54,8 @@ class File {
  public:
   // Opens, maps and validates `path`. Throws ranklm::Error naming the problem.
   static std::unique_ptr<File> open(const std::string& path);
+  // Parses a whole GGUF image held in memory (`name` stands for the file in messages).
+  static std::unique_ptr<File> from_bytes(const std::string& name, std::vector<uint8_t> bytes);
 
   const std::string& path() const { return map_->path(); }
   uint32_t version() const { return version_; }

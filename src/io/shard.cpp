@@ -8,6 +8,9 @@
 #include <fstream>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 
 #include "plan/identity.h"
 #include "util/error.h"
@@ -89,6 +92,13 @@ hid_t create_bytes_dataset(hid_t parent, const std::string& name, int64_t rows, 
   const hid_t ds = H5Dcreate2(parent, name.c_str(), H5T_NATIVE_UINT8, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
   if (ds < 0) fail("HDF5: creating dataset '{}' failed", name);
   return ds;
+}
+
+hid_t open_tensor(hid_t file, const std::string& path, const std::string& name) {
+  const std::string full = "tensors/" + name;
+  const hid_t id = H5Dopen2(file, full.c_str(), H5P_DEFAULT);
+  if (id < 0) fail("{}: no tensor '{}' in this shard", path, name);
+  return id;
 }
 
 std::string file_checksum(const std::string& path) {
@@ -206,6 +216,7 @@ ShardWritten write_shard(const gguf::File& f, const plan::Plan& p, int rank, con
     attr_ints(file, "layers", {st.layer_begin, st.layer_end});
     attr_string(file, "plan_hash", plan::plan_hash(p));
     attr_string(file, "model_hash", p.model.gguf_hash);
+    attr_int(file, "gguf_file_size", static_cast<int64_t>(f.file_size()));
     attr_string(file, "model_name", p.model.name);
     attr_string(file, "architecture", p.model.arch);
     attr_string(file, "plan", plan::to_json(p).dump());
@@ -262,10 +273,7 @@ ShardWritten write_shard(const gguf::File& f, const plan::Plan& p, int rank, con
 DatasetRead read_dataset(const std::string& path, const std::string& name) {
   quiet_hdf5();
   H5 file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, "opening " + path);
-  const std::string full = "tensors/" + name;
-  const hid_t id = H5Dopen2(file, full.c_str(), H5P_DEFAULT);
-  if (id < 0) fail("{}: no tensor '{}' in this shard", path, name);
-  H5 ds(id, H5Dclose, name);
+  H5 ds(open_tensor(file, path, name), H5Dclose, name);
   H5 space(H5Dget_space(ds), H5Sclose, "dataspace");
   hsize_t dims[2] = {0, 0};
   if (H5Sget_simple_extent_ndims(space) != 2) fail("{}: tensor '{}': dataset is not 2-D", path, name);
@@ -307,4 +315,165 @@ DatasetRead read_dataset(const std::string& path, const std::string& name) {
   return r;
 }
 
+namespace {
+
+int64_t root_int(hid_t file, const char* name, const std::string& path) {
+  if (H5Aexists(file, name) <= 0) fail("{}: attribute '{}' missing: not a ranklm shard", path, name);
+  H5 at(H5Aopen(file, name, H5P_DEFAULT), H5Aclose, name);
+  int64_t v = 0;
+  check(H5Aread(at, H5T_NATIVE_INT64, &v), name);
+  return v;
+}
+
+std::string root_string(hid_t file, const char* name, const std::string& path) {
+  if (H5Aexists(file, name) <= 0) fail("{}: attribute '{}' missing: not a ranklm shard", path, name);
+  H5 at(H5Aopen(file, name, H5P_DEFAULT), H5Aclose, name);
+  H5 ty(H5Aget_type(at), H5Tclose, name);
+  std::string s(H5Tget_size(ty), '\0');
+  check(H5Aread(at, ty, s.data()), name);
+  return s.c_str();
+}
+
+hid_t open_shard_file(const std::string& path, int rank) {
+  quiet_hdf5();
+  if (!std::filesystem::exists(path)) {
+    fail("{}: missing; rerun ranklm-repack for rank {} (--ranks {})", path, rank, rank);
+  }
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) {
+    fail("{}: cannot be read as an HDF5 file (truncated or damaged); rerun ranklm-repack for rank "
+         "{} (--ranks {})", path, rank, rank);
+  }
+  return f;
+}
+
+}  // namespace
+
+std::pair<uint64_t, uint64_t> first_chunk_location(const std::string& path, const std::string& name) {
+  H5 file(open_shard_file(path, 0), H5Fclose, path);
+  H5 ds(open_tensor(file, path, name), H5Dclose, name);
+  H5 space(H5Dget_space(ds), H5Sclose, "dataspace");
+  hsize_t offset[2] = {0, 0};
+  unsigned mask = 0;
+  haddr_t addr = 0;
+  hsize_t size = 0;
+  check(H5Dget_chunk_info(ds, space, 0, offset, &mask, &addr, &size), "chunk info of " + name);
+  return {static_cast<uint64_t>(addr), static_cast<uint64_t>(size)};
+}
+
+std::string describe_shard(const std::string& path) {
+  quiet_hdf5();
+  if (!std::filesystem::exists(path)) fail("{}: no such file", path);
+  const hid_t fid = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (fid < 0) fail("{}: cannot be read as an HDF5 file (truncated or damaged?)", path);
+  H5 file(fid, H5Fclose, path);
+  std::string out = fmt::format("shard: {}\nformat: {} version {}\n", path, root_string(file, "format", path),
+                                root_int(file, "format_version", path));
+  out += fmt::format("rank {} of {}: stage {}, TP index {} of {}\n", root_int(file, "rank", path),
+                     root_int(file, "world_size", path), root_int(file, "stage", path),
+                     root_int(file, "tp_index", path), root_int(file, "tp_size", path));
+  out += fmt::format("model: {} ({}), model hash {}, plan hash {}\n", root_string(file, "model_name", path),
+                     root_string(file, "architecture", path), root_string(file, "model_hash", path),
+                     root_string(file, "plan_hash", path));
+  H5 group(H5Gopen2(file, "tensors", H5P_DEFAULT), H5Gclose, "group tensors");
+  H5G_info_t info;
+  check(H5Gget_info(group, &info), "tensor list");
+  out += fmt::format("\ntensors ({}):\n  {:<36} {:<6} {:<18} {:<22} {:>12}\n", info.nlinks, "name", "type",
+                     "full shape", "slice", "bytes");
+  uint64_t total = 0;
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    const ssize_t n = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    std::string name(static_cast<size_t>(std::max<ssize_t>(n, 0)) + 1, '\0');
+    H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(), H5P_DEFAULT);
+    name.resize(static_cast<size_t>(std::max<ssize_t>(n, 0)));
+    const DatasetRead d = read_dataset(path, name);
+    std::string shape, slice = "whole";
+    for (size_t k = 0; k < d.full_ne.size(); ++k) shape += (k ? " x " : "") + std::to_string(d.full_ne[k]);
+    if (d.slice.dim >= 0) {
+      slice = fmt::format("{} [{}, {})", d.slice.dim == 0 ? "cols" : "rows", d.slice.begin, d.slice.end);
+    }
+    const uint64_t bytes = d.bytes.data.size();
+    total += bytes;
+    out += fmt::format("  {:<36} {:<6} {:<18} {:<22} {:>12}\n", name, d.type, shape, slice, bytes);
+  }
+  out += fmt::format("  total tensor bytes: {}\n", total);
+  return out;
+}
+
+ShardHeader check_shard(const std::string& dir, int rank, int world_size) {
+  const std::string mpath = dir + "/manifest.json";
+  std::ifstream min(mpath);
+  if (!min) fail("{}: missing; is {} the output directory of ranklm-repack?", mpath, dir);
+  const nlohmann::json manifest = nlohmann::json::parse(min, nullptr, false);
+  if (!manifest.is_object() || !manifest.contains("plan_hash") || !manifest["plan_hash"].is_string()) {
+    fail("{}: not a ranklm-repack manifest (no 'plan_hash')", mpath);
+  }
+  const std::string path = dir + "/" + shard_name(rank);
+  H5 file(open_shard_file(path, rank), H5Fclose, path);
+  ShardHeader h;
+  if (root_string(file, "format", path) != "ranklm-shard") fail("{}: not a ranklm shard", path);
+  h.format_version = root_int(file, "format_version", path);
+  if (h.format_version != kShardFormatVersion) {
+    fail("{}: shard format version {} (this build reads version {}); rerun ranklm-repack with this "
+         "build", path, h.format_version, kShardFormatVersion);
+  }
+  h.rank = root_int(file, "rank", path);
+  h.world_size = root_int(file, "world_size", path);
+  h.stage = root_int(file, "stage", path);
+  h.tp_index = root_int(file, "tp_index", path);
+  h.tp_size = root_int(file, "tp_size", path);
+  h.plan_hash = root_string(file, "plan_hash", path);
+  h.model_hash = root_string(file, "model_hash", path);
+  h.plan_json = root_string(file, "plan", path);
+  if (h.world_size != world_size) {
+    fail("{}: shards were made for {} ranks, this job has {}: rerun ranklm plan and ranklm-repack "
+         "for {} ranks (or start the job with {})", path, h.world_size, world_size, world_size, h.world_size);
+  }
+  if (h.rank != rank) fail("{}: holds rank {}, not rank {}; the file was renamed or copied over", path, h.rank, rank);
+  if (h.plan_hash != manifest["plan_hash"].get<std::string>()) {
+    fail("{}: made for plan {}, but {} is for plan {}: this shard comes from another plan or model; "
+         "rerun ranklm-repack for rank {}", path, h.plan_hash, mpath, manifest["plan_hash"].get<std::string>(), rank);
+  }
+  return h;
+}
+
+std::unique_ptr<gguf::File> load_single_rank_model(const std::string& dir) {
+  const ShardHeader h = check_shard(dir, 0, 1);
+  const std::string path = dir + "/" + shard_name(0);
+  std::vector<uint8_t> header;
+  {
+    H5 file(open_shard_file(path, 0), H5Fclose, path);
+    const hid_t id = H5Dopen2(file, "gguf_header", H5P_DEFAULT);
+    if (id < 0) fail("{}: dataset 'gguf_header' missing", path);
+    H5 ds(id, H5Dclose, "gguf_header");
+    H5 space(H5Dget_space(ds), H5Sclose, "dataspace");
+    header.resize(static_cast<size_t>(H5Sget_simple_extent_npoints(space)));
+    if (H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, header.data()) < 0) {
+      fail("{}: 'gguf_header' failed its checksum; the shard is damaged, rerun ranklm-repack", path);
+    }
+  }
+  if (plan::fnv1a64_hex(header.data(), header.size()) != h.model_hash) {
+    fail("{}: the stored GGUF header does not match the shard's model hash; rerun ranklm-repack", path);
+  }
+  int64_t file_size = 0;
+  {
+    H5 file(open_shard_file(path, 0), H5Fclose, path);
+    file_size = root_int(file, "gguf_file_size", path);
+  }
+  if (file_size < static_cast<int64_t>(header.size())) fail("{}: 'gguf_file_size' {} is smaller than the header", path, file_size);
+  // The image: the header, then zeros where the data goes; parsed once (which checks every
+  // tensor's place against the size), then each tensor's bytes are read into their place. The
+  // image is memory this process owns, so filling it after parsing is safe.
+  std::vector<uint8_t> image(static_cast<size_t>(file_size), 0);
+  std::memcpy(image.data(), header.data(), header.size());
+  auto model = gguf::File::from_bytes(path, std::move(image));
+  for (const gguf::TensorInfo& t : model->tensors()) {
+    const DatasetRead d = read_dataset(path, t.name);
+    if (d.slice.dim >= 0 || d.bytes.data.size() != t.n_bytes) {
+      fail("{}: tensor '{}' is a slice; a single-rank load needs whole tensors (use a 1-rank plan)", path, t.name);
+    }
+    std::memcpy(const_cast<uint8_t*>(t.data), d.bytes.data.data(), t.n_bytes);
+  }
+  return model;
+}
 }  // namespace ranklm::shard

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -62,5 +64,28 @@ struct DatasetRead {
   plan::Slice slice;
 };
 DatasetRead read_dataset(const std::string& path, const std::string& name);
+
+// Where the stored bytes of a tensor's first chunk lie in the shard file (byte offset and size);
+// for tests and repair tools that need to point at a tensor's data on disk.
+std::pair<uint64_t, uint64_t> first_chunk_location(const std::string& path, const std::string& name);
+
+// A human-readable summary of a shard (ranklm inspect): its place in the plan, the model, and
+// every tensor with type, full shape, slice and stored bytes.
+std::string describe_shard(const std::string& path);
+
+// A shard's root attributes.
+struct ShardHeader {
+  int64_t format_version = 0, rank = -1, world_size = 0, stage = 0, tp_index = 0, tp_size = 0;
+  std::string plan_hash, model_hash, plan_json;
+};
+// Opens DIR/rank-NNNNN.h5 for `rank` of a job of `world_size` ranks and checks, naming the file
+// and what to do on failure: the manifest is there, the file exists and is a complete HDF5 file,
+// format and version, rank and world size, and that it belongs to the manifest's plan.
+ShardHeader check_shard(const std::string& dir, int rank, int world_size);
+
+// The whole model as a GGUF image rebuilt from a 1-rank plan's shard (every tensor whole, each
+// read through its checksum): the same bytes as the source file, so a model loaded from it is
+// the model loaded from the GGUF.
+std::unique_ptr<gguf::File> load_single_rank_model(const std::string& dir);
 
 }  // namespace ranklm::shard

@@ -38,8 +38,11 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   ::close(fd);
 }
 
+MappedFile::MappedFile(const std::string& name, std::vector<uint8_t> bytes)
+    : path_(name), owned_(std::move(bytes)), data_(owned_.data()), size_(owned_.size()) {}
+
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_ && owned_.empty()) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
 }  // namespace ranklm
@@ -47,6 +50,7 @@ MappedFile::~MappedFile() {
 namespace ranklm {
 
 void MappedFile::release(const uint8_t* p, size_t n) const {
+  if (!owned_.empty()) return;
   if (p < data_ || p + n > data_ + size_ || n == 0) return;
   const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;

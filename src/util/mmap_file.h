@@ -4,12 +4,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ranklm {
 
 class MappedFile {
  public:
   explicit MappedFile(const std::string& path);
+  // An image assembled in memory (e.g. from shards) under a name for messages; release() is a
+  // no-op on it.
+  MappedFile(const std::string& name, std::vector<uint8_t> bytes);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -24,6 +28,7 @@ class MappedFile {
 
  private:
   std::string path_;
+  std::vector<uint8_t> owned_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };
