@@ -2,6 +2,10 @@
 // (DIR/rank-00000.h5 ...) and DIR/manifest.json. Under mpirun (Open MPI's or Slurm's rank
 // variables set) and without --ranks, each process writes only its own rank's shard, so every
 // host repacks its own part; the tool itself needs no MPI.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <boost/program_options.hpp>
 
 #include <chrono>
@@ -51,7 +55,7 @@ std::vector<int> parse_ranks(const std::string& s, int world) {
 }
 
 void write_json_atomic(const std::string& path, const nlohmann::json& j) {
-  const std::string tmp = path + ".partial";
+  const std::string tmp = path + ".partial." + std::to_string(::getpid());  // writers may race
   {
     std::ofstream os(tmp, std::ios::trunc);
     if (!os) fail("{}: cannot write; check the directory is writable", tmp);
@@ -120,14 +124,17 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "ranklm-repack: rank %d: %s, %.1f MB in %.2f s (%.0f MB/s)\n", r,
                  w.path.c_str(), w.bytes / 1e6, secs(), w.tensor_bytes / 1e6 / std::max(secs(), 1e-9));
     const nlohmann::json entry = {{"rank", r}, {"file", shard::shard_name(r)}, {"bytes", w.bytes},
-                                  {"fnv1a64", w.checksum}};
+                                  {"fnv1a64x4", w.checksum}};
     written.push_back(entry);
     // Each rank's own record, so hosts that repack their own ranks each leave one.
     write_json_atomic(dir + "/" + shard::shard_name(r) + ".json",
                       {{"plan_hash", plan::plan_hash(p)}, {"model_hash", p.model.gguf_hash}, {"shard", entry}});
   }
   // The manifest: the plan and every shard whose record is in DIR (this run's and earlier ones
-  // for the same plan).
+  // for the same plan). Processes repacking ranks into one directory at once (mpirun) take a
+  // lock here, so the last one sees every record.
+  const int lock_fd = ::open((dir + "/.manifest.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd >= 0) ::flock(lock_fd, LOCK_EX);
   nlohmann::json files = nlohmann::json::array();
   for (int r = 0; r < p.world_size; ++r) {
     std::ifstream rec(dir + "/" + shard::shard_name(r) + ".json");
@@ -141,6 +148,7 @@ int run(int argc, char** argv) {
                                              {"plan", plan::to_json(p)},
                                              {"complete", static_cast<int>(files.size()) == p.world_size},
                                              {"files", files}});
+  if (lock_fd >= 0) ::close(lock_fd);  // releases the lock
   return 0;
 }
 

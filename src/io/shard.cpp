@@ -101,19 +101,32 @@ hid_t open_tensor(hid_t file, const std::string& path, const std::string& name) 
   return id;
 }
 
+// The manifest's whole-file checksum ("fnv1a64x4"): four FNV-1a-64 lanes over the file's
+// little-endian 64-bit words (word i goes to lane i % 4; the last < 32 bytes go byte by byte
+// into lane 0), then FNV-1a-64 over the four lanes' 8-byte values. A word-wise variant of
+// FNV-1a so checking runs at memory speed; an integrity check, not a cryptographic hash.
 std::string file_checksum(const std::string& path) {
+  constexpr uint64_t kPrime = 0x100000001b3ull;
+  uint64_t lane[4] = {0xcbf29ce484222325ull, 0xcbf29ce484222325ull, 0xcbf29ce484222325ull,
+                      0xcbf29ce484222325ull};
   std::ifstream in(path, std::ios::binary);
-  uint64_t h = 0xcbf29ce484222325ull;
-  std::vector<char> buf(1 << 20);
+  std::vector<char> buf(size_t{1} << 22);
+  std::vector<uint8_t> tail;
   while (in) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const std::streamsize n = in.gcount();
-    for (std::streamsize i = 0; i < n; ++i) {
-      h ^= static_cast<uint8_t>(buf[static_cast<size_t>(i)]);
-      h *= 0x100000001b3ull;
+    const size_t n = static_cast<size_t>(in.gcount());
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      for (int k = 0; k < 4; ++k) {
+        uint64_t w;
+        std::memcpy(&w, buf.data() + i + 8 * k, 8);
+        lane[k] = (lane[k] ^ w) * kPrime;
+      }
     }
+    tail.assign(buf.data() + i, buf.data() + n);  // only the last read leaves a tail
   }
-  return fmt::format("{:016x}", h);
+  for (uint8_t b : tail) lane[0] = (lane[0] ^ b) * kPrime;
+  return plan::fnv1a64_hex(lane, sizeof lane);
 }
 
 }  // namespace
@@ -155,6 +168,25 @@ uint64_t part_size(const Part& part) {
   const uint64_t full_row = static_cast<uint64_t>(t.ne[0] / tt.block_size) * tt.type_size;
   if (s.dim == 1) return static_cast<uint64_t>(s.end - s.begin) * full_row;
   return t.n_bytes / full_row * static_cast<uint64_t>((s.end - s.begin) / tt.block_size) * tt.type_size;
+}
+
+PartBytes part_layout(const Part& part) {
+  const gguf::TensorInfo& t = *part.tensor;
+  const kern::TypeTraits& tt = kern::traits(t.type);
+  PartBytes out;
+  out.ne = t.ne;
+  out.rows = 1;
+  for (size_t i = 1; i < t.ne.size(); ++i) out.rows *= t.ne[i];
+  out.row_bytes = t.ne[0] / tt.block_size * static_cast<int64_t>(tt.type_size);
+  const plan::Slice& s = part.slice;
+  if (s.dim == 1) {
+    out.rows = s.end - s.begin;
+    out.ne[1] = out.rows;
+  } else if (s.dim == 0) {
+    out.row_bytes = (s.end - s.begin) / tt.block_size * static_cast<int64_t>(tt.type_size);
+    out.ne[0] = s.end - s.begin;
+  }
+  return out;
 }
 
 PartBytes part_bytes(const Part& part) {
@@ -245,10 +277,14 @@ ShardWritten write_shard(const gguf::File& f, const plan::Plan& p, int rank, con
     }
     H5 tensors(H5Gcreate2(file, "tensors", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose, "group tensors");
     for (const Part& pt : parts) {
-      const PartBytes b = part_bytes(pt);
+      // Whole tensors and row slices are contiguous in the mapped GGUF and go to HDF5 straight
+      // from there; column slices are gathered first.
+      const PartBytes b = pt.slice.dim == 0 ? part_bytes(pt) : part_layout(pt);
+      const uint8_t* src = pt.slice.dim == 0 ? b.data.data()
+                                             : pt.tensor->data + (pt.slice.dim == 1 ? pt.slice.begin * b.row_bytes : 0);
       const std::string& name = pt.tensor->name;
       H5 ds(create_bytes_dataset(tensors, name, b.rows, b.row_bytes), H5Dclose, name);
-      check(H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.data.data()), "writing " + name);
+      check(H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, src), "writing " + name);
       attr_string(ds, "ggml_type", std::string(kern::type_name(pt.tensor->type)));
       attr_int(ds, "ggml_type_id", static_cast<int64_t>(pt.tensor->type));
       attr_ints(ds, "shape", pt.tensor->ne);
@@ -256,7 +292,7 @@ ShardWritten write_shard(const gguf::File& f, const plan::Plan& p, int rank, con
       attr_int(ds, "slice_begin", pt.slice.dim < 0 ? 0 : pt.slice.begin);
       attr_int(ds, "slice_end", pt.slice.dim < 0 ? pt.tensor->ne[0] : pt.slice.end);
       attr_ints(ds, "slice_shape", b.ne);
-      done += b.data.size();
+      done += static_cast<uint64_t>(b.rows * b.row_bytes);
       if (progress) progress(done, total);
     }
     check(H5Fflush(file, H5F_SCOPE_GLOBAL), "flushing " + tmp);

@@ -37,6 +37,8 @@ struct PartBytes {
   std::vector<uint8_t> data;
 };
 PartBytes part_bytes(const Part& part);
+// The same shape fields without the bytes (data left empty).
+PartBytes part_layout(const Part& part);
 // Bytes part_bytes would return, without copying.
 uint64_t part_size(const Part& part);
 
@@ -47,7 +49,7 @@ struct ShardWritten {
   std::string path;
   uint64_t bytes = 0;       // file size
   uint64_t tensor_bytes = 0;
-  std::string checksum;     // FNV-1a 64 of the file, 16 hex digits
+  std::string checksum;     // "fnv1a64x4" of the whole file, 16 hex digits (shard.cpp)
 };
 
 // Writes DIR/rank-NNNNN.h5 for `rank`: under a temporary name, renamed once complete, so a
