@@ -19,6 +19,7 @@
 #include "plan/identity.h"
 #include "plan/plan.h"
 #include "test_util.h"
+#include "util/checksum.h"
 #include "util/error.h"
 
 using namespace ranklm;
@@ -226,4 +227,22 @@ TEST(Shard, DamagedWrongAndForeignShardsFailNamingTheProblem) {
   fs::remove(path);
   e = error_of([&] { shard::check_shard(dir.str(), 0, 1); });
   EXPECT_NE(e.find("missing; rerun ranklm-repack for rank 0"), std::string::npos) << e;
+}
+
+TEST(Checksum, Fnv1a64x4IsTheSameInAnyPiecesAndSeesEveryByte) {
+  std::vector<uint8_t> data(1000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 131 + 7);
+  const std::string whole = Fnv1a64x4::of(data.data(), data.size());
+  EXPECT_EQ(whole.size(), 16u);
+  for (const size_t piece : {1, 5, 31, 32, 33, 100, 999}) {
+    Fnv1a64x4 h;
+    for (size_t at = 0; at < data.size(); at += piece) h.update(data.data() + at, std::min(piece, data.size() - at));
+    EXPECT_EQ(h.hex(), whole) << piece;
+  }
+  for (const size_t at : {0, 7, 500, 990, 999}) {  // words and the byte-wise tail
+    auto d = data;
+    d[at] ^= 1;
+    EXPECT_NE(Fnv1a64x4::of(d.data(), d.size()), whole) << at;
+  }
+  EXPECT_NE(Fnv1a64x4::of(data.data(), 999), whole);  // length matters
 }

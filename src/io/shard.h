@@ -49,7 +49,7 @@ struct ShardWritten {
   std::string path;
   uint64_t bytes = 0;       // file size
   uint64_t tensor_bytes = 0;
-  std::string checksum;     // "fnv1a64x4" of the whole file, 16 hex digits (shard.cpp)
+  std::string checksum;     // fnv1a64x4 of the whole file (util/checksum.h)
 };
 
 // Writes DIR/rank-NNNNN.h5 for `rank`: under a temporary name, renamed once complete, so a
