@@ -25,34 +25,24 @@ constexpr int64_t kChunk = kChunkBlocks;
 // int8 values (Q8_0 weights and activations).
 inline int64_t chunk_pos(int64_t j, int e) { return ((e / 4) * kChunk + j) * 4 + e % 4; }
 
-void pack_q4_0_row(const BlockQ4_0* src, uint8_t* dst, int64_t nb) {
+// One row into the chunk layout: quant byte (g * 16 + j) * 4 + i of a chunk is byte 4g + i of
+// block j's qs (Q4_0: 16 bytes, g 0..3; Q8_0: 32 bytes, g 0..7), then the 16 scales; blocks past
+// the last whole chunk are copied as they are.
+template <typename Block>
+void pack_row(const Block* src, uint8_t* dst, int64_t nb) {
+  constexpr int kGroups = sizeof(src->qs) / 4;
   const int64_t nc = nb / kChunk;
   for (int64_t c = 0; c < nc; ++c) {
-    const BlockQ4_0* b = src + c * kChunk;
-    uint8_t* q = dst + c * kChunk * sizeof(BlockQ4_0);
-    for (int m = 0; m < 4; ++m) {
-      for (int64_t j = 0; j < kChunk; ++j) std::memcpy(q + (m * kChunk + j) * 4, b[j].qs + 4 * m, 4);
+    const Block* b = src + c * kChunk;
+    uint8_t* q = dst + c * kChunk * sizeof(Block);
+    for (int g = 0; g < kGroups; ++g) {
+      for (int64_t j = 0; j < kChunk; ++j) std::memcpy(q + (g * kChunk + j) * 4, b[j].qs + 4 * g, 4);
     }
-    uint16_t* d = reinterpret_cast<uint16_t*>(q + kChunk * 16);
+    uint16_t* d = reinterpret_cast<uint16_t*>(q + kChunk * sizeof(src->qs));
     for (int64_t j = 0; j < kChunk; ++j) std::memcpy(d + j, &b[j].d, 2);
   }
-  std::memcpy(dst + nc * kChunk * sizeof(BlockQ4_0), src + nc * kChunk,
-              static_cast<size_t>(nb - nc * kChunk) * sizeof(BlockQ4_0));
-}
-
-void pack_q8_0_row(const BlockQ8_0* src, uint8_t* dst, int64_t nb) {
-  const int64_t nc = nb / kChunk;
-  for (int64_t c = 0; c < nc; ++c) {
-    const BlockQ8_0* b = src + c * kChunk;
-    uint8_t* q = dst + c * kChunk * sizeof(BlockQ8_0);
-    for (int k = 0; k < 8; ++k) {
-      for (int64_t j = 0; j < kChunk; ++j) std::memcpy(q + (k * kChunk + j) * 4, b[j].qs + 4 * k, 4);
-    }
-    uint16_t* d = reinterpret_cast<uint16_t*>(q + kChunk * 32);
-    for (int64_t j = 0; j < kChunk; ++j) std::memcpy(d + j, &b[j].d, 2);
-  }
-  std::memcpy(dst + nc * kChunk * sizeof(BlockQ8_0), src + nc * kChunk,
-              static_cast<size_t>(nb - nc * kChunk) * sizeof(BlockQ8_0));
+  std::memcpy(dst + nc * kChunk * sizeof(Block), src + nc * kChunk,
+              static_cast<size_t>(nb - nc * kChunk) * sizeof(Block));
 }
 
 // Block b of a packed row as signed integers and its scale (the layouts' single decoder, used
@@ -109,9 +99,9 @@ void pack_rows(GgmlType t, const void* src, void* dst, int64_t rows, int64_t col
   const size_t rb = static_cast<size_t>(nb) * (t == GgmlType::Q4_0 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0));
   for (int64_t r = 0; r < rows; ++r) {
     if (t == GgmlType::Q4_0) {
-      pack_q4_0_row(reinterpret_cast<const BlockQ4_0*>(s + r * rb), o + r * rb, nb);
+      pack_row(reinterpret_cast<const BlockQ4_0*>(s + r * rb), o + r * rb, nb);
     } else {
-      pack_q8_0_row(reinterpret_cast<const BlockQ8_0*>(s + r * rb), o + r * rb, nb);
+      pack_row(reinterpret_cast<const BlockQ8_0*>(s + r * rb), o + r * rb, nb);
     }
   }
 }

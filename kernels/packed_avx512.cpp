@@ -49,11 +49,34 @@ inline void chunk_scale(const __m512i (&i)[TT], const Act (&a)[TT], int64_t c, _
   }
 }
 
-template <int TT>
-void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
-               int64_t ldy, int64_t r) {
+// How each type's 16-block chunk becomes eight unsigned-byte vectors (lane j: 4 weights of
+// block j) plus where its scales sit, and its GGUF-block tail.
+struct Q4_0Chunk {
+  static constexpr int kBytes = 288, kQuants = 256;
+  static void unpack(const uint8_t* p, __m512i (&w)[8]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int m = 0; m < 4; ++m) {
+      const __m512i v = load(p + 64 * m);
+      w[m] = _mm512_and_si512(v, m4);                            // elements 4m..4m+3
+      w[m + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);  // elements 16+4m..16+4m+3
+    }
+  }
+  static float tail(const uint8_t* t, int64_t b0, int64_t nb, const Act& a) { return q4_0_tail(t, b0, nb, a); }
+};
+
+struct Q8_0Chunk {
+  static constexpr int kBytes = 544, kQuants = 512;
+  static void unpack(const uint8_t* p, __m512i (&w)[8]) {
+    const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int k = 0; k < 8; ++k) w[k] = _mm512_xor_si512(load(p + 64 * k), bias);  // w + 128
+  }
+  static float tail(const uint8_t* t, int64_t b0, int64_t nb, const Act& a) { return q8_0_tail(t, b0, nb, a); }
+};
+
+template <class Chunk, int TT>
+void tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y, int64_t ldy,
+          int64_t r) {
   const int64_t nb = cols / 32, nc = nb / 16;
-  const __m512i m4 = _mm512_set1_epi8(0x0F);
   Act a[TT];
   __m512 acc[TT];
   for (int t = 0; t < TT; ++t) {
@@ -61,59 +84,30 @@ void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
     acc[t] = _mm512_setzero_ps();
   }
   for (int64_t c = 0; c < nc; ++c) {
-    const uint8_t* p = wr + c * 288;
-    if (TT == 1) prefetch_chunk(p, 288);
+    const uint8_t* p = wr + c * Chunk::kBytes;
+    if (TT == 1) prefetch_chunk(p, Chunk::kBytes);
     __m512i w[8];
-    for (int m = 0; m < 4; ++m) {
-      const __m512i v = load(p + 64 * m);
-      w[m] = _mm512_and_si512(v, m4);                          // elements 4m..4m+3
-      w[m + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);  // elements 16+4m..16+4m+3
-    }
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 256)));
+    Chunk::unpack(p, w);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + Chunk::kQuants)));
     __m512i i[TT];
     chunk_dots<TT>(w, a, c, i);
     chunk_scale<TT>(i, a, c, dw, acc);
   }
   for (int t = 0; t < TT; ++t) {
     float s = _mm512_reduce_add_ps(acc[t]);
-    if (nb > 16 * nc) s += q4_0_tail(wr + nc * 288, 16 * nc, nb, a[t]);
+    if (nb > 16 * nc) s += Chunk::tail(wr + nc * Chunk::kBytes, 16 * nc, nb, a[t]);
     y[(t0 + t) * ldy + r] = s;
   }
 }
 
-template <int TT>
-void q8_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
-               int64_t ldy, int64_t r) {
-  const int64_t nb = cols / 32, nc = nb / 16;
-  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
-  Act a[TT];
-  __m512 acc[TT];
-  for (int t = 0; t < TT; ++t) {
-    a[t] = act_row(act, cols, t0 + t);
-    acc[t] = _mm512_setzero_ps();
-  }
-  for (int64_t c = 0; c < nc; ++c) {
-    const uint8_t* p = wr + c * 544;
-    if (TT == 1) prefetch_chunk(p, 544);
-    __m512i w[8];
-    for (int k = 0; k < 8; ++k) w[k] = _mm512_xor_si512(load(p + 64 * k), bias);  // w + 128
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 512)));
-    __m512i i[TT];
-    chunk_dots<TT>(w, a, c, i);
-    chunk_scale<TT>(i, a, c, dw, acc);
-  }
-  for (int t = 0; t < TT; ++t) {
-    float s = _mm512_reduce_add_ps(acc[t]);
-    if (nb > 16 * nc) s += q8_0_tail(wr + nc * 544, 16 * nc, nb, a[t]);
-    y[(t0 + t) * ldy + r] = s;
-  }
-}
+template <class Chunk>
+constexpr PackedGemmFn gemm_for = &gemm_tiles<tile<Chunk, 1>, tile<Chunk, 2>, tile<Chunk, 4>, tile<Chunk, 8>>;
 
 }  // namespace
 
 PackedGemmFn packed_gemm_avx512(GgmlType t) {
-  if (t == GgmlType::Q4_0) return &gemm_tiles<q4_0_tile<1>, q4_0_tile<2>, q4_0_tile<4>, q4_0_tile<8>>;
-  if (t == GgmlType::Q8_0) return &gemm_tiles<q8_0_tile<1>, q8_0_tile<2>, q8_0_tile<4>, q8_0_tile<8>>;
+  if (t == GgmlType::Q4_0) return gemm_for<Q4_0Chunk>;
+  if (t == GgmlType::Q8_0) return gemm_for<Q8_0Chunk>;
   return nullptr;
 }
 

@@ -303,9 +303,10 @@ ShardWritten write_shard(const gguf::File& f, const plan::Plan& p, int rank, con
   return w;
 }
 
-DatasetRead read_dataset(const std::string& path, const std::string& name) {
-  quiet_hdf5();
-  H5 file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, "opening " + path);
+namespace {
+
+// One tensor of an open shard, its checksum verified.
+DatasetRead read_dataset_in(hid_t file, const std::string& path, const std::string& name) {
   H5 ds(open_tensor(file, path, name), H5Dclose, name);
   H5 space(H5Dget_space(ds), H5Sclose, "dataspace");
   hsize_t dims[2] = {0, 0};
@@ -344,6 +345,14 @@ DatasetRead read_dataset(const std::string& path, const std::string& name) {
   if (r.slice.dim < 0) r.slice = {};
   r.type = read_string_attr(ds, "ggml_type", path);
   return r;
+}
+
+}  // namespace
+
+DatasetRead read_dataset(const std::string& path, const std::string& name) {
+  quiet_hdf5();
+  H5 file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, "opening " + path);
+  return read_dataset_in(file, path, name);
 }
 
 namespace {
@@ -412,7 +421,7 @@ std::string describe_shard(const std::string& path) {
     std::string name(static_cast<size_t>(std::max<ssize_t>(n, 0)) + 1, '\0');
     H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(), H5P_DEFAULT);
     name.resize(static_cast<size_t>(std::max<ssize_t>(n, 0)));
-    const DatasetRead d = read_dataset(path, name);
+    const DatasetRead d = read_dataset_in(file, path, name);
     std::string shape, slice = "whole";
     for (size_t k = 0; k < d.full_ne.size(); ++k) shape += (k ? " x " : "") + std::to_string(d.full_ne[k]);
     if (d.slice.dim >= 0) {
@@ -466,9 +475,10 @@ ShardHeader check_shard(const std::string& dir, int rank, int world_size) {
 std::unique_ptr<gguf::File> load_single_rank_model(const std::string& dir) {
   const ShardHeader h = check_shard(dir, 0, 1);
   const std::string path = dir + "/" + shard_name(0);
+  // One open of the file for the header, its size and every tensor.
+  H5 file(open_shard_file(path, 0), H5Fclose, path);
   std::vector<uint8_t> header;
   {
-    H5 file(open_shard_file(path, 0), H5Fclose, path);
     const hid_t id = H5Dopen2(file, "gguf_header", H5P_DEFAULT);
     if (id < 0) fail("{}: dataset 'gguf_header' missing", path);
     H5 ds(id, H5Dclose, "gguf_header");
@@ -482,11 +492,7 @@ std::unique_ptr<gguf::File> load_single_rank_model(const std::string& dir) {
   if (plan::fnv1a64_hex(header.data(), header.size()) != h.model_hash) {
     fail("{}: the stored GGUF header does not match the shard's model hash; rerun ranklm-repack", path);
   }
-  int64_t file_size = 0;
-  {
-    H5 file(open_shard_file(path, 0), H5Fclose, path);
-    file_size = root_int(file, "gguf_file_size", path);
-  }
+  const int64_t file_size = root_int(file, "gguf_file_size", path);
   if (file_size < static_cast<int64_t>(header.size())) fail("{}: 'gguf_file_size' {} is smaller than the header", path, file_size);
   // The image: the header, then zeros where the data goes; parsed once (which checks every
   // tensor's place against the size), then each tensor's bytes are read into their place. The
@@ -495,7 +501,7 @@ std::unique_ptr<gguf::File> load_single_rank_model(const std::string& dir) {
   std::memcpy(image.data(), header.data(), header.size());
   auto model = gguf::File::from_bytes(path, std::move(image));
   for (const gguf::TensorInfo& t : model->tensors()) {
-    const DatasetRead d = read_dataset(path, t.name);
+    const DatasetRead d = read_dataset_in(file, path, t.name);
     if (d.slice.dim >= 0 || d.bytes.data.size() != t.n_bytes) {
       fail("{}: tensor '{}' is a slice; a single-rank load needs whole tensors (use a 1-rank plan)", path, t.name);
     }
