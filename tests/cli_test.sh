@@ -82,6 +82,10 @@ check "repack: one shard per rank and a complete manifest, no partial files" \
 if command -v h5ls > /dev/null; then
   check "repack: h5ls shows tensors by their GGUF names" "h5ls -r '$tmp/shards/rank-00000.h5' | grep -q '^/tensors/blk.0.attn_q.weight'"
 fi
+"$repack" -m "$m" --plan "$tmp/pp2.json" -o "$tmp/serial" -j 1 > /dev/null 2>&1
+"$repack" -m "$m" --plan "$tmp/pp2.json" -o "$tmp/par" -j 2 > /dev/null 2>&1
+check "repack -j 1 and -j 2 write the same bytes (same manifest checksums, same files)" \
+  "cmp -s '$tmp/serial/manifest.json' '$tmp/par/manifest.json' && cmp -s '$tmp/serial/rank-00001.h5' '$tmp/shards/rank-00001.h5'"
 "$repack" -m "$m" --plan "$tmp/pp2.json" -o "$tmp/one" --ranks 1 > /dev/null 2>&1
 check "repack --ranks 1: only that shard, manifest not complete" \
   "[ -s '$tmp/one/rank-00001.h5' ] && [ ! -e '$tmp/one/rank-00000.h5' ] && grep -q '\"complete\": false' '$tmp/one/manifest.json'"

@@ -3,12 +3,16 @@
 // variables set) and without --ranks, each process writes only its own rank's shard, so every
 // host repacks its own part; the tool itself needs no MPI.
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/prctl.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -65,15 +69,89 @@ void write_json_atomic(const std::string& path, const nlohmann::json& j) {
   std::filesystem::rename(tmp, path);
 }
 
+// Writes one rank's shard and its record (DIR/rank-NNNNN.h5.json), with progress lines.
+void write_rank(const gguf::File& f, const plan::Plan& p, int r, const std::string& dir) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto secs = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  double shown = 0;
+  const shard::ShardWritten w = shard::write_shard(f, p, r, dir, [&](uint64_t done, uint64_t total) {
+    if (secs() - shown < 1.0) return;  // a line a second at most
+    shown = secs();
+    std::fprintf(stderr, "ranklm-repack: rank %d: %.1f / %.1f MB, %.0f MB/s\n", r, done / 1e6, total / 1e6,
+                 done / 1e6 / std::max(secs(), 1e-9));
+  });
+  std::fprintf(stderr, "ranklm-repack: rank %d: %s, %.1f MB in %.2f s (%.0f MB/s)\n", r, w.path.c_str(),
+               w.bytes / 1e6, secs(), w.tensor_bytes / 1e6 / std::max(secs(), 1e-9));
+  const nlohmann::json entry = {{"rank", r}, {"file", shard::shard_name(r)}, {"bytes", w.bytes},
+                                {"fnv1a64x4", w.checksum}};
+  // Each rank's own record, so hosts that repack their own ranks each leave one; the manifest
+  // is made from these.
+  write_json_atomic(dir + "/" + shard::shard_name(r) + ".json",
+                    {{"plan_hash", plan::plan_hash(p)}, {"model_hash", p.model.gguf_hash}, {"shard", entry}});
+}
+
+// Cores this process may run on.
+int usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
+// Writes `ranks` with up to `jobs` processes at once (HDF5 is not thread-safe, so parallel
+// writers are forked processes sharing the mapped GGUF). Rank i goes to worker i % jobs.
+void write_ranks(const gguf::File& f, const plan::Plan& p, const std::vector<int>& ranks, const std::string& dir,
+                 int jobs) {
+  jobs = std::clamp(jobs, 1, static_cast<int>(ranks.size()));
+  if (jobs == 1) {
+    for (int r : ranks) write_rank(f, p, r, dir);
+    return;
+  }
+  std::fflush(nullptr);
+  std::vector<pid_t> kids;
+  for (int j = 0; j < jobs; ++j) {
+    const pid_t pid = ::fork();
+    if (pid < 0) fail("cannot start a writer process (fork failed); rerun with --jobs 1");
+    if (pid == 0) {
+      // A writer dies with the tool (kill -9 of the parent, a job step cancelled): nothing
+      // keeps writing behind the user's back.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() == 1) ::_exit(1);
+      int rc = 0;
+      try {
+        for (size_t i = static_cast<size_t>(j); i < ranks.size(); i += static_cast<size_t>(jobs)) {
+          write_rank(f, p, ranks[i], dir);
+        }
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "ranklm-repack: error: %s\n", e.what());
+        rc = 1;
+      }
+      std::fflush(nullptr);
+      ::_exit(rc);
+    }
+    kids.push_back(pid);
+  }
+  int failed = 0;
+  for (pid_t pid : kids) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed;
+  }
+  if (failed > 0) fail("{} of {} writer processes failed (see the messages above); no shard they were writing is left under its final name", failed, jobs);
+}
+
 int run(int argc, char** argv) {
   std::string model, plan_path, dir, ranks_s;
+  int jobs = 0;
   po::options_description desc("ranklm-repack options");
   desc.add_options()
       ("help,h", "show this help")
       ("model,m", po::value(&model)->required(), "GGUF model file")
       ("plan", po::value(&plan_path)->required(), "plan.json from ranklm plan")
       ("output,o", po::value(&dir)->required(), "directory for the shards")
-      ("ranks", po::value(&ranks_s), "only these ranks, comma-separated (default: all, or this process's rank under mpirun)");
+      ("ranks", po::value(&ranks_s), "only these ranks, comma-separated (default: all, or this process's rank under mpirun)")
+      ("jobs,j", po::value(&jobs), "shards written at once, one process each (default: the usable cores)");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, desc), vm);
   if (vm.count("help")) {
@@ -110,26 +188,9 @@ int run(int argc, char** argv) {
   }
   std::filesystem::create_directories(dir);
 
-  nlohmann::json written = nlohmann::json::array();
-  for (int r : ranks) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto secs = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-    double shown = 0;
-    const shard::ShardWritten w = shard::write_shard(*f, p, r, dir, [&](uint64_t done, uint64_t total) {
-      if (secs() - shown < 1.0) return;  // a line a second at most
-      shown = secs();
-      std::fprintf(stderr, "ranklm-repack: rank %d: %.1f / %.1f MB, %.0f MB/s\n", r, done / 1e6,
-                   total / 1e6, done / 1e6 / std::max(secs(), 1e-9));
-    });
-    std::fprintf(stderr, "ranklm-repack: rank %d: %s, %.1f MB in %.2f s (%.0f MB/s)\n", r,
-                 w.path.c_str(), w.bytes / 1e6, secs(), w.tensor_bytes / 1e6 / std::max(secs(), 1e-9));
-    const nlohmann::json entry = {{"rank", r}, {"file", shard::shard_name(r)}, {"bytes", w.bytes},
-                                  {"fnv1a64x4", w.checksum}};
-    written.push_back(entry);
-    // Each rank's own record, so hosts that repack their own ranks each leave one.
-    write_json_atomic(dir + "/" + shard::shard_name(r) + ".json",
-                      {{"plan_hash", plan::plan_hash(p)}, {"model_hash", p.model.gguf_hash}, {"shard", entry}});
-  }
+  if (jobs < 0) fail("--jobs: {} is not a number of processes (1 or more, 0 for the usable cores)", jobs);
+  write_ranks(*f, p, ranks, dir, jobs == 0 ? usable_cores() : jobs);
+
   // The manifest: the plan and every shard whose record is in DIR (this run's and earlier ones
   // for the same plan). Processes repacking ranks into one directory at once (mpirun) take a
   // lock here, so the last one sees every record.

@@ -14,6 +14,7 @@
 
 #include "plan/identity.h"
 #include "util/checksum.h"
+#include "util/mmap_file.h"
 #include "util/error.h"
 
 namespace ranklm::shard {
@@ -78,22 +79,100 @@ void attr_string(hid_t obj, const char* name, const std::string& v) {
   check(H5Awrite(a, type, v.empty() ? "" : v.data()), name);
 }
 
-// A rows x row_bytes uint8 dataset, chunked (about 1 MiB a chunk). Its checksum is stored as an
-// attribute (fnv1a64x4 of the bytes, checked on every read): HDF5's Fletcher32 filter took a
-// third of the repack time.
+// Where a part's rows start in the mapped GGUF and the distance between them: rows of a whole
+// tensor or a row slice are contiguous; a column slice takes the same blocks of every row.
+struct PartSource {
+  const uint8_t* data;
+  int64_t stride;
+};
+
+PartSource part_source(const Part& part) {
+  const gguf::TensorInfo& t = *part.tensor;
+  const kern::TypeTraits& tt = kern::traits(t.type);
+  const int64_t bs = tt.block_size, ts = static_cast<int64_t>(tt.type_size);
+  const int64_t full_row = t.ne[0] / bs * ts;
+  const plan::Slice& s = part.slice;
+  if (s.dim < 0) return {t.data, full_row};
+  if (s.dim == 1) return {t.data + s.begin * full_row, full_row};
+  if (s.begin % bs != 0 || s.end % bs != 0) {
+    fail("tensor '{}': column slice [{}, {}) cuts {}-element blocks", t.name, s.begin, s.end, bs);
+  }
+  return {t.data + s.begin / bs * ts, full_row};
+}
+
+// Copies `rows` rows of `row_bytes` bytes, `stride` apart in src, to dst back to back.
+void gather_rows(uint8_t* dst, const uint8_t* src, int64_t rows, int64_t row_bytes, int64_t stride) {
+  if (stride == row_bytes) {
+    std::memcpy(dst, src, static_cast<size_t>(rows * row_bytes));
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(dst + r * row_bytes, src + r * stride, static_cast<size_t>(row_bytes));
+  }
+}
+
+// A group without modification times, so repacking the same model and plan twice gives the
+// same bytes (and the same manifest checksums).
+hid_t create_group(hid_t parent, const char* name) {
+  H5 gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose, "group properties");
+  check(H5Pset_obj_track_times(gcpl, false), "time tracking of group " + std::string(name));
+  const hid_t g = H5Gcreate2(parent, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+  if (g < 0) fail("HDF5: creating group '{}' failed", name);
+  return g;
+}
+
+// Chunk rows for a rows x row_bytes dataset: chunks of about 1 MiB that split the rows evenly
+// (a partial last chunk is stored whole).
+int64_t chunk_rows_for(int64_t rows, int64_t row_bytes) {
+  const int64_t bytes = rows * row_bytes;
+  const int64_t n_chunks = std::max<int64_t>(1, (bytes + (int64_t{1} << 20) - 1) >> 20);
+  return std::max<int64_t>(1, (rows + n_chunks - 1) / n_chunks);
+}
+
+// A rows x row_bytes uint8 dataset, chunked. Its checksum is stored as an attribute (fnv1a64x4
+// of the bytes, checked on every read): HDF5's Fletcher32 filter took a third of the repack
+// time. No fill values are written: every chunk is written whole by write_bytes.
 hid_t create_bytes_dataset(hid_t parent, const std::string& name, int64_t rows, int64_t row_bytes) {
   const hsize_t dims[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(row_bytes)};
   H5 space(H5Screate_simple(2, dims, nullptr), H5Sclose, "dataspace of " + name);
   H5 dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "dataset properties");
-  // Chunks of about 1 MiB that split the rows evenly (a partial last chunk is stored whole).
-  const int64_t bytes = rows * row_bytes;
-  const int64_t n_chunks = std::max<int64_t>(1, (bytes + (int64_t{1} << 20) - 1) >> 20);
-  const int64_t chunk_rows = std::max<int64_t>(1, (rows + n_chunks - 1) / n_chunks);
-  const hsize_t chunk[2] = {static_cast<hsize_t>(chunk_rows), static_cast<hsize_t>(row_bytes)};
+  const hsize_t chunk[2] = {static_cast<hsize_t>(chunk_rows_for(rows, row_bytes)), static_cast<hsize_t>(row_bytes)};
   check(H5Pset_chunk(dcpl, 2, chunk), "chunking of " + name);
+  check(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "fill time of " + name);
+  check(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_INCR), "allocation time of " + name);
+  check(H5Pset_obj_track_times(dcpl, false), "time tracking of " + name);  // reproducible files
   const hid_t ds = H5Dcreate2(parent, name.c_str(), H5T_NATIVE_UINT8, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
   if (ds < 0) fail("HDF5: creating dataset '{}' failed", name);
   return ds;
+}
+
+// Writes rows x row_bytes bytes (rows `stride` bytes apart in src) into a dataset made by
+// create_bytes_dataset, chunk by chunk with H5Dwrite_chunk: straight to the file, no pass
+// through HDF5's chunk cache. Each chunk is hashed just before it goes out, while it is in
+// cache; rows that are not contiguous (column slices) are gathered into one reused chunk
+// buffer. The last chunk is padded to the full chunk size, as HDF5 stores edge chunks.
+// Returns the checksum of all the bytes.
+std::string write_bytes(hid_t ds, const std::string& name, const uint8_t* src, int64_t rows, int64_t row_bytes,
+                        int64_t stride) {
+  const int64_t chunk_rows = chunk_rows_for(rows, row_bytes);
+  const size_t chunk_bytes = static_cast<size_t>(chunk_rows * row_bytes);
+  Fnv1a64x4 h;
+  std::vector<uint8_t> buf;
+  for (int64_t r = 0; r < rows; r += chunk_rows) {
+    const int64_t n_rows = std::min(chunk_rows, rows - r);
+    const size_t n = static_cast<size_t>(n_rows * row_bytes);
+    const uint8_t* p = src + r * stride;
+    if (n < chunk_bytes || stride != row_bytes) {
+      buf.resize(chunk_bytes);
+      gather_rows(buf.data(), p, n_rows, row_bytes, stride);
+      std::memset(buf.data() + n, 0, chunk_bytes - n);
+      p = buf.data();
+    }
+    h.update(p, n);
+    const hsize_t offset[2] = {static_cast<hsize_t>(r), 0};
+    check(H5Dwrite_chunk(ds, H5P_DEFAULT, 0, offset, chunk_bytes, p), "writing " + name);
+  }
+  return h.hex();
 }
 
 std::string read_string_attr(hid_t obj, const char* name, const std::string& path) {
@@ -112,16 +191,11 @@ hid_t open_tensor(hid_t file, const std::string& path, const std::string& name) 
   return id;
 }
 
-// The manifest's whole-file checksum (fnv1a64x4, util/checksum.h).
+// The manifest's whole-file checksum (fnv1a64x4, util/checksum.h), read through a private map
+// of the file just written (its pages are still in the page cache: no copy into a buffer).
 std::string file_checksum(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> buf(size_t{1} << 22);
-  Fnv1a64x4 h;
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    h.update(buf.data(), static_cast<size_t>(in.gcount()));
-  }
-  return h.hex();
+  const MappedFile m(path);
+  return Fnv1a64x4::of(m.data(), m.size());
 }
 
 }  // namespace
@@ -185,38 +259,10 @@ PartBytes part_layout(const Part& part) {
 }
 
 PartBytes part_bytes(const Part& part) {
-  const gguf::TensorInfo& t = *part.tensor;
-  const kern::TypeTraits& tt = kern::traits(t.type);
-  const int64_t bs = tt.block_size, ts = static_cast<int64_t>(tt.type_size);
-  const int64_t cols = t.ne[0];
-  int64_t rows = 1;
-  for (size_t i = 1; i < t.ne.size(); ++i) rows *= t.ne[i];
-  const int64_t full_row = cols / bs * ts;
-  PartBytes out;
-  out.ne = t.ne;
-  const plan::Slice& s = part.slice;
-  if (s.dim < 0) {
-    out.rows = rows;
-    out.row_bytes = full_row;
-    out.data.assign(t.data, t.data + rows * full_row);
-  } else if (s.dim == 1) {
-    out.rows = s.end - s.begin;
-    out.row_bytes = full_row;
-    out.ne[1] = out.rows;
-    out.data.assign(t.data + s.begin * full_row, t.data + s.end * full_row);
-  } else {
-    if (s.begin % bs != 0 || s.end % bs != 0) {
-      fail("tensor '{}': column slice [{}, {}) cuts {}-element blocks", t.name, s.begin, s.end, bs);
-    }
-    out.rows = rows;
-    out.row_bytes = (s.end - s.begin) / bs * ts;
-    out.ne[0] = s.end - s.begin;
-    out.data.resize(static_cast<size_t>(out.rows * out.row_bytes));
-    for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(out.data.data() + r * out.row_bytes, t.data + r * full_row + s.begin / bs * ts,
-                  static_cast<size_t>(out.row_bytes));
-    }
-  }
+  PartBytes out = part_layout(part);
+  const PartSource src = part_source(part);
+  out.data.resize(static_cast<size_t>(out.rows * out.row_bytes));
+  gather_rows(out.data.data(), src.data, out.rows, out.row_bytes, src.stride);
   return out;
 }
 
@@ -253,11 +299,10 @@ ShardWritten write_shard(const gguf::File& f, const plan::Plan& p, int rank, con
     {
       const int64_t n = static_cast<int64_t>(f.data_offset());
       H5 ds(create_bytes_dataset(file, "gguf_header", 1, n), H5Dclose, "gguf_header");
-      check(H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, f.bytes()), "writing gguf_header");
-      attr_string(ds, "checksum", Fnv1a64x4::of(f.bytes(), static_cast<size_t>(n)));
+      attr_string(ds, "checksum", write_bytes(ds, "gguf_header", f.bytes(), 1, n, n));
     }
     {
-      H5 meta(H5Gcreate2(file, "metadata", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose, "group metadata");
+      H5 meta(create_group(file, "metadata"), H5Gclose, "group metadata");
       for (const auto& [key, v] : f.metadata()) {
         if (v.type == gguf::ValueType::STRING) {
           if (v.s.size() <= 16384) attr_string(meta, key.c_str(), v.s);
@@ -271,17 +316,14 @@ ShardWritten write_shard(const gguf::File& f, const plan::Plan& p, int rank, con
         }
       }
     }
-    H5 tensors(H5Gcreate2(file, "tensors", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose, "group tensors");
+    H5 tensors(create_group(file, "tensors"), H5Gclose, "group tensors");
     for (const Part& pt : parts) {
-      // Whole tensors and row slices are contiguous in the mapped GGUF and go to HDF5 straight
-      // from there; column slices are gathered first.
-      const PartBytes b = pt.slice.dim == 0 ? part_bytes(pt) : part_layout(pt);
-      const uint8_t* src = pt.slice.dim == 0 ? b.data.data()
-                                             : pt.tensor->data + (pt.slice.dim == 1 ? pt.slice.begin * b.row_bytes : 0);
+      // Rows go to HDF5 straight from the mapped GGUF (column slices gathered a chunk at a time).
+      const PartBytes b = part_layout(pt);
+      const PartSource src = part_source(pt);
       const std::string& name = pt.tensor->name;
       H5 ds(create_bytes_dataset(tensors, name, b.rows, b.row_bytes), H5Dclose, name);
-      check(H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, src), "writing " + name);
-      attr_string(ds, "checksum", Fnv1a64x4::of(src, static_cast<size_t>(b.rows * b.row_bytes)));
+      attr_string(ds, "checksum", write_bytes(ds, name, src.data, b.rows, b.row_bytes, src.stride));
       attr_string(ds, "ggml_type", std::string(kern::type_name(pt.tensor->type)));
       attr_int(ds, "ggml_type_id", static_cast<int64_t>(pt.tensor->type));
       attr_ints(ds, "shape", pt.tensor->ne);
