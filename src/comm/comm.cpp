@@ -1,0 +1,68 @@
+#include "comm/comm.h"
+
+#include <cstdlib>
+#include <thread>
+
+namespace ranklm::comm {
+
+const char* tag_name(Tag t) {
+  switch (t) {
+    case Tag::kHidden: return "hidden states";
+    case Tag::kRing: return "allreduce segment";
+    case Tag::kTokens: return "sampled tokens";
+    case Tag::kLogits: return "logits";
+    case Tag::kControl: return "step command";
+  }
+  return "message";
+}
+
+bool Request::test() {
+  if (!impl_) return true;
+  if (!impl_->test()) return false;
+  impl_.reset();
+  return true;
+}
+
+Comm::Comm() : timeout_(60000) {
+  if (const char* s = std::getenv("RANKLM_COMM_TIMEOUT"); s && *s) {
+    char* end = nullptr;
+    const double secs = std::strtod(s, &end);
+    if (*end != '\0' || !(secs > 0)) fail("RANKLM_COMM_TIMEOUT: '{}' is not a number of seconds > 0", s);
+    timeout_ = std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
+  }
+}
+
+void Comm::wait(Request& r, const char* what) {
+  if (r.test()) return;
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  const auto deadline = t0 + timeout_;
+  uint32_t spins = 0;
+  while (!r.test()) {
+    idle();
+    // Spin first (a TP allreduce round trip is microseconds), then back off so a rank waiting
+    // for a slow stage does not steal a core from compute on a shared host.
+    if (++spins > 20000) std::this_thread::sleep_for(std::chrono::microseconds(spins > 200000 ? 200 : 20));
+    if ((spins & 255) == 0 && clock::now() > deadline) {
+      const int p = r.peer();
+      throw CommError(fmt::format(
+          "rank {} (host {}): no {} from rank {} (host {}) within {:.0f} s while waiting for {}; rank {} "
+          "may have died or hung (raise RANKLM_COMM_TIMEOUT if a step can take longer)",
+          rank(), host(rank()), r.is_recv() ? std::string(tag_name(r.tag())) : "delivery of " + std::string(tag_name(r.tag())),
+          p, host(p), timeout_.count() / 1000.0, what, p));
+    }
+  }
+  wait_s_ += std::chrono::duration<double>(clock::now() - t0).count();
+}
+
+void Comm::send(const void* buf, size_t bytes, int dest, Tag tag, const char* what) {
+  Request r = isend(buf, bytes, dest, tag);
+  wait(r, what);
+}
+
+void Comm::recv(void* buf, size_t bytes, int src, Tag tag, const char* what) {
+  Request r = irecv(buf, bytes, src, tag);
+  wait(r, what);
+}
+
+}  // namespace ranklm::comm
