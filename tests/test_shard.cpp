@@ -33,30 +33,8 @@ struct PlanCase {
   std::vector<int64_t> layers;
 };
 
-std::vector<std::string> fixture_models() {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(std::string(RANKLM_FIXTURES_DIR) + "/models")) {
-    if (e.path().extension() == ".gguf") out.push_back(e.path().string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("ranklm-shard-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using test::fixture_models;
+using test::TempDir;
 
 // Puts shard datasets back into the GGUF layout and compares with the file.
 void expect_reassembles(const gguf::File& f, const plan::Plan& p, const std::string& dir, const std::string& label) {

@@ -1,7 +1,11 @@
 // Shared helpers for tests: fixture paths and deterministic random data.
 #pragma once
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <random>
@@ -10,6 +14,35 @@
 #include <vector>
 
 namespace ranklm::test {
+
+// Every fixture GGUF, sorted.
+inline std::vector<std::string> fixture_models() {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(RANKLM_FIXTURES_DIR) + "/models")) {
+    if (e.path().extension() == ".gguf") out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A fresh directory, removed with everything in it when the object goes.
+class TempDir {
+ public:
+  TempDir() {
+    static int counter = 0;
+    path_ = std::filesystem::temp_directory_path() /
+            ("ranklm-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string str() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
 
 inline std::string fixtures_dir() { return RANKLM_FIXTURES_DIR; }
 inline std::string fixture(const std::string& rel) { return fixtures_dir() + "/" + rel; }

@@ -5,6 +5,7 @@
 
 #include "runtime/cpu_binding.h"
 #include "cli/commands.h"
+#include "cli/distributed.h"
 #include "cli/logits_json.h"
 #include "cli/options.h"
 #include "io/gguf.h"
@@ -16,11 +17,12 @@ namespace ranklm::cli {
 
 int cmd_logits(const std::vector<std::string>& args) {
   po::options_description desc("logits options");
-  std::string model_path, shards, tokens;
+  std::string model_path, shards, tokens, allreduce = "f32";
   int greedy = 24, threads = default_threads();
   desc.add_options()
       ("model,m", po::value<std::string>(&model_path), "GGUF model file")
-      ("shards", po::value<std::string>(&shards), "or: the directory of a 1-rank plan's shards (ranklm-repack)")
+      ("shards", po::value<std::string>(&shards), "or: a shard directory (ranklm-repack); under mpirun, one rank per shard")
+      ("allreduce", po::value<std::string>(&allreduce)->default_value("f32"), "tensor-parallel allreduce payload: f32 or q8_0")
       ("threads,t", po::value<int>(&threads)->default_value(default_threads()), "worker threads")
       ("tokens", po::value<std::string>(&tokens)->required(), "prompt token ids, comma-separated")
       ("greedy", po::value<int>(&greedy)->default_value(24), "greedy continuation steps");
@@ -32,10 +34,32 @@ int cmd_logits(const std::vector<std::string>& args) {
   if (greedy < 0) fail("--greedy: {} must be >= 0", greedy);
   if (threads < 1) fail("--threads: {} must be >= 1", threads);
 
+  const auto prompt = parse_int_list<int32_t>("--tokens", tokens, 0, INT32_MAX);
+  const comm::Compression z = parse_compression(allreduce);
+  if (!shards.empty() && comm::launched_by_mpi()) {
+    // Shards of any plan, one rank per process under mpirun: rank 0 prints.
+    return with_world("logits", [&](comm::World& world) {
+      auto job = open_shard_job(world, shards, threads, 1, static_cast<int64_t>(prompt.size()) + greedy, z);
+      runtime::Executor& ex = *job->exec;
+      if (world.comm().rank() != 0) {
+        ex.serve();
+        return kExitOk;
+      }
+      const LogitsReport r = compute_logits_report(
+          ex.n_vocab(),
+          [&](const int32_t* tok, int64_t n_tok, int64_t pos0, int64_t n_out, float* logits) {
+            ex.forward(0, tok, n_tok, pos0, n_out, logits);
+          },
+          prompt, greedy);
+      ex.stop();
+      std::printf("%s\n", logits_report_json(r).c_str());
+      return kExitOk;
+    });
+  }
+  // One process: the GGUF, or a 1-rank plan's shard rebuilt into the GGUF's exact bytes.
   auto file = shards.empty() ? gguf::File::open(model_path) : shard::load_single_rank_model(shards);
   auto model = Model::load(*file);
   kern::ThreadPool pool(threads, core_binder(threads));
-  const auto prompt = parse_int_list<int32_t>("--tokens", tokens, 0, INT32_MAX);
   const LogitsReport r = compute_logits_report(*model, prompt, greedy, pool);
   std::printf("%s\n", logits_report_json(r).c_str());
   return kExitOk;

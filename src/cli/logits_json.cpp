@@ -11,15 +11,24 @@ namespace ranklm {
 
 LogitsReport compute_logits_report(Model& model, const std::vector<int32_t>& prompt, int n_greedy,
                                    kern::ThreadPool& pool) {
-  const int64_t nv = model.hparams().n_vocab;
+  KvCache cache = model.make_cache(static_cast<int64_t>(prompt.size()) + std::max(0, n_greedy));
+  return compute_logits_report(
+      model.hparams().n_vocab,
+      [&](const int32_t* tok, int64_t n_tok, int64_t pos0, int64_t n_out, float* logits) {
+        model.forward(tok, n_tok, pos0, cache, n_out == n_tok, logits, pool);
+      },
+      prompt, n_greedy);
+}
+
+LogitsReport compute_logits_report(int64_t nv, const ForwardFn& forward, const std::vector<int32_t>& prompt,
+                                   int n_greedy) {
   const int64_t n = static_cast<int64_t>(prompt.size());
   if (n == 0) fail("logits: --tokens is empty");
-  KvCache cache = model.make_cache(n + std::max(0, n_greedy));
   LogitsReport r;
   r.n_vocab = nv;
   r.prompt = prompt;
   std::vector<float> all(n * nv);
-  model.forward(prompt.data(), n, 0, cache, true, all.data(), pool);
+  forward(prompt.data(), n, 0, n, all.data());
   for (int64_t t = 0; t < n; ++t) r.logits.emplace_back(all.begin() + t * nv, all.begin() + (t + 1) * nv);
   std::vector<float> last(r.logits.back());
   std::vector<int32_t> idx(nv);
@@ -32,7 +41,7 @@ LogitsReport compute_logits_report(Model& model, const std::vector<int32_t>& pro
     r.greedy_top5.push_back(top);
     const int32_t tok = idx[0];
     r.greedy.push_back(tok);
-    if (step + 1 < n_greedy) model.forward(&tok, 1, n + step, cache, false, last.data(), pool);
+    if (step + 1 < n_greedy) forward(&tok, 1, n + step, 1, last.data());
   }
   return r;
 }

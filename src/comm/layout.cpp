@@ -26,6 +26,7 @@ Layout Layout::of(const plan::Plan& p, int rank) {
     }
   }
   l.first_stage = p.stages.front().ranks;
+  l.last_stage = p.stages.back().ranks;
   l.head_rank = p.stages.back().ranks.front();
   return l;
 }

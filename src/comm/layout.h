@@ -23,6 +23,7 @@ struct Layout {
   int hidden_from = -1;          // the rank sending this rank its input (-1 on the first stage)
   std::vector<int> hidden_to;    // the ranks this rank sends its output to (empty on the last stage)
   std::vector<int> first_stage;  // ranks of the first stage (they embed; sampled tokens go there)
+  std::vector<int> last_stage;   // ranks of the last stage (each computes a share of the logits)
   int head_rank = 0;             // last stage, TP index 0: samples and sends logits to rank 0
   bool is_first() const { return stage == 0; }
   bool is_last() const { return stage == n_stages - 1; }

@@ -195,6 +195,13 @@ std::unique_ptr<File> File::from_bytes(const std::string& name, std::vector<uint
   return f;
 }
 
+std::unique_ptr<File> File::header_only(const std::string& name, std::vector<uint8_t> bytes) {
+  std::unique_ptr<File> f(new File(std::make_unique<MappedFile>(name, std::move(bytes))));
+  f->header_only_ = true;
+  f->parse();
+  return f;
+}
+
 void File::parse() {
   const std::string& p = map_->path();
   Cursor c(p, map_->data(), map_->size());
@@ -297,6 +304,7 @@ void File::parse() {
   // The data section starts at the next multiple of the alignment after the header.
   const uint64_t hdr_end = c.pos();
   data_offset_ = (hdr_end + alignment_ - 1) / alignment_ * alignment_;
+  if (header_only_) return;  // no data section to check tensors against
   if (!tensors_.empty() && data_offset_ > map_->size()) {
     fail("{}: data section: starts at offset {} but the file is only {} bytes; the file is "
          "truncated",

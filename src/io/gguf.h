@@ -56,6 +56,9 @@ class File {
   static std::unique_ptr<File> open(const std::string& path);
   // Parses a whole GGUF image held in memory (`name` stands for the file in messages).
   static std::unique_ptr<File> from_bytes(const std::string& name, std::vector<uint8_t> bytes);
+  // Parses only the header, metadata and tensor table (the bytes before the data section, as a
+  // shard stores them): tensors have names, shapes and types but no data (data == nullptr).
+  static std::unique_ptr<File> header_only(const std::string& name, std::vector<uint8_t> bytes);
 
   const std::string& path() const { return map_->path(); }
   uint32_t version() const { return version_; }
@@ -89,6 +92,7 @@ class File {
  private:
   explicit File(std::unique_ptr<MappedFile> map) : map_(std::move(map)) {}
   void parse();
+  bool header_only_ = false;
 
   std::unique_ptr<MappedFile> map_;
   uint32_t version_ = 0;

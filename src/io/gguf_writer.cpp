@@ -134,7 +134,7 @@ size_t Writer::add_tensor(const std::string& name, std::vector<int64_t> ne, kern
   return tensors_.size() - 1;
 }
 
-void Writer::write(const std::string& path, const FillFn& fill, size_t chunk) const {
+std::vector<uint8_t> Writer::header() const {
   Buf h;
   h.pod<uint32_t>(kMagic);
   h.pod<uint32_t>(3);
@@ -159,7 +159,11 @@ void Writer::write(const std::string& path, const FillFn& fill, size_t chunk) co
     h.pod<uint64_t>(t.offset);
   }
   h.b.resize(align_up(h.b.size(), alignment_), '\0');
+  return std::vector<uint8_t>(h.b.begin(), h.b.end());
+}
 
+void Writer::write(const std::string& path, const FillFn& fill, size_t chunk) const {
+  const std::vector<uint8_t> hb = header();
   const std::string tmp = path + ".partial";
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) fail("{}: cannot create: {}", tmp, std::strerror(errno));
@@ -169,7 +173,7 @@ void Writer::write(const std::string& path, const FillFn& fill, size_t chunk) co
     std::filesystem::remove(tmp);
     fail("{}: {} failed: {} (check free disk space)", tmp, what, err);
   };
-  if (std::fwrite(h.b.data(), 1, h.b.size(), f) != h.b.size()) bail("write");
+  if (std::fwrite(hb.data(), 1, hb.size(), f) != hb.size()) bail("write");
   std::vector<uint8_t> buf;
   uint64_t pos = 0;
   static const uint8_t zeros[256] = {};

@@ -31,6 +31,12 @@ class Writer {
   size_t n_tensors() const { return tensors_.size(); }
   uint64_t tensor_bytes(size_t index) const { return tensors_[index].n_bytes; }
 
+  // The header, metadata and tensor table, padded to the alignment: the data section starts
+  // right after. tensor_offset(i) is tensor i's place in the data section, data_size() its size.
+  std::vector<uint8_t> header() const;
+  uint64_t tensor_offset(size_t index) const { return tensors_[index].offset; }
+  uint64_t data_size() const { return data_size_; }
+
   // Fills `n` bytes of tensor `index` starting at byte `offset` of that tensor.
   using FillFn = std::function<void(size_t index, uint64_t offset, uint8_t* dst, size_t n)>;
 

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 
+#include "io/gguf_writer.h"
 #include "plan/identity.h"
 #include "util/checksum.h"
 #include "util/mmap_file.h"
@@ -173,6 +174,23 @@ std::string write_bytes(hid_t ds, const std::string& name, const uint8_t* src, i
     check(H5Dwrite_chunk(ds, H5P_DEFAULT, 0, offset, chunk_bytes, p), "writing " + name);
   }
   return h.hex();
+}
+
+int64_t root_int(hid_t obj, const char* name, const std::string& path) {
+  if (H5Aexists(obj, name) <= 0) fail("{}: attribute '{}' missing: not a ranklm shard of this version", path, name);
+  H5 at(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose, name);
+  int64_t v = 0;
+  check(H5Aread(at, H5T_NATIVE_INT64, &v), name);
+  return v;
+}
+
+std::vector<int64_t> read_ints_attr(hid_t obj, const char* name, const std::string& path) {
+  if (H5Aexists(obj, name) <= 0) fail("{}: attribute '{}' missing: not a ranklm shard of this version", path, name);
+  H5 at(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose, name);
+  H5 space(H5Aget_space(at), H5Sclose, name);
+  std::vector<int64_t> v(static_cast<size_t>(H5Sget_simple_extent_npoints(space)));
+  check(H5Aread(at, H5T_NATIVE_INT64, v.data()), name);
+  return v;
 }
 
 std::string read_string_attr(hid_t obj, const char* name, const std::string& path) {
@@ -366,19 +384,8 @@ DatasetRead read_dataset_in(hid_t file, const std::string& path, const std::stri
     fail("{}: tensor '{}': data failed its checksum; the shard is damaged, rerun ranklm-repack for "
          "this rank", path, name);
   }
-  auto read_int = [&](const char* a) {
-    H5 at(H5Aopen(ds, a, H5P_DEFAULT), H5Aclose, a);
-    int64_t v = 0;
-    check(H5Aread(at, H5T_NATIVE_INT64, &v), a);
-    return v;
-  };
-  auto read_ints = [&](const char* a) {
-    H5 at(H5Aopen(ds, a, H5P_DEFAULT), H5Aclose, a);
-    H5 sp(H5Aget_space(at), H5Sclose, a);
-    std::vector<int64_t> v(static_cast<size_t>(H5Sget_simple_extent_npoints(sp)));
-    check(H5Aread(at, H5T_NATIVE_INT64, v.data()), a);
-    return v;
-  };
+  auto read_int = [&](const char* a) { return root_int(ds, a, path); };
+  auto read_ints = [&](const char* a) { return read_ints_attr(ds, a, path); };
   r.full_ne = read_ints("shape");
   r.bytes.ne = read_ints("slice_shape");
   r.slice.dim = static_cast<int>(read_int("slice_dim"));
@@ -398,14 +405,6 @@ DatasetRead read_dataset(const std::string& path, const std::string& name) {
 }
 
 namespace {
-
-int64_t root_int(hid_t file, const char* name, const std::string& path) {
-  if (H5Aexists(file, name) <= 0) fail("{}: attribute '{}' missing: not a ranklm shard", path, name);
-  H5 at(H5Aopen(file, name, H5P_DEFAULT), H5Aclose, name);
-  int64_t v = 0;
-  check(H5Aread(at, H5T_NATIVE_INT64, &v), name);
-  return v;
-}
 
 std::string root_string(hid_t file, const char* name, const std::string& path) {
   return read_string_attr(file, name, path);
@@ -514,26 +513,83 @@ ShardHeader check_shard(const std::string& dir, int rank, int world_size) {
   return h;
 }
 
+namespace {
+
+// The stored GGUF header, checked against its checksum and the shard's model hash.
+std::vector<uint8_t> read_header(hid_t file, const std::string& path, const ShardHeader& h) {
+  std::vector<uint8_t> header;
+  const hid_t id = H5Dopen2(file, "gguf_header", H5P_DEFAULT);
+  if (id < 0) fail("{}: dataset 'gguf_header' missing", path);
+  H5 ds(id, H5Dclose, "gguf_header");
+  H5 space(H5Dget_space(ds), H5Sclose, "dataspace");
+  header.resize(static_cast<size_t>(H5Sget_simple_extent_npoints(space)));
+  if (H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, header.data()) < 0 ||
+      Fnv1a64x4::of(header.data(), header.size()) != read_string_attr(ds, "checksum", path)) {
+    fail("{}: 'gguf_header' failed its checksum; the shard is damaged, rerun ranklm-repack", path);
+  }
+  if (plan::fnv1a64_hex(header.data(), header.size()) != h.model_hash) {
+    fail("{}: the stored GGUF header does not match the shard's model hash; rerun ranklm-repack", path);
+  }
+  return header;
+}
+
+// Reads tensor `name` of an open shard into dst (exactly `bytes` bytes), checking its checksum.
+void read_tensor_into(hid_t file, const std::string& path, const std::string& name, uint8_t* dst, size_t bytes) {
+  H5 ds(open_tensor(file, path, name), H5Dclose, name);
+  H5 space(H5Dget_space(ds), H5Sclose, "dataspace of " + name);
+  if (static_cast<size_t>(H5Sget_simple_extent_npoints(space)) != bytes) {
+    fail("{}: tensor '{}' holds {} bytes, its attributes say {}; the shard is damaged, rerun ranklm-repack",
+         path, name, H5Sget_simple_extent_npoints(space), bytes);
+  }
+  if (H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
+    fail("{}: tensor '{}': its data cannot be read (damaged file?); rerun ranklm-repack", path, name);
+  }
+  if (Fnv1a64x4::of(dst, bytes) != read_string_attr(ds, "checksum", path)) {
+    fail("{}: tensor '{}': data failed its checksum; the shard is damaged, rerun ranklm-repack for "
+         "this rank", path, name);
+  }
+}
+
+}  // namespace
+
+RankFile load_rank_file(const std::string& dir, int rank, int world_size) {
+  RankFile out;
+  out.header = check_shard(dir, rank, world_size);
+  const std::string path = dir + "/" + shard_name(rank);
+  out.plan = plan::from_json(nlohmann::json::parse(out.header.plan_json), path + ": attribute 'plan'");
+  H5 file(open_shard_file(path, rank), H5Fclose, path);
+  out.model = gguf::File::header_only(path, read_header(file, path, out.header));
+  // This rank's tensors in GGUF order, with their stored (sliced) shapes, under the model's
+  // metadata: a GGUF image of just this part.
+  gguf::Writer w(out.model->alignment());
+  for (const auto& [k, v] : out.model->metadata()) {
+    if (k != "general.alignment") w.set(k, v);
+  }
+  std::vector<std::string> names;
+  for (const gguf::TensorInfo& t : out.model->tensors()) {
+    const std::string full = "tensors/" + t.name;
+    if (H5Lexists(file, full.c_str(), H5P_DEFAULT) <= 0) continue;
+    H5 ds(open_tensor(file, path, t.name), H5Dclose, t.name);
+    w.add_tensor(t.name, read_ints_attr(ds, "slice_shape", path), t.type);
+    names.push_back(t.name);
+  }
+  if (names.empty()) fail("{}: holds no tensors; rerun ranklm-repack for rank {}", path, rank);
+  std::vector<uint8_t> image = w.header();
+  const size_t data_at = image.size();
+  image.resize(data_at + w.data_size(), 0);
+  for (size_t i = 0; i < names.size(); ++i) {
+    read_tensor_into(file, path, names[i], image.data() + data_at + w.tensor_offset(i), w.tensor_bytes(i));
+  }
+  out.file = gguf::File::from_bytes(path, std::move(image));
+  return out;
+}
+
 std::unique_ptr<gguf::File> load_single_rank_model(const std::string& dir) {
   const ShardHeader h = check_shard(dir, 0, 1);
   const std::string path = dir + "/" + shard_name(0);
   // One open of the file for the header, its size and every tensor.
   H5 file(open_shard_file(path, 0), H5Fclose, path);
-  std::vector<uint8_t> header;
-  {
-    const hid_t id = H5Dopen2(file, "gguf_header", H5P_DEFAULT);
-    if (id < 0) fail("{}: dataset 'gguf_header' missing", path);
-    H5 ds(id, H5Dclose, "gguf_header");
-    H5 space(H5Dget_space(ds), H5Sclose, "dataspace");
-    header.resize(static_cast<size_t>(H5Sget_simple_extent_npoints(space)));
-    if (H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, header.data()) < 0 ||
-        Fnv1a64x4::of(header.data(), header.size()) != read_string_attr(ds, "checksum", path)) {
-      fail("{}: 'gguf_header' failed its checksum; the shard is damaged, rerun ranklm-repack", path);
-    }
-  }
-  if (plan::fnv1a64_hex(header.data(), header.size()) != h.model_hash) {
-    fail("{}: the stored GGUF header does not match the shard's model hash; rerun ranklm-repack", path);
-  }
+  const std::vector<uint8_t> header = read_header(file, path, h);
   const int64_t file_size = root_int(file, "gguf_file_size", path);
   if (file_size < static_cast<int64_t>(header.size())) fail("{}: 'gguf_file_size' {} is smaller than the header", path, file_size);
   // The image: the header, then zeros where the data goes; parsed once (which checks every
@@ -543,12 +599,13 @@ std::unique_ptr<gguf::File> load_single_rank_model(const std::string& dir) {
   std::memcpy(image.data(), header.data(), header.size());
   auto model = gguf::File::from_bytes(path, std::move(image));
   for (const gguf::TensorInfo& t : model->tensors()) {
-    const DatasetRead d = read_dataset_in(file, path, t.name);
-    if (d.slice.dim >= 0 || d.bytes.data.size() != t.n_bytes) {
+    H5 ds(open_tensor(file, path, t.name), H5Dclose, t.name);
+    if (root_int(ds, "slice_dim", path) >= 0) {
       fail("{}: tensor '{}' is a slice; a single-rank load needs whole tensors (use a 1-rank plan)", path, t.name);
     }
-    std::memcpy(const_cast<uint8_t*>(t.data), d.bytes.data.data(), t.n_bytes);
+    read_tensor_into(file, path, t.name, const_cast<uint8_t*>(t.data), t.n_bytes);
   }
   return model;
 }
+
 }  // namespace ranklm::shard

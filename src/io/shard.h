@@ -90,4 +90,16 @@ ShardHeader check_shard(const std::string& dir, int rank, int world_size);
 // the model loaded from the GGUF.
 std::unique_ptr<gguf::File> load_single_rank_model(const std::string& dir);
 
+// What rank `rank` of a job of `world_size` ranks runs, from its own shard only: the file's
+// tensors (sliced, under their GGUF names, each read through its checksum) with the whole
+// model's metadata, as an in-memory GGUF (`file`); the whole model's tensor table (`model`,
+// shapes and types, no data); and the plan the shard was made for.
+struct RankFile {
+  ShardHeader header;
+  plan::Plan plan;
+  std::unique_ptr<gguf::File> model;  // header only
+  std::unique_ptr<gguf::File> file;
+};
+RankFile load_rank_file(const std::string& dir, int rank, int world_size);
+
 }  // namespace ranklm::shard

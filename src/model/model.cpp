@@ -30,11 +30,12 @@ KvCache::KvCache(int64_t n_layer, int64_t n_ctx_, int64_t kv_dim_)
   }
 }
 
-std::unique_ptr<Model> Model::load(const gguf::File& f) {
+std::unique_ptr<Model> Model::load(const gguf::File& f, const ModelPart& part) {
   const std::string arch = f.get_string("general.architecture");
   for (const auto& a : kArchs) {
     if (arch == a.name) {
       auto m = std::make_unique<Model>();
+      m->part_ = part;
       a.build(f, *m);
       m->pack_weights(f);
       return m;
@@ -55,10 +56,10 @@ void Model::pack_weights(const gguf::File& f) {
     packed_.push_back(std::move(storage));
     w = p;
   };
-  pack(tok_embd);
+  if (tok_embd.data) pack(tok_embd);
   if (hp_.tied_output) {
     output = tok_embd;
-  } else {
+  } else if (output.data) {
     pack(output);
   }
   for (LayerWeights& L : layers) {
@@ -67,7 +68,7 @@ void Model::pack_weights(const gguf::File& f) {
 }
 
 KvCache Model::make_cache(int64_t n_ctx) const {
-  return KvCache(hp_.n_layer, n_ctx, hp_.n_head_kv * hp_.head_dim);
+  return KvCache(part_.layer_end - part_.layer_begin, n_ctx, part_.n_head_kv * hp_.head_dim);
 }
 
 HParams read_common_hparams(const gguf::File& f, const std::string& arch) {
@@ -145,46 +146,83 @@ std::vector<float> vector_f32(const gguf::File& f, const std::string& name, int6
   return out;
 }
 
+namespace {
+
+// Fills the defaults of a part (everything) and checks it against the hyperparameters.
+void settle_part(const gguf::File& f, const HParams& hp, ModelPart& pt) {
+  if (pt.layer_end < 0) pt.layer_end = hp.n_layer;
+  if (pt.n_head == 0) pt.n_head = hp.n_head;
+  if (pt.n_head_kv == 0) pt.n_head_kv = hp.n_head_kv;
+  if (pt.n_ff == 0) pt.n_ff = hp.n_ff;
+  if (pt.layer_begin < 0 || pt.layer_begin > pt.layer_end || pt.layer_end > hp.n_layer) {
+    fail("{}: layers [{}, {}) are not a range of the model's {} layers", f.path(), pt.layer_begin, pt.layer_end, hp.n_layer);
+  }
+  if (pt.n_head < 1 || pt.n_head > hp.n_head || pt.n_head_kv < 1 || pt.n_head_kv > hp.n_head_kv ||
+      pt.n_head % pt.n_head_kv != 0 || pt.n_ff < 1 || pt.n_ff > hp.n_ff) {
+    fail("{}: this rank's share ({} heads, {} KV heads, FFN {}) does not fit the model ({}, {}, {})", f.path(),
+         pt.n_head, pt.n_head_kv, pt.n_ff, hp.n_head, hp.n_head_kv, hp.n_ff);
+  }
+}
+
+// The vocabulary size, from whichever of the embedding, the head or the tokenizer this file has.
+int64_t vocab_size(const gguf::File& f) {
+  for (const char* name : {"token_embd.weight", "output.weight"}) {
+    if (const gguf::TensorInfo* t = f.find_tensor(name); t && t->ne.size() == 2) return t->ne[1];
+  }
+  if (const gguf::Value* v = f.find("tokenizer.ggml.tokens"); v && v->type == gguf::ValueType::ARRAY) {
+    return static_cast<int64_t>(v->arr.size());
+  }
+  return 0;
+}
+
+}  // namespace
+
 void load_decoder_weights(const gguf::File& f, Model& m) {
   HParams& hp = m.hp_;
-  const gguf::TensorInfo& emb = f.tensor("token_embd.weight");
-  if (emb.ne.size() != 2 || emb.ne[0] != hp.n_embd) {
-    fail("{}: tensor 'token_embd.weight': shape {} (expected [{}, n_vocab])", f.path(),
-         emb.shape_string(), hp.n_embd);
+  ModelPart& pt = m.part_;
+  settle_part(f, hp, pt);
+  hp.n_vocab = vocab_size(f);
+  hp.tied_output = !f.find_tensor("output.weight") && (pt.embed || pt.head) ? true : false;
+  if (pt.embed || (pt.head && hp.tied_output)) {
+    const gguf::TensorInfo& emb = f.tensor("token_embd.weight");
+    if (emb.ne.size() != 2 || emb.ne[0] != hp.n_embd) {
+      fail("{}: tensor 'token_embd.weight': shape {} (expected [{}, n_vocab])", f.path(),
+           emb.shape_string(), hp.n_embd);
+    }
+    m.tok_embd = matrix(f, "token_embd.weight", hp.n_vocab, hp.n_embd);
   }
-  hp.n_vocab = emb.ne[1];
-  m.tok_embd = matrix(f, "token_embd.weight", hp.n_vocab, hp.n_embd);
-  m.output_norm = vector_f32(f, "output_norm.weight", hp.n_embd);
-  if (f.find_tensor("output.weight")) {
-    m.output = matrix(f, "output.weight", hp.n_vocab, hp.n_embd);
-    hp.tied_output = false;
-  } else {
-    m.output = m.tok_embd;
-    hp.tied_output = true;
+  if (pt.head) {
+    if (pt.vocab_end < 0) pt.vocab_end = hp.n_vocab;
+    if (pt.vocab_begin < 0 || pt.vocab_begin >= pt.vocab_end || pt.vocab_end > hp.n_vocab) {
+      fail("{}: vocabulary rows [{}, {}) are not a range of the {} tokens", f.path(), pt.vocab_begin, pt.vocab_end, hp.n_vocab);
+    }
+    m.output_norm = vector_f32(f, "output_norm.weight", hp.n_embd);
+    m.output = hp.tied_output ? m.tok_embd : matrix(f, "output.weight", hp.n_vocab, hp.n_embd);
   }
   if (f.find_tensor("rope_freqs.weight")) {
     m.rope_freq_factors = vector_f32(f, "rope_freqs.weight", hp.rope.n_dims / 2);
   }
-  const int64_t q_dim = hp.n_head * hp.head_dim;
-  const int64_t kv_dim = hp.n_head_kv * hp.head_dim;
-  m.layers.resize(static_cast<size_t>(hp.n_layer));
-  for (int64_t il = 0; il < hp.n_layer; ++il) {
+  const int64_t q_dim = pt.n_head * hp.head_dim;
+  const int64_t kv_dim = pt.n_head_kv * hp.head_dim;
+  const int64_t wo_cols = pt.wo_gather ? hp.n_head * hp.head_dim : q_dim;
+  m.layers.resize(static_cast<size_t>(pt.layer_end - pt.layer_begin));
+  for (int64_t il = pt.layer_begin; il < pt.layer_end; ++il) {
     const std::string b = "blk." + std::to_string(il) + ".";
-    LayerWeights& L = m.layers[il];
+    LayerWeights& L = m.layers[static_cast<size_t>(il - pt.layer_begin)];
     L.attn_norm = vector_f32(f, b + "attn_norm.weight", hp.n_embd);
     L.wq = matrix(f, b + "attn_q.weight", q_dim, hp.n_embd);
     L.wk = matrix(f, b + "attn_k.weight", kv_dim, hp.n_embd);
     L.wv = matrix(f, b + "attn_v.weight", kv_dim, hp.n_embd);
-    L.wo = matrix(f, b + "attn_output.weight", hp.n_embd, q_dim);
+    L.wo = matrix(f, b + "attn_output.weight", hp.n_embd, wo_cols);
     if (hp.qkv_bias) {
       L.bq = vector_f32(f, b + "attn_q.bias", q_dim);
       L.bk = vector_f32(f, b + "attn_k.bias", kv_dim);
       L.bv = vector_f32(f, b + "attn_v.bias", kv_dim);
     }
     L.ffn_norm = vector_f32(f, b + "ffn_norm.weight", hp.n_embd);
-    L.w_gate = matrix(f, b + "ffn_gate.weight", hp.n_ff, hp.n_embd);
-    L.w_up = matrix(f, b + "ffn_up.weight", hp.n_ff, hp.n_embd);
-    L.w_down = matrix(f, b + "ffn_down.weight", hp.n_embd, hp.n_ff);
+    L.w_gate = matrix(f, b + "ffn_gate.weight", pt.n_ff, hp.n_embd);
+    L.w_up = matrix(f, b + "ffn_up.weight", pt.n_ff, hp.n_embd);
+    L.w_down = matrix(f, b + "ffn_down.weight", hp.n_embd, pt.n_ff);
   }
 }
 
@@ -199,10 +237,12 @@ void add_bias(float* y, const std::vector<float>& b, int64_t n_tok) {
 void Model::layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvCache& cache,
                           kern::ThreadPool& pool) {
   const HParams& hp = hp_;
-  const LayerWeights& L = layers[il];
+  const ModelPart& pt = part_;
+  const LayerWeights& L = layers[static_cast<size_t>(il)];  // il: this part's layer index
   const int64_t n_embd = hp.n_embd;
-  const int64_t q_dim = hp.n_head * hp.head_dim;
-  const int64_t kv_dim = hp.n_head_kv * hp.head_dim;
+  const int64_t n_head = pt.n_head, n_head_kv = pt.n_head_kv, n_ff = pt.n_ff;
+  const int64_t q_dim = n_head * hp.head_dim;
+  const int64_t kv_dim = n_head_kv * hp.head_dim;
 
   auto sized = [](auto& vec, int64_t n) -> auto& {
     if (static_cast<int64_t>(vec.size()) < n) vec.resize(static_cast<size_t>(n));
@@ -242,58 +282,86 @@ void Model::layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvC
   uint16_t* kc = cache.k[il].data();
   uint16_t* vc = cache.v[il].data();
   per_token([&](int64_t t0, int64_t t1) {
-    kern::rope_inplace(q.data() + t0 * q_dim, t1 - t0, static_cast<int>(hp.n_head), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
-    kern::rope_inplace(k.data() + t0 * kv_dim, t1 - t0, static_cast<int>(hp.n_head_kv), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
+    kern::rope_inplace(q.data() + t0 * q_dim, t1 - t0, static_cast<int>(n_head), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
+    kern::rope_inplace(k.data() + t0 * kv_dim, t1 - t0, static_cast<int>(n_head_kv), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
     for (int64_t i = t0 * kv_dim; i < t1 * kv_dim; ++i) {
       kc[pos0 * kv_dim + i] = kern::fp32_to_fp16(k[i]);
       vc[pos0 * kv_dim + i] = kern::fp32_to_fp16(v[i]);
     }
   });
   const float scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
-  kern::attention(q.data(), kc, vc, n_tok, pos0, static_cast<int>(hp.n_head),
-                  static_cast<int>(hp.n_head_kv), static_cast<int>(hp.head_dim), scale,
+  kern::attention(q.data(), kc, vc, n_tok, pos0, static_cast<int>(n_head),
+                  static_cast<int>(n_head_kv), static_cast<int>(hp.head_dim), scale,
                   attn.data(), pool);
-  kern::matmul(L.wo, attn.data(), n_tok, cur.data(), pool, scratch_);
+  if (pt.wo_gather) {
+    // Whole attn_output here: every member's heads first, then no sum afterwards.
+    std::vector<float>& full = sized(buf_.attn_full, n_tok * hp.n_head * hp.head_dim);
+    tp.gather_heads(attn.data(), n_tok, full.data());
+    kern::matmul(L.wo, full.data(), n_tok, cur.data(), pool, scratch_);
+  } else {
+    kern::matmul(L.wo, attn.data(), n_tok, cur.data(), pool, scratch_);
+    if (tp.allreduce) tp.allreduce(cur.data(), n_tok * n_embd);
+  }
   add_residual();
 
   // --- feed-forward block (SwiGLU) ---
-  std::vector<float>& gate = sized(buf_.gate, n_tok * hp.n_ff);  // [n_tok, n_ff]
-  std::vector<float>& up = sized(buf_.up, n_tok * hp.n_ff);
+  std::vector<float>& gate = sized(buf_.gate, n_tok * n_ff);  // [n_tok, n_ff]
+  std::vector<float>& up = sized(buf_.up, n_tok * n_ff);
   norm(L.ffn_norm);
   kern::matmul(L.w_gate, cur.data(), n_tok, gate.data(), pool, scratch_);
   kern::matmul(L.w_up, cur.data(), n_tok, up.data(), pool, scratch_);
   per_token([&](int64_t t0, int64_t t1) {
-    kern::silu_mul_inplace(gate.data() + t0 * hp.n_ff, up.data() + t0 * hp.n_ff, (t1 - t0) * hp.n_ff);
+    kern::silu_mul_inplace(gate.data() + t0 * n_ff, up.data() + t0 * n_ff, (t1 - t0) * n_ff);
   });
   kern::matmul(L.w_down, gate.data(), n_tok, cur.data(), pool, scratch_);
+  if (tp.allreduce) tp.allreduce(cur.data(), n_tok * n_embd);
   add_residual();
 }
 
-void Model::forward(const int32_t* tokens, int64_t n_tok, int64_t pos0, KvCache& cache,
-                    bool all_logits, float* logits, kern::ThreadPool& pool) {
+void Model::embed(const int32_t* tokens, int64_t n_tok, float* x) const {
   const HParams& hp = hp_;
+  if (!tok_embd.data) fail("this rank holds no embedding (it is not on the first pipeline stage)");
+  for (int64_t t = 0; t < n_tok; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= hp.n_vocab) {
+      fail("token id {} at batch index {} is outside the vocabulary (0..{})", tokens[t], t,
+           hp.n_vocab - 1);
+    }
+    kern::get_row(tok_embd, tokens[t], x + t * hp.n_embd);
+  }
+}
+
+void Model::run_layers(float* x, int64_t n_tok, int64_t pos0, KvCache& cache, kern::ThreadPool& pool) {
   if (n_tok <= 0) fail("forward: empty batch");
   if (pos0 < 0 || pos0 + n_tok > cache.n_ctx) {
     fail("context full: positions {}..{} exceed the context size {}; raise --ctx-size or shorten "
          "the prompt",
          pos0, pos0 + n_tok - 1, cache.n_ctx);
   }
-  std::vector<float> x(n_tok * hp.n_embd);  // [n_tok, n_embd] residual stream
-  for (int64_t t = 0; t < n_tok; ++t) {
-    if (tokens[t] < 0 || tokens[t] >= hp.n_vocab) {
-      fail("token id {} at batch index {} is outside the vocabulary (0..{})", tokens[t], t,
-           hp.n_vocab - 1);
-    }
-    kern::get_row(tok_embd, tokens[t], x.data() + t * hp.n_embd);
-  }
-  for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(il, x.data(), n_tok, pos0, cache, pool);
+  for (int64_t il = 0; il < static_cast<int64_t>(layers.size()); ++il) layer_forward(il, x, n_tok, pos0, cache, pool);
+}
 
-  const int64_t first = all_logits ? 0 : n_tok - 1;
-  const int64_t n_out = n_tok - first;
-  std::vector<float> normed(n_out * hp.n_embd);
-  kern::rms_norm(x.data() + first * hp.n_embd, output_norm.data(), n_out, hp.n_embd, hp.rms_eps,
-                 normed.data());
-  kern::matmul(output, normed.data(), n_out, logits, pool, scratch_);
+void Model::head(const float* x, int64_t n_tok, int64_t n_out, float* logits, kern::ThreadPool& pool) {
+  const HParams& hp = hp_;
+  if (!output.data) fail("this rank holds no output head (it is not on the last pipeline stage)");
+  const int64_t first = n_tok - n_out;
+  std::vector<float> normed(static_cast<size_t>(n_out * hp.n_embd));
+  kern::rms_norm(x + first * hp.n_embd, output_norm.data(), n_out, hp.n_embd, hp.rms_eps, normed.data());
+  kern::MatrixView rows = output;
+  if (part_.vocab_begin > 0 || part_.vocab_end < output.rows) {
+    rows.data = static_cast<const uint8_t*>(output.data) +
+                static_cast<size_t>(part_.vocab_begin) * kern::row_bytes(kern::traits(output.type), output.cols);
+    rows.rows = part_.vocab_end - part_.vocab_begin;
+  }
+  kern::matmul(rows, normed.data(), n_out, logits, pool, scratch_);
+}
+
+void Model::forward(const int32_t* tokens, int64_t n_tok, int64_t pos0, KvCache& cache,
+                    bool all_logits, float* logits, kern::ThreadPool& pool) {
+  if (n_tok <= 0) fail("forward: empty batch");
+  std::vector<float> x(static_cast<size_t>(n_tok * hp_.n_embd));  // [n_tok, n_embd] residual stream
+  embed(tokens, n_tok, x.data());
+  run_layers(x.data(), n_tok, pos0, cache, pool);
+  head(x.data(), n_tok, all_logits ? n_tok : 1, logits, pool);
 }
 
 }  // namespace ranklm

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,26 @@ struct LayerWeights {
   kern::MatrixView w_gate, w_up, w_down;  // [n_ff, n_embd] x2, [n_embd, n_ff]
 };
 
+// The part of the model one rank runs (docs/ARCHITECTURE.md, execution model): a range of
+// layers, its tensor-parallel share of every layer's heads and FFN, and whether it embeds
+// and/or applies the output head (its share of the vocabulary). The default is everything.
+struct ModelPart {
+  int64_t layer_begin = 0, layer_end = -1;  // -1: to the last layer
+  bool embed = true;
+  bool head = true;
+  int64_t n_head = 0, n_head_kv = 0, n_ff = 0;  // this rank's counts; 0: the model's
+  bool wo_gather = false;      // attn_output whole here: gather the heads' outputs before it
+  int64_t vocab_begin = 0, vocab_end = -1;      // output rows this rank computes; -1: all
+};
+
+// Tensor-parallel collectives the layers call (set by the executor; unset on one rank).
+struct TpHooks {
+  // Sums x[0..n) over the TP group (after attention output and FFN down).
+  std::function<void(float* x, int64_t n)> allreduce;
+  // Gathers every member's [n_tok, local] attention heads into [n_tok, full] (wo_gather).
+  std::function<void(const float* local, int64_t n_tok, float* full)> gather_heads;
+};
+
 // Keys and values of every layer, fp16, for positions 0 .. n_ctx-1.
 struct KvCache {
   int64_t n_ctx = 0;
@@ -52,10 +73,20 @@ struct KvCache {
 class Model {
  public:
   // Loads the architecture named in general.architecture. The File must outlive the Model.
-  static std::unique_ptr<Model> load(const gguf::File& file);
+  // With a part, the file holds only that part's tensors (sliced shapes, GGUF names) and the
+  // whole model's metadata (io/shard.h builds such files from shards).
+  static std::unique_ptr<Model> load(const gguf::File& file, const ModelPart& part = {});
 
   const HParams& hparams() const { return hp_; }
-  KvCache make_cache(int64_t n_ctx) const;
+  const ModelPart& part() const { return part_; }
+  KvCache make_cache(int64_t n_ctx) const;  // this part's layers and KV heads
+  TpHooks tp;
+
+  // The three pieces of forward, for ranks that hold only some of them. x is [n_tok, n_embd].
+  void embed(const int32_t* tokens, int64_t n_tok, float* x) const;
+  void run_layers(float* x, int64_t n_tok, int64_t pos0, KvCache& cache, kern::ThreadPool& pool);
+  // Output norm and head for the last n_out rows of x: logits [n_out, vocab_end - vocab_begin].
+  void head(const float* x, int64_t n_tok, int64_t n_out, float* logits, kern::ThreadPool& pool);
 
   // Runs tokens[0..n_tok) at positions pos0.. (the cache must hold 0..pos0-1). Writes logits
   // [n_tok, n_vocab] when all_logits, else only the last token's [n_vocab].
@@ -64,6 +95,7 @@ class Model {
 
   // Architecture builders fill these.
   HParams hp_;
+  ModelPart part_;
   kern::MatrixView tok_embd{};
   kern::MatrixView output{};
   std::vector<float> output_norm;
@@ -81,7 +113,7 @@ class Model {
   // Activation buffers of layer_forward, kept between calls (grown, never shrunk) so a batch
   // does not allocate and fault in fresh pages in every layer.
   struct Buffers {
-    std::vector<float> cur, q, k, v, attn, gate, up;
+    std::vector<float> cur, q, k, v, attn, attn_full, gate, up;
     std::vector<int32_t> pos;
   } buf_;
   std::vector<std::vector<uint8_t>> packed_;  // storage of repacked matrices

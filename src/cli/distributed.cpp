@@ -1,0 +1,43 @@
+#include "cli/distributed.h"
+
+#include <cstdio>
+
+#include "runtime/cpu_binding.h"
+#include "util/error.h"
+
+namespace ranklm::cli {
+
+std::unique_ptr<ShardJob> open_shard_job(comm::World& world, const std::string& dir, int threads, int n_slots,
+                                         int64_t n_ctx, comm::Compression z) {
+  comm::Comm& c = world.comm();
+  auto job = std::make_unique<ShardJob>();
+  job->rank_file = shard::load_rank_file(dir, c.rank(), c.size());
+  const plan::Plan& p = job->rank_file.plan;
+  job->model = Model::load(*job->rank_file.file, runtime::model_part(p, c.rank(), *job->rank_file.model));
+  job->layout = comm::Layout::of(p, c.rank());
+  job->pool = std::make_unique<kern::ThreadPool>(threads, core_binder(threads));
+  job->exec = std::make_unique<runtime::Executor>(c, job->layout, *job->model, *job->pool, n_slots, n_ctx, z);
+  return job;
+}
+
+int with_world(const std::string& cmd, const std::function<int(comm::World&)>& body) {
+  comm::World world;
+  try {
+    return body(world);
+  } catch (const std::exception& e) {
+    if (!world.is_mpi() || world.comm().size() == 1) throw;
+    comm::Comm& c = world.comm();
+    std::fprintf(stderr, "ranklm %s: error on rank %d (host %s): %s\n", cmd.c_str(), c.rank(), c.host(c.rank()).c_str(),
+                 e.what());
+    std::fflush(stderr);
+    world.abort(1);
+  }
+}
+
+comm::Compression parse_compression(const std::string& s) {
+  if (s == "f32") return comm::Compression::kNone;
+  if (s == "q8_0") return comm::Compression::kQ8_0;
+  fail("--allreduce: '{}' is not a payload type (f32 or q8_0)", s);
+}
+
+}  // namespace ranklm::cli
