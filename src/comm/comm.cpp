@@ -45,11 +45,12 @@ void Comm::wait(Request& r, const char* what) {
     if (++spins > 20000) std::this_thread::sleep_for(std::chrono::microseconds(spins > 200000 ? 200 : 20));
     if ((spins & 255) == 0 && clock::now() > deadline) {
       const int p = r.peer();
-      throw CommError(fmt::format(
-          "rank {} (host {}): no {} from rank {} (host {}) within {:.0f} s while waiting for {}; rank {} "
-          "may have died or hung (raise RANKLM_COMM_TIMEOUT if a step can take longer)",
-          rank(), host(rank()), r.is_recv() ? std::string(tag_name(r.tag())) : "delivery of " + std::string(tag_name(r.tag())),
-          p, host(p), timeout_.count() / 1000.0, what, p));
+      const std::string what_happened =
+          r.is_recv() ? fmt::format("no {} came from rank {} (host {})", tag_name(r.tag()), p, host(p))
+                      : fmt::format("{} sent to rank {} (host {}) were not taken", tag_name(r.tag()), p, host(p));
+      throw CommError(fmt::format("{} within {:.0f} s while waiting for {}; rank {} may have died or hung (raise "
+                                  "RANKLM_COMM_TIMEOUT if a step can take longer)",
+                                  what_happened, timeout_.count() / 1000.0, what, p));
     }
   }
   wait_s_ += std::chrono::duration<double>(clock::now() - t0).count();

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# ranklm logits --shards under mpirun, one process per rank, against one rank on the GGUF, for
+# layouts 2 (PP), 2 (TP), 3 (PP uneven), 4 (PP 2 x TP 2), 4 (TP 4 with replicated KV heads on a
+# model with 2 KV heads), f32 and Q8_0 allreduce: the same greedy tokens, logits within the
+# bounds of tests/test_executor.cpp. Then a rank killed mid-run: the job ends within seconds
+# with a message naming the rank. Usage: dist_mpi_test.sh RANKLM RANKLM_REPACK RANKLM_SYNTH FIXTURES
+set -u
+bin="$1"; repack="$2"; synth="$3"; fixtures="$4"
+here="$(cd "$(dirname "$0")" && pwd)"
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+mpi=(mpirun --oversubscribe --allow-run-as-root)
+fails=0
+toks=1,5,9,13,2,7
+"$synth" --shape test-small --type q8_0 -o "$tmp/small.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth"; exit 1; }
+
+run_case() {  # model ranks pp tp layers allreduce bound
+  local m="$1" n="$2" pp="$3" tp="$4" layers="$5" z="$6" bound="$7"
+  local label; label="$(basename "$m") n=$n pp=$pp tp=$tp ${layers:+layers=$layers }allreduce=$z"
+  local extra=(); [ -n "$layers" ] && extra=(--layers "$layers")
+  "$bin" plan -m "$m" -n "$n" --pp "$pp" --tp "$tp" "${extra[@]}" -o "$tmp/p.json" > /dev/null 2>&1 || { echo "FAIL: plan $label"; fails=$((fails + 1)); return; }
+  rm -rf "$tmp/s"
+  "$repack" -m "$m" --plan "$tmp/p.json" -o "$tmp/s" 2> /dev/null || { echo "FAIL: repack $label"; fails=$((fails + 1)); return; }
+  "$bin" logits -m "$m" --tokens "$toks" --greedy 6 -t 1 > "$tmp/ref.json" 2> /dev/null
+  if ! timeout 120 "${mpi[@]}" -np "$n" "$bin" logits --shards "$tmp/s" --tokens "$toks" --greedy 6 -t 1 --allreduce "$z" > "$tmp/out.json" 2> "$tmp/err"; then
+    echo "FAIL: $label: mpirun failed"; tail -5 "$tmp/err"; fails=$((fails + 1)); return
+  fi
+  if python3 "$here/compare_logits.py" "$tmp/ref.json" "$tmp/out.json" "$bound" > "$tmp/cmp"; then
+    echo "ok   $label: $(cat "$tmp/cmp")"
+  else
+    echo "FAIL: $label: $(cat "$tmp/cmp")"; fails=$((fails + 1))
+  fi
+}
+
+q8="$fixtures/models/tiny-llama-q8_0.gguf"
+kq="$fixtures/models/tiny-llama-q4_k_m.gguf"
+run_case "$q8" 2 2 1 "" f32 1e-4
+run_case "$q8" 2 1 2 "" f32 1e-4
+run_case "$kq" 2 1 2 "" f32 1e-4          # attn_output whole on each rank: heads gathered
+run_case "$q8" 3 3 1 "1,2,1" f32 1e-4
+run_case "$kq" 4 2 2 "1,3" f32 1e-4
+run_case "$q8" 4 1 4 "" f32 1e-4
+run_case "$tmp/small.gguf" 4 1 4 "" f32 1e-4   # 2 KV heads over 4 ranks: each KV head on two
+run_case "$q8" 2 1 2 "" q8_0 2e-2
+run_case "$q8" 4 2 2 "" q8_0 2e-2
+
+# A rank killed while the job runs: rank 0 names it, every rank ends, no hang.
+"$synth" --shape test-medium --type q8_0 -o "$tmp/medium.gguf" > /dev/null 2>&1
+"$bin" plan -m "$tmp/medium.gguf" -n 2 --pp 2 -o "$tmp/p.json" > /dev/null 2>&1
+rm -rf "$tmp/s"; "$repack" -m "$tmp/medium.gguf" --plan "$tmp/p.json" -o "$tmp/s" 2> /dev/null
+long=$(seq -s, 1 200)
+start=$(date +%s)
+RANKLM_COMM_TIMEOUT=5 timeout 60 "${mpi[@]}" -np 2 bash -c \
+  'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then (sleep 1.5; kill -9 $$) & fi; exec "$0" "$@"' \
+  "$bin" logits --shards "$tmp/s" --tokens "$long" --greedy 3000 -t 1 > /dev/null 2> "$tmp/err"
+rc=$?
+took=$(( $(date +%s) - start ))
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$took" -lt 30 ] && grep -qiE "rank 1|process rank 1" "$tmp/err"; then
+  echo "ok   a rank killed mid-run: the job ended in ${took} s (exit $rc) naming rank 1"
+else
+  echo "FAIL: killed rank: exit $rc after ${took} s"; tail -8 "$tmp/err"; fails=$((fails + 1))
+fi
+# A rank that hangs (stopped): rank 0's wait times out and names it; the job ends.
+start=$(date +%s)
+RANKLM_COMM_TIMEOUT=3 timeout 60 "${mpi[@]}" -np 2 bash -c \
+  'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then (sleep 1.5; kill -STOP $$) & fi; exec "$0" "$@"' \
+  "$bin" logits --shards "$tmp/s" --tokens "$long" --greedy 3000 -t 1 > /dev/null 2> "$tmp/err"
+rc=$?
+took=$(( $(date +%s) - start ))
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$took" -lt 30 ] && grep -q "rank 1 (host .*) .*within 3 s" "$tmp/err"; then
+  echo "ok   a hung rank: rank 0 timed out in ${took} s naming it: $(grep -o 'error on rank 0 (host [^)]*): .* within 3 s' "$tmp/err" | head -1)"
+else
+  echo "FAIL: hung rank: exit $rc after ${took} s"; tail -8 "$tmp/err"; fails=$((fails + 1))
+fi
+[ "$fails" -eq 0 ]
