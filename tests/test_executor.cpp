@@ -7,7 +7,10 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <mutex>
+#include <optional>
+#include <random>
 #include <thread>
 
 #include "cli/logits_json.h"
@@ -19,6 +22,7 @@
 #include "plan/identity.h"
 #include "plan/plan.h"
 #include "runtime/executor.h"
+#include "runtime/scheduler.h"
 #include "test_util.h"
 
 using namespace ranklm;
@@ -30,8 +34,10 @@ constexpr int kGreedy = 6;
 
 std::mutex hdf5_mu;  // HDF5 (serial build) is not thread-safe; loading is serialized
 
-// Runs plan p over shards of `model_path` with one thread per rank; rank 0's report.
-LogitsReport run_plan(const std::string& model_path, const plan::Plan& p, comm::Compression z) {
+// Runs plan p over shards of `model_path` with one thread per rank: rank 0 runs body(executor),
+// the others serve.
+void run_ranks(const std::string& model_path, const plan::Plan& p, comm::Compression z, int n_slots, int64_t n_ctx,
+               const std::function<void(runtime::Executor&)>& body) {
   test::TempDir dir;
   {
     auto f = gguf::File::open(model_path);
@@ -39,7 +45,6 @@ LogitsReport run_plan(const std::string& model_path, const plan::Plan& p, comm::
   }
   std::ofstream(dir.str() + "/manifest.json") << "{\"plan_hash\": \"" << plan::plan_hash(p) << "\"}";
   comm::FakeWorld world(p.world_size);
-  LogitsReport report;
   std::vector<std::exception_ptr> errors(static_cast<size_t>(p.world_size));
   std::vector<std::thread> threads;
   for (int r = 0; r < p.world_size; ++r) {
@@ -55,15 +60,9 @@ LogitsReport run_plan(const std::string& model_path, const plan::Plan& p, comm::
           model = Model::load(*rf->file, runtime::model_part(rf->plan, r, *rf->model));
         }
         kern::ThreadPool pool(1);
-        runtime::Executor ex(c, comm::Layout::of(rf->plan, r), *model, pool, 1,
-                             static_cast<int64_t>(kPrompt.size()) + kGreedy, z);
+        runtime::Executor ex(c, comm::Layout::of(rf->plan, r), *model, pool, n_slots, n_ctx, z);
         if (r == 0) {
-          report = compute_logits_report(
-              ex.n_vocab(),
-              [&](const int32_t* tok, int64_t n_tok, int64_t pos0, int64_t n_out, float* logits) {
-                ex.forward(0, tok, n_tok, pos0, n_out, logits);
-              },
-              kPrompt, kGreedy);
+          body(ex);
           ex.stop();
         } else {
           ex.serve(std::chrono::seconds(30));
@@ -75,6 +74,19 @@ LogitsReport run_plan(const std::string& model_path, const plan::Plan& p, comm::
   }
   for (auto& t : threads) t.join();
   for (auto& e : errors) if (e) std::rethrow_exception(e);
+}
+
+// Rank 0's logits report for kPrompt over plan p.
+LogitsReport run_plan(const std::string& model_path, const plan::Plan& p, comm::Compression z) {
+  LogitsReport report;
+  run_ranks(model_path, p, z, 1, static_cast<int64_t>(kPrompt.size()) + kGreedy, [&](runtime::Executor& ex) {
+    report = compute_logits_report(
+        ex.n_vocab(),
+        [&](const int32_t* tok, int64_t n_tok, int64_t pos0, int64_t n_out, float* logits) {
+          ex.forward(0, tok, n_tok, pos0, n_out, logits);
+        },
+        kPrompt, kGreedy);
+  });
   return report;
 }
 
@@ -184,4 +196,53 @@ TEST(Executor, AJobOfTheWrongSizeIsRefusedNamingBothCounts) {
   std::ofstream(dir.str() + "/manifest.json") << "{\"plan_hash\": \"" << plan::plan_hash(p) << "\"}";
   const std::string msg = test::error_message_of<Error>([&] { shard::load_rank_file(dir.str(), 0, 3); });
   EXPECT_NE(msg.find("made for 2 ranks, this job has 3"), std::string::npos) << msg;
+}
+
+// Continuous batching: 7 requests of different lengths through 3 KV slots, 2 steps in flight,
+// prompts fed in chunks of 3 tokens mixed with decode steps of running sequences. Each request
+// must get exactly the greedy tokens one rank gives it alone, on every layout.
+TEST(Executor, ContinuousBatchingGivesEachRequestItsOwnGreedyTokens) {
+  const std::string path = test::fixture("models/tiny-llama-q4_0.gguf");
+  auto f = gguf::File::open(path);
+  auto one = Model::load(*f);
+  kern::ThreadPool pool(1);
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int> max_tokens;
+  std::mt19937 rng(7);
+  for (int i = 0; i < 7; ++i) {
+    std::vector<int32_t> pr(static_cast<size_t>(1 + rng() % 9));
+    for (int32_t& t : pr) t = static_cast<int32_t>(1 + rng() % 200);
+    prompts.push_back(pr);
+    max_tokens.push_back(static_cast<int>(2 + rng() % 6));
+  }
+  std::vector<std::vector<int32_t>> want;
+  for (size_t i = 0; i < prompts.size(); ++i) want.push_back(compute_logits_report(*one, prompts[i], max_tokens[i], pool).greedy);
+  const plan::ModelIdentity id = plan::model_identity(*f);
+  for (const Layout& l : {Layout{"1 rank", 1, 1, 1, {}}, kLayouts[0], kLayouts[1], kLayouts[3]}) {
+    SCOPED_TRACE(l.label);
+    std::map<int64_t, std::vector<int32_t>> got;
+    run_ranks(path, plan::make_plan(id, l.ranks, l.pp, l.tp, l.layers), comm::Compression::kNone, 3, 32,
+              [&](runtime::Executor& ex) {
+                runtime::Scheduler sched(ex, {2, 3});
+                size_t next = 0;
+                sched.run(
+                    [&]() -> std::optional<runtime::Request> {
+                      if (next == prompts.size()) return std::nullopt;
+                      runtime::Request r;
+                      r.id = static_cast<int64_t>(next);
+                      r.prompt = prompts[next];
+                      r.max_tokens = max_tokens[next];
+                      r.sampling.temperature = 0;
+                      ++next;
+                      return r;
+                    },
+                    [&](runtime::Finished&& fin) {
+                      EXPECT_EQ(fin.finish_reason, "length");
+                      EXPECT_TRUE(got.emplace(fin.id, fin.tokens).second) << "request " << fin.id << " finished twice";
+                    },
+                    [&](const runtime::Request& r, const std::string& why) { ADD_FAILURE() << r.id << ": " << why; });
+              });
+    ASSERT_EQ(got.size(), prompts.size());
+    for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[static_cast<int64_t>(i)], want[i]) << "request " << i;
+  }
 }

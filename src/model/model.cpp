@@ -234,7 +234,7 @@ void add_bias(float* y, const std::vector<float>& b, int64_t n_tok) {
 }
 }  // namespace
 
-void Model::layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvCache& cache,
+void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, int64_t n_tok,
                           kern::ThreadPool& pool) {
   const HParams& hp = hp_;
   const ModelPart& pt = part_;
@@ -254,7 +254,12 @@ void Model::layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvC
   std::vector<float>& v = sized(buf_.v, n_tok * kv_dim);
   std::vector<float>& attn = sized(buf_.attn, n_tok * q_dim);  // [n_tok, q_dim]
   std::vector<int32_t>& pos = sized(buf_.pos, n_tok);
-  for (int64_t t = 0; t < n_tok; ++t) pos[t] = static_cast<int32_t>(pos0 + t);
+  {
+    int64_t t = 0;
+    for (int s = 0; s < n_seq; ++s) {
+      for (int64_t j = 0; j < seqs[s].n_tok; ++j) pos[t++] = static_cast<int32_t>(seqs[s].pos0 + j);
+    }
+  }
 
   // Element-wise steps split over tokens (prefill) like the products; one token runs inline.
   auto per_token = [&](const std::function<void(int64_t, int64_t)>& f) {
@@ -279,20 +284,28 @@ void Model::layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvC
   add_bias(v.data(), L.bv, n_tok);
   kern::RopeParams rp = hp.rope;
   rp.freq_factors = rope_freq_factors.empty() ? nullptr : rope_freq_factors.data();
-  uint16_t* kc = cache.k[il].data();
-  uint16_t* vc = cache.v[il].data();
   per_token([&](int64_t t0, int64_t t1) {
     kern::rope_inplace(q.data() + t0 * q_dim, t1 - t0, static_cast<int>(n_head), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
     kern::rope_inplace(k.data() + t0 * kv_dim, t1 - t0, static_cast<int>(n_head_kv), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
-    for (int64_t i = t0 * kv_dim; i < t1 * kv_dim; ++i) {
-      kc[pos0 * kv_dim + i] = kern::fp32_to_fp16(k[i]);
-      vc[pos0 * kv_dim + i] = kern::fp32_to_fp16(v[i]);
-    }
   });
+  // Each sequence's keys and values into its cache, then its attention over that cache.
   const float scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
-  kern::attention(q.data(), kc, vc, n_tok, pos0, static_cast<int>(n_head),
-                  static_cast<int>(n_head_kv), static_cast<int>(hp.head_dim), scale,
-                  attn.data(), pool);
+  int64_t row = 0;  // the sequence's first row in the batch
+  for (int s = 0; s < n_seq; row += seqs[s].n_tok, ++s) {
+    const SeqSpan& sp = seqs[s];
+    uint16_t* kc = sp.cache->k[static_cast<size_t>(il)].data();
+    uint16_t* vc = sp.cache->v[static_cast<size_t>(il)].data();
+    const int64_t n = sp.n_tok * kv_dim;
+    const float* ks = k.data() + row * kv_dim;
+    const float* vs = v.data() + row * kv_dim;
+    for (int64_t i = 0; i < n; ++i) {
+      kc[sp.pos0 * kv_dim + i] = kern::fp32_to_fp16(ks[i]);
+      vc[sp.pos0 * kv_dim + i] = kern::fp32_to_fp16(vs[i]);
+    }
+    kern::attention(q.data() + row * q_dim, kc, vc, sp.n_tok, sp.pos0, static_cast<int>(n_head),
+                    static_cast<int>(n_head_kv), static_cast<int>(hp.head_dim), scale,
+                    attn.data() + row * q_dim, pool);
+  }
   if (pt.wo_gather) {
     // Whole attn_output here: every member's heads first, then no sum afterwards.
     std::vector<float>& full = sized(buf_.attn_full, n_tok * hp.n_head * hp.head_dim);
@@ -330,29 +343,41 @@ void Model::embed(const int32_t* tokens, int64_t n_tok, float* x) const {
   }
 }
 
-void Model::run_layers(float* x, int64_t n_tok, int64_t pos0, KvCache& cache, kern::ThreadPool& pool) {
-  if (n_tok <= 0) fail("forward: empty batch");
-  if (pos0 < 0 || pos0 + n_tok > cache.n_ctx) {
-    fail("context full: positions {}..{} exceed the context size {}; raise --ctx-size or shorten "
-         "the prompt",
-         pos0, pos0 + n_tok - 1, cache.n_ctx);
+void Model::run_layers(float* x, const SeqSpan* seqs, int n_seq, kern::ThreadPool& pool) {
+  int64_t n_tok = 0;
+  for (int s = 0; s < n_seq; ++s) {
+    const SeqSpan& sp = seqs[s];
+    if (sp.n_tok <= 0) fail("forward: empty sequence in a batch");
+    if (sp.pos0 < 0 || sp.pos0 + sp.n_tok > sp.cache->n_ctx) {
+      fail("context full: positions {}..{} exceed the context size {}; raise --ctx-size or shorten "
+           "the prompt",
+           sp.pos0, sp.pos0 + sp.n_tok - 1, sp.cache->n_ctx);
+    }
+    n_tok += sp.n_tok;
   }
-  for (int64_t il = 0; il < static_cast<int64_t>(layers.size()); ++il) layer_forward(il, x, n_tok, pos0, cache, pool);
+  if (n_tok <= 0) fail("forward: empty batch");
+  for (int64_t il = 0; il < static_cast<int64_t>(layers.size()); ++il) layer_forward(il, x, seqs, n_seq, n_tok, pool);
 }
 
-void Model::head(const float* x, int64_t n_tok, int64_t n_out, float* logits, kern::ThreadPool& pool) {
+void Model::run_layers(float* x, int64_t n_tok, int64_t pos0, KvCache& cache, kern::ThreadPool& pool) {
+  const SeqSpan one{&cache, pos0, n_tok};
+  run_layers(x, &one, 1, pool);
+}
+
+void Model::head(const float* x, const int64_t* rows, int64_t n_rows, float* logits, kern::ThreadPool& pool) {
   const HParams& hp = hp_;
   if (!output.data) fail("this rank holds no output head (it is not on the last pipeline stage)");
-  const int64_t first = n_tok - n_out;
-  std::vector<float> normed(static_cast<size_t>(n_out * hp.n_embd));
-  kern::rms_norm(x + first * hp.n_embd, output_norm.data(), n_out, hp.n_embd, hp.rms_eps, normed.data());
-  kern::MatrixView rows = output;
-  if (part_.vocab_begin > 0 || part_.vocab_end < output.rows) {
-    rows.data = static_cast<const uint8_t*>(output.data) +
-                static_cast<size_t>(part_.vocab_begin) * kern::row_bytes(kern::traits(output.type), output.cols);
-    rows.rows = part_.vocab_end - part_.vocab_begin;
+  std::vector<float> normed(static_cast<size_t>(n_rows * hp.n_embd));
+  for (int64_t i = 0; i < n_rows; ++i) {
+    kern::rms_norm(x + rows[i] * hp.n_embd, output_norm.data(), 1, hp.n_embd, hp.rms_eps, normed.data() + i * hp.n_embd);
   }
-  kern::matmul(rows, normed.data(), n_out, logits, pool, scratch_);
+  kern::MatrixView w = output;
+  if (part_.vocab_begin > 0 || part_.vocab_end < output.rows) {
+    w.data = static_cast<const uint8_t*>(output.data) +
+             static_cast<size_t>(part_.vocab_begin) * kern::row_bytes(kern::traits(output.type), output.cols);
+    w.rows = part_.vocab_end - part_.vocab_begin;
+  }
+  kern::matmul(w, normed.data(), n_rows, logits, pool, scratch_);
 }
 
 void Model::forward(const int32_t* tokens, int64_t n_tok, int64_t pos0, KvCache& cache,
@@ -361,7 +386,10 @@ void Model::forward(const int32_t* tokens, int64_t n_tok, int64_t pos0, KvCache&
   std::vector<float> x(static_cast<size_t>(n_tok * hp_.n_embd));  // [n_tok, n_embd] residual stream
   embed(tokens, n_tok, x.data());
   run_layers(x.data(), n_tok, pos0, cache, pool);
-  head(x.data(), n_tok, all_logits ? n_tok : 1, logits, pool);
+  const int64_t n_out = all_logits ? n_tok : 1;
+  std::vector<int64_t> rows(static_cast<size_t>(n_out));
+  for (int64_t i = 0; i < n_out; ++i) rows[static_cast<size_t>(i)] = n_tok - n_out + i;
+  head(x.data(), rows.data(), n_out, logits, pool);
 }
 
 }  // namespace ranklm

@@ -70,6 +70,12 @@ struct KvCache {
   KvCache(int64_t n_layer, int64_t n_ctx, int64_t kv_dim);
 };
 
+// One sequence's share of a batch: n_tok tokens at positions pos0.. of `cache`.
+struct SeqSpan {
+  KvCache* cache;
+  int64_t pos0, n_tok;
+};
+
 class Model {
  public:
   // Loads the architecture named in general.architecture. The File must outlive the Model.
@@ -84,9 +90,12 @@ class Model {
 
   // The three pieces of forward, for ranks that hold only some of them. x is [n_tok, n_embd].
   void embed(const int32_t* tokens, int64_t n_tok, float* x) const;
+  // Runs the part's layers over a batch of sequences: sequence i's n_tok tokens (consecutive
+  // rows of x, in the order given) at positions pos0.. of its own cache.
+  void run_layers(float* x, const SeqSpan* seqs, int n_seq, kern::ThreadPool& pool);
   void run_layers(float* x, int64_t n_tok, int64_t pos0, KvCache& cache, kern::ThreadPool& pool);
-  // Output norm and head for the last n_out rows of x: logits [n_out, vocab_end - vocab_begin].
-  void head(const float* x, int64_t n_tok, int64_t n_out, float* logits, kern::ThreadPool& pool);
+  // Output norm and head for rows[0..n_rows) of x: logits [n_rows, vocab_end - vocab_begin].
+  void head(const float* x, const int64_t* rows, int64_t n_rows, float* logits, kern::ThreadPool& pool);
 
   // Runs tokens[0..n_tok) at positions pos0.. (the cache must hold 0..pos0-1). Writes logits
   // [n_tok, n_vocab] when all_logits, else only the last token's [n_vocab].
@@ -107,8 +116,7 @@ class Model {
   // the file pages they came from.
   void pack_weights(const gguf::File& f);
 
-  void layer_forward(int64_t il, float* x, int64_t n_tok, int64_t pos0, KvCache& cache,
-                     kern::ThreadPool& pool);
+  void layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, int64_t n_tok, kern::ThreadPool& pool);
   std::vector<uint8_t> scratch_;
   // Activation buffers of layer_forward, kept between calls (grown, never shrunk) so a batch
   // does not allocate and fault in fresh pages in every layer.

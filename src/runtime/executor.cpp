@@ -22,6 +22,8 @@ std::vector<int64_t> vocab_offsets(int64_t n_vocab, int tp) {
   return off;
 }
 
+constexpr size_t kMaxPending = 8;  // sends in flight per rank before it waits for the oldest
+
 }  // namespace
 
 ModelPart model_part(const plan::Plan& p, int rank, const gguf::File& model) {
@@ -51,6 +53,11 @@ Executor::Executor(comm::Comm& c, const comm::Layout& layout, Model& m, kern::Th
   if (c.size() != l_.world_size) {
     fail("this job has {} ranks but the plan has {}: start it with mpirun -np {}", c.size(), l_.world_size, l_.world_size);
   }
+  if (l_.first_stage.empty() || l_.first_stage.front() != 0) {
+    fail("rank 0 must be the first rank of the first pipeline stage (it reads prompts and embeds); "
+         "remake the plan with ranklm plan");
+  }
+  if (n_slots < 1) fail("at least one KV slot is needed");
   for (int s = 0; s < n_slots; ++s) caches_.push_back(m.make_cache(n_ctx));
   if (l_.tp.size() > 1) {
     m_.tp.allreduce = [this](float* x, int64_t n) { comm::ring_allreduce(c_, l_.tp, x, n, z_, ring_); };
@@ -68,7 +75,15 @@ Executor::Executor(comm::Comm& c, const comm::Layout& layout, Model& m, kern::Th
       }
     };
   }
-  if (l_.is_last()) vocab_split_ = vocab_offsets(n_vocab_, l_.tp.size());
+  vocab_split_ = vocab_offsets(n_vocab_, static_cast<int>(l_.last_stage.size()));
+}
+
+Executor::~Executor() {
+  // Sends still in flight read from buffers owned here: let them finish (errors are moot now).
+  try {
+    reap(0);
+  } catch (...) {
+  }
 }
 
 void Executor::reset_times() {
@@ -76,36 +91,127 @@ void Executor::reset_times() {
   c_.reset_wait_seconds();
 }
 
-void Executor::forward(int slot, const int32_t* tokens, int64_t n_tok, int64_t pos0, int64_t n_out, float* logits) {
-  if (c_.rank() != 0) fail("Executor::forward runs on rank 0 (the other ranks serve)");
-  if (slot < 0 || slot >= static_cast<int>(caches_.size())) fail("KV slot {} out of range 0..{}", slot, caches_.size() - 1);
-  if (n_tok < 1 || n_out < 1 || n_out > n_tok) fail("forward: {} tokens, {} logits rows", n_tok, n_out);
-  if (pos0 < 0 || pos0 + n_tok > n_ctx_) {
-    fail("context full: positions {}..{} exceed the context size {}; raise --ctx-size or shorten the prompt", pos0,
-         pos0 + n_tok - 1, n_ctx_);
+void Executor::reap(size_t keep) {
+  while (!pending_.empty()) {
+    Pending& p = pending_.front();
+    bool done = true;
+    for (comm::Request& r : p.reqs) {
+      if (pending_.size() > keep) {
+        c_.wait(r, "delivery of an earlier step's messages");
+      } else if (!r.test()) {
+        done = false;
+      }
+    }
+    if (!done) return;
+    pending_.pop_front();
   }
-  const Step s{1, slot, static_cast<int32_t>(n_tok), static_cast<int32_t>(pos0), static_cast<int32_t>(n_out)};
-  std::vector<comm::Request> sent;
-  for (int r = 1; r < c_.size(); ++r) sent.push_back(c_.isend(&s, sizeof s, r, comm::Tag::kControl));
+}
+
+void Executor::check_batch(const Header& h, const std::vector<SeqStep>& seqs) const {
+  int64_t n_tok = 0, n_out = 0;
+  for (const SeqStep& s : seqs) {
+    if (s.slot < 0 || s.slot >= static_cast<int>(caches_.size())) {
+      fail("KV slot {} out of range 0..{}", s.slot, caches_.size() - 1);
+    }
+    if (s.n_tok < 1 || s.n_out < 0 || s.n_out > s.n_tok) fail("a sequence of {} tokens asks for {} logits rows", s.n_tok, s.n_out);
+    if (s.pos0 < 0 || s.pos0 + s.n_tok > n_ctx_) {
+      fail("context full: positions {}..{} exceed the context size {}; raise --ctx-size or shorten the prompt", s.pos0,
+           s.pos0 + s.n_tok - 1, n_ctx_);
+    }
+    n_tok += s.n_tok;
+    n_out += s.n_out;
+  }
+  if (static_cast<int64_t>(seqs.size()) != h.n_seq || n_tok != h.n_tok || n_out != h.n_out || n_tok < 1) {
+    fail("rank {}: a step of {} sequences, {} tokens, {} logits rows does not add up (a bug)", c_.rank(), h.n_seq, h.n_tok,
+         h.n_out);
+  }
+}
+
+void Executor::submit(const Batch& b) {
+  if (c_.rank() != 0) fail("Executor::submit runs on rank 0 (the other ranks serve)");
+  Header h{1, static_cast<int32_t>(b.seqs.size()), 0, 0};
+  for (const SeqStep& s : b.seqs) {
+    h.n_tok += s.n_tok;
+    h.n_out += s.n_out;
+  }
+  check_batch(h, b.seqs);
+  if (static_cast<int64_t>(b.tokens.size()) != h.n_tok) fail("a step of {} tokens came with {} token ids", h.n_tok, b.tokens.size());
+  // The description goes to every rank, the tokens to the first stage, all without waiting.
+  Pending p;
+  p.ints.resize(4 + 4 * b.seqs.size());
+  std::memcpy(p.ints.data(), &h, sizeof h);
+  std::memcpy(p.ints.data() + 4, b.seqs.data(), b.seqs.size() * sizeof(SeqStep));
+  p.ints.insert(p.ints.end(), b.tokens.begin(), b.tokens.end());
+  const int32_t* table = p.ints.data() + 4;
+  const int32_t* toks = p.ints.data() + 4 + 4 * b.seqs.size();
+  for (int r = 1; r < c_.size(); ++r) {
+    p.reqs.push_back(c_.isend(p.ints.data(), sizeof h, r, comm::Tag::kControl));
+    p.reqs.push_back(c_.isend(table, b.seqs.size() * sizeof(SeqStep), r, comm::Tag::kControl));
+  }
   for (int r : l_.first_stage) {
-    if (r != 0) sent.push_back(c_.isend(tokens, static_cast<size_t>(n_tok) * sizeof(int32_t), r, comm::Tag::kTokens));
+    if (r != 0) p.reqs.push_back(c_.isend(toks, b.tokens.size() * sizeof(int32_t), r, comm::Tag::kTokens));
   }
-  run_step(s, tokens, logits);
-  for (comm::Request& q : sent) c_.wait(q, "delivery of a step");
+  pending_.push_back(std::move(p));
+  flight_.emplace_back();
+  flight_.back().n_out = h.n_out;
+  run_step(h, b.seqs, b.tokens.data(), &flight_.back());
+}
+
+void Executor::collect(std::vector<float>& logits) {
+  if (flight_.empty()) fail("Executor::collect: no step in flight");
+  Flight f = std::move(flight_.front());
+  flight_.pop_front();
+  logits.resize(static_cast<size_t>(f.n_out * n_vocab_));
+  const auto t0 = clock::now();
+  const double w0 = c_.wait_seconds();
+  std::vector<float> part;
+  for (size_t i = 0; i < l_.last_stage.size(); ++i) {
+    const int64_t v0 = vocab_split_[i], nv = vocab_split_[i + 1] - v0;
+    const float* src;
+    if (l_.last_stage[i] == 0) {
+      src = f.local.data();
+    } else {
+      part.resize(static_cast<size_t>(f.n_out * nv));
+      if (f.n_out > 0) c_.recv(part.data(), part.size() * sizeof(float), l_.last_stage[i], comm::Tag::kLogits, "the last stage's logits");
+      src = part.data();
+    }
+    for (int64_t t = 0; t < f.n_out; ++t) {
+      std::memcpy(logits.data() + t * n_vocab_ + v0, src + t * nv, static_cast<size_t>(nv) * sizeof(float));
+    }
+  }
+  const double waited = c_.wait_seconds() - w0;
+  times_.comm_s += waited;
+  times_.compute_s += since(t0) - waited;
+  reap(kMaxPending);
+}
+
+void Executor::forward(int slot, const int32_t* tokens, int64_t n_tok, int64_t pos0, int64_t n_out, float* logits) {
+  Batch b;
+  b.seqs.push_back({slot, static_cast<int32_t>(pos0), static_cast<int32_t>(n_tok), static_cast<int32_t>(n_out)});
+  b.tokens.assign(tokens, tokens + n_tok);
+  submit(b);
+  std::vector<float> out;
+  collect(out);
+  std::memcpy(logits, out.data(), out.size() * sizeof(float));
 }
 
 void Executor::stop() {
   if (c_.rank() != 0) return;
-  const Step s{0, 0, 0, 0, 0};
-  std::vector<comm::Request> sent;
-  for (int r = 1; r < c_.size(); ++r) sent.push_back(c_.isend(&s, sizeof s, r, comm::Tag::kControl));
-  for (comm::Request& q : sent) c_.wait(q, "delivery of the stop command");
+  while (!flight_.empty()) {
+    std::vector<float> drop;
+    collect(drop);
+  }
+  Pending p;
+  p.ints = {0, 0, 0, 0};
+  for (int r = 1; r < c_.size(); ++r) p.reqs.push_back(c_.isend(p.ints.data(), sizeof(Header), r, comm::Tag::kControl));
+  pending_.push_back(std::move(p));
+  reap(0);
 }
 
 void Executor::serve(std::chrono::milliseconds idle_limit) {
   for (;;) {
-    Step s{};
-    comm::Request r = c_.irecv(&s, sizeof s, 0, comm::Tag::kControl);
+    Header h{};
+    comm::Request r = c_.irecv(&h, sizeof h, 0, comm::Tag::kControl);
     const auto t0 = clock::now();
     for (uint32_t spins = 0; !r.test(); ++spins) {
       // Spin briefly (steps follow each other closely in a batch), then poll gently.
@@ -114,58 +220,58 @@ void Executor::serve(std::chrono::milliseconds idle_limit) {
         throw comm::CommError(fmt::format("rank {}: no step from rank 0 within {} ms", c_.rank(), idle_limit.count()));
       }
     }
-    if (s.kind == 0) return;
-    if (s.n_tok < 1 || s.slot < 0 || s.slot >= static_cast<int>(caches_.size())) {
-      fail("rank {}: a step for slot {} with {} tokens came from rank 0 (ranks disagree; a bug)", c_.rank(), s.slot, s.n_tok);
-    }
+    if (h.kind == 0) break;
+    if (h.n_seq < 1 || h.n_seq > (1 << 20)) fail("rank {}: a step of {} sequences came from rank 0 (a bug)", c_.rank(), h.n_seq);
+    std::vector<SeqStep> seqs(static_cast<size_t>(h.n_seq));
+    c_.recv(seqs.data(), seqs.size() * sizeof(SeqStep), 0, comm::Tag::kControl, "the step's sequence table");
+    check_batch(h, seqs);
     const int32_t* tokens = nullptr;
     if (l_.is_first()) {
-      tokens_.resize(static_cast<size_t>(s.n_tok));
+      tokens_.resize(static_cast<size_t>(h.n_tok));
       c_.recv(tokens_.data(), tokens_.size() * sizeof(int32_t), 0, comm::Tag::kTokens, "the step's tokens");
       tokens = tokens_.data();
     }
-    run_step(s, tokens, nullptr);
+    run_step(h, seqs, tokens, nullptr);
   }
+  reap(0);
 }
 
-void Executor::run_step(const Step& s, const int32_t* tokens, float* logits) {
+void Executor::run_step(const Header& h, const std::vector<SeqStep>& seqs, const int32_t* tokens, Flight* flight) {
   const auto t0 = clock::now();
   const double w0 = c_.wait_seconds();
+  reap(kMaxPending);
   const int64_t n_embd = m_.hparams().n_embd;
-  x_.resize(static_cast<size_t>(s.n_tok * n_embd));
+  x_.resize(static_cast<size_t>(h.n_tok * n_embd));
   if (l_.is_first()) {
-    m_.embed(tokens, s.n_tok, x_.data());
+    m_.embed(tokens, h.n_tok, x_.data());
   } else {
     c_.recv(x_.data(), x_.size() * sizeof(float), l_.hidden_from, comm::Tag::kHidden, "the previous stage's hidden states");
   }
-  m_.run_layers(x_.data(), s.n_tok, s.pos0, caches_[static_cast<size_t>(s.slot)], pool_);
+  std::vector<SeqSpan> spans;
+  for (const SeqStep& s : seqs) spans.push_back({&caches_[static_cast<size_t>(s.slot)], s.pos0, s.n_tok});
+  m_.run_layers(x_.data(), spans.data(), static_cast<int>(spans.size()), pool_);
   if (!l_.is_last()) {
-    std::vector<comm::Request> sent;
-    for (int d : l_.hidden_to) sent.push_back(c_.isend(x_.data(), x_.size() * sizeof(float), d, comm::Tag::kHidden));
-    for (comm::Request& q : sent) c_.wait(q, "delivery of hidden states to the next stage");
-  } else {
+    Pending p;
+    p.floats.swap(x_);  // the buffer travels with its sends; x_ starts empty next step
+    for (int d : l_.hidden_to) p.reqs.push_back(c_.isend(p.floats.data(), p.floats.size() * sizeof(float), d, comm::Tag::kHidden));
+    pending_.push_back(std::move(p));
+  } else if (h.n_out > 0) {
+    std::vector<int64_t> rows;
+    int64_t row = 0;
+    for (const SeqStep& s : seqs) {
+      for (int64_t j = s.n_tok - s.n_out; j < s.n_tok; ++j) rows.push_back(row + j);
+      row += s.n_tok;
+    }
     const int i = l_.tp.index;
-    const int64_t v0 = vocab_split_[static_cast<size_t>(i)], nv = vocab_split_[static_cast<size_t>(i) + 1] - v0;
-    logits_part_.resize(static_cast<size_t>(s.n_out * nv));
-    m_.head(x_.data(), s.n_tok, s.n_out, logits_part_.data(), pool_);
-    if (c_.rank() != 0) c_.send(logits_part_.data(), logits_part_.size() * sizeof(float), 0, comm::Tag::kLogits, "delivery of logits");
-  }
-  if (c_.rank() == 0) {
-    // Each last-stage member's [n_out, its rows] into the columns of [n_out, n_vocab].
-    const std::vector<int>& last = l_.last_stage;
-    const std::vector<int64_t> split = vocab_offsets(n_vocab_, static_cast<int>(last.size()));
-    std::vector<float> part;
-    for (size_t i = 0; i < last.size(); ++i) {
-      const int64_t v0 = split[i], nv = split[i + 1] - v0;
-      const float* src;
-      if (last[i] == 0) {
-        src = logits_part_.data();
-      } else {
-        part.resize(static_cast<size_t>(s.n_out * nv));
-        c_.recv(part.data(), part.size() * sizeof(float), last[i], comm::Tag::kLogits, "the last stage's logits");
-        src = part.data();
-      }
-      for (int64_t t = 0; t < s.n_out; ++t) std::memcpy(logits + t * n_vocab_ + v0, src + t * nv, static_cast<size_t>(nv) * sizeof(float));
+    const int64_t nv = vocab_split_[static_cast<size_t>(i) + 1] - vocab_split_[static_cast<size_t>(i)];
+    Pending p;
+    p.floats.resize(static_cast<size_t>(h.n_out * nv));
+    m_.head(x_.data(), rows.data(), h.n_out, p.floats.data(), pool_);
+    if (c_.rank() == 0) {
+      flight->local = std::move(p.floats);
+    } else {
+      p.reqs.push_back(c_.isend(p.floats.data(), p.floats.size() * sizeof(float), 0, comm::Tag::kLogits));
+      pending_.push_back(std::move(p));
     }
   }
   const double waited = c_.wait_seconds() - w0;

@@ -1,17 +1,22 @@
 // The distributed executor: every rank runs its part of the model (its layers, its share of
 // the heads and FFN, the embedding on the first stage, its share of the vocabulary on the last)
 // and passes hidden states down the pipeline; TP members sum their partial outputs with the
-// ring allreduce. Rank 0 drives: it sends each step's description to every rank and the
-// tokens to the first stage, and gets the logits back from the last stage. The other ranks
-// serve steps until told to stop. Sequences live in KV-cache slots (one cache per slot on
-// every rank, for that rank's layers and KV heads).
+// ring allreduce. Rank 0 (on the first stage) drives: it sends each step's description to
+// every rank and the tokens to the first stage, and gets the logits back from the last stage.
+// The other ranks serve steps, in order, until told to stop.
 //
-//   rank 0:  forward(slot, tokens, ...) ... forward(...) stop()
+// A step is a batch of sequences (each in its own KV-cache slot, at its own positions, prefill
+// and decode mixed). Steps are pipelined: submit() returns once rank 0 has done its own part,
+// so with several steps in flight (micro-batches) every stage works at once; collect() returns
+// the logits of the oldest step.
+//
+//   rank 0:  submit(a) submit(b) collect(a) submit(c) collect(b) ... stop()
 //   others:  serve()
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <vector>
 
 #include "comm/layout.h"
@@ -34,13 +39,30 @@ struct RankTimes {
   int64_t steps = 0;
 };
 
+// One sequence of a step: n_tok tokens at positions pos0.. of KV slot `slot`; logits wanted for
+// its last n_out tokens (0: none, e.g. a prompt chunk before its end).
+struct SeqStep {
+  int32_t slot, pos0, n_tok, n_out;
+};
+
+struct Batch {
+  std::vector<SeqStep> seqs;
+  std::vector<int32_t> tokens;  // every sequence's tokens, in order
+};
+
 class Executor {
  public:
   Executor(comm::Comm& c, const comm::Layout& layout, Model& m, kern::ThreadPool& pool, int n_slots,
            int64_t n_ctx, comm::Compression z);
+  ~Executor();
 
-  // Rank 0 only. Runs tokens[0..n_tok) of slot `slot` at positions pos0.. through every rank;
-  // fills logits [n_out, n_vocab] for the last n_out tokens.
+  // Rank 0 only. Starts a step; returns once this rank's part is done (the rest runs on).
+  void submit(const Batch& b);
+  // Rank 0 only. Logits [sum of n_out, n_vocab] of the oldest step not yet collected, rows in
+  // sequence order.
+  void collect(std::vector<float>& logits);
+  int in_flight() const { return static_cast<int>(flight_.size()); }
+  // submit + collect for one sequence.
   void forward(int slot, const int32_t* tokens, int64_t n_tok, int64_t pos0, int64_t n_out, float* logits);
   // Rank 0 only: every other rank's serve() returns.
   void stop();
@@ -50,15 +72,28 @@ class Executor {
 
   int64_t n_vocab() const { return n_vocab_; }
   int64_t n_ctx() const { return n_ctx_; }
+  int n_slots() const { return static_cast<int>(caches_.size()); }
   const RankTimes& times() const { return times_; }
   void reset_times();
 
  private:
-  struct Step {
-    int32_t kind;  // 0 stop, 1 forward
-    int32_t slot, n_tok, pos0, n_out;
+  struct Header {
+    int32_t kind;  // 0 stop, 1 step
+    int32_t n_seq, n_tok, n_out;
   };
-  void run_step(const Step& s, const int32_t* tokens, float* logits);
+  // Messages this rank has started sending, with the buffers they read from.
+  struct Pending {
+    std::vector<float> floats;
+    std::vector<int32_t> ints;
+    std::vector<comm::Request> reqs;
+  };
+  struct Flight {
+    int64_t n_out = 0;
+    std::vector<float> local;  // rank 0's own share of the logits (single-stage plans)
+  };
+  void check_batch(const Header& h, const std::vector<SeqStep>& seqs) const;
+  void run_step(const Header& h, const std::vector<SeqStep>& seqs, const int32_t* tokens, Flight* flight);
+  void reap(size_t keep);
 
   comm::Comm& c_;
   comm::Layout l_;
@@ -67,10 +102,12 @@ class Executor {
   comm::Compression z_;
   int64_t n_vocab_, n_ctx_;
   std::vector<KvCache> caches_;
-  std::vector<float> x_, logits_part_, gathered_;
+  std::vector<float> x_, gathered_;
   std::vector<int32_t> tokens_;
   comm::RingBuffers ring_;
   std::vector<int64_t> vocab_split_;  // offsets of the last stage members' vocabulary shares
+  std::deque<Pending> pending_;
+  std::deque<Flight> flight_;
   RankTimes times_;
 };
 

@@ -1,0 +1,59 @@
+// Continuous batching over the executor (rank 0). Sequences live in KV slots; the slots are
+// split into micro-batches (slot % n_micro), and up to n_micro steps are in flight at once so
+// every pipeline stage has work. Each step carries, for every ready sequence of its group,
+// either the next chunk of its prompt (prefill) or its last sampled token (decode): prefill of
+// new prompts interleaves with decode of running ones. A finished sequence's slot is refilled
+// from the queue at once.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/executor.h"
+#include "runtime/sampler.h"
+
+namespace ranklm::runtime {
+
+struct Request {
+  int64_t id = 0;
+  std::vector<int32_t> prompt;
+  int max_tokens = 16;
+  SamplingParams sampling;
+  std::vector<int32_t> end_tokens;  // any of these ends the sequence (finish reason "stop")
+  // Optional: called with the tokens generated so far after each one; true ends the sequence
+  // (finish reason "stop"), e.g. for stop strings.
+  std::function<bool(const std::vector<int32_t>&)> stop;
+};
+
+struct Finished {
+  int64_t id = 0;
+  std::vector<int32_t> tokens;  // generated, the end token excluded
+  std::string finish_reason;    // "stop" or "length"
+  int64_t n_prompt = 0;
+  double first_token_s = 0;     // from admission to the first generated token
+  double total_s = 0;           // from admission to the end
+};
+
+struct SchedulerOptions {
+  int n_micro = 1;              // steps in flight (the number of pipeline stages is a good value)
+  int64_t prefill_chunk = 512;  // prompt tokens per sequence per step
+};
+
+class Scheduler {
+ public:
+  Scheduler(Executor& ex, const SchedulerOptions& o);
+  // Takes requests from next() (nullopt: no more) while slots are free, runs them to the end,
+  // and reports each through done() as it finishes. A prompt that cannot fit the context is
+  // reported through reject() and not run.
+  void run(const std::function<std::optional<Request>()>& next, const std::function<void(Finished&&)>& done,
+           const std::function<void(const Request&, const std::string&)>& reject);
+
+ private:
+  Executor& ex_;
+  SchedulerOptions o_;
+};
+
+}  // namespace ranklm::runtime
