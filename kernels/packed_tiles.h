@@ -1,5 +1,5 @@
 // Shared pieces of the packed-layout kernels (packed_avx2.cpp, packed_avx512.cpp): the ActQ8
-// row view, the scalar Q4_0 tail and the driver that walks rows and token tiles.
+// row view, the GGUF-block tails and the driver that walks rows and token tiles.
 //
 // Everything here sits in an unnamed namespace on purpose: each instruction-set file gets its
 // own copy with internal linkage, compiled for its own level. Ordinary inline functions would be
@@ -29,28 +29,47 @@ inline Act act_row(const uint8_t* act, int64_t cols, int64_t t) {
           reinterpret_cast<const float*>(a + cols + 4 * nb)};
 }
 
-// GGUF blocks b0..nb-1 past a packed row's last chunk (starting at `tail`) against one token;
-// the tail is at most 15 blocks, so plain integer loops do.
+// Horizontal sum of 8 int32 lanes.
+inline int32_t hsum_i32x8(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// GGUF blocks b0..nb-1 past a packed row's last chunk (starting at `tail`) against one token
+// (at most 15 blocks; a TP slice of the FFN often ends in some). Per block: the integer dot
+// product of 32 weights with the token's 32 int8 values in AVX2 (unsigned x signed byte
+// products, pairs summed in int16, then int32), scaled by d_w * d_x. Q4_0 weights are stored
+// as 0..15 for -8..7: sum((w - 8) x) = sum(w x) - 8 sum(x).
 inline float q4_0_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  const __m256i ones8 = _mm256_set1_epi8(1);
+  const __m128i low4 = _mm_set1_epi8(0x0F);
   float s = 0.0f;
   for (int64_t b = b0; b < nb; ++b) {
     const uint8_t* blk = tail + (b - b0) * 18;  // fp16 d, then 16 bytes of nibbles
-    const int8_t* x = a.q + b * 32;
-    int32_t dot = 0;
-    for (int i = 0; i < 16; ++i) dot += ((blk[2 + i] & 0x0F) - 8) * x[i] + ((blk[2 + i] >> 4) - 8) * x[16 + i];
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+    const __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low4), _mm_and_si128(packed, low4));
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + b * 32));
+    const __m256i wx = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones16);
+    const __m256i sx = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, x), ones16);
+    const int32_t dot = hsum_i32x8(wx) - 8 * hsum_i32x8(sx);
     s += _cvtsh_ss(static_cast<uint16_t>(blk[0] | (blk[1] << 8))) * a.d[b] * static_cast<float>(dot);
   }
   return s;
 }
 
+// The same for Q8_0 (signed weights): |w| times x with w's sign moved onto x.
 inline float q8_0_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
   float s = 0.0f;
   for (int64_t b = b0; b < nb; ++b) {
     const uint8_t* blk = tail + (b - b0) * 34;  // fp16 d, then 32 signed bytes
-    const int8_t* x = a.q + b * 32;
-    int32_t dot = 0;
-    for (int i = 0; i < 32; ++i) dot += static_cast<int8_t>(blk[2 + i]) * x[i];
-    s += _cvtsh_ss(static_cast<uint16_t>(blk[0] | (blk[1] << 8))) * a.d[b] * static_cast<float>(dot);
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + b * 32));
+    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), ones16);
+    s += _cvtsh_ss(static_cast<uint16_t>(blk[0] | (blk[1] << 8))) * a.d[b] * static_cast<float>(hsum_i32x8(p));
   }
   return s;
 }

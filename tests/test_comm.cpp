@@ -119,6 +119,7 @@ TEST(Layout, StagesOfDifferentTpSizes) {
 }
 
 TEST(Ring, AllreduceMatchesAFloat64SumForGroupSizes1To8AndOddLengths) {
+  for (size_t exchange_max : {size_t{0}, kExchangeMaxBytes}) {  // the ring, then the one-round exchange
   for (int size = 1; size <= 8; ++size) {
     for (int64_t n : {1, 3, 7, 31, 33, 100, 1001, 4099}) {
       FakeWorld w(size);
@@ -133,7 +134,7 @@ TEST(Ring, AllreduceMatchesAFloat64SumForGroupSizes1To8AndOddLengths) {
         for (int r = 0; r < size; ++r) g.ranks.push_back(r);
         g.index = c.rank();
         RingBuffers buf;
-        ring_allreduce(c, g, data[static_cast<size_t>(c.rank())].data(), n, Compression::kNone, buf);
+        ring_allreduce(c, g, data[static_cast<size_t>(c.rank())].data(), n, Compression::kNone, buf, exchange_max);
       });
       for (int r = 0; r < size; ++r) {
         for (int64_t j = 0; j < n; ++j) {
@@ -145,9 +146,11 @@ TEST(Ring, AllreduceMatchesAFloat64SumForGroupSizes1To8AndOddLengths) {
       }
     }
   }
+  }
 }
 
 TEST(Ring, Q8CompressedAllreduceIsWithinItsBoundAndIdenticalOnEveryMember) {
+  for (size_t exchange_max : {size_t{0}, kExchangeMaxBytes}) {
   for (int size : {2, 3, 5, 8}) {
     for (int64_t n : {1, 31, 32, 33, 2048, 5000}) {
       FakeWorld w(size);
@@ -162,7 +165,7 @@ TEST(Ring, Q8CompressedAllreduceIsWithinItsBoundAndIdenticalOnEveryMember) {
         Group g{{}, c.rank()};
         for (int r = 0; r < size; ++r) g.ranks.push_back(r);
         RingBuffers buf;
-        ring_allreduce(c, g, data[static_cast<size_t>(c.rank())].data(), n, Compression::kQ8_0, buf);
+        ring_allreduce(c, g, data[static_cast<size_t>(c.rank())].data(), n, Compression::kQ8_0, buf, exchange_max);
       });
       // Error against the size of what was summed (partial sums are what gets quantized;
       // the sum itself can cancel to nearly nothing).
@@ -185,6 +188,7 @@ TEST(Ring, Q8CompressedAllreduceIsWithinItsBoundAndIdenticalOnEveryMember) {
             << "rank " << r << " differs (size " << size << ", n " << n << ")";
       }
     }
+  }
   }
 }
 

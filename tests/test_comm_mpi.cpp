@@ -46,12 +46,13 @@ int main() {
   for (int r = 0; r < size; ++r) all.ranks.push_back(r);
   all.index = rank;
   RingBuffers buf;
+  for (size_t exchange_max : {size_t{0}, kExchangeMaxBytes})  // the ring, then the one-round exchange
   for (int64_t n : {1, 5, 33, 1000, 4097, 100003}) {
     const std::vector<float> mine = random_vec(n, static_cast<uint32_t>(31 * rank + n));
     std::vector<float> want(static_cast<size_t>(n));
     MPI_Allreduce(mine.data(), want.data(), static_cast<int>(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     std::vector<float> got = mine;
-    ring_allreduce(c, all, got.data(), n, Compression::kNone, buf);
+    ring_allreduce(c, all, got.data(), n, Compression::kNone, buf, exchange_max);
     double worst = 0;
     for (int64_t j = 0; j < n; ++j) worst = std::max(worst, std::fabs(static_cast<double>(got[j]) - want[j]));
     expect(worst <= 1e-5 * size, rank, fmt::format("allreduce n={}: max difference {} from MPI_Allreduce", n, worst));
@@ -62,7 +63,7 @@ int main() {
            fmt::format("allreduce n={}: differs from rank 0", n));
 
     std::vector<float> q = mine;
-    ring_allreduce(c, all, q.data(), n, Compression::kQ8_0, buf);
+    ring_allreduce(c, all, q.data(), n, Compression::kQ8_0, buf, exchange_max);
     // Error against the size of what was summed (the sum itself may cancel).
     double err = 0, ref = 0, mine2 = 0;
     for (int64_t j = 0; j < n; ++j) {
@@ -88,7 +89,7 @@ int main() {
     const std::vector<float> mine = random_vec(n, static_cast<uint32_t>(rank + 9));
     std::vector<float> want(static_cast<size_t>(n)), got = mine;
     MPI_Allreduce(mine.data(), want.data(), static_cast<int>(n), MPI_FLOAT, MPI_SUM, sub);
-    ring_allreduce(c, half, got.data(), n, Compression::kNone, buf);
+    ring_allreduce(c, half, got.data(), n, Compression::kNone, buf, 0);
     double worst = 0;
     for (int64_t j = 0; j < n; ++j) worst = std::max(worst, std::fabs(static_cast<double>(got[j]) - want[j]));
     expect(worst <= 1e-5 * size, rank, fmt::format("allreduce in two groups: max difference {}", worst));

@@ -13,12 +13,16 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <random>
 
 #include <nlohmann/json.hpp>
 
 #include "runtime/cpu_binding.h"
+#include "runtime/scheduler.h"
 #include "cli/commands.h"
+#include "cli/distributed.h"
 #include "cli/options.h"
 #include "io/gguf.h"
 #include "kernels/cpu.h"
@@ -67,6 +71,11 @@ struct Row {
   double avg_ts = 0, stddev_ts = 0, avg_ns = 0, stddev_ns = 0;
   double gbps = 0, mem_bw_gbps = 0;
   uint64_t rss = 0, kv_bytes = 0;
+  // Distributed runs (--shards): ranks, layout, sequences decoded together, and per rank the
+  // seconds per repetition spent computing and communicating/waiting (min, avg, max).
+  int n_ranks = 1, n_parallel = 1;
+  std::string layout;
+  double compute_s[3] = {0, 0, 0}, comm_s[3] = {0, 0, 0};
 
   std::string test() const {
     return n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
@@ -120,18 +129,186 @@ nlohmann::ordered_json row_json(const Row& r) {
   j["bw_limit_ts"] = r.bytes_per_token ? r.mem_bw_gbps * 1e9 / static_cast<double>(r.bytes_per_token) : 0.0;
   j["rss_bytes"] = r.rss;
   j["kv_cache_bytes"] = r.kv_bytes;
+  j["n_parallel"] = r.n_parallel;
+  j["n_ranks"] = r.n_ranks;
+  j["layout"] = r.layout;
+  j["compute_s_min"] = r.compute_s[0];
+  j["compute_s_avg"] = r.compute_s[1];
+  j["compute_s_max"] = r.compute_s[2];
+  j["comm_s_min"] = r.comm_s[0];
+  j["comm_s_avg"] = r.comm_s[1];
+  j["comm_s_max"] = r.comm_s[2];
   return j;
+}
+
+// Prints the table footer (md) or every row (json, csv).
+void print_rows(const std::vector<Row>& rows, const std::string& out, const std::map<int, double>& bw) {
+  if (out == "md") {
+    std::printf("\nbuild %s, %s, CPU %s", RANKLM_COMMIT, __VERSION__, cpu_name().c_str());
+    if (!bw.empty()) std::printf("; read bandwidth measured:");
+    for (auto [t, g] : bw) std::printf(" %.1f GB/s at %d thread%s;", g, t, t > 1 ? "s" : "");
+    std::printf("\n");
+  } else if (out == "json") {
+    nlohmann::ordered_json j = nlohmann::ordered_json::array();
+    for (const Row& r : rows) j.push_back(row_json(r));
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    bool header = true;
+    for (const Row& r : rows) {
+      const nlohmann::ordered_json j = row_json(r);
+      std::string line;
+      if (header) {
+        for (auto it = j.begin(); it != j.end(); ++it) line += (line.empty() ? "" : ",") + it.key();
+        std::printf("%s\n", line.c_str());
+        line.clear();
+        header = false;
+      }
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        std::string v = it->is_string() ? it->get<std::string>() : it->dump();
+        if (it->is_array()) {
+          v.clear();
+          for (const auto& x : *it) v += (v.empty() ? "" : ";") + x.dump();
+        }
+        if (v.find_first_of(",\"") != std::string::npos) {
+          std::string q = "\"";
+          for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+          v = q + "\"";
+        }
+        line += (line.empty() ? "" : ",") + v;
+      }
+      std::printf("%s\n", line.c_str());
+    }
+  }
+}
+
+// ranklm bench --shards DIR: the same tests through the distributed executor, one rank per
+// process under mpirun (rank 0 prints). Each test runs n_parallel sequences through the
+// continuous-batching scheduler with as many steps in flight as there are pipeline stages:
+// pp-N prefills N random tokens per sequence, tg-N decodes N tokens per sequence (from a
+// one-token prompt); avg_ts is the aggregate tokens/s.
+int bench_shards(comm::World& world, const std::string& dir, int threads, const std::vector<int64_t>& pps,
+                 const std::vector<int64_t>& tgs, const std::vector<int64_t>& npls, int reps, const std::string& out,
+                 uint32_t seed, comm::Compression z) {
+  int64_t n_ctx = 16, max_npl = 1;
+  for (auto p : pps) n_ctx = std::max(n_ctx, p + 2);
+  for (auto n : tgs) n_ctx = std::max(n_ctx, n + 2);
+  for (auto n : npls) max_npl = std::max(max_npl, n);
+  auto job = open_shard_job(world, dir, threads, static_cast<int>(max_npl), n_ctx, z);
+  runtime::Executor& ex = *job->exec;
+  if (world.comm().rank() != 0) {
+    ex.serve();
+    return kExitOk;
+  }
+  const plan::Plan& p = job->rank_file.plan;
+  const gguf::File& header = *job->rank_file.model;
+  std::string layout;
+  for (const plan::Stage& st : p.stages) layout += (layout.empty() ? "" : "+") + fmt::format("{}x{}", st.layer_end - st.layer_begin, st.tp());
+  layout = fmt::format("pp{} [{}]", p.stages.size(), layout);
+  uint64_t size = 0, n_params = 0;
+  for (const auto& ti : header.tensors()) {
+    size += ti.n_bytes;
+    n_params += static_cast<uint64_t>(ti.n_elements());
+  }
+  std::string name = dir;
+  while (name.size() > 1 && name.back() == '/') name.pop_back();
+  name = name.substr(name.find_last_of('/') + 1);
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(ex.n_vocab() - 1));
+  runtime::SchedulerOptions so;
+  so.n_micro = static_cast<int>(p.stages.size());
+  std::vector<Row> rows;
+  auto run_test = [&](int64_t n_prompt, int64_t n_gen, int64_t npl) {
+    Row r;
+    r.model = name;
+    r.model_type = p.model.name;
+    r.isa = kern::isa_name(kern::active_isa());
+    r.model_size = size;
+    r.n_params = n_params;
+    r.threads = threads;
+    r.n_prompt = n_prompt;
+    r.n_gen = n_gen;
+    r.n_parallel = static_cast<int>(npl);
+    r.n_ranks = p.world_size;
+    r.layout = layout;
+    so.prefill_chunk = std::max<int64_t>(n_prompt, 1);
+    std::vector<runtime::RankTimes> sum(static_cast<size_t>(p.world_size));
+    for (int rep = -1; rep < reps; ++rep) {  // rep -1 is the warm-up
+      int64_t issued = 0;
+      runtime::Scheduler sched(ex, so);
+      const auto t0 = Clock::now();
+      sched.run(
+          [&]() -> std::optional<runtime::Request> {
+            if (issued == npl) return std::nullopt;
+            runtime::Request q;
+            q.id = issued++;
+            q.prompt.resize(static_cast<size_t>(n_prompt > 0 ? n_prompt : 1));
+            for (auto& x : q.prompt) x = tok(rng);
+            q.max_tokens = n_prompt > 0 ? 1 : static_cast<int>(n_gen);
+            q.sampling.temperature = 0;
+            return q;
+          },
+          [](runtime::Finished&&) {},
+          [](const runtime::Request&, const std::string& why) { fail("bench: {}", why); });
+      const double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
+      const std::vector<runtime::RankTimes> t = ex.gather_times();
+      if (rep < 0) continue;
+      r.samples_ns.push_back(ns);
+      for (size_t i = 0; i < t.size(); ++i) {
+        sum[i].compute_s += t[i].compute_s;
+        sum[i].comm_s += t[i].comm_s;
+      }
+    }
+    // Tokens per repetition: n_parallel sequences of the test's length.
+    r.n_prompt *= npl;
+    r.n_gen *= npl;
+    finish(r);
+    r.n_prompt = n_prompt;
+    r.n_gen = n_gen;
+    auto stats = [&](auto field, double* out3) {
+      out3[0] = 1e30, out3[1] = 0, out3[2] = 0;
+      for (const runtime::RankTimes& x : sum) {
+        const double v = field(x) / reps;
+        out3[0] = std::min(out3[0], v);
+        out3[1] += v / static_cast<double>(sum.size());
+        out3[2] = std::max(out3[2], v);
+      }
+    };
+    stats([](const runtime::RankTimes& x) { return x.compute_s; }, r.compute_s);
+    stats([](const runtime::RankTimes& x) { return x.comm_s; }, r.comm_s);
+    r.rss = rss_bytes();
+    rows.push_back(r);
+    if (out == "md") {
+      if (rows.size() == 1) {
+        std::printf("| shards | ranks | layout | threads | test | npl | t/s | compute s/rep (min/avg/max) | comm+wait s/rep (min/avg/max) |\n");
+        std::printf("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |\n");
+      }
+      std::printf("| %s | %d | %s | %d | %s | %d | %.2f ± %.2f | %.3f / %.3f / %.3f | %.3f / %.3f / %.3f |\n", r.model.c_str(),
+                  r.n_ranks, r.layout.c_str(), r.threads, r.test().c_str(), r.n_parallel, r.avg_ts, r.stddev_ts,
+                  r.compute_s[0], r.compute_s[1], r.compute_s[2], r.comm_s[0], r.comm_s[1], r.comm_s[2]);
+      std::fflush(stdout);
+    }
+  };
+  for (int64_t npl : npls) {
+    for (auto n : pps) if (n > 0) run_test(n, 0, npl);
+    for (auto n : tgs) if (n > 0) run_test(0, n, npl);
+  }
+  ex.stop();
+  print_rows(rows, out, {});
+  return kExitOk;
 }
 
 }  // namespace
 
 int cmd_bench(const std::vector<std::string>& args) {
   po::options_description desc("bench options");
-  std::string models, threads_s, pp_s = "512", tg_s = "128", out = "md";
+  std::string models, shards, threads_s, pp_s = "512", tg_s = "128", out = "md", npl_s = "1", allreduce = "f32";
   int reps = 5;
   uint32_t seed = 1;
   desc.add_options()
-      ("model,m", po::value(&models)->required(), "GGUF model file(s), comma-separated")
+      ("model,m", po::value(&models), "GGUF model file(s), comma-separated")
+      ("shards", po::value(&shards), "or: a shard directory (ranklm-repack); under mpirun, one rank per shard")
+      ("npl", po::value(&npl_s)->default_value("1"), "with --shards: sequences run together, comma-separated")
+      ("allreduce", po::value(&allreduce)->default_value("f32"), "with --shards: TP allreduce payload, f32 or q8_0")
       ("threads,t", po::value(&threads_s)->default_value(std::to_string(default_threads())),
        "thread counts, comma-separated")
       ("n-prompt,p", po::value(&pp_s)->default_value("512"), "prefill lengths (pp tests), comma-separated; 0 skips")
@@ -140,7 +317,7 @@ int cmd_bench(const std::vector<std::string>& args) {
       ("output,o", po::value(&out)->default_value("md"), "md, csv or json")
       ("seed", po::value(&seed)->default_value(1), "seed of the random prompt tokens");
   po::variables_map vm;
-  if (!parse_options("bench", "-m M.gguf [-t 1,2] [-p 512] [-n 128] [-r 5] [-o md|csv|json]", desc,
+  if (!parse_options("bench", "(-m M.gguf | --shards DIR [--npl 1,16]) [-t 1,2] [-p 512] [-n 128] [-r 5] [-o md|csv|json]", desc,
                      args, vm)) {
     return kExitOk;
   }
@@ -150,6 +327,15 @@ int cmd_bench(const std::vector<std::string>& args) {
   const auto pps = parse_int_list<int64_t>("--n-prompt", pp_s, 0, 1 << 20);
   const auto tgs = parse_int_list<int64_t>("--n-gen", tg_s, 0, 1 << 20);
   if (threads.empty()) fail("--threads: empty list");
+  if (models.empty() == shards.empty()) fail("give exactly one of --model and --shards");
+  if (!shards.empty()) {
+    if (threads.size() != 1) fail("--threads: with --shards give one thread count (each rank's)");
+    const auto npls = parse_int_list<int64_t>("--npl", npl_s, 1, 4096);
+    const comm::Compression z = parse_compression(allreduce);
+    return with_world("bench", [&](comm::World& world) {
+      return bench_shards(world, shards, threads[0], pps, tgs, npls, reps, out, seed, z);
+    });
+  }
 
   std::vector<Row> rows;
   std::map<int, double> bw;  // threads -> GB/s
@@ -232,42 +418,7 @@ int cmd_bench(const std::vector<std::string>& args) {
       for (auto n : tgs) if (n > 0) run_test(0, n);
     }
   }
-  if (out == "md") {
-    std::printf("\nbuild %s, %s, CPU %s; read bandwidth measured:", RANKLM_COMMIT, __VERSION__,
-                cpu_name().c_str());
-    for (auto [t, g] : bw) std::printf(" %.1f GB/s at %d thread%s;", g, t, t > 1 ? "s" : "");
-    std::printf("\n");
-  } else if (out == "json") {
-    nlohmann::ordered_json j = nlohmann::ordered_json::array();
-    for (const Row& r : rows) j.push_back(row_json(r));
-    std::printf("%s\n", j.dump(2).c_str());
-  } else {
-    bool header = true;
-    for (const Row& r : rows) {
-      const nlohmann::ordered_json j = row_json(r);
-      std::string line;
-      if (header) {
-        for (auto it = j.begin(); it != j.end(); ++it) line += (line.empty() ? "" : ",") + it.key();
-        std::printf("%s\n", line.c_str());
-        line.clear();
-        header = false;
-      }
-      for (auto it = j.begin(); it != j.end(); ++it) {
-        std::string v = it->is_string() ? it->get<std::string>() : it->dump();
-        if (it->is_array()) {
-          v.clear();
-          for (const auto& x : *it) v += (v.empty() ? "" : ";") + x.dump();
-        }
-        if (v.find_first_of(",\"") != std::string::npos) {
-          std::string q = "\"";
-          for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-          v = q + "\"";
-        }
-        line += (line.empty() ? "" : ",") + v;
-      }
-      std::printf("%s\n", line.c_str());
-    }
-  }
+  print_rows(rows, out, bw);
   return kExitOk;
 }
 

@@ -12,6 +12,7 @@ const char* tag_name(Tag t) {
     case Tag::kTokens: return "sampled tokens";
     case Tag::kLogits: return "logits";
     case Tag::kControl: return "step command";
+    case Tag::kStats: return "time report";
   }
   return "message";
 }

@@ -21,6 +21,7 @@ enum class Tag : int {
   kTokens = 30,   // sampled token ids, last stage -> first stage
   kLogits = 40,   // logits [n_out, n_vocab] float32, last stage -> rank 0
   kControl = 50,  // a step's description, rank 0 -> every rank (what runs next, or stop)
+  kStats = 60,    // a rank's time split (compute, communication), every rank -> rank 0
 };
 const char* tag_name(Tag t);
 

@@ -70,9 +70,53 @@ std::vector<int64_t> ring_segments(int64_t n, int size, Compression z) {
   return off;
 }
 
-void ring_allreduce(Comm& c, const Group& g, float* data, int64_t n, Compression z, RingBuffers& buf) {
+namespace {
+
+// Small vectors (decode: one token's hidden state): one round instead of 2(p-1). Every member
+// sends its whole vector to every other one, and each adds the p vectors in group order, so
+// all end with the same bits. The bytes each member sends grow as (p-1) n, which is why large
+// vectors take the ring.
+void exchange_allreduce(Comm& c, const Group& g, float* data, int64_t n, Compression z, RingBuffers& buf) {
+  const int p = g.size();
+  const size_t bytes = z == Compression::kQ8_0 ? q8_bytes(n) : static_cast<size_t>(n) * sizeof(float);
+  buf.send.resize(bytes);
+  buf.recv.resize(bytes * static_cast<size_t>(p));
+  if (z == Compression::kQ8_0) {
+    q8_encode(data, n, buf.send.data());
+  } else {
+    std::memcpy(buf.send.data(), data, bytes);
+  }
+  std::vector<Request> reqs;
+  for (int k = 0; k < p; ++k) {
+    if (k != g.index) reqs.push_back(c.irecv(buf.recv.data() + bytes * static_cast<size_t>(k), bytes, g.ranks[k], Tag::kRing));
+  }
+  for (int k = 0; k < p; ++k) {
+    if (k != g.index) reqs.push_back(c.isend(buf.send.data(), bytes, g.ranks[k], Tag::kRing));
+  }
+  std::memcpy(buf.recv.data() + bytes * static_cast<size_t>(g.index), buf.send.data(), bytes);
+  for (Request& r : reqs) c.wait(r, "a tensor-parallel allreduce");
+  for (int k = 0; k < p; ++k) {
+    const uint8_t* src = buf.recv.data() + bytes * static_cast<size_t>(k);
+    if (z == Compression::kQ8_0) {
+      q8_decode(src, n, data, k > 0);
+    } else {
+      const auto* v = reinterpret_cast<const float*>(src);
+      if (k == 0) {
+        std::memcpy(data, v, static_cast<size_t>(n) * sizeof(float));
+      } else {
+        for (int64_t j = 0; j < n; ++j) data[j] += v[j];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void ring_allreduce(Comm& c, const Group& g, float* data, int64_t n, Compression z, RingBuffers& buf,
+                    size_t exchange_max_bytes) {
   const int p = g.size();
   if (p <= 1 || n <= 0) return;
+  if (static_cast<size_t>(n) * sizeof(float) <= exchange_max_bytes) return exchange_allreduce(c, g, data, n, z, buf);
   const int i = g.index;
   const int right = g.ranks[mod(i + 1, p)], left = g.ranks[mod(i - 1, p)];
   const std::vector<int64_t> off = ring_segments(n, p, z);

@@ -2,7 +2,11 @@
 // and on the fake world alike). A group is a list of world ranks; every member calls with the
 // same group, length and options.
 //
-// Ring allreduce (sum): the vector is cut into one segment per member; in a reduce-scatter
+// Allreduce (sum) of vectors up to 32 KB (a decode step's hidden state): one round in which
+// every member sends its vector to every other one and each adds all of them in group order
+// (latency, not bandwidth, is what counts at that size).
+//
+// Ring allreduce (sum), above that: the vector is cut into one segment per member; in a reduce-scatter
 // each member sends a segment to its right neighbour and adds the one from its left (size-1
 // steps), after which member i holds the full sum of segment i+1; an allgather passes the
 // summed segments round the ring (size-1 steps). Any group size works, not only powers of
@@ -38,7 +42,10 @@ struct RingBuffers {
   std::vector<uint8_t> send, recv;
 };
 
-void ring_allreduce(Comm& c, const Group& g, float* data, int64_t n, Compression z, RingBuffers& buf);
+// exchange_max_bytes: vectors up to this size take the one-round exchange (0: always the ring).
+constexpr size_t kExchangeMaxBytes = size_t{32} << 10;
+void ring_allreduce(Comm& c, const Group& g, float* data, int64_t n, Compression z, RingBuffers& buf,
+                    size_t exchange_max_bytes = kExchangeMaxBytes);
 
 // Every member contributes `counts[index]` floats (`mine`); all end with the members' parts
 // concatenated in group order in `out` (sum of counts floats). Same ring, size-1 steps.

@@ -208,6 +208,26 @@ void Executor::stop() {
   reap(0);
 }
 
+std::vector<RankTimes> Executor::gather_times() {
+  if (c_.rank() != 0) fail("Executor::gather_times runs on rank 0");
+  while (!flight_.empty()) {
+    std::vector<float> drop;
+    collect(drop);
+  }
+  std::vector<RankTimes> all(static_cast<size_t>(c_.size()));
+  all[0] = times_;
+  Pending p;
+  p.ints = {2, 0, 0, 0};
+  for (int r = 1; r < c_.size(); ++r) p.reqs.push_back(c_.isend(p.ints.data(), sizeof(Header), r, comm::Tag::kControl));
+  pending_.push_back(std::move(p));
+  for (int r = 1; r < c_.size(); ++r) {
+    c_.recv(&all[static_cast<size_t>(r)], sizeof(RankTimes), r, comm::Tag::kStats, "a rank's time report");
+  }
+  reap(0);
+  reset_times();
+  return all;
+}
+
 void Executor::serve(std::chrono::milliseconds idle_limit) {
   for (;;) {
     Header h{};
@@ -221,6 +241,13 @@ void Executor::serve(std::chrono::milliseconds idle_limit) {
       }
     }
     if (h.kind == 0) break;
+    if (h.kind == 2) {
+      reap(0);
+      const RankTimes t = times_;
+      c_.send(&t, sizeof t, 0, comm::Tag::kStats, "delivery of the time report");
+      reset_times();
+      continue;
+    }
     if (h.n_seq < 1 || h.n_seq > (1 << 20)) fail("rank {}: a step of {} sequences came from rank 0 (a bug)", c_.rank(), h.n_seq);
     std::vector<SeqStep> seqs(static_cast<size_t>(h.n_seq));
     c_.recv(seqs.data(), seqs.size() * sizeof(SeqStep), 0, comm::Tag::kControl, "the step's sequence table");

@@ -75,10 +75,12 @@ class Executor {
   int n_slots() const { return static_cast<int>(caches_.size()); }
   const RankTimes& times() const { return times_; }
   void reset_times();
+  // Rank 0 only, with no step in flight: every rank's times (index = rank), each rank's then reset.
+  std::vector<RankTimes> gather_times();
 
  private:
   struct Header {
-    int32_t kind;  // 0 stop, 1 step
+    int32_t kind;  // 0 stop, 1 step, 2 report times
     int32_t n_seq, n_tok, n_out;
   };
   // Messages this rank has started sending, with the buffers they read from.
