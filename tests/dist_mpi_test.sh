@@ -43,6 +43,17 @@ run_case "$tmp/small.gguf" 4 1 4 "" f32 1e-4   # 2 KV heads over 4 ranks: each K
 run_case "$q8" 2 1 2 "" q8_0 2e-2
 run_case "$q8" 4 2 2 "" q8_0 2e-2
 
+# ranklm generate --shards under mpirun prints the same text as one rank (PP 2 x TP 2, seeded sampling).
+"$bin" plan -m "$kq" -n 4 --pp 2 --tp 2 -o "$tmp/p.json" > /dev/null 2>&1
+rm -rf "$tmp/s"; "$repack" -m "$kq" --plan "$tmp/p.json" -o "$tmp/s" 2> /dev/null
+"$bin" generate -m "$kq" -p "Once upon a time" -n 24 --temp 0.8 --seed 5 -t 1 > "$tmp/g1.txt" 2> /dev/null
+timeout 120 "${mpi[@]}" -np 4 "$bin" generate --shards "$tmp/s" -p "Once upon a time" -n 24 --temp 0.8 --seed 5 -t 1 > "$tmp/g4.txt" 2> "$tmp/err"
+if [ -s "$tmp/g1.txt" ] && cmp -s "$tmp/g1.txt" "$tmp/g4.txt"; then
+  echo "ok   generate --shards on 4 ranks (PP 2 x TP 2): the same text as one rank"
+else
+  echo "FAIL: generate --shards differs from one rank"; diff "$tmp/g1.txt" "$tmp/g4.txt" | head -5; tail -3 "$tmp/err"; fails=$((fails + 1))
+fi
+
 # A rank killed while the job runs: rank 0 names it, every rank ends, no hang.
 "$synth" --shape test-medium --type q8_0 -o "$tmp/medium.gguf" > /dev/null 2>&1
 "$bin" plan -m "$tmp/medium.gguf" -n 2 --pp 2 -o "$tmp/p.json" > /dev/null 2>&1

@@ -7,8 +7,7 @@
 
 namespace ranklm::cli {
 
-std::unique_ptr<ShardJob> open_shard_job(comm::World& world, const std::string& dir, int threads, int n_slots,
-                                         int64_t n_ctx, comm::Compression z) {
+std::unique_ptr<ShardJob> load_shard_job(comm::World& world, const std::string& dir, int threads) {
   comm::Comm& c = world.comm();
   auto job = std::make_unique<ShardJob>();
   job->rank_file = shard::load_rank_file(dir, c.rank(), c.size());
@@ -16,7 +15,17 @@ std::unique_ptr<ShardJob> open_shard_job(comm::World& world, const std::string& 
   job->model = Model::load(*job->rank_file.file, runtime::model_part(p, c.rank(), *job->rank_file.model));
   job->layout = comm::Layout::of(p, c.rank());
   job->pool = std::make_unique<kern::ThreadPool>(threads, core_binder(threads));
-  job->exec = std::make_unique<runtime::Executor>(c, job->layout, *job->model, *job->pool, n_slots, n_ctx, z);
+  return job;
+}
+
+void start_executor(comm::World& world, ShardJob& job, int n_slots, int64_t n_ctx, comm::Compression z) {
+  job.exec = std::make_unique<runtime::Executor>(world.comm(), job.layout, *job.model, *job.pool, n_slots, n_ctx, z);
+}
+
+std::unique_ptr<ShardJob> open_shard_job(comm::World& world, const std::string& dir, int threads, int n_slots,
+                                         int64_t n_ctx, comm::Compression z) {
+  auto job = load_shard_job(world, dir, threads);
+  start_executor(world, *job, n_slots, n_ctx, z);
   return job;
 }
 
