@@ -73,6 +73,22 @@ check "plan: TP not dividing the heads exits 1 with the reason, writes nothing" 
 "$bin" plan -m "$m" -n 2 --layers 1,1 > /dev/null 2> "$tmp/err"; rc=$?
 check "plan: --layers that miss layers exits 1 naming the sum" "[ $rc -eq 1 ] && grep -q 'add up to 2' '$tmp/err'"
 
+# Placed plans from a saved inventory: TP inside hosts, the bigger host gets more layers.
+cat > "$tmp/inv.json" <<'INV'
+{"format": "ranklm-inventory", "version": 1, "links": [],
+ "ranks": [{"rank": 0, "host": "big", "cores": 8, "numa_nodes": 1, "memory_bytes": 17179869184, "speed_gbps": 30},
+           {"rank": 1, "host": "big", "cores": 8, "numa_nodes": 1, "memory_bytes": 17179869184, "speed_gbps": 30},
+           {"rank": 2, "host": "small", "cores": 4, "numa_nodes": 1, "memory_bytes": 8589934592, "speed_gbps": 10},
+           {"rank": 3, "host": "small", "cores": 4, "numa_nodes": 1, "memory_bytes": 8589934592, "speed_gbps": 10}]}
+INV
+"$bin" plan -m "$m" --inventory "$tmp/inv.json" -o "$tmp/placed.json" > "$tmp/out" 2> "$tmp/err"; rc=$?
+check "plan --inventory: TP 2 inside each host, hosts and memory in the table, placement in the JSON" \
+  "[ $rc -eq 0 ] && grep -q '2 pipeline stages' '$tmp/out' && grep -q 'small' '$tmp/out' && grep -q '16.00 GiB' '$tmp/out' && grep -q '\"placement\"' '$tmp/placed.json'"
+sed 's/"speed_gbps": 10}/"speed_gbps": "slow"}/' "$tmp/inv.json" > "$tmp/bad_inv.json"
+"$bin" plan -m "$m" --inventory "$tmp/bad_inv.json" > /dev/null 2> "$tmp/err"; rc=$?
+check "plan --inventory with a bad field exits 1 naming the file, the rank and the field" \
+  "[ $rc -eq 1 ] && grep -q 'bad_inv.json: ranks\[2\]' '$tmp/err' && grep -q 'speed_gbps' '$tmp/err'"
+
 # ranklm-repack: shards for a 2-stage plan, a single rank, and a plan of another model.
 repack="$(dirname "$bin")/ranklm-repack"
 "$bin" plan -m "$m" -n 2 --pp 2 -o "$tmp/pp2.json" > /dev/null 2>&1

@@ -1,5 +1,10 @@
 // ranklm plan --model M.gguf --ranks N [--pp S] [--tp T] [--layers 10,12,...] [-o plan.json]:
 // an even (or given) split of the model over N ranks, printed as a table and written as JSON.
+//
+// mpirun ... ranklm plan --model M.gguf [-o plan.json]: the ranks of the job report their hosts,
+// cores, NUMA nodes, memory and speed (and host leaders time their links); the plan puts TP
+// groups inside hosts and splits layers by each stage's speed and memory (plan/placement.h).
+// --inventory FILE plans from an inventory saved with --save-inventory, without the machines.
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -7,32 +12,97 @@
 #include <fstream>
 
 #include "cli/commands.h"
+#include "cli/distributed.h"
 #include "cli/options.h"
+#include "cli/probe.h"
+#include "plan/placement.h"
 #include "io/gguf.h"
 #include "plan/identity.h"
 #include "plan/plan.h"
 
 namespace ranklm::cli {
 
+namespace {
+
+// Written whole under a temporary name, then renamed: a reader never sees half a file.
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".partial";
+  {
+    std::ofstream os(tmp, std::ios::trunc);
+    if (!os) fail("{}: cannot write ({}); check the directory exists and is writable", tmp, std::strerror(errno));
+    os << text;
+    if (!os.flush()) fail("{}: write failed", tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+plan::PlaceOptions po_with_tp(plan::PlaceOptions o, int tp) {
+  o.tp = tp;
+  return o;
+}
+
+}  // namespace
+
 int cmd_plan(const std::vector<std::string>& args) {
   po::options_description desc("plan options");
-  std::string model, out, layers_s;
-  int ranks = 0, pp = 0, tp = 0;
+  std::string model, out, layers_s, inventory, save_inventory, topology;
+  int ranks = 0, pp = 0, tp = 0, threads = default_threads();
+  plan::PlaceOptions po_;
   desc.add_options()
       ("model,m", po::value(&model)->required(), "GGUF model file")
-      ("ranks,n", po::value(&ranks)->required(), "number of ranks (the job's world size)")
+      ("ranks,n", po::value(&ranks), "number of ranks (the job's world size); under mpirun, the job's")
       ("pp", po::value(&pp)->default_value(0), "pipeline stages (0: ranks / tp)")
       ("tp", po::value(&tp)->default_value(0), "tensor-parallel size of every stage (0: ranks / pp)")
       ("layers", po::value(&layers_s), "layers per stage, comma-separated (default: even split)")
-      ("output,o", po::value(&out), "write the plan here (JSON); without it, only print");
+      ("output,o", po::value(&out), "write the plan here (JSON); without it, only print")
+      ("inventory", po::value(&inventory), "plan from this inventory (JSON from --save-inventory) instead of an even split")
+      ("save-inventory", po::value(&save_inventory), "under mpirun: also write the gathered inventory here")
+      ("topology", po::value(&topology), "under mpirun: describe this hwloc XML topology instead of the machine (tests)")
+      ("threads,t", po::value(&threads)->default_value(default_threads()), "threads per rank for the speed probe")
+      ("ctx-size,c", po::value(&po_.n_ctx)->default_value(4096), "placed plans: KV positions to reserve per sequence")
+      ("parallel", po::value(&po_.n_seq)->default_value(1), "placed plans: sequences in flight (KV slots)")
+      ("memory-fraction", po::value(&po_.memory_fraction)->default_value(0.85), "placed plans: share of a rank's memory to use")
+      ("tp-latency-us", po::value(&po_.tp_latency_us)->default_value(0.0), "placed plans: hosts closer than this may share a TP group");
   po::variables_map vm;
-  if (!parse_options("plan", "--model M.gguf --ranks N [--pp S] [--tp T] [--layers 10,12] [-o plan.json]",
+  if (!parse_options("plan", "--model M.gguf (--ranks N [--pp S] [--layers 10,12] | --inventory FILE | under mpirun) [--tp T] [-o plan.json]",
                      desc, args, vm)) {
     return kExitOk;
   }
   const auto layers = parse_int_list<int64_t>("--layers", layers_s, 1, 1 << 20);
+  if (po_.n_ctx < 1 || po_.n_seq < 1 || !(po_.memory_fraction > 0 && po_.memory_fraction <= 1)) {
+    fail("--ctx-size and --parallel must be >= 1 and --memory-fraction in (0, 1]");
+  }
+  const bool probe = comm::launched_by_mpi() && inventory.empty();
+  if (!probe && inventory.empty() && ranks < 1) fail("--ranks: give the number of ranks (or run under mpirun, or give --inventory)");
+  if ((probe || !inventory.empty()) && (pp != 0 || !layers.empty())) {
+    fail("--pp and --layers make an even or given split; a placed plan (mpirun or --inventory) chooses them itself");
+  }
   auto f = gguf::File::open(model);
-  const plan::Plan p = plan::make_plan(plan::model_identity(*f), ranks, pp, tp, layers);
+  plan::Plan p;
+  if (probe) {
+    // Every rank probes; rank 0 places, prints and writes.
+    int rc = kExitOk;
+    const int code = with_world("plan", [&](comm::World& world) {
+      const plan::Inventory inv = gather_inventory(world.comm(), threads, topology);
+      if (world.comm().rank() != 0) return kExitOk;
+      if (ranks > 0 && ranks != world.comm().size()) fail("--ranks {} but this job has {} ranks", ranks, world.comm().size());
+      if (!save_inventory.empty()) write_file_atomic(save_inventory, plan::inventory_to_json(inv).dump(2) + "\n");
+      p = plan::place(plan::model_identity(*f), plan::model_sizes(*f), plan::tp_shape(*f), inv, po_with_tp(po_, tp));
+      rc = -1;  // go on below on rank 0
+      return kExitOk;
+    });
+    if (rc != -1) return code;
+  } else if (!inventory.empty()) {
+    std::ifstream in(inventory);
+    if (!in) fail("{}: cannot open the inventory", inventory);
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded()) fail("{}: not valid JSON", inventory);
+    const plan::Inventory inv = plan::inventory_from_json(j, inventory);
+    if (ranks > 0 && ranks != static_cast<int>(inv.ranks.size())) fail("--ranks {} but {} lists {} ranks", ranks, inventory, inv.ranks.size());
+    p = plan::place(plan::model_identity(*f), plan::model_sizes(*f), plan::tp_shape(*f), inv, po_with_tp(po_, tp));
+  } else {
+    p = plan::make_plan(plan::model_identity(*f), ranks, pp, tp, layers);
+  }
   plan::check_tp_slicing(*f, p);
   std::fputs(plan::plan_table(p).c_str(), stdout);
   std::printf("plan hash %s, model hash %s\n", plan::plan_hash(p).c_str(), p.model.gguf_hash.c_str());
@@ -47,15 +117,7 @@ int cmd_plan(const std::vector<std::string>& args) {
     }
   }
   if (!out.empty()) {
-    // Written whole under a temporary name, then renamed: a reader never sees half a plan.
-    const std::string tmp = out + ".partial";
-    {
-      std::ofstream os(tmp, std::ios::trunc);
-      if (!os) fail("{}: cannot write ({}); check the directory exists and is writable", tmp, std::strerror(errno));
-      os << plan::to_json(p).dump(2) << "\n";
-      if (!os.flush()) fail("{}: write failed", tmp);
-    }
-    std::filesystem::rename(tmp, out);
+    write_file_atomic(out, plan::to_json(p).dump(2) + "\n");
     std::printf("wrote %s\n", out.c_str());
   }
   return kExitOk;

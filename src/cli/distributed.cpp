@@ -3,12 +3,15 @@
 #include <cstdio>
 
 #include "runtime/cpu_binding.h"
+#include "sys/inventory.h"
 #include "util/error.h"
 
 namespace ranklm::cli {
 
 std::unique_ptr<ShardJob> load_shard_job(comm::World& world, const std::string& dir, int threads) {
   comm::Comm& c = world.comm();
+  // Pages this rank allocates (its weights, KV cache) stay on its own NUMA node.
+  sys::bind_memory_to_local_numa();
   auto job = std::make_unique<ShardJob>();
   job->rank_file = shard::load_rank_file(dir, c.rank(), c.size());
   const plan::Plan& p = job->rank_file.plan;

@@ -13,6 +13,7 @@ const char* tag_name(Tag t) {
     case Tag::kLogits: return "logits";
     case Tag::kControl: return "step command";
     case Tag::kStats: return "time report";
+    case Tag::kProbe: return "placement probe";
   }
   return "message";
 }
@@ -65,6 +66,21 @@ void Comm::send(const void* buf, size_t bytes, int dest, Tag tag, const char* wh
 void Comm::recv(void* buf, size_t bytes, int src, Tag tag, const char* what) {
   Request r = irecv(buf, bytes, src, tag);
   wait(r, what);
+}
+
+void Comm::send_string(const std::string& s, int dest, Tag tag, const char* what) {
+  const uint64_t n = s.size();
+  send(&n, sizeof n, dest, tag, what);
+  if (n > 0) send(s.data(), s.size(), dest, tag, what);
+}
+
+std::string Comm::recv_string(int src, Tag tag, const char* what) {
+  uint64_t n = 0;
+  recv(&n, sizeof n, src, tag, what);
+  if (n > (uint64_t{1} << 31)) fail("rank {}: a {} of {} bytes from rank {} is too large (a bug)", rank(), tag_name(tag), n, src);
+  std::string s(static_cast<size_t>(n), '\0');
+  if (n > 0) recv(s.data(), s.size(), src, tag, what);
+  return s;
 }
 
 }  // namespace ranklm::comm

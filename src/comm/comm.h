@@ -22,6 +22,7 @@ enum class Tag : int {
   kLogits = 40,   // logits [n_out, n_vocab] float32, last stage -> rank 0
   kControl = 50,  // a step's description, rank 0 -> every rank (what runs next, or stop)
   kStats = 60,    // a rank's time split (compute, communication), every rank -> rank 0
+  kProbe = 70,    // placement: inventories, ping-pong between host leaders (ranklm plan under mpirun)
 };
 const char* tag_name(Tag t);
 
@@ -77,6 +78,9 @@ class Comm {
   void wait(Request& r, const char* what);
   void send(const void* buf, size_t bytes, int dest, Tag tag, const char* what);
   void recv(void* buf, size_t bytes, int src, Tag tag, const char* what);
+  // A byte string of any length (its size first, then the bytes).
+  void send_string(const std::string& s, int dest, Tag tag, const char* what);
+  std::string recv_string(int src, Tag tag, const char* what);
 
   // How long a wait may last before the job is declared stuck (default 60 s; RANKLM_COMM_TIMEOUT).
   void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }

@@ -138,15 +138,25 @@ json to_json(const Plan& p) {
     stages.push_back({{"layers", {s.layer_begin, s.layer_end}}, {"tp", s.tp()}, {"ranks", s.ranks}});
   }
   const ModelIdentity& m = p.model;
-  return {{"version", p.version},
-          {"world_size", p.world_size},
-          {"embedding_stage", p.embedding_stage},
-          {"output_stage", p.output_stage},
-          {"stages", stages},
-          {"model",
-           {{"name", m.name}, {"architecture", m.arch}, {"n_layer", m.n_layer}, {"n_head", m.n_head},
-            {"n_head_kv", m.n_head_kv}, {"n_embd", m.n_embd}, {"n_ff", m.n_ff}, {"n_vocab", m.n_vocab},
-            {"gguf_hash", m.gguf_hash}}}};
+  json j = {{"version", p.version},
+            {"world_size", p.world_size},
+            {"embedding_stage", p.embedding_stage},
+            {"output_stage", p.output_stage},
+            {"stages", stages},
+            {"model",
+             {{"name", m.name}, {"architecture", m.arch}, {"n_layer", m.n_layer}, {"n_head", m.n_head},
+              {"n_head_kv", m.n_head_kv}, {"n_embd", m.n_embd}, {"n_ff", m.n_ff}, {"n_vocab", m.n_vocab},
+              {"gguf_hash", m.gguf_hash}}}};
+  if (!p.placement.empty()) {
+    json pl = json::array();
+    for (size_t r = 0; r < p.placement.size(); ++r) {
+      const RankPlacement& x = p.placement[r];
+      pl.push_back({{"rank", r}, {"host", x.host}, {"cores", x.cores}, {"memory_bytes", x.memory_bytes},
+                    {"estimated_bytes", x.estimated_bytes}});
+    }
+    j["placement"] = pl;
+  }
+  return j;
 }
 
 namespace {
@@ -213,6 +223,21 @@ Plan from_json(const json& j, const std::string& source) {
     if (tp != stage.tp()) fail("{}: 'tp' is {} but {} ranks are listed", w, tp, stage.tp());
     p.stages.push_back(stage);
   }
+  if (j.contains("placement")) {
+    const json& pl = j.at("placement");
+    if (!pl.is_array() || static_cast<int>(pl.size()) != p.world_size) {
+      fail("{}: field 'placement' must list every rank ({} entries)", source, p.world_size);
+    }
+    for (size_t r = 0; r < pl.size(); ++r) {
+      const std::string w = fmt::format("{}: placement[{}]", source, r);
+      RankPlacement x;
+      x.host = str_field(pl[r], "host", w);
+      x.cores = int_field<int>(pl[r], "cores", w);
+      x.memory_bytes = int_field<uint64_t>(pl[r], "memory_bytes", w);
+      x.estimated_bytes = int_field<uint64_t>(pl[r], "estimated_bytes", w);
+      p.placement.push_back(x);
+    }
+  }
   validate(p, source);
   return p;
 }
@@ -229,6 +254,30 @@ std::string plan_table(const Plan& p) {
                                 m.name.empty() ? "model" : m.name, m.arch, m.n_layer, m.n_head,
                                 m.n_head_kv, p.world_size, p.stages.size(), p.stages.size() == 1 ? "" : "s");
   out += fmt::format("{:>5}  {:>9}  {:>6}  {:>3}  {:<24}  {}\n", "stage", "layers", "count", "tp", "ranks", "holds");
+  if (!p.placement.empty()) {
+    // Placed plans: one line per rank with its host and memory.
+    out.clear();
+    out += fmt::format("plan for {} ({}, {} layers, {} heads / {} KV heads): {} ranks, {} pipeline stage{}\n",
+                       m.name.empty() ? "model" : m.name, m.arch, m.n_layer, m.n_head, m.n_head_kv, p.world_size,
+                       p.stages.size(), p.stages.size() == 1 ? "" : "s");
+    out += fmt::format("{:>5}  {:>4}  {:<20}  {:>5}  {:>9}  {:>6}  {:>3}  {:>6}  {:>10}  {:>10}  {}\n", "stage", "rank",
+                       "host", "cores", "layers", "count", "tp", "tp idx", "memory", "plan uses", "holds");
+    for (size_t s = 0; s < p.stages.size(); ++s) {
+      const Stage& st = p.stages[s];
+      std::string holds;
+      if (static_cast<int>(s) == p.embedding_stage) holds += "embedding";
+      if (static_cast<int>(s) == p.output_stage) holds += std::string(holds.empty() ? "" : ", ") + "output head";
+      for (int i = 0; i < st.tp(); ++i) {
+        const RankPlacement& x = p.placement[static_cast<size_t>(st.ranks[static_cast<size_t>(i)])];
+        out += fmt::format("{:>5}  {:>4}  {:<20}  {:>5}  {:>9}  {:>6}  {:>3}  {:>6}  {:>10}  {:>10}  {}\n", s,
+                           st.ranks[static_cast<size_t>(i)], x.host, x.cores,
+                           fmt::format("{}-{}", st.layer_begin, st.layer_end - 1), st.layer_end - st.layer_begin, st.tp(),
+                           i, fmt::format("{:.2f} GiB", x.memory_bytes / 1073741824.0),
+                           fmt::format("{:.2f} GiB", x.estimated_bytes / 1073741824.0), holds);
+      }
+    }
+    return out;
+  }
   for (size_t s = 0; s < p.stages.size(); ++s) {
     const Stage& st = p.stages[s];
     std::string ranks;

@@ -31,6 +31,14 @@ struct Stage {
   int tp() const { return static_cast<int>(ranks.size()); }
 };
 
+// Where a rank runs, when the plan was made from the job's inventory (placement.h).
+struct RankPlacement {
+  std::string host;
+  int cores = 0;
+  uint64_t memory_bytes = 0;     // the rank's memory
+  uint64_t estimated_bytes = 0;  // what this plan puts there (weights, KV cache)
+};
+
 struct Plan {
   int version = kPlanVersion;
   int world_size = 0;
@@ -38,6 +46,7 @@ struct Plan {
   int embedding_stage = 0;
   int output_stage = 0;
   ModelIdentity model;
+  std::vector<RankPlacement> placement;  // per rank; empty for plans made without an inventory
 
   // (stage, tp index) of a world rank; throws if the rank is not in the plan.
   std::pair<int, int> where(int rank) const;

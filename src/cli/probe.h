@@ -1,0 +1,17 @@
+// The job's inventory, gathered under mpirun for `ranklm plan`: every rank probes its machine
+// (hwloc) and measures its read bandwidth with its threads; the first rank of each host times
+// ping-pong latency and bandwidth to every other host's first rank. Rank 0 gets the result.
+#pragma once
+
+#include <string>
+
+#include "comm/comm.h"
+#include "plan/placement.h"
+
+namespace ranklm::cli {
+
+// Collective: every rank calls it. Returns the inventory on rank 0 (empty elsewhere).
+// xml: describe this hwloc XML topology instead of the machine (tests).
+plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& xml);
+
+}  // namespace ranklm::cli

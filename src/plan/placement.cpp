@@ -1,0 +1,270 @@
+#include "plan/placement.h"
+
+#include <algorithm>
+#include <numeric>
+#include <set>
+
+#include "kernels/types.h"
+#include "plan/identity.h"
+#include "util/error.h"
+
+namespace ranklm::plan {
+
+namespace {
+
+double gib(uint64_t b) { return static_cast<double>(b) / 1073741824.0; }
+
+// Whether every rank of a TP group of size t gets a valid slice of this model.
+bool tp_ok(const TpShape& shape, int t) {
+  if (t < 1 || shape.n_head % t != 0) return false;
+  if (shape.n_head_kv % t != 0 && t % shape.n_head_kv != 0) return false;
+  try {
+    for (int i = 0; i < t; ++i) tp_part(shape, t, i);
+  } catch (const Error&) {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+const HostLink* Inventory::link(const std::string& a, const std::string& b) const {
+  auto it = links.find(a < b ? std::make_pair(a, b) : std::make_pair(b, a));
+  return it == links.end() ? nullptr : &it->second;
+}
+
+nlohmann::json inventory_to_json(const Inventory& inv) {
+  nlohmann::json ranks = nlohmann::json::array();
+  for (const RankInfo& r : inv.ranks) {
+    ranks.push_back({{"rank", r.rank}, {"host", r.host}, {"cores", r.cores}, {"numa_nodes", r.numa_nodes},
+                     {"memory_bytes", r.memory_bytes}, {"gpus", r.gpus}, {"speed_gbps", r.speed_gbps}});
+  }
+  nlohmann::json links = nlohmann::json::array();
+  for (const auto& [k, l] : inv.links) {
+    links.push_back({{"hosts", {k.first, k.second}}, {"latency_us", l.latency_us}, {"bandwidth_gbps", l.bandwidth_gbps}});
+  }
+  return {{"format", "ranklm-inventory"}, {"version", 1}, {"ranks", ranks}, {"links", links}};
+}
+
+Inventory inventory_from_json(const nlohmann::json& j, const std::string& source) {
+  auto need = [&](const nlohmann::json& o, const char* key, const std::string& where) -> const nlohmann::json& {
+    if (!o.is_object() || !o.contains(key)) fail("{}: missing field '{}'", where, key);
+    return o.at(key);
+  };
+  auto number = [&](const nlohmann::json& o, const char* key, const std::string& where, double lo) {
+    const nlohmann::json& v = need(o, key, where);
+    if (!v.is_number() || v.get<double>() < lo) fail("{}: field '{}' must be a number >= {} (got {})", where, key, lo, v.dump());
+    return v.get<double>();
+  };
+  Inventory inv;
+  const nlohmann::json& ranks = need(j, "ranks", source);
+  if (!ranks.is_array() || ranks.empty()) fail("{}: field 'ranks' must be a non-empty array", source);
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    const std::string w = fmt::format("{}: ranks[{}]", source, i);
+    RankInfo r;
+    r.rank = static_cast<int>(number(ranks[i], "rank", w, 0));
+    if (r.rank != static_cast<int>(i)) fail("{}: 'rank' is {}, expected {} (ranks in order)", w, r.rank, i);
+    const nlohmann::json& h = need(ranks[i], "host", w);
+    if (!h.is_string() || h.get<std::string>().empty()) fail("{}: field 'host' must be a host name", w);
+    r.host = h.get<std::string>();
+    r.cores = static_cast<int>(number(ranks[i], "cores", w, 1));
+    r.numa_nodes = static_cast<int>(number(ranks[i], "numa_nodes", w, 1));
+    r.memory_bytes = static_cast<uint64_t>(number(ranks[i], "memory_bytes", w, 1));
+    r.gpus = ranks[i].contains("gpus") ? static_cast<int>(number(ranks[i], "gpus", w, 0)) : 0;
+    r.speed_gbps = number(ranks[i], "speed_gbps", w, 0);
+    inv.ranks.push_back(r);
+  }
+  if (j.contains("links")) {
+    const nlohmann::json& links = j.at("links");
+    if (!links.is_array()) fail("{}: field 'links' must be an array", source);
+    for (size_t i = 0; i < links.size(); ++i) {
+      const std::string w = fmt::format("{}: links[{}]", source, i);
+      const nlohmann::json& hs = need(links[i], "hosts", w);
+      if (!hs.is_array() || hs.size() != 2 || !hs[0].is_string() || !hs[1].is_string()) {
+        fail("{}: field 'hosts' must be two host names", w);
+      }
+      std::string a = hs[0].get<std::string>(), b = hs[1].get<std::string>();
+      if (b < a) std::swap(a, b);
+      inv.links[{a, b}] = {number(links[i], "latency_us", w, 0), number(links[i], "bandwidth_gbps", w, 0)};
+    }
+  }
+  return inv;
+}
+
+ModelSizes model_sizes(const gguf::File& f) {
+  ModelSizes s;
+  const ModelIdentity id = model_identity(f);
+  s.layer_bytes.assign(static_cast<size_t>(id.n_layer), 0);
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    if (t.name.rfind("blk.", 0) == 0) {
+      const size_t dot = t.name.find('.', 4);
+      const int64_t il = std::stoll(t.name.substr(4, dot - 4));
+      if (il >= 0 && il < id.n_layer) s.layer_bytes[static_cast<size_t>(il)] += t.n_bytes;
+    } else if (t.name == "token_embd.weight") {
+      s.embd_bytes = t.n_bytes;
+    } else if (t.name == "output.weight") {
+      s.output_bytes = t.n_bytes;
+    }
+  }
+  if (s.output_bytes == 0) s.output_bytes = s.embd_bytes;  // tied head
+  const TpShape shape = tp_shape(f);
+  s.kv_bytes_per_token_layer = static_cast<uint64_t>(2 * shape.n_head_kv * shape.head_dim * 2);
+  return s;
+}
+
+uint64_t rank_bytes(const Plan& p, const ModelSizes& sizes, int rank, const PlaceOptions& o) {
+  const auto [stage, tpi] = p.where(rank);
+  const Stage& st = p.stages[static_cast<size_t>(stage)];
+  const uint64_t t = static_cast<uint64_t>(st.tp());
+  uint64_t b = 0;
+  for (int64_t l = st.layer_begin; l < st.layer_end; ++l) {
+    b += sizes.layer_bytes[static_cast<size_t>(l)] / t;
+    // KV heads are replicated when TP exceeds them; count a rank's share as at least one head's.
+    b += sizes.kv_bytes_per_token_layer * static_cast<uint64_t>(o.n_ctx) * static_cast<uint64_t>(o.n_seq) / t;
+  }
+  if (stage == p.embedding_stage) b += sizes.embd_bytes;
+  if (stage == p.output_stage) b += sizes.output_bytes;
+  return b;
+}
+
+Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape, const Inventory& inv,
+           const PlaceOptions& o) {
+  const int n = static_cast<int>(inv.ranks.size());
+  if (n < 1) fail("the inventory lists no ranks");
+  if (static_cast<int64_t>(sizes.layer_bytes.size()) != m.n_layer) fail("model sizes do not match the model's {} layers", m.n_layer);
+  // 1. Hosts in order of their first rank, each with its ranks.
+  std::vector<std::string> hosts;
+  std::map<std::string, std::vector<int>> on;
+  for (const RankInfo& r : inv.ranks) {
+    if (!on.count(r.host)) hosts.push_back(r.host);
+    on[r.host].push_back(r.rank);
+  }
+  // 2. TP size: the ranks per host (all hosts alike), else their gcd; reduced to what the model allows.
+  int per_host = 0;
+  for (const auto& h : hosts) per_host = std::gcd(per_host, static_cast<int>(on[h].size()));
+  int tp = o.tp;
+  if (tp == 0) {
+    tp = per_host;
+    while (tp > 1 && !tp_ok(shape, tp)) --tp;
+    while (tp > 1 && per_host % tp != 0) --tp;
+  }
+  if (!tp_ok(shape, tp)) {
+    fail("TP {} does not suit this model ({} heads, {} KV heads, FFN {}); choose a TP size that divides the heads",
+         tp, shape.n_head, shape.n_head_kv, shape.n_ff);
+  }
+  if (n % tp != 0) fail("{} ranks cannot form TP groups of {}; start a multiple of {} ranks", n, tp, tp);
+  // Groups: consecutive ranks of a host (or, for TP larger than a host, of consecutive hosts
+  // closer than tp_latency_us).
+  std::vector<int> order;
+  for (const auto& h : hosts) order.insert(order.end(), on[h].begin(), on[h].end());
+  std::vector<std::vector<int>> groups;
+  for (int i = 0; i < n; i += tp) {
+    std::vector<int> g(order.begin() + i, order.begin() + i + tp);
+    std::set<std::string> hs;
+    for (int r : g) hs.insert(inv.ranks[static_cast<size_t>(r)].host);
+    if (hs.size() > 1) {
+      const std::vector<std::string> v(hs.begin(), hs.end());
+      for (size_t a = 0; a < v.size(); ++a) {
+        for (size_t b = a + 1; b < v.size(); ++b) {
+          const HostLink* l = inv.link(v[a], v[b]);
+          if (o.tp_latency_us <= 0 || !l || l->latency_us > o.tp_latency_us) {
+            fail("TP {} would put ranks of {} and {} in one group{}; TP runs inside a host (use --tp {} or less, or "
+                 "--tp-latency-us above their measured latency to allow it)", tp, v[a], v[b],
+                 l ? fmt::format(" ({:.1f} us apart)", l->latency_us) : std::string(" (no measured link)"), per_host);
+          }
+        }
+      }
+    }
+    groups.push_back(g);
+  }
+  const int n_stages = static_cast<int>(groups.size());
+  if (n_stages > m.n_layer) fail("{} stages of TP {} but the model has {} layers; use fewer ranks or a larger TP", n_stages, tp, m.n_layer);
+  // 3. Layers: one at a time to the stage whose step time stays lowest, within its memory.
+  std::vector<double> speed(static_cast<size_t>(n_stages)), extra(static_cast<size_t>(n_stages), 0.0);
+  std::vector<uint64_t> room(static_cast<size_t>(n_stages)), fixed(static_cast<size_t>(n_stages), 0);
+  for (int s = 0; s < n_stages; ++s) {
+    double sp = 1e30;
+    uint64_t mem = UINT64_MAX;
+    for (int r : groups[static_cast<size_t>(s)]) {
+      const RankInfo& ri = inv.ranks[static_cast<size_t>(r)];
+      sp = std::min(sp, ri.speed_gbps > 0 ? ri.speed_gbps : 1.0);
+      mem = std::min(mem, ri.memory_bytes);
+    }
+    speed[static_cast<size_t>(s)] = sp * tp;  // a TP group streams its weights tp ways at once
+    if (s == 0) fixed[0] += sizes.embd_bytes;
+    if (s == n_stages - 1) {
+      fixed[static_cast<size_t>(s)] += sizes.output_bytes;
+      extra[static_cast<size_t>(s)] = static_cast<double>(sizes.output_bytes);  // the head is streamed every step
+    }
+    room[static_cast<size_t>(s)] = static_cast<uint64_t>(static_cast<double>(mem) * o.memory_fraction);
+  }
+  const uint64_t kv_layer = sizes.kv_bytes_per_token_layer * static_cast<uint64_t>(o.n_ctx) * static_cast<uint64_t>(o.n_seq);
+  std::vector<int64_t> count(static_cast<size_t>(n_stages), 0);
+  std::vector<uint64_t> used = fixed, streamed(static_cast<size_t>(n_stages), 0);
+  for (int s = 0; s < n_stages; ++s) streamed[static_cast<size_t>(s)] = static_cast<uint64_t>(extra[static_cast<size_t>(s)]);
+  // Stages take consecutive layers; the greedy runs over counts, then layers are laid out in
+  // stage order. Layer sizes differ little, so the mean layer stands for each.
+  const uint64_t total_layers = std::accumulate(sizes.layer_bytes.begin(), sizes.layer_bytes.end(), uint64_t{0});
+  const uint64_t mean_layer = std::max<uint64_t>(1, total_layers / static_cast<uint64_t>(m.n_layer));
+  auto fits = [&](int s) {
+    return used[static_cast<size_t>(s)] + (mean_layer + kv_layer) / static_cast<uint64_t>(tp) <= room[static_cast<size_t>(s)];
+  };
+  for (int s = 0; s < n_stages; ++s) {  // every stage holds at least one layer
+    if (!fits(s)) break;
+    ++count[static_cast<size_t>(s)];
+    used[static_cast<size_t>(s)] += (mean_layer + kv_layer) / static_cast<uint64_t>(tp);
+    streamed[static_cast<size_t>(s)] += mean_layer;
+  }
+  for (int64_t l = std::accumulate(count.begin(), count.end(), int64_t{0}); l < m.n_layer; ++l) {
+    int best = -1;
+    double best_t = 1e300;
+    for (int s = 0; s < n_stages; ++s) {
+      if (!fits(s)) continue;
+      const double t = static_cast<double>(streamed[static_cast<size_t>(s)] + mean_layer) / speed[static_cast<size_t>(s)];
+      if (t < best_t) best_t = t, best = s;
+    }
+    if (best < 0) {
+      uint64_t need = 0, have = 0;
+      for (int s = 0; s < n_stages; ++s) have += room[static_cast<size_t>(s)] * static_cast<uint64_t>(tp);
+      need = total_layers + kv_layer * static_cast<uint64_t>(m.n_layer) + sizes.embd_bytes * static_cast<uint64_t>(tp) +
+             sizes.output_bytes * static_cast<uint64_t>(tp);
+      fail("the model does not fit: it needs about {:.2f} GiB (weights, embedding and head on their TP groups, KV cache "
+           "for {} positions x {} sequences) but these {} ranks offer {:.2f} GiB ({:.0f}% of their memory); add ranks "
+           "or hosts, use a smaller context, or a smaller quantization", gib(need), o.n_ctx, o.n_seq, n, gib(have),
+           o.memory_fraction * 100);
+    }
+    ++count[static_cast<size_t>(best)];
+    used[static_cast<size_t>(best)] += (mean_layer + kv_layer) / static_cast<uint64_t>(tp);
+    streamed[static_cast<size_t>(best)] += mean_layer;
+  }
+  for (int s = 0; s < n_stages; ++s) {
+    if (count[static_cast<size_t>(s)] == 0) {
+      fail("stage {} (ranks on {}) has no memory left for a layer; the model does not fit these ranks", s,
+           inv.ranks[static_cast<size_t>(groups[static_cast<size_t>(s)][0])].host);
+    }
+  }
+  Plan p;
+  p.world_size = n;
+  p.model = m;
+  int64_t next = 0;
+  for (int s = 0; s < n_stages; ++s) {
+    Stage st;
+    st.layer_begin = next;
+    st.layer_end = next + count[static_cast<size_t>(s)];
+    next = st.layer_end;
+    st.ranks = groups[static_cast<size_t>(s)];
+    p.stages.push_back(st);
+  }
+  p.embedding_stage = 0;
+  p.output_stage = n_stages - 1;
+  p.placement.resize(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    const RankInfo& ri = inv.ranks[static_cast<size_t>(r)];
+    p.placement[static_cast<size_t>(r)] = {ri.host, ri.cores, ri.memory_bytes, 0};
+  }
+  for (int r = 0; r < n; ++r) p.placement[static_cast<size_t>(r)].estimated_bytes = rank_bytes(p, sizes, r, o);
+  validate(p, "placed plan");
+  return p;
+}
+
+}  // namespace ranklm::plan

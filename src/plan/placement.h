@@ -1,0 +1,81 @@
+// Placement: a plan from what the ranks of a job actually are. Every rank reports its host,
+// cores, NUMA nodes, memory, GPUs and a measured speed (read bandwidth with its threads: decode
+// streams weights); host leaders time ping-pong latency and bandwidth between hosts. From that
+// inventory (gathered under mpirun by `ranklm plan`, or read from a file), place():
+//
+//   1. groups ranks by host, in rank order (mpirun --map-by slot puts a host's ranks together);
+//   2. forms tensor-parallel groups inside a host (TP = the ranks per host, or the largest size
+//      under it the model's heads allow; larger only over hosts whose link latency is below
+//      tp_latency_us), and makes each group a pipeline stage, in rank order;
+//   3. splits the layers so the slowest stage is as fast as possible: layers go one at a time to
+//      the stage whose step time (bytes it streams / its speed) stays lowest, counting the
+//      output head on the last stage, and never beyond what fits in the memory of the stage's
+//      smallest rank (weights, KV cache for n_ctx, a margin). A model that does not fit is
+//      refused with the sizes, before any weight is read.
+//
+// A pure function of the inventory: tests run it on synthetic hosts and hwloc XML topologies.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "io/gguf.h"
+#include "plan/plan.h"
+#include "plan/tp_slice.h"
+
+namespace ranklm::plan {
+
+struct RankInfo {
+  int rank = 0;
+  std::string host;
+  int cores = 1;            // cores this rank may use
+  int numa_nodes = 1;
+  uint64_t memory_bytes = 0;  // memory of its NUMA node(s) (the host's when unbound)
+  int gpus = 0;
+  double speed_gbps = 0;    // measured read bandwidth with its threads
+};
+
+struct HostLink {
+  double latency_us = 0;
+  double bandwidth_gbps = 0;
+};
+
+struct Inventory {
+  std::vector<RankInfo> ranks;                                   // index = rank
+  std::map<std::pair<std::string, std::string>, HostLink> links;  // (host a, host b), a < b
+  const HostLink* link(const std::string& a, const std::string& b) const;
+};
+
+nlohmann::json inventory_to_json(const Inventory& inv);
+Inventory inventory_from_json(const nlohmann::json& j, const std::string& source);
+
+// What placement needs to know of the model's bytes.
+struct ModelSizes {
+  std::vector<uint64_t> layer_bytes;  // weights of each layer
+  uint64_t embd_bytes = 0, output_bytes = 0;
+  uint64_t kv_bytes_per_token_layer = 0;  // K and V, fp16, all KV heads
+};
+ModelSizes model_sizes(const gguf::File& f);
+
+struct PlaceOptions {
+  int tp = 0;                 // 0: as many ranks as a host has (or the largest size the heads allow)
+  int64_t n_ctx = 4096;       // KV cache positions to reserve per rank (times n_seq)
+  int n_seq = 1;              // sequences in flight (KV slots)
+  double memory_fraction = 0.85;  // of a rank's memory the plan may use
+  double tp_latency_us = 0;   // hosts closer than this may share a TP group (0: never)
+};
+
+// The plan, with per-rank placement (host, cores, memory, estimated use) filled in.
+Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape, const Inventory& inv,
+           const PlaceOptions& o);
+
+// Bytes rank `rank` of plan p holds: its layers' share of the weights, the embedding and head
+// where it has them, its KV cache.
+uint64_t rank_bytes(const Plan& p, const ModelSizes& sizes, int rank, const PlaceOptions& o);
+
+}  // namespace ranklm::plan

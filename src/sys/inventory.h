@@ -1,0 +1,22 @@
+// What hwloc says about the machine a rank runs on: the cores it may use, the NUMA nodes
+// under them and their memory, GPUs (and co-processors) as hwloc's I/O discovery sees them.
+// With an XML topology (lstopo --of xml) it describes that machine instead, so placement can
+// be tested on hosts one does not have.
+#pragma once
+
+#include <string>
+
+#include "plan/placement.h"
+
+namespace ranklm::sys {
+
+// rank and host are filled in by the caller; speed_gbps is measured separately. Throws
+// ranklm::Error naming the file when an XML topology cannot be read.
+plan::RankInfo probe_topology(const std::string& xml_path = "");
+
+// Binds this process's future memory allocations to the NUMA node(s) of the cores it runs on
+// (first-touch pages then stay local). Returns a one-line description; does nothing on a
+// single-node machine.
+std::string bind_memory_to_local_numa();
+
+}  // namespace ranklm::sys

@@ -1,0 +1,211 @@
+// Placement from synthetic inventories (several hosts, unequal memory and speed) and from hwloc
+// XML topologies of machines this test does not run on: TP groups stay inside hosts, layers
+// follow speed within memory, impossible plans are refused with the sizes.
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "plan/placement.h"
+#include "plan/plan.h"
+#include "sys/inventory.h"
+#include "test_util.h"
+#include "util/error.h"
+
+using namespace ranklm;
+using namespace ranklm::plan;
+
+namespace {
+
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+
+ModelIdentity tinyllama() {
+  ModelIdentity m;
+  m.name = "TinyLlama";
+  m.arch = "llama";
+  m.n_layer = 22;
+  m.n_head = 32;
+  m.n_head_kv = 4;
+  m.n_embd = 2048;
+  m.n_ff = 5632;
+  m.n_vocab = 32000;
+  m.gguf_hash = "0123456789abcdef";
+  return m;
+}
+
+ModelSizes sizes(uint64_t layer_mb = 27) {
+  ModelSizes s;
+  s.layer_bytes.assign(22, layer_mb << 20);
+  s.embd_bytes = uint64_t{70} << 20;
+  s.output_bytes = uint64_t{105} << 20;
+  s.kv_bytes_per_token_layer = 2 * 4 * 64 * 2;
+  return s;
+}
+
+TpShape shape() {
+  TpShape s;
+  s.n_head = 32;
+  s.n_head_kv = 4;
+  s.head_dim = 64;
+  s.n_ff = 5632;
+  return s;
+}
+
+// hosts: (name, ranks, memory per rank, speed per rank)
+struct Host {
+  const char* name;
+  int ranks;
+  uint64_t memory;
+  double speed;
+};
+Inventory inventory(const std::vector<Host>& hosts) {
+  Inventory inv;
+  for (const Host& h : hosts) {
+    for (int i = 0; i < h.ranks; ++i) {
+      RankInfo r;
+      r.rank = static_cast<int>(inv.ranks.size());
+      r.host = h.name;
+      r.cores = 4;
+      r.memory_bytes = h.memory;
+      r.speed_gbps = h.speed;
+      inv.ranks.push_back(r);
+    }
+  }
+  return inv;
+}
+
+int64_t layers_of(const Plan& p, size_t s) { return p.stages[s].layer_end - p.stages[s].layer_begin; }
+
+}  // namespace
+
+TEST(Placement, TpInsideHostsAndStagesAcrossThem) {
+  const Plan p = place(tinyllama(), sizes(), shape(), inventory({{"a", 2, 16 * kGiB, 10}, {"b", 2, 16 * kGiB, 10}}), {});
+  ASSERT_EQ(p.stages.size(), 2u);
+  EXPECT_EQ(p.stages[0].ranks, (std::vector<int>{0, 1}));
+  EXPECT_EQ(p.stages[1].ranks, (std::vector<int>{2, 3}));
+  // Equal hosts: the last stage also streams the output head (105 MB, about 4 layers), so it
+  // gets fewer layers.
+  EXPECT_GT(layers_of(p, 0), layers_of(p, 1));
+  EXPECT_EQ(layers_of(p, 0) + layers_of(p, 1), 22);
+  EXPECT_LE(layers_of(p, 0) - layers_of(p, 1), 5);
+  ASSERT_EQ(p.placement.size(), 4u);
+  EXPECT_EQ(p.placement[3].host, "b");
+  EXPECT_GT(p.placement[3].estimated_bytes, uint64_t{105} << 20);
+  // The placement survives the JSON round trip and changes the plan hash.
+  const Plan q = from_json(to_json(p), "test");
+  EXPECT_EQ(q.placement.size(), 4u);
+  EXPECT_EQ(q.placement[2].host, "b");
+  EXPECT_EQ(plan_hash(q), plan_hash(p));
+}
+
+TEST(Placement, LayersFollowSpeed) {
+  // Host a streams twice as fast: about twice the layers (the head sits on b, the last stage).
+  const Plan p = place(tinyllama(), sizes(), shape(), inventory({{"a", 1, 16 * kGiB, 20}, {"b", 1, 16 * kGiB, 10}}), {});
+  ASSERT_EQ(p.stages.size(), 2u);
+  EXPECT_GE(layers_of(p, 0), 2 * layers_of(p, 1));
+  // Three unequal hosts: every stage's step time within one layer of the others.
+  const std::vector<Host> hosts = {{"a", 1, 16 * kGiB, 12}, {"b", 1, 16 * kGiB, 30}, {"c", 1, 16 * kGiB, 18}};
+  const Plan r = place(tinyllama(), sizes(), shape(), inventory(hosts), {});
+  ASSERT_EQ(r.stages.size(), 3u);
+  std::vector<double> t;
+  for (size_t s = 0; s < 3; ++s) t.push_back((layers_of(r, s) * 27.0 + (s == 2 ? 105 : 0)) / hosts[s].speed);
+  const double slowest = *std::max_element(t.begin(), t.end());
+  for (size_t s = 0; s < 3; ++s) EXPECT_GT(t[s] + 27.0 / hosts[s].speed + 1e-9, slowest * 0.75) << "stage " << s;
+}
+
+TEST(Placement, MemoryCapsAStageAndTheRestGoesElsewhere) {
+  // b is fast but small: 0.25 GiB x 0.85 holds the head (105 MB) and a few 27 MB layers.
+  const Plan p = place(tinyllama(), sizes(), shape(), inventory({{"a", 1, 16 * kGiB, 10}, {"b", 1, kGiB / 4, 40}}), {});
+  ASSERT_EQ(p.stages.size(), 2u);
+  EXPECT_LE(p.placement[1].estimated_bytes, static_cast<uint64_t>(0.85 * (kGiB / 4)));
+  EXPECT_GE(layers_of(p, 0), 17);
+}
+
+TEST(Placement, AModelThatDoesNotFitIsRefusedWithTheSizes) {
+  const std::string msg = test::error_message_of<Error>([] {
+    place(tinyllama(), sizes(), shape(), inventory({{"a", 1, kGiB / 8, 10}, {"b", 1, kGiB / 8, 10}}), {});
+  });
+  EXPECT_NE(msg.find("does not fit"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("GiB"), std::string::npos) << msg;
+}
+
+TEST(Placement, TpAcrossHostsOnlyOverFastLinks) {
+  Inventory inv = inventory({{"a", 2, 16 * kGiB, 10}, {"b", 2, 16 * kGiB, 10}});
+  PlaceOptions o;
+  o.tp = 4;
+  std::string msg = test::error_message_of<Error>([&] { place(tinyllama(), sizes(), shape(), inv, o); });
+  EXPECT_NE(msg.find("would put ranks of a and b in one group"), std::string::npos) << msg;
+  inv.links[{"a", "b"}] = {3.0, 12.0};
+  o.tp_latency_us = 5.0;
+  const Plan p = place(tinyllama(), sizes(), shape(), inv, o);
+  ASSERT_EQ(p.stages.size(), 1u);
+  EXPECT_EQ(p.stages[0].tp(), 4);
+  o.tp_latency_us = 2.0;  // the link is slower than that
+  msg = test::error_message_of<Error>([&] { place(tinyllama(), sizes(), shape(), inv, o); });
+  EXPECT_NE(msg.find("3.0 us apart"), std::string::npos) << msg;
+}
+
+TEST(Placement, TpShrinksToWhatTheHeadsAllowAndRanksMayInterleave) {
+  // 3 ranks per host: 32 heads do not split 3 ways, so TP 1 and six stages.
+  const Plan p = place(tinyllama(), sizes(), shape(), inventory({{"a", 3, 16 * kGiB, 10}, {"b", 3, 16 * kGiB, 10}}), {});
+  EXPECT_EQ(p.stages.size(), 6u);
+  EXPECT_EQ(p.stages[0].tp(), 1);
+  // Round-robin mapping (ranks 0, 2 on host a; 1, 3 on host b): groups still by host.
+  Inventory inv = inventory({{"a", 1, 16 * kGiB, 10}, {"b", 1, 16 * kGiB, 10}, {"a", 1, 16 * kGiB, 10}, {"b", 1, 16 * kGiB, 10}});
+  for (int r = 0; r < 4; ++r) inv.ranks[static_cast<size_t>(r)].rank = r;
+  const Plan q = place(tinyllama(), sizes(), shape(), inv, {});
+  ASSERT_EQ(q.stages.size(), 2u);
+  EXPECT_EQ(q.stages[0].ranks, (std::vector<int>{0, 2}));
+  EXPECT_EQ(q.stages[1].ranks, (std::vector<int>{1, 3}));
+}
+
+TEST(Placement, HwlocXmlTopologies) {
+  const std::string dir = std::string(RANKLM_TEST_DATA_DIR) + "/topologies/";
+  const RankInfo big = sys::probe_topology(dir + "two-socket-32c-128g.xml");
+  EXPECT_EQ(big.cores, 32);
+  EXPECT_EQ(big.numa_nodes, 2);
+  EXPECT_EQ(big.memory_bytes, 128 * kGiB);
+  const RankInfo mid = sys::probe_topology(dir + "one-socket-8c-16g.xml");
+  EXPECT_EQ(mid.cores, 8);
+  EXPECT_EQ(mid.numa_nodes, 1);
+  EXPECT_EQ(mid.memory_bytes, 16 * kGiB);
+  const RankInfo small = sys::probe_topology(dir + "small-4c-8g.xml");
+  EXPECT_EQ(small.memory_bytes, 8 * kGiB);
+  // A job with one rank on each of those machines, the bigger ones faster: layers by speed.
+  Inventory inv;
+  for (const auto& [name, info, speed] : {std::tuple{"big", big, 40.0}, std::tuple{"mid", mid, 20.0}, std::tuple{"small", small, 10.0}}) {
+    RankInfo r = info;
+    r.rank = static_cast<int>(inv.ranks.size());
+    r.host = name;
+    r.speed_gbps = speed;
+    inv.ranks.push_back(r);
+  }
+  const Plan p = place(tinyllama(), sizes(), shape(), inv, {});
+  ASSERT_EQ(p.stages.size(), 3u);
+  EXPECT_GT(layers_of(p, 0), layers_of(p, 1));
+  EXPECT_GT(layers_of(p, 1), layers_of(p, 2));
+  EXPECT_EQ(p.placement[0].memory_bytes, 128 * kGiB);
+  const std::string table = plan_table(p);
+  EXPECT_NE(table.find("big"), std::string::npos) << table;
+  EXPECT_NE(table.find("128.00 GiB"), std::string::npos) << table;
+  const std::string msg = test::error_message_of<Error>([&] { sys::probe_topology(dir + "missing.xml"); });
+  EXPECT_NE(msg.find("missing.xml"), std::string::npos) << msg;
+}
+
+TEST(Placement, InventoryJsonRoundTripAndErrors) {
+  Inventory inv = inventory({{"a", 2, 16 * kGiB, 10}, {"b", 1, 8 * kGiB, 5}});
+  inv.links[{"a", "b"}] = {25.0, 1.2};
+  const Inventory back = inventory_from_json(inventory_to_json(inv), "test");
+  ASSERT_EQ(back.ranks.size(), 3u);
+  EXPECT_EQ(back.ranks[2].host, "b");
+  EXPECT_EQ(back.ranks[2].memory_bytes, 8 * kGiB);
+  ASSERT_NE(back.link("b", "a"), nullptr);
+  EXPECT_DOUBLE_EQ(back.link("b", "a")->latency_us, 25.0);
+  nlohmann::json j = inventory_to_json(inv);
+  j["ranks"][1].erase("memory_bytes");
+  std::string msg = test::error_message_of<Error>([&] { inventory_from_json(j, "inv.json"); });
+  EXPECT_NE(msg.find("inv.json: ranks[1]: missing field 'memory_bytes'"), std::string::npos) << msg;
+  j = inventory_to_json(inv);
+  j["ranks"][0]["speed_gbps"] = "fast";
+  msg = test::error_message_of<Error>([&] { inventory_from_json(j, "inv.json"); });
+  EXPECT_NE(msg.find("'speed_gbps' must be a number"), std::string::npos) << msg;
+}
