@@ -1,4 +1,5 @@
-// AVX2 dot products of Q4_K / Q6_K weight rows with Q8_K activations, on the GGUF layout
+// AVX2 dot products of Q4_K / Q6_K weight rows with Q8_K activations (and of Q4_1 rows, the
+// default model's type, with Q8_1 activations), on the GGUF layout
 // (block structs in types.h). Compiled with -mavx2 -mfma -mf16c and used only when the CPU has
 // them; calls no inline functions from ordinary shared headers (packed_tiles.h has internal
 // linkage).
@@ -9,6 +10,8 @@
 // offset (Q6_K's -32, Q4_K's min) is taken out through the activation's 16-element sums
 // (bsums), exactly as in the reference.
 #include <immintrin.h>
+
+#include <cstring>
 
 #include "packed_tiles.h"
 #include "types.h"
@@ -148,6 +151,55 @@ void q4_k_rows(int64_t n, const void* w, const void* const* a, float* out) {
   }
 }
 
+// T activation rows (Q8_1) against one Q4_1 row: x = d q + m per 32-element block, so
+// sum(x a) = d d_a sum(q a_q) + m s, with s = d_a sum(a_q) as Q8_1 stores it (the reference's
+// formula). Nibbles 0..15 are unsigned: VPMADDUBSW then VPMADDWD give the integer dot.
+template <int T>
+void q4_1_rows(int64_t n, const void* w, const void* const* a, float* out) {
+  const auto* x = static_cast<const BlockQ4_1*>(w);
+  const BlockQ8_1* y[T];
+  for (int t = 0; t < T; ++t) y[t] = static_cast<const BlockQ8_1*>(a[t]);
+  const int64_t nb = n / QK;
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  // Two accumulators per row (even and odd blocks) halve the FMA dependency chain; the
+  // min terms m * s collect in the low lanes of a third vector.
+  __m256 acc[T][2];
+  __m128 mins[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    mins[t] = _mm_setzero_ps();
+  }
+  for (int64_t i = 0; i < nb; ++i) {
+    if (T == 1 && (i & 3) == 0) prefetch_ahead(x + i, 4 * sizeof(BlockQ4_1));
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs));
+    const __m256i wq = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+    // d and m of the weights, d and s of the activations: 4 fp16 values, converted at once.
+    uint32_t dm;
+    std::memcpy(&dm, &x[i].d, 4);
+    const __m128 wdm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm)));  // {d, m, 0, 0}
+    for (int t = 0; t < T; ++t) {
+      uint32_t ds;
+      std::memcpy(&ds, &y[t][i].d, 4);
+      const __m128 ads = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(ds)));  // {d_a, s, 0, 0}
+      const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, aq), ones);
+      const __m128 prod = _mm_mul_ps(wdm, ads);  // {d d_a, m s, ...}
+      acc[t][i & 1] = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), _mm256_cvtepi32_ps(p), acc[t][i & 1]);
+      mins[t] = _mm_add_ps(mins[t], prod);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    out[t] = hsum256(_mm256_add_ps(acc[t][0], acc[t][1])) + _mm_cvtss_f32(_mm_shuffle_ps(mins[t], mins[t], 1));
+  }
+}
+
+float dot_q4_1(int64_t n, const void* w, const void* a) {
+  float r;
+  q4_1_rows<1>(n, w, &a, &r);
+  return r;
+}
+
 float dot_q4_k(int64_t n, const void* w, const void* a) {
   float r;
   q4_k_rows<1>(n, w, &a, &r);
@@ -163,12 +215,14 @@ float dot_q6_k(int64_t n, const void* w, const void* a) {
 }  // namespace
 
 VecDot4Fn vec_dot4_avx2(GgmlType t) {
+  if (t == GgmlType::Q4_1) return &q4_1_rows<4>;
   if (t == GgmlType::Q6_K) return &q6_k_rows<4>;
   if (t == GgmlType::Q4_K) return &q4_k_rows<4>;
   return nullptr;
 }
 
 VecDotFn vec_dot_avx2(GgmlType t) {
+  if (t == GgmlType::Q4_1) return &dot_q4_1;
   if (t == GgmlType::Q6_K) return &dot_q6_k;
   if (t == GgmlType::Q4_K) return &dot_q4_k;
   return nullptr;

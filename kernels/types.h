@@ -89,7 +89,7 @@ VecDotFn fast_vec_dot(GgmlType t);
 VecDotFn vec_dot_avx2(GgmlType t);        // kquants_avx2.cpp; nullptr when none
 // One weight row against 4 activation rows at once (weights unpacked once): out[t] = w . a[t].
 using VecDot4Fn = void (*)(int64_t n, const void* w, const void* const* a, float* out);
-VecDot4Fn vec_dot4_avx2(GgmlType t);      // kquants_avx2.cpp (Q4_K, Q6_K); nullptr when none
+VecDot4Fn vec_dot4_avx2(GgmlType t);      // kquants_avx2.cpp (Q4_1, Q4_K, Q6_K); nullptr when none
 VecDotFn vec_dot_float_avx2(GgmlType t);  // float_avx2.cpp (F16, BF16); nullptr when none
 // F16 / BF16 row to floats with F16C / shifts (float_avx2.cpp); exact, like the dequantizers.
 void widen_row_avx2(GgmlType t, const void* src, float* dst, int64_t n);

@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# Sets up, builds, fetches the default model (SmolLM2-135M-Instruct Q4_1) and answers a chat
-# prompt with it. Extra arguments are passed to 'ranklm generate'.
+# Sets up, builds, fetches the default model (SmolLM2-135M-Instruct Q4_1), plans it over 2 MPI
+# ranks (each rank reports its machine; the plan places the model), repacks one HDF5 shard per
+# rank, and answers a chat prompt with `mpirun -np 2 ranklm generate --shards`. Extra arguments
+# are passed to 'ranklm generate'.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-echo "[run] step 1/4: installing dependencies"
+echo "[run] step 1/6: installing dependencies"
 bash tools/setup.sh
-echo "[run] step 2/4: building Release in build/"
+echo "[run] step 2/6: building Release in build/"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
-cmake --build build -j"$(nproc)" --target ranklm
-echo "[run] step 3/4: fetching the default model"
+cmake --build build -j"$(nproc)" --target ranklm ranklm-repack
+echo "[run] step 3/6: fetching the default model"
 model="$(bash tools/fetch_model.sh)"
+ranks=2
+threads=$(( $(nproc) / ranks )); [ "$threads" -ge 1 ] || threads=1
+mpi=(mpirun -np "$ranks")
+[ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
+[ "$(nproc)" -lt "$ranks" ] && mpi+=(--oversubscribe)
+work="build/run"
+mkdir -p "$work"
+echo "[run] step 4/6: ${mpi[*]} ranklm plan --model $model -t $threads -o $work/plan.json"
+"${mpi[@]}" ./build/bin/ranklm plan --model "$model" -t "$threads" -o "$work/plan.json"
+echo "[run] step 5/6: ${mpi[*]} ranklm-repack --model $model --plan $work/plan.json -o $work/shards"
+rm -rf "$work/shards"
+"${mpi[@]}" ./build/bin/ranklm-repack --model "$model" --plan "$work/plan.json" -o "$work/shards"
 prompt="What is the capital of France?"
 system="You are a helpful assistant."
-echo "[run] step 4/4: ranklm generate --model $model --chat --system \"$system\" --prompt \"$prompt\" --temp 0 -n 64"
-./build/bin/ranklm generate --model "$model" --chat --system "$system" --prompt "$prompt" --temp 0 -n 64 "$@"
+echo "[run] step 6/6: ${mpi[*]} ranklm generate --shards $work/shards -t $threads --chat --system \"$system\" --prompt \"$prompt\" --temp 0 -n 64"
+"${mpi[@]}" ./build/bin/ranklm generate --shards "$work/shards" -t "$threads" --chat --system "$system" --prompt "$prompt" --temp 0 -n 64 "$@"
