@@ -122,12 +122,13 @@ const std::vector<Layout> kLayouts = {
 // travels on: the effect docs/PARITY.md measures for summation order within one rank (llama.cpp
 // moves its own logits by up to 1e-2 that way). Measured here, deterministic: tiny-llama-f16
 // (F16 activations) 2.1e-4 at TP 2, 2.5e-4 at TP 4; tiny-qwen2-f32 (fp16 attention inputs)
-// 1.1e-4 at TP 4; tiny-llama-q3_k_m (Q8_K activations) 2.2e-3 at TP 2. Every other run is
-// within 2e-7 or identical, and greedy tokens are identical in all.
+// 1.1e-4 at TP 4; tiny-llama-q3_k_m (Q8_K activations) 2.2e-3 and tiny-llama-q4_1 (Q8_1
+// activations) 2.8e-3 at TP 2. Every other run is within 2e-7 or identical, and greedy tokens
+// are identical in all.
 double bound(const std::string& path, const Layout& l) {
   if (l.tp == 1) return 1e-4;
   if (path.find("tiny-llama-f16") != std::string::npos || path.find("tiny-qwen2-f32") != std::string::npos) return 5e-4;
-  if (path.find("tiny-llama-q3_k_m") != std::string::npos) return 5e-3;
+  if (path.find("tiny-llama-q3_k_m") != std::string::npos || path.find("tiny-llama-q4_1") != std::string::npos) return 5e-3;
   return 1e-4;
 }
 
