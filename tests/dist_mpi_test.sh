@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ranklm logits --shards under mpirun, one process per rank, against one rank on the GGUF, for
 # layouts 2 (PP), 2 (TP), 3 (PP uneven), 4 (PP 2 x TP 2), 4 (TP 4 with replicated KV heads on a
-# model with 2 KV heads), f32 and Q8_0 allreduce: the same greedy tokens, logits within the
+# model with 2 KV heads), 6 (PP 3 x TP 2), 8 (PP 2 x TP 4), f32 and Q8_0 allreduce: the same greedy tokens, logits within the
 # bounds of tests/test_executor.cpp. Then a rank killed mid-run: the job ends within seconds
 # with a message naming the rank. Usage: dist_mpi_test.sh RANKLM RANKLM_REPACK RANKLM_SYNTH FIXTURES
 set -u
@@ -40,6 +40,8 @@ run_case "$q8" 3 3 1 "1,2,1" f32 1e-4
 run_case "$kq" 4 2 2 "1,3" f32 1e-4
 run_case "$q8" 4 1 4 "" f32 1e-4
 run_case "$tmp/small.gguf" 4 1 4 "" f32 1e-4   # 2 KV heads over 4 ranks: each KV head on two
+run_case "$q8" 6 3 2 "" f32 1e-4          # 6 ranks: 3 stages of TP 2
+run_case "$q8" 8 2 4 "" f32 1e-4          # 8 ranks: 2 stages of TP 4
 run_case "$q8" 2 1 2 "" q8_0 2e-2
 run_case "$q8" 4 2 2 "" q8_0 2e-2
 
@@ -52,6 +54,22 @@ if [ -s "$tmp/g1.txt" ] && cmp -s "$tmp/g1.txt" "$tmp/g4.txt"; then
   echo "ok   generate --shards on 4 ranks (PP 2 x TP 2): the same text as one rank"
 else
   echo "FAIL: generate --shards differs from one rank"; diff "$tmp/g1.txt" "$tmp/g4.txt" | head -5; tail -3 "$tmp/err"; fails=$((fails + 1))
+fi
+
+# ranklm bench --shards under mpirun: 4 sequences through the scheduler (sampling on the last
+# stage), a JSON row per test with n_parallel and every rank's time split.
+"$bin" plan -m "$q8" -n 2 --pp 2 -o "$tmp/p.json" > /dev/null 2>&1
+rm -rf "$tmp/s"; "$repack" -m "$q8" --plan "$tmp/p.json" -o "$tmp/s" 2> /dev/null
+if timeout 120 "${mpi[@]}" -np 2 "$bin" bench --shards "$tmp/s" -t 1 -p 8 -n 8 --npl 1,4 -r 1 -o json > "$tmp/bench.json" 2> "$tmp/err" \
+   && python3 -c "
+import json, sys
+rows = json.load(open('$tmp/bench.json'))
+assert [(r['n_parallel'], r['n_prompt'], r['n_gen']) for r in rows] == [(1, 8, 0), (1, 0, 8), (4, 8, 0), (4, 0, 8)], rows
+assert all(r['avg_ts'] > 0 and r['n_ranks'] == 2 and r['compute_s_max'] >= r['compute_s_min'] > 0 for r in rows), rows
+"; then
+  echo "ok   bench --shards --npl 1,4 on 2 ranks: four JSON rows with n_parallel and per-rank time split"
+else
+  echo "FAIL: bench --shards under mpirun"; tail -5 "$tmp/err"; fails=$((fails + 1))
 fi
 
 # ranklm plan under mpirun: every rank reports (here as the 2-socket machine of an hwloc XML

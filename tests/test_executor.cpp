@@ -22,6 +22,7 @@
 #include "plan/identity.h"
 #include "plan/plan.h"
 #include "runtime/executor.h"
+#include "runtime/sampler.h"
 #include "runtime/scheduler.h"
 #include "test_util.h"
 
@@ -245,5 +246,61 @@ TEST(Executor, ContinuousBatchingGivesEachRequestItsOwnGreedyTokens) {
               });
     ASSERT_EQ(got.size(), prompts.size());
     for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[static_cast<int64_t>(i)], want[i]) << "request " << i;
+  }
+}
+
+// Seeded sampling (temperature, top-k, top-p, repetition penalty) happens on the last stage:
+// every layout gives each request exactly the tokens one model with the same sampler gives it.
+TEST(Executor, SeededSamplingOnTheLastStageMatchesOneRank) {
+  const std::string path = test::fixture("models/tiny-llama-q8_0.gguf");
+  auto f = gguf::File::open(path);
+  auto one = Model::load(*f);
+  kern::ThreadPool pool(1);
+  std::vector<runtime::Request> reqs;
+  for (int i = 0; i < 5; ++i) {
+    runtime::Request r;
+    r.id = i;
+    r.prompt = {1, static_cast<int32_t>(10 + 7 * i), static_cast<int32_t>(3 + i), 42};
+    r.max_tokens = 6 + i;
+    r.sampling.temperature = 0.9f;
+    r.sampling.top_k = 40;
+    r.sampling.top_p = 0.95f;
+    r.sampling.repeat_penalty = 1.1f;
+    r.sampling.seed = 1000 + static_cast<uint64_t>(i);
+    reqs.push_back(r);
+  }
+  // One model, one request at a time.
+  std::vector<std::vector<int32_t>> want;
+  for (const runtime::Request& r : reqs) {
+    KvCache cache = one->make_cache(32);
+    Sampler sm(r.sampling);
+    std::vector<float> logits(static_cast<size_t>(one->hparams().n_vocab));
+    std::vector<int32_t> hist = r.prompt, out;
+    one->forward(r.prompt.data(), static_cast<int64_t>(r.prompt.size()), 0, cache, false, logits.data(), pool);
+    for (int k = 0; k < r.max_tokens; ++k) {
+      const int32_t t = sm.sample(logits.data(), one->hparams().n_vocab, hist);
+      hist.push_back(t);
+      out.push_back(t);
+      if (k + 1 < r.max_tokens) one->forward(&t, 1, static_cast<int64_t>(hist.size()) - 1, cache, false, logits.data(), pool);
+    }
+    want.push_back(out);
+  }
+  const plan::ModelIdentity id = plan::model_identity(*f);
+  for (const Layout& l : {Layout{"1 rank", 1, 1, 1, {}}, kLayouts[0], kLayouts[1], kLayouts[3]}) {
+    SCOPED_TRACE(l.label);
+    std::map<int64_t, std::vector<int32_t>> got;
+    run_ranks(path, plan::make_plan(id, l.ranks, l.pp, l.tp, l.layers), comm::Compression::kNone, 2, 32,
+              [&](runtime::Executor& ex) {
+                runtime::Scheduler sched(ex, {2, 4});
+                size_t next = 0;
+                sched.run([&]() -> std::optional<runtime::Request> {
+                            if (next == reqs.size()) return std::nullopt;
+                            return reqs[next++];
+                          },
+                          [&](runtime::Finished&& fin) { got[fin.id] = fin.tokens; },
+                          [&](const runtime::Request& r, const std::string& why) { ADD_FAILURE() << r.id << ": " << why; });
+              });
+    ASSERT_EQ(got.size(), reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[static_cast<int64_t>(i)], want[i]) << "request " << i;
   }
 }

@@ -76,6 +76,11 @@ Executor::Executor(comm::Comm& c, const comm::Layout& layout, Model& m, kern::Th
     };
   }
   vocab_split_ = vocab_offsets(n_vocab_, static_cast<int>(l_.last_stage.size()));
+  is_head_ = l_.is_last() && l_.tp.index == 0;
+  if (is_head_) {
+    samplers_.resize(static_cast<size_t>(n_slots));
+    histories_.resize(static_cast<size_t>(n_slots));
+  }
 }
 
 Executor::~Executor() {
@@ -127,9 +132,43 @@ void Executor::check_batch(const Header& h, const std::vector<SeqStep>& seqs) co
   }
 }
 
-void Executor::submit(const Batch& b) {
+void Executor::submit(const Batch& b) { submit_step(b, 1); }
+
+void Executor::submit_sampled(const Batch& b) {
+  for (const SeqStep& s : b.seqs) {
+    if (s.n_out > 1) fail("a sampled step asks for at most one logits row per sequence ({} asked)", s.n_out);
+  }
+  submit_step(b, 4);
+}
+
+void Executor::setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt) {
+  if (c_.rank() != 0) fail("Executor::setup_slot runs on rank 0");
+  if (slot < 0 || slot >= static_cast<int>(caches_.size())) fail("KV slot {} out of range 0..{}", slot, caches_.size() - 1);
+  if (l_.head_rank == 0) {
+    setup_here(slot, sp, prompt.data(), static_cast<int64_t>(prompt.size()));
+    return;
+  }
+  // To the head rank only, in order with the steps (same tag, same sender).
+  Pending p;
+  p.ints = {3, slot, static_cast<int32_t>(prompt.size()), 0};
+  std::vector<uint8_t> body(sizeof(SamplingParams) + prompt.size() * sizeof(int32_t));
+  std::memcpy(body.data(), &sp, sizeof sp);
+  if (!prompt.empty()) std::memcpy(body.data() + sizeof sp, prompt.data(), prompt.size() * sizeof(int32_t));
+  p.ints.resize(4 + (body.size() + 3) / 4);
+  std::memcpy(p.ints.data() + 4, body.data(), body.size());
+  p.reqs.push_back(c_.isend(p.ints.data(), sizeof(Header), l_.head_rank, comm::Tag::kControl));
+  p.reqs.push_back(c_.isend(p.ints.data() + 4, body.size(), l_.head_rank, comm::Tag::kControl));
+  pending_.push_back(std::move(p));
+}
+
+void Executor::setup_here(int slot, const SamplingParams& sp, const int32_t* prompt, int64_t n) {
+  samplers_[static_cast<size_t>(slot)] = std::make_unique<Sampler>(sp);
+  histories_[static_cast<size_t>(slot)].assign(prompt, prompt + n);
+}
+
+void Executor::submit_step(const Batch& b, int kind) {
   if (c_.rank() != 0) fail("Executor::submit runs on rank 0 (the other ranks serve)");
-  Header h{1, static_cast<int32_t>(b.seqs.size()), 0, 0};
+  Header h{kind, static_cast<int32_t>(b.seqs.size()), 0, 0};
   for (const SeqStep& s : b.seqs) {
     h.n_tok += s.n_tok;
     h.n_out += s.n_out;
@@ -154,11 +193,44 @@ void Executor::submit(const Batch& b) {
   pending_.push_back(std::move(p));
   flight_.emplace_back();
   flight_.back().n_out = h.n_out;
+  flight_.back().sampled = kind == 4;
   run_step(h, b.seqs, b.tokens.data(), &flight_.back());
+}
+
+void Executor::collect_tokens(std::vector<int32_t>& tokens) {
+  if (flight_.empty()) fail("Executor::collect_tokens: no step in flight");
+  if (!flight_.front().sampled) fail("Executor::collect_tokens: the oldest step returns logits (use collect)");
+  Flight f = std::move(flight_.front());
+  flight_.pop_front();
+  const double w0 = c_.wait_seconds();
+  const auto t0 = clock::now();
+  if (l_.head_rank == 0) {
+    tokens = std::move(f.tokens);
+  } else {
+    tokens.resize(static_cast<size_t>(f.n_out));
+    if (f.n_out > 0) c_.recv(tokens.data(), tokens.size() * sizeof(int32_t), l_.head_rank, comm::Tag::kTokens, "the sampled tokens");
+  }
+  const double waited = c_.wait_seconds() - w0;
+  times_.comm_s += waited;
+  times_.compute_s += since(t0) - waited;
+  reap(kMaxPending);
+}
+
+void Executor::drain() {
+  while (!flight_.empty()) {
+    if (flight_.front().sampled) {
+      std::vector<int32_t> drop;
+      collect_tokens(drop);
+    } else {
+      std::vector<float> drop;
+      collect(drop);
+    }
+  }
 }
 
 void Executor::collect(std::vector<float>& logits) {
   if (flight_.empty()) fail("Executor::collect: no step in flight");
+  if (flight_.front().sampled) fail("Executor::collect: the oldest step was sampled (use collect_tokens)");
   Flight f = std::move(flight_.front());
   flight_.pop_front();
   logits.resize(static_cast<size_t>(f.n_out * n_vocab_));
@@ -197,10 +269,7 @@ void Executor::forward(int slot, const int32_t* tokens, int64_t n_tok, int64_t p
 
 void Executor::stop() {
   if (c_.rank() != 0) return;
-  while (!flight_.empty()) {
-    std::vector<float> drop;
-    collect(drop);
-  }
+  drain();
   Pending p;
   p.ints = {0, 0, 0, 0};
   for (int r = 1; r < c_.size(); ++r) p.reqs.push_back(c_.isend(p.ints.data(), sizeof(Header), r, comm::Tag::kControl));
@@ -210,10 +279,7 @@ void Executor::stop() {
 
 std::vector<RankTimes> Executor::gather_times() {
   if (c_.rank() != 0) fail("Executor::gather_times runs on rank 0");
-  while (!flight_.empty()) {
-    std::vector<float> drop;
-    collect(drop);
-  }
+  drain();
   std::vector<RankTimes> all(static_cast<size_t>(c_.size()));
   all[0] = times_;
   Pending p;
@@ -241,6 +307,19 @@ void Executor::serve(std::chrono::milliseconds idle_limit) {
       }
     }
     if (h.kind == 0) break;
+    if (h.kind == 3) {  // a new request's sampler (head rank only)
+      if (!is_head_ || h.n_seq < 0 || h.n_seq >= static_cast<int>(caches_.size()) || h.n_tok < 0) {
+        fail("rank {}: a slot set-up for slot {} came from rank 0 (a bug)", c_.rank(), h.n_seq);
+      }
+      std::vector<uint8_t> body(sizeof(SamplingParams) + static_cast<size_t>(h.n_tok) * sizeof(int32_t));
+      c_.recv(body.data(), body.size(), 0, comm::Tag::kControl, "a slot's sampling set-up");
+      SamplingParams sp;
+      std::memcpy(&sp, body.data(), sizeof sp);
+      std::vector<int32_t> prompt(static_cast<size_t>(h.n_tok));
+      if (h.n_tok > 0) std::memcpy(prompt.data(), body.data() + sizeof sp, prompt.size() * sizeof(int32_t));
+      setup_here(h.n_seq, sp, prompt.data(), h.n_tok);
+      continue;
+    }
     if (h.kind == 2) {
       reap(0);
       const RankTimes t = times_;
@@ -294,7 +373,14 @@ void Executor::run_step(const Header& h, const std::vector<SeqStep>& seqs, const
     Pending p;
     p.floats.resize(static_cast<size_t>(h.n_out * nv));
     m_.head(x_.data(), rows.data(), h.n_out, p.floats.data(), pool_);
-    if (c_.rank() == 0) {
+    if (h.kind == 4) {
+      if (is_head_) {
+        sample_rows(h, seqs, p.floats, flight);
+      } else {  // this member's share goes to the head rank, which samples
+        p.reqs.push_back(c_.isend(p.floats.data(), p.floats.size() * sizeof(float), l_.head_rank, comm::Tag::kLogits));
+        pending_.push_back(std::move(p));
+      }
+    } else if (c_.rank() == 0) {
       flight->local = std::move(p.floats);
     } else {
       p.reqs.push_back(c_.isend(p.floats.data(), p.floats.size() * sizeof(float), 0, comm::Tag::kLogits));
@@ -305,6 +391,43 @@ void Executor::run_step(const Header& h, const std::vector<SeqStep>& seqs, const
   times_.comm_s += waited;
   times_.compute_s += since(t0) - waited;
   ++times_.steps;
+}
+
+void Executor::sample_rows(const Header& h, const std::vector<SeqStep>& seqs, std::vector<float>& own, Flight* flight) {
+  // Full rows: this rank's share, then the other members' (the vocabulary split).
+  std::vector<float> rows(static_cast<size_t>(h.n_out * n_vocab_));
+  std::vector<float> part;
+  for (size_t i = 0; i < l_.last_stage.size(); ++i) {
+    const int64_t v0 = vocab_split_[i], nv = vocab_split_[i + 1] - v0;
+    const float* src = own.data();
+    if (i > 0) {
+      part.resize(static_cast<size_t>(h.n_out * nv));
+      c_.recv(part.data(), part.size() * sizeof(float), l_.last_stage[i], comm::Tag::kLogits, "a TP member's share of the logits");
+      src = part.data();
+    }
+    for (int64_t t = 0; t < h.n_out; ++t) {
+      std::memcpy(rows.data() + t * n_vocab_ + v0, src + t * nv, static_cast<size_t>(nv) * sizeof(float));
+    }
+  }
+  Pending p;
+  p.ints.reserve(static_cast<size_t>(h.n_out));
+  int64_t r = 0;
+  for (const SeqStep& s : seqs) {
+    if (s.n_out == 0) continue;
+    Sampler* sm = samplers_[static_cast<size_t>(s.slot)].get();
+    if (!sm) fail("rank {}: slot {} was never set up for sampling (a bug)", c_.rank(), s.slot);
+    std::vector<int32_t>& hist = histories_[static_cast<size_t>(s.slot)];
+    const int32_t tok = sm->sample(rows.data() + r * n_vocab_, n_vocab_, hist);
+    hist.push_back(tok);
+    p.ints.push_back(tok);
+    ++r;
+  }
+  if (c_.rank() == 0) {
+    flight->tokens = std::move(p.ints);
+    return;
+  }
+  p.reqs.push_back(c_.isend(p.ints.data(), p.ints.size() * sizeof(int32_t), 0, comm::Tag::kTokens));
+  pending_.push_back(std::move(p));
 }
 
 }  // namespace ranklm::runtime

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <vector>
 
 #include "comm/layout.h"
@@ -25,6 +26,7 @@
 #include "kernels/threadpool.h"
 #include "model/model.h"
 #include "plan/plan.h"
+#include "runtime/sampler.h"
 
 namespace ranklm::runtime {
 
@@ -62,6 +64,15 @@ class Executor {
   // sequence order.
   void collect(std::vector<float>& logits);
   int in_flight() const { return static_cast<int>(flight_.size()); }
+
+  // Sampling on the last stage (the "head" rank: its TP index 0), so only token ids travel back:
+  // setup_slot starts a new request in a slot (its sampler and its history, the prompt, for the
+  // repetition penalty); submit_sampled runs a step whose sequences ask for 0 or 1 logits rows,
+  // and the head rank samples one token for each that asks; collect_tokens returns those of the
+  // oldest step, in sequence order. Rank 0 only.
+  void setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt);
+  void submit_sampled(const Batch& b);
+  void collect_tokens(std::vector<int32_t>& tokens);
   // submit + collect for one sequence.
   void forward(int slot, const int32_t* tokens, int64_t n_tok, int64_t pos0, int64_t n_out, float* logits);
   // Rank 0 only: every other rank's serve() returns.
@@ -80,7 +91,7 @@ class Executor {
 
  private:
   struct Header {
-    int32_t kind;  // 0 stop, 1 step, 2 report times
+    int32_t kind;  // 0 stop, 1 step (logits to rank 0), 2 report times, 3 slot setup, 4 step (sampled)
     int32_t n_seq, n_tok, n_out;
   };
   // Messages this rank has started sending, with the buffers they read from.
@@ -91,11 +102,18 @@ class Executor {
   };
   struct Flight {
     int64_t n_out = 0;
-    std::vector<float> local;  // rank 0's own share of the logits (single-stage plans)
+    bool sampled = false;
+    std::vector<float> local;     // rank 0's own share of the logits (single-stage plans)
+    std::vector<int32_t> tokens;  // sampled here (single-stage plans)
   };
   void check_batch(const Header& h, const std::vector<SeqStep>& seqs) const;
+  void submit_step(const Batch& b, int kind);
   void run_step(const Header& h, const std::vector<SeqStep>& seqs, const int32_t* tokens, Flight* flight);
+  void setup_here(int slot, const SamplingParams& sp, const int32_t* prompt, int64_t n);
+  // The head rank: full logits rows from the last stage's shares, one token per row.
+  void sample_rows(const Header& h, const std::vector<SeqStep>& seqs, std::vector<float>& own, Flight* flight);
   void reap(size_t keep);
+  void drain();  // collects every step in flight
 
   comm::Comm& c_;
   comm::Layout l_;
@@ -111,6 +129,9 @@ class Executor {
   std::deque<Pending> pending_;
   std::deque<Flight> flight_;
   RankTimes times_;
+  bool is_head_ = false;                          // last stage, TP index 0
+  std::vector<std::unique_ptr<Sampler>> samplers_;  // per slot, on the head rank
+  std::vector<std::vector<int32_t>> histories_;
 };
 
 }  // namespace ranklm::runtime

@@ -15,9 +15,7 @@ using clock = std::chrono::steady_clock;
 
 struct Slot {
   std::unique_ptr<Request> req;
-  std::unique_ptr<Sampler> sampler;
   int64_t fed = 0;               // prompt tokens already run
-  std::vector<int32_t> history;  // prompt + generated, for the repetition penalty
   std::vector<int32_t> out;
   int32_t next = -1;             // sampled, not yet run
   bool busy = false;             // in a step in flight
@@ -39,7 +37,7 @@ void Scheduler::run(const std::function<std::optional<Request>()>& next, const s
   bool source_open = true;
   std::deque<std::vector<int>> flight;  // slots of each step in flight, oldest first
   int group = 0;
-  std::vector<float> logits;
+  std::vector<int32_t> sampled;
 
   auto admit = [&] {
     for (int s = 0; s < n_slots && source_open; ++s) {
@@ -62,8 +60,8 @@ void Scheduler::run(const std::function<std::optional<Request>()>& next, const s
         }
         sl = Slot{};
         sl.req = std::make_unique<Request>(std::move(*r));
-        sl.sampler = std::make_unique<Sampler>(sl.req->sampling);
-        sl.history = sl.req->prompt;
+        // The last stage samples this slot from now on (only token ids come back).
+        ex_.setup_slot(s, sl.req->sampling, sl.req->prompt);
         sl.t0 = clock::now();
       }
     }
@@ -79,16 +77,15 @@ void Scheduler::run(const std::function<std::optional<Request>()>& next, const s
     sl = Slot{};
     done(std::move(f));
   };
-  // The oldest step's logits: sample for every sequence that asked for them.
+  // The oldest step's sampled tokens, one for every sequence that asked.
   auto collect_one = [&] {
-    ex_.collect(logits);
-    int64_t row = 0;
+    ex_.collect_tokens(sampled);
+    size_t row = 0;
     for (int s : flight.front()) {
       Slot& sl = slots[static_cast<size_t>(s)];
       sl.busy = false;
       if (sl.fed < static_cast<int64_t>(sl.req->prompt.size())) continue;  // a prompt chunk before its end
-      const int32_t tok = sl.sampler->sample(logits.data() + row * ex_.n_vocab(), ex_.n_vocab(), sl.history);
-      ++row;
+      const int32_t tok = sampled.at(row++);
       if (sl.out.empty()) sl.t_first = clock::now();
       const bool is_end = std::find(sl.req->end_tokens.begin(), sl.req->end_tokens.end(), tok) != sl.req->end_tokens.end();
       if (is_end) {
@@ -96,7 +93,6 @@ void Scheduler::run(const std::function<std::optional<Request>()>& next, const s
         continue;
       }
       sl.out.push_back(tok);
-      sl.history.push_back(tok);
       if (sl.req->stop && sl.req->stop(sl.out)) {
         finish(sl, "stop");
       } else if (static_cast<int>(sl.out.size()) >= sl.req->max_tokens ||
@@ -139,7 +135,7 @@ void Scheduler::run(const std::function<std::optional<Request>()>& next, const s
       }
     }
     if (!members.empty()) {
-      ex_.submit(b);
+      ex_.submit_sampled(b);
       flight.push_back(std::move(members));
       if (static_cast<int>(flight.size()) >= n_micro) collect_one();
       continue;

@@ -3,7 +3,8 @@
 // every pipeline stage has work. Each step carries, for every ready sequence of its group,
 // either the next chunk of its prompt (prefill) or its last sampled token (decode): prefill of
 // new prompts interleaves with decode of running ones. A finished sequence's slot is refilled
-// from the queue at once.
+// from the queue at once. The last stage samples (seeded per request: the same tokens whatever
+// the layout); only token ids come back to rank 0.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Distributed speed against one rank, side by side on this host (alternating rounds):
+#   decode: TP 2 (2 ranks x 1 thread) vs one rank with 2 threads, tg64, one sequence;
+#   batch:  PP 2 (2 ranks x 1 thread) vs one rank with 2 threads, 16 sequences decoding 32 tokens.
+# Model: a TinyLlama-1.1B-shaped Q4_0 GGUF (made with ranklm-synth when missing).
+# Usage: bench/distributed.sh [ROUNDS] > results.txt   (prints one line per round and medians)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+rounds="${1:-5}"
+bin=build/bin
+model=models/synth/tinyllama-1.1b-q4_0.gguf
+[ -f "$model" ] || { mkdir -p models/synth; "$bin/ranklm-synth" --shape tinyllama-1.1b --type q4_0 -o "$model"; }
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+mpi=(mpirun -np 2 --bind-to core)
+[ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
+for cfg in "1 1 1 one" "2 1 2 tp2" "2 2 1 pp2"; do
+  set -- $cfg
+  "$bin/ranklm" plan -m "$model" -n "$1" --pp "$2" --tp "$3" -o "$work/$4.json" > /dev/null
+  "$bin/ranklm-repack" -m "$model" --plan "$work/$4.json" -o "$work/$4" 2> /dev/null
+done
+ts() { grep -E '^\| .*\| tg' | awk -F'|' '{print $(NF-3)}' | awk '{print $1}'; }  # the t/s column
+echo "round one_rank_2t_tg64 tp2_tg64 ratio_tp one_rank_2t_npl16 pp2_npl16 ratio_pp"
+for r in $(seq 1 "$rounds"); do
+  a=$("$bin/ranklm" bench --shards "$work/one" -t 2 -p 0 -n 64 -r 3 | ts)
+  b=$("${mpi[@]}" "$bin/ranklm" bench --shards "$work/tp2" -t 1 -p 0 -n 64 -r 3 | ts)
+  c=$("$bin/ranklm" bench --shards "$work/one" -t 2 -p 0 -n 32 --npl 16 -r 3 | ts)
+  d=$("${mpi[@]}" "$bin/ranklm" bench --shards "$work/pp2" -t 1 -p 0 -n 32 --npl 16 -r 3 | ts)
+  echo "$r $a $b $(python3 -c "print(f'{$b/$a:.3f}')") $c $d $(python3 -c "print(f'{$d/$c:.3f}')")"
+done | tee "$work/rounds.txt"
+python3 - "$work/rounds.txt" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+col = lambda i: statistics.median(float(r[i]) for r in rows)
+print(f"median: TP2 decode {col(2):.2f} t/s vs one rank 2 threads {col(1):.2f} t/s, ratio {col(3):.3f}; "
+      f"PP2 16 sequences {col(5):.2f} t/s vs {col(4):.2f} t/s, ratio {col(6):.3f}")
+PY
