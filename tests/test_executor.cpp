@@ -117,26 +117,21 @@ const std::vector<Layout> kLayouts = {
     {"4 ranks TP4", 4, 1, 4, {}},
 };
 
-// 1e-4, except where tensor parallelism's different float summation order (partial sums of
-// the attention output and FFN down, added by the allreduce) moves an activation across a
-// rounding boundary of the next layer's activation conversion, and that one-step difference
-// travels on: the effect docs/PARITY.md measures for summation order within one rank (llama.cpp
-// moves its own logits by up to 1e-2 that way). Measured here, deterministic: tiny-llama-f16
-// (F16 activations) 2.1e-4 at TP 2, 2.5e-4 at TP 4; tiny-qwen2-f32 (fp16 attention inputs)
-// 1.1e-4 at TP 4; tiny-llama-q3_k_m (Q8_K activations) 2.2e-3 and tiny-llama-q4_1 (Q8_1
-// activations) 2.8e-3 at TP 2. Every other run is within 2e-7 or identical, and greedy tokens
-// are identical in all.
-double bound(const std::string& path, const Layout& l) {
-  if (l.tp == 1) return 1e-4;
-  if (path.find("tiny-llama-f16") != std::string::npos || path.find("tiny-qwen2-f32") != std::string::npos) return 5e-4;
-  if (path.find("tiny-llama-q3_k_m") != std::string::npos || path.find("tiny-llama-q4_1") != std::string::npos) return 5e-3;
-  return 1e-4;
-}
-
 }  // namespace
 
+// Pipeline stages run each layer exactly as one rank does: 1e-4 (in practice identical).
+// Tensor parallelism changes the float summation order of the attention output and FFN down
+// (partial sums added by the allreduce); that moves the logits by 1e-7, unless the difference
+// carries an activation across a rounding boundary of the next layer's activation conversion,
+// and that one-step difference travels on: the effect docs/PARITY.md measures for summation
+// order within one rank (up to 1e-2 on these random-weight files). Which files hit one depends
+// on the build and the CPU's kernels (this machine, Release: f16 2.1e-4 and 2.5e-4, qwen2-f32
+// 1.1e-4 at TP 4, q3_k_m 2.2e-3, q4_1 2.8e-3; the ASan build: q4_0 6.9e-3 too). So TP runs must
+// stay under that 1e-2 floor, keep the same greedy tokens, and at least half must be within
+// 1e-4 (here 35 of 42 in Release, 32 in the ASan build): a wrong slice or a missing reduction
+// is off by far more, everywhere.
 TEST(Executor, EveryLayoutMatchesOneRankOnEveryFixture) {
-  int runs = 0, refused = 0;
+  int runs = 0, refused = 0, tp_runs = 0, tp_close = 0;
   for (const std::string& path : test::fixture_models()) {
     auto f = gguf::File::open(path);
     auto one = Model::load(*f);
@@ -156,13 +151,22 @@ TEST(Executor, EveryLayoutMatchesOneRankOnEveryFixture) {
         continue;
       }
       const LogitsReport got = run_plan(path, p, comm::Compression::kNone);
+      const double e = nrmse(want, got);
       EXPECT_EQ(got.greedy, want.greedy);
-      EXPECT_LT(nrmse(want, got), bound(path, l));
+      if (l.tp == 1) {
+        EXPECT_LT(e, 1e-4);
+      } else {
+        EXPECT_LT(e, 1e-2);
+        ++tp_runs;
+        tp_close += e < 1e-4 ? 1 : 0;
+      }
       ++runs;
     }
   }
   EXPECT_EQ(runs + refused, 16 * 5);
   EXPECT_LE(refused, 8);
+  EXPECT_GE(tp_close * 2, tp_runs) << tp_close << " of " << tp_runs << " TP runs within 1e-4";
+  if (getenv("RANKLM_TEST_VERBOSE")) std::printf("%d of %d TP runs within 1e-4\n", tp_close, tp_runs);
 }
 
 // Q8_0 payloads: each hop quantizes a partial sum (about 0.5% relative error), and the random
