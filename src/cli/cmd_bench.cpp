@@ -76,6 +76,7 @@ struct Row {
   int n_ranks = 1, n_parallel = 1;
   std::string layout;
   double compute_s[3] = {0, 0, 0}, comm_s[3] = {0, 0, 0};
+  std::vector<double> compute_by_rank, comm_by_rank;
 
   std::string test() const {
     return n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
@@ -138,6 +139,8 @@ nlohmann::ordered_json row_json(const Row& r) {
   j["comm_s_min"] = r.comm_s[0];
   j["comm_s_avg"] = r.comm_s[1];
   j["comm_s_max"] = r.comm_s[2];
+  j["compute_s_by_rank"] = r.compute_by_rank;
+  j["comm_s_by_rank"] = r.comm_by_rank;
   return j;
 }
 
@@ -275,6 +278,10 @@ int bench_shards(comm::World& world, const std::string& dir, int threads, const 
     };
     stats([](const runtime::RankTimes& x) { return x.compute_s; }, r.compute_s);
     stats([](const runtime::RankTimes& x) { return x.comm_s; }, r.comm_s);
+    for (const runtime::RankTimes& x : sum) {
+      r.compute_by_rank.push_back(x.compute_s / reps);
+      r.comm_by_rank.push_back(x.comm_s / reps);
+    }
     r.rss = rss_bytes();
     rows.push_back(r);
     if (out == "md") {
