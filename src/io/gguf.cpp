@@ -195,6 +195,12 @@ std::unique_ptr<File> File::from_bytes(const std::string& name, std::vector<uint
   return f;
 }
 
+std::unique_ptr<File> File::from_mapped(std::unique_ptr<MappedFile> map) {
+  std::unique_ptr<File> f(new File(std::move(map)));
+  f->parse();
+  return f;
+}
+
 std::unique_ptr<File> File::header_only(const std::string& name, std::vector<uint8_t> bytes) {
   std::unique_ptr<File> f(new File(std::make_unique<MappedFile>(name, std::move(bytes))));
   f->header_only_ = true;

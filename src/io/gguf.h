@@ -56,6 +56,8 @@ class File {
   static std::unique_ptr<File> open(const std::string& path);
   // Parses a whole GGUF image held in memory (`name` stands for the file in messages).
   static std::unique_ptr<File> from_bytes(const std::string& name, std::vector<uint8_t> bytes);
+  // Parses an image already in memory (e.g. MappedFile::anonymous, filled by the caller).
+  static std::unique_ptr<File> from_mapped(std::unique_ptr<MappedFile> map);
   // Parses only the header, metadata and tensor table (the bytes before the data section, as a
   // shard stores them): tensors have names, shapes and types but no data (data == nullptr).
   static std::unique_ptr<File> header_only(const std::string& name, std::vector<uint8_t> bytes);

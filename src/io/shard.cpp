@@ -574,13 +574,15 @@ RankFile load_rank_file(const std::string& dir, int rank, int world_size) {
     names.push_back(t.name);
   }
   if (names.empty()) fail("{}: holds no tensors; rerun ranklm-repack for rank {}", path, rank);
-  std::vector<uint8_t> image = w.header();
-  const size_t data_at = image.size();
-  image.resize(data_at + w.data_size(), 0);
+  // The image lives in anonymous memory, so the pages of tensors the model repacks can be
+  // given back after packing (as for a mapped GGUF) and nothing is zeroed up front.
+  const std::vector<uint8_t> header = w.header();
+  auto image = MappedFile::anonymous(path, header.size() + w.data_size());
+  std::memcpy(image->mutable_data(), header.data(), header.size());
   for (size_t i = 0; i < names.size(); ++i) {
-    read_tensor_into(file, path, names[i], image.data() + data_at + w.tensor_offset(i), w.tensor_bytes(i));
+    read_tensor_into(file, path, names[i], image->mutable_data() + header.size() + w.tensor_offset(i), w.tensor_bytes(i));
   }
-  out.file = gguf::File::from_bytes(path, std::move(image));
+  out.file = gguf::File::from_mapped(std::move(image));
   return out;
 }
 
@@ -592,12 +594,13 @@ std::unique_ptr<gguf::File> load_single_rank_model(const std::string& dir) {
   const std::vector<uint8_t> header = read_header(file, path, h);
   const int64_t file_size = root_int(file, "gguf_file_size", path);
   if (file_size < static_cast<int64_t>(header.size())) fail("{}: 'gguf_file_size' {} is smaller than the header", path, file_size);
-  // The image: the header, then zeros where the data goes; parsed once (which checks every
-  // tensor's place against the size), then each tensor's bytes are read into their place. The
-  // image is memory this process owns, so filling it after parsing is safe.
-  std::vector<uint8_t> image(static_cast<size_t>(file_size), 0);
-  std::memcpy(image.data(), header.data(), header.size());
-  auto model = gguf::File::from_bytes(path, std::move(image));
+  // The image: the header, then (untouched, zero) pages where the data goes; parsed once
+  // (which checks every tensor's place against the size), then each tensor's bytes are read
+  // into their place. The image is memory this process owns, so filling it after parsing is
+  // safe.
+  auto image = MappedFile::anonymous(path, static_cast<size_t>(file_size));
+  std::memcpy(image->mutable_data(), header.data(), header.size());
+  auto model = gguf::File::from_mapped(std::move(image));
   for (const gguf::TensorInfo& t : model->tensors()) {
     H5 ds(open_tensor(file, path, t.name), H5Dclose, t.name);
     if (root_int(ds, "slice_dim", path) >= 0) {

@@ -41,6 +41,18 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
 MappedFile::MappedFile(const std::string& name, std::vector<uint8_t> bytes)
     : path_(name), owned_(std::move(bytes)), data_(owned_.data()), size_(owned_.size()) {}
 
+std::unique_ptr<MappedFile> MappedFile::anonymous(const std::string& name, size_t size) {
+  std::unique_ptr<MappedFile> m(new MappedFile());
+  m->path_ = name;
+  m->size_ = size;
+  if (size > 0) {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) fail("{}: cannot allocate {} bytes: {}", name, size, std::strerror(errno));
+    m->data_ = static_cast<const uint8_t*>(p);
+  }
+  return m;
+}
+
 MappedFile::~MappedFile() {
   if (data_ && owned_.empty()) ::munmap(const_cast<uint8_t*>(data_), size_);
 }

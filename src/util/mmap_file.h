@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,10 @@ class MappedFile {
   // An image assembled in memory (e.g. from shards) under a name for messages; release() is a
   // no-op on it.
   MappedFile(const std::string& name, std::vector<uint8_t> bytes);
+  // Zero-filled private memory of `size` bytes (pages come into being as they are written),
+  // filled by the caller through mutable_data(); release() gives pages back as for a file.
+  static std::unique_ptr<MappedFile> anonymous(const std::string& name, size_t size);
+  uint8_t* mutable_data() { return const_cast<uint8_t*>(data_); }
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -27,6 +32,7 @@ class MappedFile {
   void release(const uint8_t* p, size_t n) const;
 
  private:
+  MappedFile() = default;
   std::string path_;
   std::vector<uint8_t> owned_;
   const uint8_t* data_ = nullptr;
