@@ -22,9 +22,9 @@ namespace ranklm::cli {
 
 namespace {
 
-// One sequence's forward pass: n tokens at pos, logits of the last one (one model, or the
-// distributed executor).
-using StepFn = std::function<void(const int32_t* tokens, int64_t n, int64_t pos, float* logits)>;
+// One sequence's forward pass: n tokens at pos, then the next token sampled from the last
+// one's logits (one model here, or the last pipeline stage of the distributed executor).
+using StepFn = std::function<int32_t(const int32_t* tokens, int64_t n, int64_t pos)>;
 
 }  // namespace
 
@@ -108,7 +108,8 @@ int cmd_generate(const std::vector<std::string>& args) {
     StepFn step;
     std::unique_ptr<kern::ThreadPool> pool;
     std::unique_ptr<KvCache> cache;
-    int64_t n_vocab = 0;
+    std::unique_ptr<Sampler> sampler;
+    std::vector<float> logits;
     if (job) {
       start_executor(*world, *job, 1, n_ctx, parse_compression(allreduce));
       runtime::Executor& ex = *job->exec;
@@ -116,31 +117,38 @@ int cmd_generate(const std::vector<std::string>& args) {
         ex.serve();
         return kExitOk;
       }
-      n_vocab = ex.n_vocab();
-      step = [&ex](const int32_t* t, int64_t n, int64_t pos, float* logits) { ex.forward(0, t, n, pos, 1, logits); };
+      ex.setup_slot(0, sp, ids);  // the last stage samples; only token ids come back
+      step = [&ex](const int32_t* t, int64_t n, int64_t pos) {
+        runtime::Batch b;
+        b.seqs.push_back({0, static_cast<int32_t>(pos), static_cast<int32_t>(n), 1});
+        b.tokens.assign(t, t + n);
+        ex.submit_sampled(b);
+        std::vector<int32_t> next;
+        ex.collect_tokens(next);
+        return next.at(0);
+      };
     } else {
       pool = std::make_unique<kern::ThreadPool>(threads, core_binder(threads));
       cache = std::make_unique<KvCache>(model->make_cache(n_ctx));
-      n_vocab = model->hparams().n_vocab;
-      step = [&](const int32_t* t, int64_t n, int64_t pos, float* logits) {
-        model->forward(t, n, pos, *cache, false, logits, *pool);
+      sampler = std::make_unique<Sampler>(sp);
+      logits.resize(static_cast<size_t>(model->hparams().n_vocab));
+      step = [&](const int32_t* t, int64_t n, int64_t pos) {
+        model->forward(t, n, pos, *cache, false, logits.data(), *pool);
+        return sampler->sample(logits.data(), model->hparams().n_vocab, ids);
       };
     }
-    Sampler sampler(sp);
     StreamDecoder dec(*tok);
     StopMatcher stop(stops);
-    std::vector<float> logits(static_cast<size_t>(n_vocab));
 
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
-    step(ids.data(), static_cast<int64_t>(ids.size()), 0, logits.data());
+    int32_t next = step(ids.data(), static_cast<int64_t>(ids.size()), 0);
     const auto t1 = clock::now();
     const size_t n_prompt = ids.size();
     int64_t pos = static_cast<int64_t>(ids.size());
     int generated = 0;
     if (!chat) std::fputs(prompt.c_str(), stdout);
     while (generated < n_predict && pos < n_ctx) {
-      const int32_t next = sampler.sample(logits.data(), n_vocab, ids);
       ++generated;
       if (tok->is_eog(next)) break;
       ids.push_back(next);
@@ -148,7 +156,7 @@ int cmd_generate(const std::vector<std::string>& args) {
       std::fflush(stdout);
       if (stop.stopped()) break;
       if (generated == n_predict || pos + 1 >= n_ctx) break;
-      step(&next, 1, pos++, logits.data());
+      next = step(&next, 1, pos++);
     }
     std::fputs(stop.push(dec.flush()).c_str(), stdout);
     std::fputs(stop.flush().c_str(), stdout);
