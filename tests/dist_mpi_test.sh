@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ranklm logits --shards under mpirun, one process per rank, against one rank on the GGUF, for
 # layouts 2 (PP), 2 (TP), 3 (PP uneven), 4 (PP 2 x TP 2), 4 (TP 4 with replicated KV heads on a
-# model with 2 KV heads), 6 (PP 3 x TP 2), 8 (PP 2 x TP 4), f32 and Q8_0 allreduce: the same greedy tokens, logits within the
+# model with 2 KV heads), 5 and 7 (PP, on an 8-layer model), 6 (PP 3 x TP 2), 8 (PP 2 x TP 4),
+# f32 and Q8_0 allreduce: the same greedy tokens, logits within the
 # bounds of tests/test_executor.cpp (1e-4 without TP; with TP, under the 1e-2 summation-order
 # floor, and printed: on this machine they are 0 to 9e-8). Then a rank killed mid-run: the job ends within seconds
 # with a message naming the rank. Usage: dist_mpi_test.sh RANKLM RANKLM_REPACK RANKLM_SYNTH FIXTURES
@@ -13,6 +14,7 @@ mpi=(mpirun --oversubscribe --allow-run-as-root)
 fails=0
 toks=1,5,9,13,2,7
 "$synth" --shape test-small --type q8_0 -o "$tmp/small.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth"; exit 1; }
+"$synth" --shape test-deep --type q4_0 -o "$tmp/deep.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth"; exit 1; }
 
 run_case() {  # model ranks pp tp layers allreduce bound
   local m="$1" n="$2" pp="$3" tp="$4" layers="$5" z="$6" bound="$7"
@@ -43,6 +45,8 @@ run_case "$q8" 4 1 4 "" f32 1e-2
 run_case "$tmp/small.gguf" 4 1 4 "" f32 1e-2   # 2 KV heads over 4 ranks: each KV head on two
 run_case "$q8" 6 3 2 "" f32 1e-2          # 6 ranks: 3 stages of TP 2
 run_case "$q8" 8 2 4 "" f32 1e-2          # 8 ranks: 2 stages of TP 4
+run_case "$tmp/deep.gguf" 5 5 1 "" f32 1e-4     # 5 and 7 ranks: pipelines over an 8-layer model
+run_case "$tmp/deep.gguf" 7 7 1 "2,1,1,1,1,1,1" f32 1e-4
 run_case "$q8" 2 1 2 "" q8_0 2e-2
 run_case "$q8" 4 2 2 "" q8_0 2e-2
 

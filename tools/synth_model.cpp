@@ -39,6 +39,8 @@ constexpr Shape kShapes[] = {
     // Small shapes for tests (a few MB); the same code paths as the real ones.
     {"test-small", "test-small", 256, 2, 4, 2, 512, 512, 512, 10000.0f, false, false},
     {"test-small-tied", "test-small-tied", 256, 2, 4, 1, 768, 512, 512, 500000.0f, true, true},
+    // 8 layers of test-small's width: pipelines of 5 or 7 stages (rank counts 1..8 in tests).
+    {"test-deep", "test-deep", 256, 8, 4, 2, 512, 512, 512, 10000.0f, false, false},
     // About 60 MB in Q8_0: big enough that a repack takes a measurable time (kill tests).
     {"test-medium", "test-medium", 1024, 4, 16, 4, 2816, 16000, 2048, 10000.0f, false, false},
 };
