@@ -21,19 +21,7 @@ using namespace ranklm::comm;
 
 namespace {
 
-plan::ModelIdentity model(int64_t layers) {
-  plan::ModelIdentity m;
-  m.name = "m";
-  m.arch = "llama";
-  m.n_layer = layers;
-  m.n_head = 32;
-  m.n_head_kv = 4;
-  m.n_embd = 2048;
-  m.n_ff = 5632;
-  m.n_vocab = 32000;
-  m.gguf_hash = "0123456789abcdef";
-  return m;
-}
+plan::ModelIdentity model(int64_t layers) { return test::tinyllama_identity(layers); }
 
 // Runs f(rank) on one thread per rank of a fake world; rethrows the first failure.
 void run_world(FakeWorld& w, const std::function<void(Comm&)>& f) {
@@ -52,13 +40,7 @@ void run_world(FakeWorld& w, const std::function<void(Comm&)>& f) {
   for (auto& e : err) if (e) std::rethrow_exception(e);
 }
 
-std::vector<float> random_vec(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = d(rng);
-  return v;
-}
+std::vector<float> random_vec(int64_t n, uint32_t seed) { return test::random_floats(static_cast<size_t>(n), seed); }
 
 }  // namespace
 

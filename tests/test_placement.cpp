@@ -18,19 +18,7 @@ namespace {
 
 constexpr uint64_t kGiB = uint64_t{1} << 30;
 
-ModelIdentity tinyllama() {
-  ModelIdentity m;
-  m.name = "TinyLlama";
-  m.arch = "llama";
-  m.n_layer = 22;
-  m.n_head = 32;
-  m.n_head_kv = 4;
-  m.n_embd = 2048;
-  m.n_ff = 5632;
-  m.n_vocab = 32000;
-  m.gguf_hash = "0123456789abcdef";
-  return m;
-}
+ModelIdentity tinyllama() { return test::tinyllama_identity(); }
 
 ModelSizes sizes(uint64_t layer_mb = 27) {
   ModelSizes s;

@@ -17,19 +17,7 @@ using namespace ranklm::plan;
 
 namespace {
 
-ModelIdentity tinyllama() {
-  ModelIdentity m;
-  m.name = "TinyLlama";
-  m.arch = "llama";
-  m.n_layer = 22;
-  m.n_head = 32;
-  m.n_head_kv = 4;
-  m.n_embd = 2048;
-  m.n_ff = 5632;
-  m.n_vocab = 32000;
-  m.gguf_hash = "0123456789abcdef";
-  return m;
-}
+ModelIdentity tinyllama() { return test::tinyllama_identity(); }
 
 std::string error_of(const std::function<void()>& f) { return test::error_message_of<Error>(f); }
 

@@ -13,7 +13,24 @@
 #include <string>
 #include <vector>
 
+#include "plan/plan.h"
+
 namespace ranklm::test {
+
+// The identity of a TinyLlama-1.1B-shaped model (22 layers unless given), for plan tests.
+inline plan::ModelIdentity tinyllama_identity(int64_t layers = 22) {
+  plan::ModelIdentity m;
+  m.name = "TinyLlama";
+  m.arch = "llama";
+  m.n_layer = layers;
+  m.n_head = 32;
+  m.n_head_kv = 4;
+  m.n_embd = 2048;
+  m.n_ff = 5632;
+  m.n_vocab = 32000;
+  m.gguf_hash = "0123456789abcdef";
+  return m;
+}
 
 // Every fixture GGUF, sorted.
 inline std::vector<std::string> fixture_models() {

@@ -27,6 +27,7 @@
 #include "io/shard.h"
 #include "plan/identity.h"
 #include "plan/plan.h"
+#include "util/atomic_file.h"
 #include "util/error.h"
 
 namespace po = boost::program_options;
@@ -58,16 +59,7 @@ std::vector<int> parse_ranks(const std::string& s, int world) {
   return out;
 }
 
-void write_json_atomic(const std::string& path, const nlohmann::json& j) {
-  const std::string tmp = path + ".partial." + std::to_string(::getpid());  // writers may race
-  {
-    std::ofstream os(tmp, std::ios::trunc);
-    if (!os) fail("{}: cannot write; check the directory is writable", tmp);
-    os << j.dump(2) << "\n";
-    if (!os.flush()) fail("{}: write failed", tmp);
-  }
-  std::filesystem::rename(tmp, path);
-}
+void write_json_atomic(const std::string& path, const nlohmann::json& j) { write_file_atomic(path, j.dump(2) + "\n"); }
 
 // Writes one rank's shard and its record (DIR/rank-NNNNN.h5.json), with progress lines.
 void write_rank(const gguf::File& f, const plan::Plan& p, int r, const std::string& dir) {

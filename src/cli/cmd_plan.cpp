@@ -16,6 +16,7 @@
 #include "cli/options.h"
 #include "cli/probe.h"
 #include "plan/placement.h"
+#include "util/atomic_file.h"
 #include "io/gguf.h"
 #include "plan/identity.h"
 #include "plan/plan.h"
@@ -23,18 +24,6 @@
 namespace ranklm::cli {
 
 namespace {
-
-// Written whole under a temporary name, then renamed: a reader never sees half a file.
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".partial";
-  {
-    std::ofstream os(tmp, std::ios::trunc);
-    if (!os) fail("{}: cannot write ({}); check the directory exists and is writable", tmp, std::strerror(errno));
-    os << text;
-    if (!os.flush()) fail("{}: write failed", tmp);
-  }
-  std::filesystem::rename(tmp, path);
-}
 
 plan::PlaceOptions po_with_tp(plan::PlaceOptions o, int tp) {
   o.tp = tp;
