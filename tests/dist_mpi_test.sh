@@ -2,9 +2,9 @@
 # ranklm logits --shards under mpirun, one process per rank, against one rank on the GGUF, for
 # layouts 2 (PP), 2 (TP), 3 (PP uneven), 4 (PP 2 x TP 2), 4 (TP 4 with replicated KV heads on a
 # model with 2 KV heads), 5 and 7 (PP, on an 8-layer model), 6 (PP 3 x TP 2), 8 (PP 2 x TP 4),
-# f32 and Q8_0 allreduce: the same greedy tokens, logits within the
-# bounds of tests/test_executor.cpp (1e-4 without TP; with TP, under the 1e-2 summation-order
-# floor, and printed: on this machine they are 0 to 9e-8). Then a rank killed mid-run: the job ends within seconds
+# in exact TP mode (the default) bit-identical logits, and in sum mode with f32 and Q8_0
+# allreduce within the bounds of tests/test_executor.cpp (under the 1e-2 summation-order floor;
+# printed). Then a rank killed mid-run: the job ends within seconds
 # with a message naming the rank. Usage: dist_mpi_test.sh RANKLM RANKLM_REPACK RANKLM_SYNTH FIXTURES
 set -u
 bin="$1"; repack="$2"; synth="$3"; fixtures="$4"
@@ -16,10 +16,10 @@ toks=1,5,9,13,2,7
 "$synth" --shape test-small --type q8_0 -o "$tmp/small.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth"; exit 1; }
 "$synth" --shape test-deep --type q4_0 -o "$tmp/deep.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth"; exit 1; }
 
-run_case() {  # model ranks pp tp layers allreduce bound
-  local m="$1" n="$2" pp="$3" tp="$4" layers="$5" z="$6" bound="$7"
-  local label; label="$(basename "$m") n=$n pp=$pp tp=$tp ${layers:+layers=$layers }allreduce=$z"
-  local extra=(); [ -n "$layers" ] && extra=(--layers "$layers")
+run_case() {  # model ranks pp tp layers allreduce bound [tp-mode]; bound 0: bit-identical
+  local m="$1" n="$2" pp="$3" tp="$4" layers="$5" z="$6" bound="$7" mode="${8:-exact}"
+  local label; label="$(basename "$m") n=$n pp=$pp tp=$tp ${layers:+layers=$layers }tp-mode=$mode allreduce=$z"
+  local extra=(--tp-mode "$mode"); [ -n "$layers" ] && extra+=(--layers "$layers")
   "$bin" plan -m "$m" -n "$n" --pp "$pp" --tp "$tp" "${extra[@]}" -o "$tmp/p.json" > /dev/null 2>&1 || { echo "FAIL: plan $label"; fails=$((fails + 1)); return; }
   rm -rf "$tmp/s"
   "$repack" -m "$m" --plan "$tmp/p.json" -o "$tmp/s" 2> /dev/null || { echo "FAIL: repack $label"; fails=$((fails + 1)); return; }
@@ -36,19 +36,34 @@ run_case() {  # model ranks pp tp layers allreduce bound
 
 q8="$fixtures/models/tiny-llama-q8_0.gguf"
 kq="$fixtures/models/tiny-llama-q4_k_m.gguf"
-run_case "$q8" 2 2 1 "" f32 1e-4
-run_case "$q8" 2 1 2 "" f32 1e-2
-run_case "$kq" 2 1 2 "" f32 1e-2          # attn_output whole on each rank: heads gathered
-run_case "$q8" 3 3 1 "1,2,1" f32 1e-4
-run_case "$kq" 4 2 2 "1,3" f32 1e-2
-run_case "$q8" 4 1 4 "" f32 1e-2
-run_case "$tmp/small.gguf" 4 1 4 "" f32 1e-2   # 2 KV heads over 4 ranks: each KV head on two
-run_case "$q8" 6 3 2 "" f32 1e-2          # 6 ranks: 3 stages of TP 2
-run_case "$q8" 8 2 4 "" f32 1e-2          # 8 ranks: 2 stages of TP 4
-run_case "$tmp/deep.gguf" 5 5 1 "" f32 1e-4     # 5 and 7 ranks: pipelines over an 8-layer model
-run_case "$tmp/deep.gguf" 7 7 1 "2,1,1,1,1,1,1" f32 1e-4
-run_case "$q8" 2 1 2 "" q8_0 2e-2
-run_case "$q8" 4 2 2 "" q8_0 2e-2
+# Exact TP (the default): every layout gives one rank's logits bit for bit.
+run_case "$q8" 2 2 1 "" f32 0
+run_case "$q8" 2 1 2 "" f32 0
+run_case "$kq" 2 1 2 "" f32 0
+run_case "$q8" 3 3 1 "1,2,1" f32 0
+run_case "$kq" 4 2 2 "1,3" f32 0
+run_case "$q8" 4 1 4 "" f32 0
+run_case "$tmp/small.gguf" 4 1 4 "" f32 0   # 2 KV heads over 4 ranks: each KV head on two
+run_case "$q8" 6 3 2 "" f32 0             # 6 ranks: 3 stages of TP 2
+run_case "$q8" 8 2 4 "" f32 0             # 8 ranks: 2 stages of TP 4
+run_case "$tmp/deep.gguf" 5 5 1 "" f32 0       # 5 and 7 ranks: pipelines over an 8-layer model
+run_case "$tmp/deep.gguf" 7 7 1 "2,1,1,1,1,1,1" f32 0
+# Sum mode: partial sums added by the ring allreduce (f32 or Q8_0 payloads).
+run_case "$q8" 2 1 2 "" f32 1e-2 sum
+run_case "$kq" 2 1 2 "" f32 1e-2 sum          # attn_output whole on each rank: heads gathered
+run_case "$q8" 4 2 2 "" f32 1e-2 sum
+run_case "$q8" 2 1 2 "" q8_0 2e-2 sum
+run_case "$q8" 4 2 2 "" q8_0 2e-2 sum
+
+# A compressed allreduce asked of an exact-mode plan (which has no allreduce) is refused clearly.
+"$bin" plan -m "$q8" -n 2 --tp 2 -o "$tmp/p.json" > /dev/null 2>&1
+rm -rf "$tmp/s"; "$repack" -m "$q8" --plan "$tmp/p.json" -o "$tmp/s" 2> /dev/null
+if ! timeout 60 "${mpi[@]}" -np 2 "$bin" logits --shards "$tmp/s" --tokens "$toks" -t 1 --allreduce q8_0 > /dev/null 2> "$tmp/err" \
+   && grep -q "tp-mode sum" "$tmp/err"; then
+  echo "ok   --allreduce q8_0 on an exact-mode plan: refused, naming --tp-mode sum"
+else
+  echo "FAIL: --allreduce q8_0 on an exact plan was not refused clearly"; tail -3 "$tmp/err"; fails=$((fails + 1))
+fi
 
 # ranklm generate --shards under mpirun prints the same text as one rank (PP 2 x TP 2, seeded sampling).
 "$bin" plan -m "$kq" -n 4 --pp 2 --tp 2 -o "$tmp/p.json" > /dev/null 2>&1

@@ -117,21 +117,31 @@ const std::vector<Layout> kLayouts = {
     {"4 ranks TP4", 4, 1, 4, {}},
 };
 
+// The layout as ranklm plan makes it by default (exact TP).
+plan::Plan exact_plan(const plan::ModelIdentity& id, const Layout& l) {
+  plan::Plan p = plan::make_plan(id, l.ranks, l.pp, l.tp, l.layers);
+  p.tp_mode = plan::TpMode::kExact;
+  return p;
+}
+
 }  // namespace
 
-// Pipeline stages run each layer exactly as one rank does: 1e-4 (in practice identical).
-// Tensor parallelism changes the float summation order of the attention output and FFN down
-// (partial sums added by the allreduce); that moves the logits by 1e-7, unless the difference
-// carries an activation across a rounding boundary of the next layer's activation conversion,
-// and that one-step difference travels on: the effect docs/PARITY.md measures for summation
-// order within one rank (up to 1e-2 on these random-weight files). Which files hit one depends
-// on the build and the CPU's kernels (this machine, Release: f16 2.1e-4 and 2.5e-4, qwen2-f32
-// 1.1e-4 at TP 4, q3_k_m 2.2e-3, q4_1 2.8e-3; the ASan build: q4_0 6.9e-3 too). So TP runs must
+// Pipeline stages run each layer exactly as one rank does, and so does exact-mode tensor
+// parallelism (the default of ranklm plan): every output of every product is the same kernel
+// over the same inputs as on one rank, so the logits are bit-identical.
+//
+// Sum-mode TP changes the float summation order of the attention output and FFN down (partial
+// sums added by the allreduce); that moves the logits by 1e-7, unless the difference carries an
+// activation across a rounding boundary of the next layer's activation conversion, and that
+// one-step difference travels on: the effect docs/PARITY.md measures for summation order within
+// one rank (up to 1e-2 on these random-weight files). Which files hit one depends on the build
+// and the CPU's kernels (this machine, Release: f16 2.1e-4 and 2.5e-4, qwen2-f32 1.1e-4 at TP
+// 4, q3_k_m 2.2e-3, q4_1 2.8e-3; the ASan build: q4_0 6.9e-3 too). So sum-mode TP runs must
 // stay under that 1e-2 floor, keep the same greedy tokens, and at least half must be within
 // 1e-4 (here 35 of 42 in Release, 32 in the ASan build): a wrong slice or a missing reduction
 // is off by far more, everywhere.
 TEST(Executor, EveryLayoutMatchesOneRankOnEveryFixture) {
-  int runs = 0, refused = 0, tp_runs = 0, tp_close = 0;
+  int runs = 0, refused = 0, tp_runs = 0, tp_close = 0, exact_runs = 0;
   for (const std::string& path : test::fixture_models()) {
     auto f = gguf::File::open(path);
     auto one = Model::load(*f);
@@ -139,34 +149,41 @@ TEST(Executor, EveryLayoutMatchesOneRankOnEveryFixture) {
     const LogitsReport want = compute_logits_report(*one, kPrompt, kGreedy, pool);
     const plan::ModelIdentity id = plan::model_identity(*f);
     for (const Layout& l : kLayouts) {
-      SCOPED_TRACE(path + ", " + l.label);
-      const plan::Plan p = plan::make_plan(id, l.ranks, l.pp, l.tp, l.layers);
-      try {
-        plan::check_tp_slicing(*f, p);
-      } catch (const Error& e) {
-        // Only K-quant FFNs of 768 (3 blocks of 256) cannot be cut 4 ways.
-        EXPECT_EQ(l.tp, 4);
-        EXPECT_NE(std::string(e.what()).find("blocks"), std::string::npos) << e.what();
-        ++refused;
-        continue;
+      for (const plan::TpMode mode : {plan::TpMode::kExact, plan::TpMode::kSum}) {
+        if (l.tp == 1 && mode == plan::TpMode::kSum) continue;  // the mode only matters to TP
+        SCOPED_TRACE(path + ", " + l.label + ", TP mode " + plan::tp_mode_name(mode));
+        plan::Plan p = plan::make_plan(id, l.ranks, l.pp, l.tp, l.layers);
+        p.tp_mode = mode;
+        try {
+          plan::check_tp_slicing(*f, p);
+        } catch (const Error& e) {
+          // Only K-quant FFNs of 768 (3 blocks of 256) cannot be cut 4 ways by columns.
+          EXPECT_EQ(l.tp, 4);
+          EXPECT_EQ(mode, plan::TpMode::kSum);
+          EXPECT_NE(std::string(e.what()).find("blocks"), std::string::npos) << e.what();
+          ++refused;
+          continue;
+        }
+        const LogitsReport got = run_plan(path, p, comm::Compression::kNone);
+        const double e = nrmse(want, got);
+        EXPECT_EQ(got.greedy, want.greedy);
+        if (l.tp == 1 || mode == plan::TpMode::kExact) {
+          EXPECT_EQ(e, 0.0) << "not bit-identical to one rank";
+          exact_runs += l.tp > 1 ? 1 : 0;
+        } else {
+          EXPECT_LT(e, 1e-2);
+          ++tp_runs;
+          tp_close += e < 1e-4 ? 1 : 0;
+        }
+        ++runs;
       }
-      const LogitsReport got = run_plan(path, p, comm::Compression::kNone);
-      const double e = nrmse(want, got);
-      EXPECT_EQ(got.greedy, want.greedy);
-      if (l.tp == 1) {
-        EXPECT_LT(e, 1e-4);
-      } else {
-        EXPECT_LT(e, 1e-2);
-        ++tp_runs;
-        tp_close += e < 1e-4 ? 1 : 0;
-      }
-      ++runs;
     }
   }
-  EXPECT_EQ(runs + refused, 16 * 5);
+  EXPECT_EQ(runs + refused, 16 * 8);
+  EXPECT_EQ(exact_runs, 16 * 3);
   EXPECT_LE(refused, 8);
-  EXPECT_GE(tp_close * 2, tp_runs) << tp_close << " of " << tp_runs << " TP runs within 1e-4";
-  if (getenv("RANKLM_TEST_VERBOSE")) std::printf("%d of %d TP runs within 1e-4\n", tp_close, tp_runs);
+  EXPECT_GE(tp_close * 2, tp_runs) << tp_close << " of " << tp_runs << " sum-mode TP runs within 1e-4";
+  if (getenv("RANKLM_TEST_VERBOSE")) std::printf("%d of %d sum-mode TP runs within 1e-4\n", tp_close, tp_runs);
 }
 
 // Q8_0 payloads: each hop quantizes a partial sum (about 0.5% relative error), and the random
@@ -227,7 +244,7 @@ TEST(Executor, ContinuousBatchingGivesEachRequestItsOwnGreedyTokens) {
   for (const Layout& l : {Layout{"1 rank", 1, 1, 1, {}}, kLayouts[0], kLayouts[1], kLayouts[3]}) {
     SCOPED_TRACE(l.label);
     std::map<int64_t, std::vector<int32_t>> got;
-    run_ranks(path, plan::make_plan(id, l.ranks, l.pp, l.tp, l.layers), comm::Compression::kNone, 3, 32,
+    run_ranks(path, exact_plan(id, l), comm::Compression::kNone, 3, 32,
               [&](runtime::Executor& ex) {
                 runtime::Scheduler sched(ex, {2, 3});
                 size_t next = 0;
@@ -293,7 +310,7 @@ TEST(Executor, SeededSamplingOnTheLastStageMatchesOneRank) {
   for (const Layout& l : {Layout{"1 rank", 1, 1, 1, {}}, kLayouts[0], kLayouts[1], kLayouts[3]}) {
     SCOPED_TRACE(l.label);
     std::map<int64_t, std::vector<int32_t>> got;
-    run_ranks(path, plan::make_plan(id, l.ranks, l.pp, l.tp, l.layers), comm::Compression::kNone, 2, 32,
+    run_ranks(path, exact_plan(id, l), comm::Compression::kNone, 2, 32,
               [&](runtime::Executor& ex) {
                 runtime::Scheduler sched(ex, {2, 4});
                 size_t next = 0;
@@ -306,5 +323,53 @@ TEST(Executor, SeededSamplingOnTheLastStageMatchesOneRank) {
               });
     ASSERT_EQ(got.size(), reqs.size());
     for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[static_cast<int64_t>(i)], want[i]) << "request " << i;
+  }
+}
+
+// Batch invariance: a sequence's logits are the same bits whether it runs alone or shares its
+// steps with other sequences (prefill chunks and decode tokens mixed, batches from 1 to 40
+// tokens). Continuous batching decides batch composition by timing and by the layout (one
+// micro-batch per stage), so without this, results would depend on both.
+TEST(Executor, ASequencesLogitsDoNotDependOnWhatItIsBatchedWith) {
+  std::mt19937 rng(5);
+  auto tokens = [&](size_t n) {
+    std::vector<int32_t> t(n);
+    for (int32_t& x : t) x = static_cast<int32_t>(1 + rng() % 250);
+    return t;
+  };
+  const std::vector<int32_t> a = tokens(6), b = tokens(20), c = tokens(33);
+  const int32_t next_a = 17;
+  for (const std::string& path : test::fixture_models()) {
+    SCOPED_TRACE(path);
+    auto f = gguf::File::open(path);
+    auto m = Model::load(*f);
+    kern::ThreadPool pool(2);
+    const int64_t n_embd = m->hparams().n_embd, n_vocab = m->hparams().n_vocab;
+    // Alone: A's prompt, then one decode token.
+    KvCache ca = m->make_cache(64);
+    std::vector<float> solo_prefill(static_cast<size_t>(n_vocab)), solo_decode(static_cast<size_t>(n_vocab));
+    m->forward(a.data(), static_cast<int64_t>(a.size()), 0, ca, false, solo_prefill.data(), pool);
+    m->forward(&next_a, 1, static_cast<int64_t>(a.size()), ca, false, solo_decode.data(), pool);
+    // Batched: A's prompt with B's (26 tokens), then A's decode token with C's prompt (34).
+    KvCache ca2 = m->make_cache(64), cb = m->make_cache(64), cc = m->make_cache(64);
+    auto step = [&](const std::vector<std::pair<KvCache*, std::vector<int32_t>>>& parts, const std::vector<int64_t>& pos0,
+                    int64_t row_of_a) {
+      std::vector<int32_t> toks;
+      std::vector<SeqSpan> spans;
+      for (size_t i = 0; i < parts.size(); ++i) {
+        toks.insert(toks.end(), parts[i].second.begin(), parts[i].second.end());
+        spans.push_back({parts[i].first, pos0[i], static_cast<int64_t>(parts[i].second.size())});
+      }
+      std::vector<float> x(toks.size() * static_cast<size_t>(n_embd));
+      m->embed(toks.data(), static_cast<int64_t>(toks.size()), x.data());
+      m->run_layers(x.data(), spans.data(), static_cast<int>(spans.size()), pool);
+      std::vector<float> out(static_cast<size_t>(n_vocab));
+      m->head(x.data(), &row_of_a, 1, out.data(), pool);
+      return out;
+    };
+    const auto batched_prefill = step({{&ca2, a}, {&cb, b}}, {0, 0}, static_cast<int64_t>(a.size()) - 1);
+    const auto batched_decode = step({{&cc, c}, {&ca2, {next_a}}}, {0, static_cast<int64_t>(a.size())}, static_cast<int64_t>(c.size()));
+    EXPECT_EQ(batched_prefill, solo_prefill);
+    EXPECT_EQ(batched_decode, solo_decode);
   }
 }

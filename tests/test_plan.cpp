@@ -100,6 +100,25 @@ TEST(Plan, JsonRoundTripAndHash) {
   EXPECT_NE(error_of([&] { from_json(j, "x.json"); }).find("missing field 'n_head'"), std::string::npos);
 }
 
+// tp_mode: absent means "sum" (plans from before the field), so their JSON and hash do not
+// change; "exact" is written, read back, and changes the hash (the shards differ).
+TEST(Plan, TpModeIsOptionalInJsonAndPartOfTheHash) {
+  Plan p = make_plan(tinyllama(), 4, 2, 2, {});
+  EXPECT_EQ(p.tp_mode, TpMode::kSum);
+  EXPECT_FALSE(to_json(p).contains("tp_mode"));
+  const std::string sum_hash = plan_hash(p);
+  p.tp_mode = TpMode::kExact;
+  EXPECT_EQ(to_json(p)["tp_mode"], "exact");
+  EXPECT_EQ(from_json(to_json(p), "plan.json").tp_mode, TpMode::kExact);
+  EXPECT_NE(plan_hash(p), sum_hash);
+  auto j = to_json(p);
+  j["tp_mode"] = "fast";
+  EXPECT_NE(error_of([&] { from_json(j, "x.json"); }).find("'tp_mode': 'fast' is not a TP mode (exact or sum)"),
+            std::string::npos);
+  j["tp_mode"] = 3;
+  EXPECT_NE(error_of([&] { from_json(j, "x.json"); }).find("'tp_mode' must be a string"), std::string::npos);
+}
+
 TEST(Plan, IdentityOfAFixtureModel) {
   auto f = gguf::File::open(std::string(RANKLM_FIXTURES_DIR) + "/models/tiny-llama-q4_0.gguf");
   const ModelIdentity a = model_identity(*f);
@@ -117,6 +136,7 @@ TEST(Plan, IdentityOfAFixtureModel) {
 namespace {
 TpShape tinyllama_shape() {
   TpShape s;
+  s.n_embd = 2048;
   s.n_head = 32;
   s.n_head_kv = 4;
   s.head_dim = 64;
@@ -177,6 +197,40 @@ TEST(TpSlice, PartsCoverHeadsAndFfnAndReplicateSharedKvHeads) {
     for (int c : q_cover) EXPECT_EQ(c, 1) << "tp " << tp;
     for (int c : kv_cover) EXPECT_EQ(c, tp <= 4 ? 1 : tp / 4) << "tp " << tp;
   }
+}
+
+// Exact mode: every split tensor is cut by rows. attn_output and ffn_down rows (the embedding
+// width) are split evenly and cover it once; the FFN needs no block alignment, so a K-quant FFN
+// of 768 (3 blocks of 256) goes 4 ways, which sum mode refuses.
+TEST(TpSlice, ExactModeCutsAttnOutputAndFfnDownByRows) {
+  TpShape s = tinyllama_shape();
+  s.attn_output_block = s.ffn_down_block = 256;
+  for (const int tp : {2, 3, 4, 8, 16}) {
+    if (32 % tp != 0) {
+      EXPECT_NE(error_of([&] { tp_part(s, tp, 0, TpMode::kExact); }).find("does not divide the 32"), std::string::npos);
+      continue;
+    }
+    int64_t rows_at = 0, ffn_at = 0;
+    for (int i = 0; i < tp; ++i) {
+      const TpPart p = tp_part(s, tp, i, TpMode::kExact);
+      EXPECT_TRUE(p.exact);
+      EXPECT_FALSE(p.attn_output_replicated);
+      EXPECT_EQ(p.out_rows.begin, rows_at);
+      EXPECT_EQ(p.ffn.begin, ffn_at);
+      EXPECT_NEAR(static_cast<double>(p.out_rows.size()), 2048.0 / tp, 1.0);
+      rows_at = p.out_rows.end;
+      ffn_at = p.ffn.end;
+      EXPECT_EQ(tensor_slice("blk.3.attn_output.weight", 2, s, p), (Slice{1, p.out_rows.begin, p.out_rows.end}));
+      EXPECT_EQ(tensor_slice("blk.3.ffn_down.weight", 2, s, p), (Slice{1, p.out_rows.begin, p.out_rows.end}));
+      EXPECT_EQ(tensor_slice("blk.3.ffn_gate.weight", 2, s, p), (Slice{1, p.ffn.begin, p.ffn.end}));
+      EXPECT_EQ(tensor_slice("blk.3.attn_q.weight", 2, s, p), (Slice{1, p.q_heads.begin * 64, p.q_heads.end * 64}));
+    }
+    EXPECT_EQ(rows_at, 2048);
+    EXPECT_EQ(ffn_at, 5632);
+  }
+  s.n_ff = 768;
+  EXPECT_NE(error_of([&] { tp_part(s, 4, 0, TpMode::kSum); }).find("too few"), std::string::npos);
+  EXPECT_EQ(tp_part(s, 4, 3, TpMode::kExact).ffn, (Range{576, 768}));
 }
 
 TEST(TpSlice, ReplicatesOrRefusesWhenAColumnSplitWouldCutBlocks) {

@@ -34,7 +34,7 @@ plan::PlaceOptions po_with_tp(plan::PlaceOptions o, int tp) {
 
 int cmd_plan(const std::vector<std::string>& args) {
   po::options_description desc("plan options");
-  std::string model, out, layers_s, inventory, save_inventory, topology;
+  std::string model, out, layers_s, inventory, save_inventory, topology, tp_mode = "exact";
   int ranks = 0, pp = 0, tp = 0, threads = default_threads();
   plan::PlaceOptions po_;
   desc.add_options()
@@ -43,6 +43,7 @@ int cmd_plan(const std::vector<std::string>& args) {
       ("pp", po::value(&pp)->default_value(0), "pipeline stages (0: ranks / tp)")
       ("tp", po::value(&tp)->default_value(0), "tensor-parallel size of every stage (0: ranks / pp)")
       ("layers", po::value(&layers_s), "layers per stage, comma-separated (default: even split)")
+      ("tp-mode", po::value(&tp_mode)->default_value("exact"), "how TP members combine attn_output and ffn_down: exact (gathers; logits identical to one rank) or sum (allreduce of partial sums; fewer bytes)")
       ("output,o", po::value(&out), "write the plan here (JSON); without it, only print")
       ("inventory", po::value(&inventory), "plan from this inventory (JSON from --save-inventory) instead of an even split")
       ("save-inventory", po::value(&save_inventory), "under mpirun: also write the gathered inventory here")
@@ -58,6 +59,7 @@ int cmd_plan(const std::vector<std::string>& args) {
     return kExitOk;
   }
   const auto layers = parse_int_list<int64_t>("--layers", layers_s, 1, 1 << 20);
+  if (tp_mode != "exact" && tp_mode != "sum") fail("--tp-mode: '{}' is not a TP mode (exact or sum)", tp_mode);
   if (po_.n_ctx < 1 || po_.n_seq < 1 || !(po_.memory_fraction > 0 && po_.memory_fraction <= 1)) {
     fail("--ctx-size and --parallel must be >= 1 and --memory-fraction in (0, 1]");
   }
@@ -92,13 +94,21 @@ int cmd_plan(const std::vector<std::string>& args) {
   } else {
     p = plan::make_plan(plan::model_identity(*f), ranks, pp, tp, layers);
   }
+  p.tp_mode = tp_mode == "exact" ? plan::TpMode::kExact : plan::TpMode::kSum;
   plan::check_tp_slicing(*f, p);
   std::fputs(plan::plan_table(p).c_str(), stdout);
   std::printf("plan hash %s, model hash %s\n", plan::plan_hash(p).c_str(), p.model.gguf_hash.c_str());
   const plan::TpShape shape = plan::tp_shape(*f);
+  bool any_tp = false;
+  for (const plan::Stage& st : p.stages) any_tp = any_tp || st.tp() > 1;
+  if (any_tp) {
+    std::printf("tensor parallel: %s\n", p.tp_mode == plan::TpMode::kExact
+                                             ? "exact (inputs of attn_output and ffn_down gathered, rows split; logits as on one rank)"
+                                             : "sum (partial products of attn_output and ffn_down summed by allreduce)");
+  }
   for (size_t s = 0; s < p.stages.size(); ++s) {
     const int tp = p.stages[s].tp();
-    if (tp > 1 && plan::tp_part(shape, tp, 0).attn_output_replicated) {
+    if (tp > 1 && plan::tp_part(shape, tp, 0, p.tp_mode).attn_output_replicated) {
       std::printf("note: stage %zu: %lld heads x %lld per rank do not fill whole %lld-element blocks of "
                   "attn_output.weight; it is replicated on the stage's %d ranks (more memory, a gather "
                   "instead of a reduce)\n", s, static_cast<long long>(shape.n_head / tp),

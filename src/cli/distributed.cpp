@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "plan/identity.h"
 #include "runtime/cpu_binding.h"
 #include "sys/inventory.h"
 #include "util/error.h"
@@ -21,7 +22,23 @@ std::unique_ptr<ShardJob> load_shard_job(comm::World& world, const std::string& 
   return job;
 }
 
+std::unique_ptr<ShardJob> load_model_job(comm::World& world, const std::string& path, int threads) {
+  if (world.comm().size() != 1) fail("{}: a whole model runs on one rank; this job has {}", path, world.comm().size());
+  auto job = std::make_unique<ShardJob>();
+  job->rank_file.file = gguf::File::open(path);
+  plan::Plan& p = job->rank_file.plan;
+  p = plan::make_plan(plan::model_identity(*job->rank_file.file), 1, 1, 1, {});
+  job->model = Model::load(*job->rank_file.file);
+  job->layout = comm::Layout::of(p, 0);
+  job->pool = std::make_unique<kern::ThreadPool>(threads, core_binder(threads));
+  return job;
+}
+
 void start_executor(comm::World& world, ShardJob& job, int n_slots, int64_t n_ctx, comm::Compression z) {
+  if (z != comm::Compression::kNone && job.rank_file.plan.tp_mode == plan::TpMode::kExact) {
+    fail("--allreduce q8_0: the plan's TP mode is exact, which gathers instead of reducing; "
+         "make the plan with --tp-mode sum (and repack) to compress the allreduce");
+  }
   job.exec = std::make_unique<runtime::Executor>(world.comm(), job.layout, *job.model, *job.pool, n_slots, n_ctx, z);
 }
 

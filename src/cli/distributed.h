@@ -27,6 +27,8 @@ struct ShardJob {
 // Loads this rank's shard from DIR (its part of the model, and the model's metadata for the
 // tokenizer); start_executor then sets up n_slots KV slots of n_ctx positions.
 std::unique_ptr<ShardJob> load_shard_job(comm::World& world, const std::string& dir, int threads);
+// The same for a whole GGUF model in one process (a world of one rank, a 1-rank plan).
+std::unique_ptr<ShardJob> load_model_job(comm::World& world, const std::string& path, int threads);
 void start_executor(comm::World& world, ShardJob& job, int n_slots, int64_t n_ctx, comm::Compression z);
 // Both at once.
 std::unique_ptr<ShardJob> open_shard_job(comm::World& world, const std::string& dir, int threads, int n_slots,

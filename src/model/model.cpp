@@ -154,6 +154,9 @@ void settle_part(const gguf::File& f, const HParams& hp, ModelPart& pt) {
   if (pt.n_head == 0) pt.n_head = hp.n_head;
   if (pt.n_head_kv == 0) pt.n_head_kv = hp.n_head_kv;
   if (pt.n_ff == 0) pt.n_ff = hp.n_ff;
+  if (pt.out_rows < 0 || pt.out_rows > hp.n_embd || (pt.out_rows > 0 && pt.wo_gather)) {
+    fail("{}: this rank's share of output rows ({}) does not fit the model's {}", f.path(), pt.out_rows, hp.n_embd);
+  }
   if (pt.layer_begin < 0 || pt.layer_begin > pt.layer_end || pt.layer_end > hp.n_layer) {
     fail("{}: layers [{}, {}) are not a range of the model's {} layers", f.path(), pt.layer_begin, pt.layer_end, hp.n_layer);
   }
@@ -204,7 +207,10 @@ void load_decoder_weights(const gguf::File& f, Model& m) {
   }
   const int64_t q_dim = pt.n_head * hp.head_dim;
   const int64_t kv_dim = pt.n_head_kv * hp.head_dim;
-  const int64_t wo_cols = pt.wo_gather ? hp.n_head * hp.head_dim : q_dim;
+  const bool exact = pt.out_rows > 0;
+  const int64_t wo_cols = pt.wo_gather || exact ? hp.n_head * hp.head_dim : q_dim;
+  const int64_t out_rows = exact ? pt.out_rows : hp.n_embd;
+  const int64_t down_cols = exact ? hp.n_ff : pt.n_ff;
   m.layers.resize(static_cast<size_t>(pt.layer_end - pt.layer_begin));
   for (int64_t il = pt.layer_begin; il < pt.layer_end; ++il) {
     const std::string b = "blk." + std::to_string(il) + ".";
@@ -213,7 +219,7 @@ void load_decoder_weights(const gguf::File& f, Model& m) {
     L.wq = matrix(f, b + "attn_q.weight", q_dim, hp.n_embd);
     L.wk = matrix(f, b + "attn_k.weight", kv_dim, hp.n_embd);
     L.wv = matrix(f, b + "attn_v.weight", kv_dim, hp.n_embd);
-    L.wo = matrix(f, b + "attn_output.weight", hp.n_embd, wo_cols);
+    L.wo = matrix(f, b + "attn_output.weight", out_rows, wo_cols);
     if (hp.qkv_bias) {
       L.bq = vector_f32(f, b + "attn_q.bias", q_dim);
       L.bk = vector_f32(f, b + "attn_k.bias", kv_dim);
@@ -222,7 +228,7 @@ void load_decoder_weights(const gguf::File& f, Model& m) {
     L.ffn_norm = vector_f32(f, b + "ffn_norm.weight", hp.n_embd);
     L.w_gate = matrix(f, b + "ffn_gate.weight", pt.n_ff, hp.n_embd);
     L.w_up = matrix(f, b + "ffn_up.weight", pt.n_ff, hp.n_embd);
-    L.w_down = matrix(f, b + "ffn_down.weight", hp.n_embd, pt.n_ff);
+    L.w_down = matrix(f, b + "ffn_down.weight", out_rows, down_cols);
   }
 }
 
@@ -231,6 +237,14 @@ void add_bias(float* y, const std::vector<float>& b, int64_t n_tok) {
   if (b.empty()) return;
   const int64_t n = static_cast<int64_t>(b.size());
   for (int64_t t = 0; t < n_tok; ++t) kern::add_inplace(y + t * n, b.data(), n);
+}
+}  // namespace
+
+namespace {
+// Whether kern::matmul gives a token's outputs the same bits in a batch of any size (true for
+// the quantized types; float types switch to sgemm for large batches).
+bool per_token_exact(kern::GgmlType t) {
+  return t != kern::GgmlType::F32 && t != kern::GgmlType::F16 && t != kern::GgmlType::BF16;
 }
 }  // namespace
 
@@ -274,11 +288,23 @@ void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, 
     per_token([&](int64_t t0, int64_t t1) { kern::add_inplace(x + t0 * n_embd, cur.data() + t0 * n_embd, (t1 - t0) * n_embd); });
   };
 
+  // Products of the whole batch. Float weights take OpenBLAS sgemm for 16+ tokens, in another
+  // summation order than the per-token dot products, so they go sequence by sequence: the path
+  // (and so every bit of a sequence's result) then depends only on that sequence's own chunk,
+  // never on what it is batched with. The other types give the same bits for a token in any batch.
+  auto mm = [&](const kern::MatrixView& w, const float* in, float* out) {
+    if (per_token_exact(w.type) || n_seq == 1) return kern::matmul(w, in, n_tok, out, pool, scratch_);
+    int64_t row = 0;
+    for (int s = 0; s < n_seq; row += seqs[s].n_tok, ++s) {
+      kern::matmul(w, in + row * w.cols, seqs[s].n_tok, out + row * w.rows, pool, scratch_);
+    }
+  };
+
   // --- attention block ---
   norm(L.attn_norm);
-  kern::matmul(L.wq, cur.data(), n_tok, q.data(), pool, scratch_);
-  kern::matmul(L.wk, cur.data(), n_tok, k.data(), pool, scratch_);
-  kern::matmul(L.wv, cur.data(), n_tok, v.data(), pool, scratch_);
+  mm(L.wq, cur.data(), q.data());
+  mm(L.wk, cur.data(), k.data());
+  mm(L.wv, cur.data(), v.data());
   add_bias(q.data(), L.bq, n_tok);
   add_bias(k.data(), L.bk, n_tok);
   add_bias(v.data(), L.bv, n_tok);
@@ -306,13 +332,25 @@ void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, 
                     static_cast<int>(n_head_kv), static_cast<int>(hp.head_dim), scale,
                     attn.data() + row * q_dim, pool);
   }
-  if (pt.wo_gather) {
-    // Whole attn_output here: every member's heads first, then no sum afterwards.
+  const bool exact = pt.out_rows > 0;
+  // Exact TP: this member's rows of a product whose input is gathered whole first, then every
+  // member's rows gathered into cur.
+  auto rows_product = [&](const kern::MatrixView& w, const float* in) {
+    std::vector<float>& part = sized(buf_.rows, n_tok * pt.out_rows);
+    mm(w, in, part.data());
+    tp.gather(part.data(), n_tok, TpGather::kRows, cur.data());
+  };
+  if (pt.wo_gather || exact) {
+    // Whole attn_output columns here: every member's heads first, then no sum afterwards.
     std::vector<float>& full = sized(buf_.attn_full, n_tok * hp.n_head * hp.head_dim);
-    tp.gather_heads(attn.data(), n_tok, full.data());
-    kern::matmul(L.wo, full.data(), n_tok, cur.data(), pool, scratch_);
+    tp.gather(attn.data(), n_tok, TpGather::kHeads, full.data());
+    if (exact) {
+      rows_product(L.wo, full.data());
+    } else {
+      mm(L.wo, full.data(), cur.data());
+    }
   } else {
-    kern::matmul(L.wo, attn.data(), n_tok, cur.data(), pool, scratch_);
+    mm(L.wo, attn.data(), cur.data());
     if (tp.allreduce) tp.allreduce(cur.data(), n_tok * n_embd);
   }
   add_residual();
@@ -321,13 +359,19 @@ void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, 
   std::vector<float>& gate = sized(buf_.gate, n_tok * n_ff);  // [n_tok, n_ff]
   std::vector<float>& up = sized(buf_.up, n_tok * n_ff);
   norm(L.ffn_norm);
-  kern::matmul(L.w_gate, cur.data(), n_tok, gate.data(), pool, scratch_);
-  kern::matmul(L.w_up, cur.data(), n_tok, up.data(), pool, scratch_);
+  mm(L.w_gate, cur.data(), gate.data());
+  mm(L.w_up, cur.data(), up.data());
   per_token([&](int64_t t0, int64_t t1) {
     kern::silu_mul_inplace(gate.data() + t0 * n_ff, up.data() + t0 * n_ff, (t1 - t0) * n_ff);
   });
-  kern::matmul(L.w_down, gate.data(), n_tok, cur.data(), pool, scratch_);
-  if (tp.allreduce) tp.allreduce(cur.data(), n_tok * n_embd);
+  if (exact) {
+    std::vector<float>& full = sized(buf_.ffn_full, n_tok * hp.n_ff);
+    tp.gather(gate.data(), n_tok, TpGather::kFfn, full.data());
+    rows_product(L.w_down, full.data());
+  } else {
+    mm(L.w_down, gate.data(), cur.data());
+    if (tp.allreduce) tp.allreduce(cur.data(), n_tok * n_embd);
+  }
   add_residual();
 }
 
@@ -376,6 +420,13 @@ void Model::head(const float* x, const int64_t* rows, int64_t n_rows, float* log
     w.data = static_cast<const uint8_t*>(output.data) +
              static_cast<size_t>(part_.vocab_begin) * kern::row_bytes(kern::traits(output.type), output.cols);
     w.rows = part_.vocab_end - part_.vocab_begin;
+  }
+  if (!per_token_exact(w.type)) {
+    // One row at a time, so a row's logits do not depend on how many rows are asked (above).
+    for (int64_t i = 0; i < n_rows; ++i) {
+      kern::matmul(w, normed.data() + i * hp.n_embd, 1, logits + i * w.rows, pool, scratch_);
+    }
+    return;
   }
   kern::matmul(w, normed.data(), n_rows, logits, pool, scratch_);
 }

@@ -51,15 +51,27 @@ struct ModelPart {
   bool head = true;
   int64_t n_head = 0, n_head_kv = 0, n_ff = 0;  // this rank's counts; 0: the model's
   bool wo_gather = false;      // attn_output whole here: gather the heads' outputs before it
+  // Exact TP (plan/tp_slice.h): attn_output and ffn_down hold rows [out_begin, out_begin +
+  // out_rows) of the output; their inputs are gathered whole before them and their outputs
+  // gathered after. out_rows 0: every row, no gathers.
+  int64_t out_rows = 0;
+  // Every TP member's share, in TP order (what the gathers collect): heads' output columns,
+  // FFN activations and (exact mode) output rows. Empty on one rank.
+  std::vector<int64_t> member_heads, member_ffn, member_rows;
   int64_t vocab_begin = 0, vocab_end = -1;      // output rows this rank computes; -1: all
 };
 
+// What a TP gather collects: each member's share of the attention heads' outputs, of the FFN
+// activations, or of the output rows of attn_output / ffn_down.
+enum class TpGather { kHeads, kFfn, kRows };
+
 // Tensor-parallel collectives the layers call (set by the executor; unset on one rank).
 struct TpHooks {
-  // Sums x[0..n) over the TP group (after attention output and FFN down).
+  // Sums x[0..n) over the TP group (after attention output and FFN down, sum mode).
   std::function<void(float* x, int64_t n)> allreduce;
-  // Gathers every member's [n_tok, local] attention heads into [n_tok, full] (wo_gather).
-  std::function<void(const float* local, int64_t n_tok, float* full)> gather_heads;
+  // Gathers every member's [n_tok, local] share into [n_tok, full], members' columns in TP
+  // order (wo_gather, exact mode).
+  std::function<void(const float* local, int64_t n_tok, TpGather what, float* full)> gather;
 };
 
 // Keys and values of every layer, fp16, for positions 0 .. n_ctx-1.
@@ -121,7 +133,7 @@ class Model {
   // Activation buffers of layer_forward, kept between calls (grown, never shrunk) so a batch
   // does not allocate and fault in fresh pages in every layer.
   struct Buffers {
-    std::vector<float> cur, q, k, v, attn, attn_full, gate, up;
+    std::vector<float> cur, q, k, v, attn, attn_full, gate, up, ffn_full, rows;
     std::vector<int32_t> pos;
   } buf_;
   std::vector<std::vector<uint8_t>> packed_;  // storage of repacked matrices

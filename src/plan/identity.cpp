@@ -32,6 +32,7 @@ TpShape tp_shape(const gguf::File& f) {
   const std::string arch = f.get_string("general.architecture");
   const HParams hp = read_common_hparams(f, arch);
   TpShape s;
+  s.n_embd = hp.n_embd;
   s.n_head = hp.n_head;
   s.n_head_kv = hp.n_head_kv;
   s.head_dim = hp.head_dim;
@@ -52,7 +53,7 @@ void check_tp_slicing(const gguf::File& f, const Plan& p) {
   for (size_t st = 0; st < p.stages.size(); ++st) {
     const int tp = p.stages[st].tp();
     try {
-      for (int i = 0; i < tp; ++i) tp_part(s, tp, i);
+      for (int i = 0; i < tp; ++i) tp_part(s, tp, i, p.tp_mode);
     } catch (const Error& e) {
       fail("{}: stage {}: {}", f.path(), st, e.what());
     }

@@ -147,6 +147,7 @@ json to_json(const Plan& p) {
              {{"name", m.name}, {"architecture", m.arch}, {"n_layer", m.n_layer}, {"n_head", m.n_head},
               {"n_head_kv", m.n_head_kv}, {"n_embd", m.n_embd}, {"n_ff", m.n_ff}, {"n_vocab", m.n_vocab},
               {"gguf_hash", m.gguf_hash}}}};
+  if (p.tp_mode != TpMode::kSum) j["tp_mode"] = tp_mode_name(p.tp_mode);
   if (!p.placement.empty()) {
     json pl = json::array();
     for (size_t r = 0; r < p.placement.size(); ++r) {
@@ -222,6 +223,14 @@ Plan from_json(const json& j, const std::string& source) {
     const int tp = int_field<int>(st[s], "tp", w);
     if (tp != stage.tp()) fail("{}: 'tp' is {} but {} ranks are listed", w, tp, stage.tp());
     p.stages.push_back(stage);
+  }
+  if (j.contains("tp_mode")) {
+    const std::string m = str_field(j, "tp_mode", source);
+    if (m == "exact") {
+      p.tp_mode = TpMode::kExact;
+    } else if (m != "sum") {
+      fail("{}: field 'tp_mode': '{}' is not a TP mode (exact or sum)", source, m);
+    }
   }
   if (j.contains("placement")) {
     const json& pl = j.at("placement");

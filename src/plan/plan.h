@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "plan/tp_slice.h"
+
 namespace ranklm::plan {
 
 constexpr int kPlanVersion = 1;
@@ -46,6 +48,9 @@ struct Plan {
   int embedding_stage = 0;
   int output_stage = 0;
   ModelIdentity model;
+  // How TP members combine attn_output and ffn_down (tp_slice.h). Plans written before the
+  // field existed have none and mean "sum"; it is written only when it is "exact".
+  TpMode tp_mode = TpMode::kSum;
   std::vector<RankPlacement> placement;  // per rank; empty for plans made without an inventory
 
   // (stage, tp index) of a world rank; throws if the rank is not in the plan.

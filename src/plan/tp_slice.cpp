@@ -22,7 +22,9 @@ std::vector<Range> aligned_split(int64_t n, int parts, int64_t align, const std:
   return out;
 }
 
-TpPart tp_part(const TpShape& s, int tp, int index) {
+const char* tp_mode_name(TpMode m) { return m == TpMode::kExact ? "exact" : "sum"; }
+
+TpPart tp_part(const TpShape& s, int tp, int index, TpMode mode) {
   if (tp < 1 || index < 0 || index >= tp) fail("tp_part: index {} of TP size {}", index, tp);
   if (s.n_head % tp != 0) {
     fail("tensor-parallel size {} does not divide the {} attention heads", tp, s.n_head);
@@ -32,9 +34,16 @@ TpPart tp_part(const TpShape& s, int tp, int index) {
   TpPart p;
   p.q_heads = {index * hp, (index + 1) * hp};
   p.kv_heads = {p.q_heads.begin / group, (p.q_heads.end - 1) / group + 1};
+  if (mode == TpMode::kExact) {
+    // Every split tensor is cut by rows, which need no block alignment.
+    p.exact = true;
+    p.ffn = aligned_split(s.n_ff, tp, 1, "ffn_gate / ffn_up rows (feed_forward_length)")[index];
+    p.out_rows = aligned_split(s.n_embd, tp, 1, "attn_output / ffn_down rows (embedding_length)")[index];
+    return p;
+  }
+  p.ffn = aligned_split(s.n_ff, tp, s.ffn_down_block, "ffn_down.weight columns (feed_forward_length)")[index];
   // The attention output's columns follow the heads; cut only on whole blocks.
   p.attn_output_replicated = tp > 1 && (hp * s.head_dim) % s.attn_output_block != 0;
-  p.ffn = aligned_split(s.n_ff, tp, s.ffn_down_block, "ffn_down.weight columns (feed_forward_length)")[index];
   return p;
 }
 
@@ -56,6 +65,9 @@ Slice tensor_slice(const std::string& name, int n_dims, const TpShape& s, const 
   if (ends_with(name, ".attn_k.weight") || ends_with(name, ".attn_k.bias") ||
       ends_with(name, ".attn_v.weight") || ends_with(name, ".attn_v.bias")) {
     return {row_dim, part.kv_heads.begin * hd, part.kv_heads.end * hd};
+  }
+  if (part.exact && (ends_with(name, ".attn_output.weight") || ends_with(name, ".ffn_down.weight"))) {
+    return {1, part.out_rows.begin, part.out_rows.end};
   }
   if (ends_with(name, ".attn_output.weight")) {
     if (part.attn_output_replicated) return {};

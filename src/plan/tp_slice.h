@@ -12,6 +12,13 @@
 //     outputs across the group before it rather than reducing after it.
 //   Everything else (norms, embedding, output head, rope factors): whole, on every rank that
 //   needs it.
+//
+// That is the "sum" mode: members add partial products of attn_output and ffn_down, so the
+// float summation order depends on the TP size. In the "exact" mode (the default for new
+// plans) attn_output and ffn_down are split by output rows instead: members gather the heads'
+// outputs and the FFN activations, each computes whole dot products for its rows, and the rows
+// are gathered after. Every output is then computed by the same kernel over the same inputs as
+// on one rank, so logits are bit-identical whatever the layout, for about twice the messages.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +39,11 @@ struct Range {
 std::vector<Range> aligned_split(int64_t n, int parts, int64_t align, const std::string& what);
 
 // The sizes slicing needs, and the block sizes of the tensors cut by columns.
+enum class TpMode { kSum, kExact };
+const char* tp_mode_name(TpMode m);  // "sum" / "exact"
+
 struct TpShape {
+  int64_t n_embd = 0;
   int64_t n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0;
   int64_t attn_output_block = 32;  // block size of attn_output.weight's type
   int64_t ffn_down_block = 32;     // block size of ffn_down.weight's type
@@ -41,9 +52,11 @@ struct TpShape {
 // What TP rank `index` of `tp` holds of every layer.
 struct TpPart {
   Range q_heads, kv_heads, ffn;
-  bool attn_output_replicated = false;  // see above
+  bool attn_output_replicated = false;  // see above (sum mode only)
+  bool exact = false;                   // exact mode: out_rows below
+  Range out_rows;                       // exact mode: rows of attn_output and ffn_down held
 };
-TpPart tp_part(const TpShape& s, int tp, int index);
+TpPart tp_part(const TpShape& s, int tp, int index, TpMode mode = TpMode::kSum);
 
 // The slice of one tensor: `dim` is the GGUF dimension cut (0: the contiguous one, i.e.
 // columns of a matrix or the elements of a vector; 1: rows), or -1 for the whole tensor.

@@ -29,7 +29,8 @@ constexpr size_t kMaxPending = 8;  // sends in flight per rank before it waits f
 ModelPart model_part(const plan::Plan& p, int rank, const gguf::File& model) {
   const auto [stage, tpi] = p.where(rank);
   const plan::Stage& st = p.stages[static_cast<size_t>(stage)];
-  const plan::TpPart tp = plan::tp_part(plan::tp_shape(model), st.tp(), tpi);
+  const plan::TpShape shape = plan::tp_shape(model);
+  const plan::TpPart tp = plan::tp_part(shape, st.tp(), tpi, p.tp_mode);
   ModelPart part;
   part.layer_begin = st.layer_begin;
   part.layer_end = st.layer_end;
@@ -39,6 +40,15 @@ ModelPart model_part(const plan::Plan& p, int rank, const gguf::File& model) {
   part.n_head_kv = tp.kv_heads.size();
   part.n_ff = tp.ffn.size();
   part.wo_gather = tp.attn_output_replicated && st.tp() > 1;
+  if (st.tp() > 1) {
+    for (int i = 0; i < st.tp(); ++i) {
+      const plan::TpPart m = plan::tp_part(shape, st.tp(), i, p.tp_mode);
+      part.member_heads.push_back(m.q_heads.size() * shape.head_dim);
+      part.member_ffn.push_back(m.ffn.size());
+      part.member_rows.push_back(m.out_rows.size());
+    }
+    if (tp.exact) part.out_rows = tp.out_rows.size();
+  }
   if (part.head) {
     const std::vector<int64_t> off = vocab_offsets(p.model.n_vocab, st.tp());
     part.vocab_begin = off[static_cast<size_t>(tpi)];
@@ -61,17 +71,29 @@ Executor::Executor(comm::Comm& c, const comm::Layout& layout, Model& m, kern::Th
   for (int s = 0; s < n_slots; ++s) caches_.push_back(m.make_cache(n_ctx));
   if (l_.tp.size() > 1) {
     m_.tp.allreduce = [this](float* x, int64_t n) { comm::ring_allreduce(c_, l_.tp, x, n, z_, ring_); };
-    m_.tp.gather_heads = [this](const float* local, int64_t n_tok, float* full) {
-      // Members hold equal shares of the heads: [n_tok, q_local] each, gathered member by
-      // member, then interleaved into [n_tok, members * q_local].
+    m_.tp.gather = [this](const float* local, int64_t n_tok, TpGather what, float* full) {
+      // Each member's [n_tok, w_i] block, gathered member by member, then interleaved into
+      // [n_tok, sum of w_i] with the members' columns in TP order.
+      const ModelPart& pt = m_.part();
+      const std::vector<int64_t>& w = what == TpGather::kHeads ? pt.member_heads
+                                      : what == TpGather::kFfn ? pt.member_ffn
+                                                               : pt.member_rows;
       const int p = l_.tp.size();
-      const int64_t ql = m_.part().n_head * m_.hparams().head_dim;
-      gathered_.resize(static_cast<size_t>(p * n_tok * ql));
-      comm::ring_allgather(c_, l_.tp, local, std::vector<int64_t>(static_cast<size_t>(p), n_tok * ql), gathered_.data());
+      std::vector<int64_t> counts(static_cast<size_t>(p)), col(static_cast<size_t>(p) + 1, 0);
       for (int i = 0; i < p; ++i) {
+        counts[static_cast<size_t>(i)] = n_tok * w[static_cast<size_t>(i)];
+        col[static_cast<size_t>(i) + 1] = col[static_cast<size_t>(i)] + w[static_cast<size_t>(i)];
+      }
+      const int64_t width = col.back();
+      gathered_.resize(static_cast<size_t>(n_tok * width));
+      comm::ring_allgather(c_, l_.tp, local, counts, gathered_.data());
+      const float* src = gathered_.data();
+      for (int i = 0; i < p; ++i) {
+        const int64_t wi = w[static_cast<size_t>(i)];
         for (int64_t t = 0; t < n_tok; ++t) {
-          std::memcpy(full + (t * p + i) * ql, gathered_.data() + (i * n_tok + t) * ql, static_cast<size_t>(ql) * sizeof(float));
+          std::memcpy(full + t * width + col[static_cast<size_t>(i)], src + t * wi, static_cast<size_t>(wi) * sizeof(float));
         }
+        src += n_tok * wi;
       }
     };
   }
