@@ -25,7 +25,20 @@ echo "[run] step 4/6: ${mpi[*]} ranklm plan --model $model -t $threads -o $work/
 echo "[run] step 5/6: ${mpi[*]} ranklm-repack --model $model --plan $work/plan.json -o $work/shards"
 rm -rf "$work/shards"
 "${mpi[@]}" ./build/bin/ranklm-repack --model "$model" --plan "$work/plan.json" -o "$work/shards"
-prompt="What is the capital of France?"
 system="You are a helpful assistant."
-echo "[run] step 6/6: ${mpi[*]} ranklm generate --shards $work/shards -t $threads --chat --system \"$system\" --prompt \"$prompt\" --temp 0 -n 64"
-"${mpi[@]}" ./build/bin/ranklm generate --shards "$work/shards" -t "$threads" --chat --system "$system" --prompt "$prompt" --temp 0 -n 64 "$@"
+prompts=jobs/examples/prompts.txt
+results="$work/results.jsonl"
+rm -f "$results"
+echo "[run] step 6/6: ${mpi[*]} ranklm run --shards $work/shards -t $threads --prompts $prompts --chat --system \"$system\" --temp 0 -n 64 --out $results"
+"${mpi[@]}" ./build/bin/ranklm run --shards "$work/shards" -t "$threads" --prompts "$prompts" --chat --system "$system" \
+  --temp 0 -n 64 --out "$results" "$@"
+echo "[run] the first answers (all of them, with usage and timing, are in $results):"
+python3 - "$results" <<'PY'
+import json, sys
+records = sorted((json.loads(l) for l in open(sys.argv[1])), key=lambda r: int(r["custom_id"]) if r["custom_id"].isdigit() else 0)
+prompts = open("jobs/examples/prompts.txt").read().splitlines()
+for r in records[:5]:
+    body = r["response"]["body"]
+    answer = body["choices"][0]["message"]["content"] if "choices" in body else body["error"]["message"]
+    print(f"  [{r['custom_id']}] {prompts[int(r['custom_id']) - 1]}\n      -> {answer[:160]!r}")
+PY

@@ -14,6 +14,7 @@ constexpr int kExitUsage = 2;   // bad command line
 int cmd_inspect(const std::vector<std::string>& args);
 int cmd_logits(const std::vector<std::string>& args);
 int cmd_generate(const std::vector<std::string>& args);
+int cmd_run(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
 int cmd_plan(const std::vector<std::string>& args);
 

@@ -35,6 +35,7 @@ void usage(FILE* out) {
                "usage: ranklm <command> [options]\n"
                "\n"
                "commands:\n"
+               "  run        batch job: a prompt file (text or OpenAI Batch JSONL) to a resumable results file\n"
                "  generate   generate text from a prompt (streams tokens, reports tokens/s)\n"
                "  logits     print prompt logits and a greedy continuation as JSON (parity probe)\n"
                "  inspect    print a GGUF file's metadata and tensor table\n"
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
     if (cmd == "inspect") return cmd_inspect(args);
     if (cmd == "logits") return cmd_logits(args);
     if (cmd == "generate") return cmd_generate(args);
+    if (cmd == "run") return cmd_run(args);
     if (cmd == "bench") return cmd_bench(args);
     if (cmd == "plan") return cmd_plan(args);
     std::fprintf(stderr, "ranklm: unknown command '%s'\n", cmd.c_str());

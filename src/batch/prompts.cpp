@@ -1,0 +1,289 @@
+#include "batch/prompts.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <climits>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "util/error.h"
+
+namespace ranklm::batch {
+
+using nlohmann::json;
+
+namespace {
+
+// Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF, no NUL.
+bool valid_text(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == 0) return false;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n = 0;
+    uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    for (size_t k = 1; k <= n; ++k) {
+      if (i + k >= s.size()) return false;
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    const uint32_t min = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+bool blank(std::string_view s) { return s.find_first_not_of(" \t\r\f\v") == std::string_view::npos; }
+
+std::string short_dump(const json& v) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+}
+
+const char* type_name(const json& v) {
+  if (v.is_null()) return "null";
+  if (v.is_boolean()) return "a boolean";
+  if (v.is_number()) return "a number";
+  if (v.is_string()) return "a string";
+  if (v.is_array()) return "an array";
+  return "an object";
+}
+
+// Raised inside one line's parse; becomes that item's error.
+struct LineError {
+  std::string param, message;
+};
+
+[[noreturn]] void bad(const std::string& param, const std::string& what, const json& got) {
+  throw LineError{param, fmt::format("{} must be {} (got {} {})", param, what, type_name(got), short_dump(got))};
+}
+
+void read_body(const json& body, PromptItem& it) {
+  auto number = [&](const char* key, double lo, double hi, bool lo_open) -> std::optional<float> {
+    if (!body.contains(key) || body[key].is_null()) return std::nullopt;
+    const json& v = body[key];
+    const std::string p = std::string("body.") + key;
+    if (!v.is_number()) bad(p, "a number", v);
+    const double x = v.get<double>();
+    if (x > hi || x < lo || (lo_open && x == lo)) {
+      throw LineError{p, fmt::format("{} is {}, outside {}{}, {}]", p, x, lo_open ? "(" : "[", lo, hi)};
+    }
+    return static_cast<float>(x);
+  };
+  it.o.temperature = number("temperature", 0.0, 2.0, false);
+  it.o.top_p = number("top_p", 0.0, 1.0, true);
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    if (!body.contains(key) || body[key].is_null()) continue;
+    const json& v = body[key];
+    const std::string p = std::string("body.") + key;
+    if (!v.is_number_integer()) bad(p, "an integer", v);
+    const int64_t n = v.get<int64_t>();
+    if (n < 1 || n > (int64_t{1} << 24)) throw LineError{p, fmt::format("{} is {}; it must be at least 1", p, n)};
+    it.o.max_tokens = static_cast<int>(n);
+  }
+  if (body.contains("seed") && !body["seed"].is_null()) {
+    const json& v = body["seed"];
+    if (!v.is_number_integer()) bad("body.seed", "an integer", v);
+    it.o.seed = v.is_number_unsigned() ? v.get<uint64_t>() : static_cast<uint64_t>(v.get<int64_t>());
+  }
+  if (body.contains("stop") && !body["stop"].is_null()) {
+    const json& v = body["stop"];
+    std::vector<std::string> stops;
+    if (v.is_string()) {
+      stops.push_back(v.get<std::string>());
+    } else if (v.is_array() && v.size() <= 4) {
+      for (const json& s : v) {
+        if (!s.is_string()) bad("body.stop", "a string or an array of up to 4 strings", v);
+        stops.push_back(s.get<std::string>());
+      }
+    } else {
+      bad("body.stop", "a string or an array of up to 4 strings", v);
+    }
+    for (const std::string& s : stops) {
+      if (s.empty()) throw LineError{"body.stop", "body.stop holds an empty string"};
+    }
+    it.o.stop = stops;
+  }
+  if (body.contains("n") && !body["n"].is_null() && body["n"] != 1) {
+    throw LineError{"body.n", fmt::format("body.n is {}; one completion per request is supported (1)", short_dump(body["n"]))};
+  }
+  if (body.contains("stream") && body["stream"] == true) {
+    throw LineError{"body.stream", "body.stream is true; batch results are written whole (leave it out)"};
+  }
+}
+
+void read_messages(const json& body, PromptItem& it) {
+  if (!body.contains("messages")) throw LineError{"body.messages", "body.messages is missing (chat completions need it)"};
+  const json& ms = body["messages"];
+  if (!ms.is_array() || ms.empty()) bad("body.messages", "a non-empty array of messages", ms);
+  for (size_t i = 0; i < ms.size(); ++i) {
+    const std::string p = fmt::format("body.messages[{}]", i);
+    const json& m = ms[i];
+    if (!m.is_object()) bad(p, "an object with role and content", m);
+    if (!m.contains("role") || !m["role"].is_string()) bad(p + ".role", "a string", m.value("role", json()));
+    const std::string role = m["role"].get<std::string>();
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool" && role != "developer") {
+      throw LineError{p + ".role", fmt::format("{}.role is '{}'; use system, user, assistant or tool", p, role)};
+    }
+    if (!m.contains("content")) throw LineError{p + ".content", p + ".content is missing"};
+    const json& c = m["content"];
+    std::string text;
+    if (c.is_string()) {
+      text = c.get<std::string>();
+    } else if (c.is_array()) {
+      // Content parts: only text parts can be run by a text model.
+      for (size_t k = 0; k < c.size(); ++k) {
+        const std::string pk = fmt::format("{}.content[{}]", p, k);
+        const json& part = c[k];
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+          throw LineError{pk, fmt::format("{} is not a text part ({{\"type\": \"text\", \"text\": ...}}); this model reads text only", pk)};
+        }
+        text += part["text"].get<std::string>();
+      }
+    } else {
+      bad(p + ".content", "a string or an array of text parts", c);
+    }
+    it.messages.push_back({role == "developer" ? "system" : role, text});
+  }
+}
+
+void read_completion_prompt(const json& body, PromptItem& it) {
+  if (!body.contains("prompt")) throw LineError{"body.prompt", "body.prompt is missing (completions need it)"};
+  const json& p = body["prompt"];
+  if (p.is_string()) {
+    it.prompt = p.get<std::string>();
+  } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
+    it.prompt = p[0].get<std::string>();
+  } else if (p.is_array() && !p.empty() && std::all_of(p.begin(), p.end(), [](const json& x) { return x.is_number_integer(); })) {
+    for (const json& x : p) {
+      const int64_t id = x.get<int64_t>();
+      if (id < 0 || id > INT32_MAX) throw LineError{"body.prompt", fmt::format("body.prompt: token id {} is negative or too large", id)};
+      it.prompt_ids.push_back(static_cast<int32_t>(id));
+    }
+  } else {
+    bad("body.prompt", "a string, a one-string array or an array of token ids", p);
+  }
+  if (it.prompt.empty() && it.prompt_ids.empty()) throw LineError{"body.prompt", "body.prompt is empty"};
+}
+
+void parse_json_line(std::string_view text, PromptItem& it) {
+  it.custom_id = fmt::format("line-{}", it.line);
+  if (!valid_text(text)) throw LineError{"", "not UTF-8 text (binary data?)"};
+  const json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) throw LineError{"", "not valid JSON"};
+  if (!j.is_object()) bad("the line", "a JSON object", j);
+  if (!j.contains("custom_id")) throw LineError{"custom_id", "custom_id is missing"};
+  if (!j["custom_id"].is_string() || j["custom_id"].get<std::string>().empty()) bad("custom_id", "a non-empty string", j["custom_id"]);
+  it.custom_id = j["custom_id"].get<std::string>();
+  if (j.contains("method") && j["method"] != "POST") bad("method", "\"POST\"", j["method"]);
+  if (!j.contains("url")) throw LineError{"url", "url is missing (/v1/chat/completions or /v1/completions)"};
+  if (!j["url"].is_string()) bad("url", "a string", j["url"]);
+  const std::string url = j["url"].get<std::string>();
+  if (url == "/v1/chat/completions") {
+    it.endpoint = Endpoint::kChat;
+  } else if (url == "/v1/completions") {
+    it.endpoint = Endpoint::kCompletion;
+  } else {
+    throw LineError{"url", fmt::format("url '{}' is not served; use /v1/chat/completions or /v1/completions", url)};
+  }
+  if (!j.contains("body")) throw LineError{"body", "body is missing"};
+  const json& body = j["body"];
+  if (!body.is_object()) bad("body", "an object", body);
+  if (it.endpoint == Endpoint::kChat) {
+    read_messages(body, it);
+  } else {
+    read_completion_prompt(body, it);
+  }
+  read_body(body, it);
+}
+
+}  // namespace
+
+PromptFormat resolve_format(PromptFormat f, const std::string& path) {
+  if (f != PromptFormat::kAuto) return f;
+  auto ends = [&](const char* e) {
+    const std::string s(e);
+    return path.size() >= s.size() && path.compare(path.size() - s.size(), s.size(), s) == 0;
+  };
+  return ends(".jsonl") || ends(".json") || ends(".JSONL") ? PromptFormat::kJsonl : PromptFormat::kText;
+}
+
+std::vector<PromptItem> parse_prompts(std::string_view content, const std::string& path, PromptFormat f, bool chat) {
+  f = resolve_format(f, path);
+  std::vector<PromptItem> items;
+  std::map<std::string, int64_t> first_line;
+  int64_t line = 0;
+  size_t at = 0;
+  while (at < content.size()) {
+    size_t end = content.find('\n', at);
+    if (end == std::string_view::npos) end = content.size();
+    std::string_view text = content.substr(at, end - at);
+    at = end + 1;
+    ++line;
+    if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
+    if (blank(text)) continue;
+    PromptItem it;
+    it.line = line;
+    if (f == PromptFormat::kText) {
+      it.custom_id = std::to_string(line);
+      if (!valid_text(text)) {
+        it.error = fmt::format("{}: line {}: not UTF-8 text (binary data?)", path, line);
+      } else if (chat) {
+        it.endpoint = Endpoint::kChat;
+        it.messages.push_back({"user", std::string(text)});
+      } else {
+        it.prompt = std::string(text);
+      }
+    } else {
+      try {
+        parse_json_line(text, it);
+      } catch (const LineError& e) {
+        it.error = fmt::format("{}: line {}: {}", path, line, e.message);
+        it.error_param = e.param;
+        it.messages.clear();
+        it.prompt.clear();
+        it.prompt_ids.clear();
+      }
+    }
+    const auto [pos, fresh] = first_line.emplace(it.custom_id, line);
+    if (!fresh) {
+      fail("{}: line {}: custom_id '{}' is already used on line {}; every request needs its own custom_id "
+           "(results are matched, and resumed, by it)", path, line, it.custom_id, pos->second);
+    }
+    items.push_back(std::move(it));
+  }
+  if (items.empty()) {
+    fail("{}: no prompts ({}); give one prompt a line, or JSONL requests", path,
+         content.empty() ? "the file is empty" : "every line is blank");
+  }
+  return items;
+}
+
+std::vector<PromptItem> read_prompts(const std::string& path, PromptFormat f, bool chat) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open the prompt file", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) fail("{}: read error", path);
+  return parse_prompts(ss.str(), path, f, chat);
+}
+
+}  // namespace ranklm::batch

@@ -1,0 +1,56 @@
+// Prompt files for batch jobs (ranklm run): plain text, one prompt a line, or JSONL in the
+// OpenAI Batch API input shape. Parsing is a pure function of the file's bytes; a line that
+// cannot be run becomes an item carrying its error (the job writes an error record for it and
+// runs the rest), while a file that cannot be used at all (unreadable, no prompts, repeated
+// custom_ids) is one fatal error before anything runs.
+//
+// JSONL line: {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
+//              "body": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 64,
+//                       "temperature": 0.7, "top_p": 0.9, "seed": 3, "stop": ["\n\n"]}}
+// or "url": "/v1/completions" with "body": {"prompt": "Once upon a time", ...}. Body fields
+// not listed here (model, user, ...) are accepted and ignored; a listed field of the wrong
+// type or out of range is an error for that line.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chat/chat_template.h"
+
+namespace ranklm::batch {
+
+enum class Endpoint { kChat, kCompletion };
+enum class PromptFormat { kAuto, kText, kJsonl };
+
+// Per-request settings; unset ones take the command line's defaults.
+struct Overrides {
+  std::optional<int> max_tokens;
+  std::optional<float> temperature, top_p;
+  std::optional<uint64_t> seed;
+  std::optional<std::vector<std::string>> stop;
+};
+
+struct PromptItem {
+  int64_t line = 0;            // 1-based line of the file
+  std::string custom_id;       // JSONL: its custom_id ("line-N" when it has none); text: "N"
+  Endpoint endpoint = Endpoint::kCompletion;
+  std::vector<chat::Message> messages;  // kChat
+  std::string prompt;                   // kCompletion
+  std::vector<int32_t> prompt_ids;      // kCompletion given as token ids
+  Overrides o;
+  std::string error;        // non-empty: not runnable; the message names the line and field
+  std::string error_param;  // the field at fault ("body.temperature"), or empty
+};
+
+// "prompts.jsonl" / ".json" are JSONL, anything else text, unless the format is given.
+PromptFormat resolve_format(PromptFormat f, const std::string& path);
+
+// Parses a whole file's content. `chat`: text lines become user messages (chat endpoint).
+// Throws ranklm::Error naming `path` when there is no prompt at all or a custom_id repeats.
+std::vector<PromptItem> parse_prompts(std::string_view content, const std::string& path, PromptFormat f, bool chat);
+std::vector<PromptItem> read_prompts(const std::string& path, PromptFormat f, bool chat);
+
+}  // namespace ranklm::batch

@@ -1,0 +1,70 @@
+#include "batch/records.h"
+
+#include <fmt/format.h>
+
+namespace ranklm::batch {
+
+using json = nlohmann::ordered_json;
+
+namespace {
+
+uint64_t fnv1a(const std::string& s, uint64_t h = 0xcbf29ce484222325ull) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+std::string hex_id(const char* prefix, const std::string& custom_id, const char* salt) {
+  return fmt::format("{}{:016x}", prefix, fnv1a(custom_id, fnv1a(salt)));
+}
+
+}  // namespace
+
+uint64_t request_seed(uint64_t job_seed, const std::string& custom_id) {
+  // splitmix64 of the job seed, mixed into the id's hash.
+  uint64_t z = job_seed + 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return fnv1a(custom_id, z);
+}
+
+json result_record(const PromptItem& it, const std::string& model, const Completion& c, int64_t created) {
+  const bool chat = it.endpoint == Endpoint::kChat;
+  json choice = {{"index", 0}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
+  if (chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+  } else {
+    choice["text"] = c.text;
+  }
+  json body = {{"id", hex_id(chat ? "chatcmpl-" : "cmpl-", it.custom_id, "body")},
+               {"object", chat ? "chat.completion" : "text_completion"},
+               {"created", created},
+               {"model", model},
+               {"choices", json::array({choice})},
+               {"usage",
+                {{"prompt_tokens", c.prompt_tokens},
+                 {"completion_tokens", c.completion_tokens},
+                 {"total_tokens", c.prompt_tokens + c.completion_tokens}}}};
+  const double decode_s = c.total_s - c.first_token_s;
+  return {{"id", hex_id("batch_req_", it.custom_id, "record")},
+          {"custom_id", it.custom_id},
+          {"response", {{"status_code", 200}, {"request_id", hex_id("req_", it.custom_id, "request")}, {"body", body}}},
+          {"error", nullptr},
+          {"timing",
+           {{"time_to_first_token_s", c.first_token_s},
+            {"total_s", c.total_s},
+            {"decode_tokens_per_s", c.completion_tokens > 1 && decode_s > 0 ? (c.completion_tokens - 1) / decode_s : 0.0}}}};
+}
+
+json error_record(const PromptItem& it, const std::string& code, const std::string& message, const std::string& param) {
+  json err = {{"message", message}, {"type", "invalid_request_error"}, {"param", param.empty() ? json() : json(param)}, {"code", code}};
+  return {{"id", hex_id("batch_req_", it.custom_id, "record")},
+          {"custom_id", it.custom_id},
+          {"response", {{"status_code", 400}, {"request_id", hex_id("req_", it.custom_id, "request")}, {"body", {{"error", err}}}}},
+          {"error", {{"code", code}, {"message", message}, {"line", it.line}}}};
+}
+
+}  // namespace ranklm::batch

@@ -1,0 +1,257 @@
+// mpirun ... ranklm run --shards DIR --prompts FILE --out RESULTS.jsonl [--resume]: a batch job.
+// Rank 0 reads the prompt file (text or OpenAI Batch JSONL, batch/prompts.h), feeds the
+// requests to the continuous-batching scheduler, and appends a whole, flushed record to the
+// results file as each one finishes (batch/results.h, batch/records.h); the other ranks serve.
+// --resume skips every custom_id already in the results. -m M.gguf runs the same job on one
+// process without shards.
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <memory>
+
+#include "batch/progress.h"
+#include "batch/prompts.h"
+#include "batch/records.h"
+#include "batch/results.h"
+#include "chat/chat_template.h"
+#include "cli/commands.h"
+#include "cli/distributed.h"
+#include "cli/options.h"
+#include "io/gguf.h"
+#include "plan/identity.h"
+#include "runtime/cpu_binding.h"
+#include "runtime/scheduler.h"
+#include "runtime/stop.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+
+namespace ranklm::cli {
+
+namespace {
+
+struct RunOptions {
+  std::string model_path, shards, prompts, out, format = "auto", system, template_path, allreduce = "f32";
+  std::string progress = "auto", model_name;
+  std::vector<std::string> stops;
+  bool resume = false, chat = false;
+  int max_tokens = 256, threads = 1, parallel = 8, ctx = 2048;
+  int64_t prefill_chunk = 256;
+  double progress_interval = 30;
+  SamplingParams sp;
+};
+
+// One request's text so far: tokens become text as they come, stop strings end it.
+struct TextState {
+  StreamDecoder dec;
+  StopMatcher stop;
+  std::string text;
+  TextState(const Tokenizer& tok, std::vector<std::string> stops) : dec(tok), stop(std::move(stops)) {}
+};
+
+batch::PromptFormat parse_format(const std::string& s) {
+  if (s == "auto") return batch::PromptFormat::kAuto;
+  if (s == "text") return batch::PromptFormat::kText;
+  if (s == "jsonl") return batch::PromptFormat::kJsonl;
+  fail("--format: '{}' is not a prompt format (auto, text or jsonl)", s);
+}
+
+// The job on rank 0: every not-yet-done prompt through the scheduler, a record per request.
+void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf::File& meta,
+           std::vector<batch::PromptItem>& items, batch::ResultsFile& results) {
+  auto tok = Tokenizer::from_gguf(meta);
+  std::string model_name = o.model_name;
+  if (model_name.empty()) model_name = meta.get_string_opt("general.name").value_or("ranklm");
+  std::optional<chat::ChatTemplate> tmpl;
+  // Text prompts sent as chat need the template for every line: a missing one is fatal now.
+  if (o.chat) tmpl = chat::ChatTemplate::for_model(meta, *tok, o.template_path);
+  std::vector<int32_t> end_tokens;
+  for (int32_t id = 0; id < tok->n_vocab(); ++id) {
+    if (tok->is_eog(id)) end_tokens.push_back(id);
+  }
+  const int64_t skipped = static_cast<int64_t>(std::count_if(items.begin(), items.end(), [&](const batch::PromptItem& it) {
+    return results.done().count(it.custom_id) > 0;
+  }));
+  batch::Progress progress(batch::parse_progress_mode(o.progress), static_cast<int64_t>(items.size()) - skipped, skipped,
+                           o.progress_interval);
+  const int64_t created = static_cast<int64_t>(std::time(nullptr));
+  auto write_error = [&](const batch::PromptItem& it, const std::string& code, const std::string& msg, const std::string& param) {
+    results.write(batch::error_record(it, code, msg, param));
+    progress.finished(false, 0, 0);
+  };
+
+  std::map<int64_t, std::shared_ptr<TextState>> texts;
+  size_t next = 0;
+  auto source = [&]() -> std::optional<runtime::Request> {
+    while (next < items.size()) {
+      const size_t i = next++;
+      batch::PromptItem& it = items[i];
+      if (results.done().count(it.custom_id)) continue;
+      if (!it.error.empty()) {
+        write_error(it, "invalid_request", it.error, it.error_param);
+        continue;
+      }
+      runtime::Request r;
+      r.id = static_cast<int64_t>(i);
+      if (!it.prompt_ids.empty()) {
+        for (int32_t id : it.prompt_ids) {
+          if (id >= tok->n_vocab()) {
+            write_error(it, "invalid_request",
+                        fmt::format("{}: line {}: body.prompt: token id {} is outside the vocabulary (0..{})", o.prompts,
+                                    it.line, id, tok->n_vocab() - 1), "body.prompt");
+            r.prompt.clear();
+            break;
+          }
+          r.prompt.push_back(id);
+        }
+        if (r.prompt.empty()) continue;
+      } else {
+        std::string text = it.prompt;
+        bool add_special = true;
+        if (it.endpoint == batch::Endpoint::kChat) {
+          try {
+            if (!tmpl) tmpl = chat::ChatTemplate::for_model(meta, *tok, o.template_path);
+            std::vector<chat::Message> msgs;
+            if (!o.system.empty() && (it.messages.empty() || it.messages.front().role != "system")) {
+              msgs.push_back({"system", o.system});
+            }
+            msgs.insert(msgs.end(), it.messages.begin(), it.messages.end());
+            text = tmpl->apply(msgs, true);
+          } catch (const Error& e) {
+            write_error(it, "invalid_request", fmt::format("{}: line {}: {}", o.prompts, it.line, e.what()), "body.messages");
+            continue;
+          }
+          const std::string bos = tok->bos() >= 0 ? tok->token_text(tok->bos()) : std::string();
+          add_special = bos.empty() || text.rfind(bos, 0) != 0;
+        }
+        r.prompt = tok->encode(text, add_special, true);
+      }
+      r.max_tokens = it.o.max_tokens.value_or(o.max_tokens);
+      r.sampling = o.sp;
+      if (it.o.temperature) r.sampling.temperature = *it.o.temperature;
+      if (it.o.top_p) r.sampling.top_p = *it.o.top_p;
+      r.sampling.seed = it.o.seed ? *it.o.seed : batch::request_seed(o.sp.seed, it.custom_id);
+      r.end_tokens = end_tokens;
+      auto st = std::make_shared<TextState>(*tok, it.o.stop.value_or(o.stops));
+      texts[r.id] = st;
+      r.stop = [st, &progress](const std::vector<int32_t>& out) {
+        progress.token();
+        st->text += st->stop.push(st->dec.push(out.back()));
+        return st->stop.stopped();
+      };
+      return r;
+    }
+    return std::nullopt;
+  };
+  auto done = [&](runtime::Finished&& f) {
+    const batch::PromptItem& it = items[static_cast<size_t>(f.id)];
+    TextState& st = *texts.at(f.id);
+    if (!st.stop.stopped()) {
+      st.text += st.stop.push(st.dec.flush());
+      st.text += st.stop.flush();
+    }
+    batch::Completion c;
+    c.text = st.text;
+    // A stop string counts as a stop even when it ended the sequence at its token limit.
+    c.finish_reason = st.stop.stopped() ? "stop" : f.finish_reason;
+    c.prompt_tokens = f.n_prompt;
+    c.completion_tokens = static_cast<int64_t>(f.tokens.size());
+    c.first_token_s = f.first_token_s;
+    c.total_s = f.total_s;
+    results.write(batch::result_record(it, model_name, c, created));
+    progress.finished(true, c.prompt_tokens, c.completion_tokens);
+    texts.erase(f.id);
+  };
+  auto reject = [&](const runtime::Request& r, const std::string& why) {
+    const batch::PromptItem& it = items[static_cast<size_t>(r.id)];
+    write_error(it, "context_length_exceeded", fmt::format("{}: line {}: {}", o.prompts, it.line, why), "");
+    texts.erase(r.id);
+  };
+  runtime::SchedulerOptions so;
+  so.n_micro = n_stages;
+  so.prefill_chunk = o.prefill_chunk;
+  runtime::Scheduler(ex, so).run(source, done, reject);
+  progress.summary();
+}
+
+}  // namespace
+
+int cmd_run(const std::vector<std::string>& args) {
+  po::options_description desc("run options");
+  RunOptions o;
+  o.threads = default_threads();
+  desc.add_options()
+      ("shards", po::value(&o.shards), "shard directory (ranklm-repack); under mpirun, one rank per shard")
+      ("model,m", po::value(&o.model_path), "or: a GGUF model, run in this one process")
+      ("prompts,f", po::value(&o.prompts)->required(), "prompt file: text (one prompt a line) or JSONL (OpenAI Batch input)")
+      ("out,o", po::value(&o.out)->required(), "results file (JSONL, OpenAI Batch output shape), appended as requests finish")
+      ("resume", po::bool_switch(&o.resume), "continue a job: skip every custom_id already in --out")
+      ("format", po::value(&o.format)->default_value("auto"), "prompt file format: auto (by extension: .jsonl/.json), text, jsonl")
+      ("chat", po::bool_switch(&o.chat), "text prompts: send each line as a user message through the chat template")
+      ("system", po::value(&o.system), "chat requests: a system message (unless the request has its own)")
+      ("chat-template", po::value(&o.template_path), "Jinja file to use instead of the model's template")
+      ("max-tokens,n", po::value(&o.max_tokens)->default_value(256), "default max_tokens per request")
+      ("temp", po::value(&o.sp.temperature)->default_value(0.8f), "default temperature (0 = greedy)")
+      ("top-k", po::value(&o.sp.top_k)->default_value(40), "top-k (0 = off)")
+      ("top-p", po::value(&o.sp.top_p)->default_value(0.95f), "default top_p (1 = off)")
+      ("min-p", po::value(&o.sp.min_p)->default_value(0.05f), "min-p (0 = off)")
+      ("repeat-penalty", po::value(&o.sp.repeat_penalty)->default_value(1.0f), "repetition penalty (1 = off)")
+      ("seed,s", po::value(&o.sp.seed)->default_value(0), "job seed; a request without its own seed gets one derived from this and its custom_id")
+      ("stop", po::value(&o.stops)->composing(), "default stop string (repeatable)")
+      ("ctx-size,c", po::value(&o.ctx)->default_value(2048), "context (KV positions) per sequence: prompt + completion")
+      ("parallel", po::value(&o.parallel)->default_value(8), "sequences in flight (KV slots)")
+      ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(256), "prompt tokens per sequence per step")
+      ("threads,t", po::value(&o.threads)->default_value(default_threads()), "worker threads per rank")
+      ("allreduce", po::value(&o.allreduce)->default_value("f32"), "with a sum-mode TP plan: allreduce payload, f32 or q8_0")
+      ("progress", po::value(&o.progress)->default_value("auto"), "auto (a live line on a terminal, else log lines), bar, log, none")
+      ("progress-interval", po::value(&o.progress_interval)->default_value(30.0), "seconds between log lines")
+      ("model-name", po::value(&o.model_name), "the \"model\" field of the results (default: the model's general.name)");
+  po::variables_map vm;
+  if (!parse_options("run", "(--shards DIR | -m M.gguf) --prompts FILE --out RESULTS.jsonl [--resume] [options]", desc, args, vm)) {
+    return kExitOk;
+  }
+  if (o.model_path.empty() == o.shards.empty()) fail("give exactly one of --shards and --model");
+  if (o.max_tokens < 1) fail("--max-tokens: {} must be >= 1", o.max_tokens);
+  if (o.sp.temperature < 0) fail("--temp: {} must be >= 0", o.sp.temperature);
+  if (o.ctx < 2) fail("--ctx-size: {} must be >= 2", o.ctx);
+  if (o.parallel < 1) fail("--parallel: {} must be >= 1", o.parallel);
+  if (o.threads < 1) fail("--threads: {} must be >= 1", o.threads);
+  if (o.prefill_chunk < 1) fail("--prefill-chunk: {} must be >= 1", o.prefill_chunk);
+  if (!(o.progress_interval > 0)) fail("--progress-interval: {} must be > 0", o.progress_interval);
+  const batch::PromptFormat format = parse_format(o.format);
+  batch::parse_progress_mode(o.progress);
+  if (o.chat && batch::resolve_format(format, o.prompts) == batch::PromptFormat::kJsonl) {
+    fail("--chat is for text prompt files; a JSONL request says its endpoint in its url");
+  }
+  const comm::Compression z = parse_compression(o.allreduce);
+
+  return with_world("run", [&](comm::World& world) {
+    comm::Comm& c = world.comm();
+    if (!o.model_path.empty() && c.size() > 1) {
+      fail("--model runs in one process; under mpirun give --shards (ranklm plan, then ranklm-repack)");
+    }
+    // Rank 0 checks the prompt file and the results file before any weights are read.
+    std::vector<batch::PromptItem> items;
+    std::unique_ptr<batch::ResultsFile> results;
+    if (c.rank() == 0) {
+      items = batch::read_prompts(o.prompts, format, o.chat);
+      results = std::make_unique<batch::ResultsFile>(o.out, o.resume);
+      if (results->torn_bytes() > 0) {
+        std::fprintf(stderr, "ranklm run: %s: cut off a torn last line (%lld bytes) left by an interrupted job\n",
+                     o.out.c_str(), static_cast<long long>(results->torn_bytes()));
+      }
+    }
+    std::unique_ptr<ShardJob> job = o.shards.empty() ? load_model_job(world, o.model_path, o.threads)
+                                                     : load_shard_job(world, o.shards, o.threads);
+    start_executor(world, *job, o.parallel, o.ctx, z);
+    if (c.rank() != 0) {
+      job->exec->serve();
+      return kExitOk;
+    }
+    drive(o, *job->exec, static_cast<int>(job->rank_file.plan.stages.size()), *job->rank_file.file, items, *results);
+    job->exec->stop();
+    return kExitOk;
+  });
+}
+
+}  // namespace ranklm::cli

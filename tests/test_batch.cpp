@@ -1,0 +1,287 @@
+// Batch-job inputs and outputs: prompt files (text and OpenAI Batch JSONL) with every kind of
+// bad line turned into that line's error, the fatal cases, the results file's resume rules,
+// and the record shapes.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "batch/progress.h"
+#include "batch/prompts.h"
+#include "batch/records.h"
+#include "batch/results.h"
+#include "test_util.h"
+#include "util/error.h"
+
+using namespace ranklm;
+using namespace ranklm::batch;
+using nlohmann::json;
+
+namespace {
+
+std::vector<PromptItem> parse(const std::string& s, PromptFormat f = PromptFormat::kJsonl, bool chat = false) {
+  return parse_prompts(s, "p.jsonl", f, chat);
+}
+
+std::string fatal(const std::string& s, PromptFormat f = PromptFormat::kJsonl) {
+  return test::error_message_of<Error>([&] { parse(s, f); });
+}
+
+// The error of a one-line JSONL file.
+std::string line_error(const std::string& line) {
+  const auto items = parse(line + "\n");
+  EXPECT_EQ(items.size(), 1u);
+  return items.at(0).error;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+TEST(Prompts, TextLinesAreNumberedPromptsAndBlankLinesAreSkipped) {
+  const auto items = parse_prompts("Hello there\n\n  \r\nSecond line\r\nthird", "p.txt", PromptFormat::kAuto, false);
+  ASSERT_EQ(items.size(), 3u);
+  EXPECT_EQ(items[0].custom_id, "1");
+  EXPECT_EQ(items[0].prompt, "Hello there");
+  EXPECT_EQ(items[0].endpoint, Endpoint::kCompletion);
+  EXPECT_EQ(items[1].custom_id, "4");
+  EXPECT_EQ(items[1].prompt, "Second line");  // the \r of a CRLF file is not part of the prompt
+  EXPECT_EQ(items[2].custom_id, "5");
+  EXPECT_EQ(items[2].line, 5);
+  const auto chat = parse_prompts("Why is the sky blue?\n", "p.txt", PromptFormat::kText, true);
+  ASSERT_EQ(chat[0].messages.size(), 1u);
+  EXPECT_EQ(chat[0].endpoint, Endpoint::kChat);
+  EXPECT_EQ(chat[0].messages[0].role, "user");
+  EXPECT_EQ(chat[0].messages[0].content, "Why is the sky blue?");
+}
+
+TEST(Prompts, TextLinesThatAreNotUtf8AreErrorsAndTheRestRuns) {
+  const std::string s = std::string("good\nbad \xff\xfe here\nnul \0 inside\noverlong \xc0\xaf\ncafé ok\n", 51);
+  const auto items = parse_prompts(s, "p.txt", PromptFormat::kText, false);
+  ASSERT_EQ(items.size(), 5u);
+  EXPECT_TRUE(items[0].error.empty());
+  EXPECT_NE(items[1].error.find("p.txt: line 2: not UTF-8 text"), std::string::npos) << items[1].error;
+  EXPECT_NE(items[2].error.find("line 3"), std::string::npos);
+  EXPECT_NE(items[3].error.find("line 4"), std::string::npos);
+  EXPECT_TRUE(items[4].error.empty()) << items[4].error;
+  EXPECT_EQ(items[4].prompt, "café ok");
+}
+
+TEST(Prompts, JsonlChatAndCompletionRequestsWithTheirSettings) {
+  const auto items = parse(
+      R"({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "x", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]}], "max_tokens": 12, "temperature": 0.5, "top_p": 0.9, "seed": 7, "stop": "\n", "user": "ignored"}})"
+      "\n"
+      R"({"custom_id": "b", "url": "/v1/completions", "body": {"prompt": "Once upon", "stop": ["END", "."], "max_completion_tokens": 3, "seed": -1}})"
+      "\n"
+      R"({"custom_id": "c", "url": "/v1/completions", "body": {"prompt": [1, 15043, 29892]}})"
+      "\n");
+  ASSERT_EQ(items.size(), 3u);
+  for (const auto& it : items) EXPECT_TRUE(it.error.empty()) << it.error;
+  EXPECT_EQ(items[0].endpoint, Endpoint::kChat);
+  ASSERT_EQ(items[0].messages.size(), 2u);
+  EXPECT_EQ(items[0].messages[1].content, "Hi there");
+  EXPECT_EQ(*items[0].o.max_tokens, 12);
+  EXPECT_FLOAT_EQ(*items[0].o.temperature, 0.5f);
+  EXPECT_FLOAT_EQ(*items[0].o.top_p, 0.9f);
+  EXPECT_EQ(*items[0].o.seed, 7u);
+  EXPECT_EQ(*items[0].o.stop, std::vector<std::string>{"\n"});
+  EXPECT_EQ(items[1].prompt, "Once upon");
+  EXPECT_EQ(*items[1].o.max_tokens, 3);
+  EXPECT_EQ(*items[1].o.seed, UINT64_MAX);
+  EXPECT_EQ(items[1].o.stop->size(), 2u);
+  EXPECT_FALSE(items[1].o.temperature.has_value());
+  EXPECT_EQ(items[2].prompt_ids, (std::vector<int32_t>{1, 15043, 29892}));
+}
+
+TEST(Prompts, EveryBadJsonlLineIsThatLinesErrorNamingTheField) {
+  const std::string ok_body = R"("url": "/v1/completions", "body": {"prompt": "x"})";
+  struct Case {
+    std::string line, want, param;
+  };
+  const std::vector<Case> cases = {
+      {R"({"custom_id": "a", )", "not valid JSON", ""},
+      {R"(["custom_id", "a"])", "the line must be a JSON object (got an array", "the line"},
+      {"{" + ok_body + "}", "custom_id is missing", "custom_id"},
+      {R"({"custom_id": 5, )" + ok_body + "}", "custom_id must be a non-empty string (got a number 5)", "custom_id"},
+      {R"({"custom_id": "a", "method": "GET", )" + ok_body + "}", "method must be \"POST\"", "method"},
+      {R"({"custom_id": "a", "body": {"prompt": "x"}})", "url is missing", "url"},
+      {R"({"custom_id": "a", "url": "/v1/embeddings", "body": {"input": "x"}})", "url '/v1/embeddings' is not served", "url"},
+      {R"({"custom_id": "a", "url": "/v1/completions"})", "body is missing", "body"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": "x"})", "body must be an object", "body"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {}})", "body.prompt is missing", "body.prompt"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": {"t": 1}}})", "body.prompt must be a string", "body.prompt"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": ""}})", "body.prompt is empty", "body.prompt"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": []}})", "body.messages must be a non-empty array", "body.messages"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"prompt": "x"}})", "body.messages is missing", "body.messages"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "king", "content": "x"}]}})", "body.messages[0].role is 'king'", "body.messages[0].role"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user"}]}})", "body.messages[0].content is missing", "body.messages[0].content"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": 3}]}})", "body.messages[0].content must be a string or an array of text parts (got a number 3)", "body.messages[0].content"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}})", "this model reads text only", "body.messages[0].content[0]"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "temperature": "hot"}})", "body.temperature must be a number (got a string \"hot\")", "body.temperature"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "temperature": 7}})", "body.temperature is 7, outside [0, 2]", "body.temperature"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "top_p": 0}})", "body.top_p is 0, outside (0, 1]", "body.top_p"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "max_tokens": 2.5}})", "body.max_tokens must be an integer", "body.max_tokens"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "max_tokens": 0}})", "body.max_tokens is 0; it must be at least 1", "body.max_tokens"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "seed": "1"}})", "body.seed must be an integer", "body.seed"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "stop": [1]}})", "body.stop must be a string or an array of up to 4 strings", "body.stop"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "stop": ["a","b","c","d","e"]}})", "body.stop must be", "body.stop"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "n": 2}})", "body.n is 2", "body.n"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "stream": true}})", "body.stream is true", "body.stream"},
+      {"{\"custom_id\": \"a\xff\", " + ok_body + "}", "not UTF-8 text", ""},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.line);
+    const auto items = parse(c.line + "\n");
+    ASSERT_EQ(items.size(), 1u);
+    EXPECT_EQ(items[0].error.rfind("p.jsonl: line 1: ", 0), 0u) << items[0].error;
+    EXPECT_NE(items[0].error.find(c.want), std::string::npos) << items[0].error;
+    EXPECT_EQ(items[0].error_param, c.param);
+    // The record's id: its own custom_id when it could be read, else the line.
+    EXPECT_FALSE(items[0].custom_id.empty());
+  }
+  EXPECT_EQ(parse("{\"url\": 1}\n")[0].custom_id, "line-1");
+  EXPECT_EQ(line_error(R"({"custom_id": "z", "url": "/v1/completions", "body": {"prompt": "x", "stop": null, "seed": null}})"), "");
+}
+
+TEST(Prompts, AFileThatCannotRunIsOneFatalErrorBeforeAnythingRuns) {
+  EXPECT_NE(fatal("").find("p.jsonl: no prompts (the file is empty)"), std::string::npos);
+  EXPECT_NE(fatal("\n  \n\r\n").find("every line is blank"), std::string::npos);
+  const std::string dup = fatal(R"({"custom_id": "q", "url": "/v1/completions", "body": {"prompt": "x"}})"
+                                "\n\n"
+                                R"({"custom_id": "q", "url": "/v1/completions", "body": {"prompt": "y"}})");
+  EXPECT_NE(dup.find("line 3: custom_id 'q' is already used on line 1"), std::string::npos) << dup;
+  EXPECT_NE(test::error_message_of<Error>([] { read_prompts("/nonexistent/p.txt", PromptFormat::kAuto, false); })
+                .find("/nonexistent/p.txt: cannot open"),
+            std::string::npos);
+}
+
+// Random bytes in either format: no crash, every item is a prompt or an error naming its line.
+TEST(Prompts, BinaryGarbageGivesPerLineErrorsNotACrash) {
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 50; ++trial) {
+    std::string s(1 + rng() % 4000, '\0');
+    for (char& c : s) c = static_cast<char>(rng());
+    for (const PromptFormat f : {PromptFormat::kText, PromptFormat::kJsonl}) {
+      try {
+        for (const PromptItem& it : parse_prompts(s, "g.bin", f, false)) {
+          if (!it.error.empty()) {
+            EXPECT_NE(it.error.find("g.bin: line " + std::to_string(it.line)), std::string::npos);
+          }
+          if (f == PromptFormat::kJsonl) {
+            EXPECT_FALSE(it.error.empty());
+          }
+        }
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("g.bin: "), std::string::npos) << e.what();
+      }
+    }
+  }
+}
+
+TEST(Prompts, FormatFollowsTheExtensionUnlessGiven) {
+  EXPECT_EQ(resolve_format(PromptFormat::kAuto, "x.jsonl"), PromptFormat::kJsonl);
+  EXPECT_EQ(resolve_format(PromptFormat::kAuto, "x.json"), PromptFormat::kJsonl);
+  EXPECT_EQ(resolve_format(PromptFormat::kAuto, "x.txt"), PromptFormat::kText);
+  EXPECT_EQ(resolve_format(PromptFormat::kText, "x.jsonl"), PromptFormat::kText);
+}
+
+TEST(Results, ANewFileIsCreatedAndAnExistingOneNeedsResume) {
+  test::TempDir dir;
+  const std::string path = dir.str() + "/r.jsonl";
+  {
+    ResultsFile r(path, false);
+    EXPECT_TRUE(r.done().empty());
+    r.write(nlohmann::ordered_json{{"custom_id", "a"}, {"x", "line\nbreak"}});
+    r.write(nlohmann::ordered_json{{"custom_id", "b"}});
+  }
+  EXPECT_EQ(slurp(path), "{\"custom_id\":\"a\",\"x\":\"line\\nbreak\"}\n{\"custom_id\":\"b\"}\n");
+  const std::string msg = test::error_message_of<Error>([&] { ResultsFile r(path, false); });
+  EXPECT_NE(msg.find("already holds results; add --resume"), std::string::npos) << msg;
+  ResultsFile r(path, true);
+  EXPECT_EQ(r.done(), (std::set<std::string>{"a", "b"}));
+  EXPECT_EQ(r.torn_bytes(), 0);
+}
+
+TEST(Results, ResumeCutsATornLastLineAndAppendsAfterTheWholeRecords) {
+  test::TempDir dir;
+  const std::string path = dir.str() + "/r.jsonl";
+  std::ofstream(path) << "{\"custom_id\":\"a\"}\n{\"custom_id\":\"b\"}\n{\"custom_id\":\"c\",\"resp";
+  {
+    ResultsFile r(path, true);
+    EXPECT_EQ(r.done(), (std::set<std::string>{"a", "b"}));
+    EXPECT_EQ(r.torn_bytes(), 22);  // {"custom_id":"c","resp
+    r.write(nlohmann::ordered_json{{"custom_id", "c"}});
+  }
+  EXPECT_EQ(slurp(path), "{\"custom_id\":\"a\"}\n{\"custom_id\":\"b\"}\n{\"custom_id\":\"c\"}\n");
+  // A torn first line: nothing whole yet.
+  std::ofstream(path, std::ios::trunc) << "{\"custo";
+  ResultsFile r(path, true);
+  EXPECT_TRUE(r.done().empty());
+  EXPECT_EQ(slurp(path), "");
+}
+
+TEST(Results, AnEditedFileIsRefusedNamingTheLineAndLeftAsItIs) {
+  test::TempDir dir;
+  const std::string path = dir.str() + "/r.jsonl";
+  const std::string content = "{\"custom_id\":\"a\"}\nnot json\n{\"custom_id\":\"b\"}\n";
+  std::ofstream(path) << content;
+  const std::string msg = test::error_message_of<Error>([&] { ResultsFile r(path, true); });
+  EXPECT_NE(msg.find("r.jsonl: line 2 is not a result record"), std::string::npos) << msg;
+  EXPECT_EQ(slurp(path), content);
+  std::ofstream(path, std::ios::trunc) << "{\"id\":1}\n";
+  EXPECT_NE(test::error_message_of<Error>([&] { ResultsFile r(path, true); }).find("line 1"), std::string::npos);
+}
+
+TEST(Records, ResultAndErrorRecordsHaveTheBatchOutputShape) {
+  PromptItem chat;
+  chat.custom_id = "q1";
+  chat.line = 4;
+  chat.endpoint = Endpoint::kChat;
+  Completion c{"Paris.", "stop", 12, 3, 0.25, 1.25};
+  const auto r = result_record(chat, "smol", c, 1700000000);
+  EXPECT_EQ(r["custom_id"], "q1");
+  EXPECT_EQ(r["response"]["status_code"], 200);
+  EXPECT_TRUE(r["error"].is_null());
+  const auto& body = r["response"]["body"];
+  EXPECT_EQ(body["object"], "chat.completion");
+  EXPECT_EQ(body["model"], "smol");
+  EXPECT_EQ(body["choices"][0]["message"]["content"], "Paris.");
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(body["usage"]["total_tokens"], 15);
+  EXPECT_DOUBLE_EQ(r["timing"]["decode_tokens_per_s"].get<double>(), 2.0);
+  EXPECT_EQ(r["id"].get<std::string>().rfind("batch_req_", 0), 0u);
+  // The Batch API's key order: id, custom_id, response, error.
+  EXPECT_EQ(r.dump().rfind("{\"id\":\"batch_req_", 0), 0u) << r.dump();
+  PromptItem comp = chat;
+  comp.endpoint = Endpoint::kCompletion;
+  EXPECT_EQ(result_record(comp, "smol", c, 0)["response"]["body"]["choices"][0]["text"], "Paris.");
+  const auto e = error_record(chat, "invalid_request", "p.jsonl: line 4: body.seed must be an integer", "body.seed");
+  EXPECT_EQ(e["custom_id"], "q1");
+  EXPECT_EQ(e["response"]["status_code"], 400);
+  EXPECT_EQ(e["response"]["body"]["error"]["param"], "body.seed");
+  EXPECT_EQ(e["error"]["code"], "invalid_request");
+  EXPECT_EQ(e["error"]["line"], 4);
+}
+
+TEST(Records, RequestSeedsDependOnTheJobSeedAndTheCustomIdOnly) {
+  EXPECT_EQ(request_seed(1, "a"), request_seed(1, "a"));
+  EXPECT_NE(request_seed(1, "a"), request_seed(1, "b"));
+  EXPECT_NE(request_seed(1, "a"), request_seed(2, "a"));
+}
+
+TEST(Progress, TheSummaryCountsRequestsAndTokens) {
+  Progress p(ProgressMode::kNone, 3, 2, 30);
+  p.token();
+  p.finished(true, 10, 5);
+  p.finished(false, 0, 0);
+  EXPECT_NE(p.status_line().find("2/3 done (66.7%), 1 errors"), std::string::npos) << p.status_line();
+  p.finished(true, 7, 4);
+  const std::string s = p.summary();
+  EXPECT_NE(s.find("3 requests: 2 answered, 1 errors, 2 done before (resume); tokens in 17, out 9"), std::string::npos) << s;
+}
