@@ -14,6 +14,8 @@ PKGS=(
   libpcre2-dev
   nlohmann-json3-dev
   libfmt-dev
+  slurmctld slurmd slurm-client munge
+  python3-matplotlib
 )
 
 SUDO=""

@@ -13,7 +13,7 @@ echo "[test] step 2/4: building Release in build/"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build -j"$jobs"
 
-echo "[test] step 3/4: running all tests (labels: unit, kernels, parity, mpi)"
+echo "[test] step 3/4: running all tests (labels: unit, kernels, parity, mpi, slurm)"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
 echo "[test] step 4/4: building the ASan+UBSan configuration in build-asan/ and running unit and kernel tests"
