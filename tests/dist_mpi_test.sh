@@ -114,27 +114,24 @@ fi
 "$bin" plan -m "$tmp/medium.gguf" -n 2 --pp 2 -o "$tmp/p.json" > /dev/null 2>&1
 rm -rf "$tmp/s"; "$repack" -m "$tmp/medium.gguf" --plan "$tmp/p.json" -o "$tmp/s" 2> /dev/null
 long=$(seq -s, 1 200)
-start=$(date +%s)
-RANKLM_COMM_TIMEOUT=5 timeout 60 "${mpi[@]}" -np 2 bash -c \
-  'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then (sleep 1.5; kill -9 $$) & fi; exec "$0" "$@"' \
-  "$bin" logits --shards "$tmp/s" --tokens "$long" --greedy 3000 -t 1 > /dev/null 2> "$tmp/err"
-rc=$?
-took=$(( $(date +%s) - start ))
-if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$took" -lt 30 ] && grep -qiE "rank 1|process rank 1" "$tmp/err"; then
-  echo "ok   a rank killed mid-run: the job ended in ${took} s (exit $rc) naming rank 1"
-else
-  echo "FAIL: killed rank: exit $rc after ${took} s"; tail -8 "$tmp/err"; fails=$((fails + 1))
-fi
-# A rank that hangs (stopped): rank 0's wait times out and names it; the job ends.
-start=$(date +%s)
-RANKLM_COMM_TIMEOUT=3 timeout 60 "${mpi[@]}" -np 2 bash -c \
-  'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then (sleep 1.5; kill -STOP $$) & fi; exec "$0" "$@"' \
-  "$bin" logits --shards "$tmp/s" --tokens "$long" --greedy 3000 -t 1 > /dev/null 2> "$tmp/err"
-rc=$?
-took=$(( $(date +%s) - start ))
-if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$took" -lt 30 ] && grep -q "rank 1 (host .*) .*within 3 s" "$tmp/err"; then
-  echo "ok   a hung rank: rank 0 timed out in ${took} s naming it: $(grep -o 'error on rank 0 (host [^)]*): .* within 3 s' "$tmp/err" | head -1)"
-else
-  echo "FAIL: hung rank: exit $rc after ${took} s"; tail -8 "$tmp/err"; fails=$((fails + 1))
-fi
+# fault_case LABEL SIGNAL TIMEOUT PATTERN: rank 1 gets SIGNAL 1.5 s into a long run; the job must
+# end with an error within 30 s whose stderr matches PATTERN (grep -E).
+fault_case() {
+  local label="$1" sig="$2" timeout_s="$3" pattern="$4" start rc took
+  start=$(date +%s)
+  RANKLM_COMM_TIMEOUT="$timeout_s" timeout 60 "${mpi[@]}" -np 2 bash -c \
+    "if [ \"\$OMPI_COMM_WORLD_RANK\" = 1 ]; then (sleep 1.5; kill -$sig \$\$) & fi; exec \"\$0\" \"\$@\"" \
+    "$bin" logits --shards "$tmp/s" --tokens "$long" --greedy 3000 -t 1 > /dev/null 2> "$tmp/err"
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$took" -lt 30 ] && grep -qiE "$pattern" "$tmp/err"; then
+    echo "ok   $label: the job ended in ${took} s (exit $rc): $(grep -oiE "$pattern" "$tmp/err" | head -1)"
+  else
+    echo "FAIL: $label: exit $rc after ${took} s"; tail -8 "$tmp/err"; fails=$((fails + 1))
+  fi
+}
+# A rank killed while the job runs: rank 0 names it, every rank ends, no hang.
+fault_case "a rank killed mid-run" 9 5 "rank 1|process rank 1"
+# A rank that hangs (stopped): rank 0's wait times out and names it and its host; the job ends.
+fault_case "a hung rank" STOP 3 "error on rank 0 \(host [^)]*\): .*rank 1 \(host .*\) .*within 3 s"
 [ "$fails" -eq 0 ]

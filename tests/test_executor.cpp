@@ -124,6 +124,29 @@ plan::Plan exact_plan(const plan::ModelIdentity& id, const Layout& l) {
   return p;
 }
 
+// Runs reqs through the continuous-batching scheduler on plan p (n_slots KV slots of 32) and
+// returns each request's tokens; every request must finish once and none be rejected.
+std::map<int64_t, std::vector<int32_t>> schedule(const std::string& path, const plan::Plan& p, int n_slots,
+                                                 const runtime::SchedulerOptions& o,
+                                                 const std::vector<runtime::Request>& reqs,
+                                                 const std::function<void(const runtime::Finished&)>& check = {}) {
+  std::map<int64_t, std::vector<int32_t>> got;
+  run_ranks(path, p, comm::Compression::kNone, n_slots, 32, [&](runtime::Executor& ex) {
+    size_t next = 0;
+    runtime::Scheduler(ex, o).run(
+        [&]() -> std::optional<runtime::Request> {
+          if (next == reqs.size()) return std::nullopt;
+          return reqs[next++];
+        },
+        [&](runtime::Finished&& fin) {
+          if (check) check(fin);
+          EXPECT_TRUE(got.emplace(fin.id, fin.tokens).second) << "request " << fin.id << " finished twice";
+        },
+        [&](const runtime::Request& r, const std::string& why) { ADD_FAILURE() << r.id << ": " << why; });
+  });
+  return got;
+}
+
 }  // namespace
 
 // Pipeline stages run each layer exactly as one rank does, and so does exact-mode tensor
@@ -229,44 +252,26 @@ TEST(Executor, ContinuousBatchingGivesEachRequestItsOwnGreedyTokens) {
   auto f = gguf::File::open(path);
   auto one = Model::load(*f);
   kern::ThreadPool pool(1);
-  std::vector<std::vector<int32_t>> prompts;
-  std::vector<int> max_tokens;
+  std::vector<runtime::Request> reqs;
+  std::vector<std::vector<int32_t>> want;
   std::mt19937 rng(7);
   for (int i = 0; i < 7; ++i) {
-    std::vector<int32_t> pr(static_cast<size_t>(1 + rng() % 9));
-    for (int32_t& t : pr) t = static_cast<int32_t>(1 + rng() % 200);
-    prompts.push_back(pr);
-    max_tokens.push_back(static_cast<int>(2 + rng() % 6));
+    runtime::Request r;
+    r.id = i;
+    r.prompt.resize(static_cast<size_t>(1 + rng() % 9));
+    for (int32_t& t : r.prompt) t = static_cast<int32_t>(1 + rng() % 200);
+    r.max_tokens = static_cast<int>(2 + rng() % 6);
+    r.sampling.temperature = 0;
+    want.push_back(compute_logits_report(*one, r.prompt, r.max_tokens, pool).greedy);
+    reqs.push_back(r);
   }
-  std::vector<std::vector<int32_t>> want;
-  for (size_t i = 0; i < prompts.size(); ++i) want.push_back(compute_logits_report(*one, prompts[i], max_tokens[i], pool).greedy);
   const plan::ModelIdentity id = plan::model_identity(*f);
   for (const Layout& l : {Layout{"1 rank", 1, 1, 1, {}}, kLayouts[0], kLayouts[1], kLayouts[3]}) {
     SCOPED_TRACE(l.label);
-    std::map<int64_t, std::vector<int32_t>> got;
-    run_ranks(path, exact_plan(id, l), comm::Compression::kNone, 3, 32,
-              [&](runtime::Executor& ex) {
-                runtime::Scheduler sched(ex, {2, 3});
-                size_t next = 0;
-                sched.run(
-                    [&]() -> std::optional<runtime::Request> {
-                      if (next == prompts.size()) return std::nullopt;
-                      runtime::Request r;
-                      r.id = static_cast<int64_t>(next);
-                      r.prompt = prompts[next];
-                      r.max_tokens = max_tokens[next];
-                      r.sampling.temperature = 0;
-                      ++next;
-                      return r;
-                    },
-                    [&](runtime::Finished&& fin) {
-                      EXPECT_EQ(fin.finish_reason, "length");
-                      EXPECT_TRUE(got.emplace(fin.id, fin.tokens).second) << "request " << fin.id << " finished twice";
-                    },
-                    [&](const runtime::Request& r, const std::string& why) { ADD_FAILURE() << r.id << ": " << why; });
-              });
-    ASSERT_EQ(got.size(), prompts.size());
-    for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[static_cast<int64_t>(i)], want[i]) << "request " << i;
+    auto got = schedule(path, exact_plan(id, l), 3, {2, 3}, reqs,
+                        [](const runtime::Finished& fin) { EXPECT_EQ(fin.finish_reason, "length"); });
+    ASSERT_EQ(got.size(), reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[static_cast<int64_t>(i)], want[i]) << "request " << i;
   }
 }
 
@@ -309,18 +314,7 @@ TEST(Executor, SeededSamplingOnTheLastStageMatchesOneRank) {
   const plan::ModelIdentity id = plan::model_identity(*f);
   for (const Layout& l : {Layout{"1 rank", 1, 1, 1, {}}, kLayouts[0], kLayouts[1], kLayouts[3]}) {
     SCOPED_TRACE(l.label);
-    std::map<int64_t, std::vector<int32_t>> got;
-    run_ranks(path, exact_plan(id, l), comm::Compression::kNone, 2, 32,
-              [&](runtime::Executor& ex) {
-                runtime::Scheduler sched(ex, {2, 4});
-                size_t next = 0;
-                sched.run([&]() -> std::optional<runtime::Request> {
-                            if (next == reqs.size()) return std::nullopt;
-                            return reqs[next++];
-                          },
-                          [&](runtime::Finished&& fin) { got[fin.id] = fin.tokens; },
-                          [&](const runtime::Request& r, const std::string& why) { ADD_FAILURE() << r.id << ": " << why; });
-              });
+    auto got = schedule(path, exact_plan(id, l), 2, {2, 4}, reqs);
     ASSERT_EQ(got.size(), reqs.size());
     for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[static_cast<int64_t>(i)], want[i]) << "request " << i;
   }

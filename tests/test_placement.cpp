@@ -29,14 +29,7 @@ ModelSizes sizes(uint64_t layer_mb = 27) {
   return s;
 }
 
-TpShape shape() {
-  TpShape s;
-  s.n_head = 32;
-  s.n_head_kv = 4;
-  s.head_dim = 64;
-  s.n_ff = 5632;
-  return s;
-}
+TpShape shape() { return test::tinyllama_tp_shape(); }
 
 // hosts: (name, ranks, memory per rank, speed per rank)
 struct Host {

@@ -134,15 +134,7 @@ TEST(Plan, IdentityOfAFixtureModel) {
 // --- tensor-parallel slicing ---
 
 namespace {
-TpShape tinyllama_shape() {
-  TpShape s;
-  s.n_embd = 2048;
-  s.n_head = 32;
-  s.n_head_kv = 4;
-  s.head_dim = 64;
-  s.n_ff = 5632;
-  return s;
-}
+TpShape tinyllama_shape() { return test::tinyllama_tp_shape(); }
 }  // namespace
 
 TEST(TpSlice, AlignedSplitIsEvenOnBlockBoundariesAndRefusesTooFewBlocks) {

@@ -32,6 +32,17 @@ inline plan::ModelIdentity tinyllama_identity(int64_t layers = 22) {
   return m;
 }
 
+// Its tensor-parallel shape (block sizes left at 32).
+inline plan::TpShape tinyllama_tp_shape() {
+  plan::TpShape s;
+  s.n_embd = 2048;
+  s.n_head = 32;
+  s.n_head_kv = 4;
+  s.head_dim = 64;
+  s.n_ff = 5632;
+  return s;
+}
+
 // Every fixture GGUF, sorted.
 inline std::vector<std::string> fixture_models() {
   std::vector<std::string> out;

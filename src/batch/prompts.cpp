@@ -4,12 +4,11 @@
 
 #include <algorithm>
 #include <climits>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "util/error.h"
+#include "util/read_file.h"
 
 namespace ranklm::batch {
 
@@ -278,12 +277,9 @@ std::vector<PromptItem> parse_prompts(std::string_view content, const std::strin
 }
 
 std::vector<PromptItem> read_prompts(const std::string& path, PromptFormat f, bool chat) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open the prompt file", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) fail("{}: read error", path);
-  return parse_prompts(ss.str(), path, f, chat);
+  const std::optional<std::string> content = read_whole_file(path);
+  if (!content) fail("{}: cannot open the prompt file (or read it)", path);
+  return parse_prompts(*content, path, f, chat);
 }
 
 }  // namespace ranklm::batch

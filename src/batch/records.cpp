@@ -2,19 +2,15 @@
 
 #include <fmt/format.h>
 
+#include "util/checksum.h"
+
 namespace ranklm::batch {
 
 using json = nlohmann::ordered_json;
 
 namespace {
 
-uint64_t fnv1a(const std::string& s, uint64_t h = 0xcbf29ce484222325ull) {
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
+uint64_t fnv1a(const std::string& s, uint64_t h = kFnv1a64Basis) { return fnv1a64(s.data(), s.size(), h); }
 
 std::string hex_id(const char* prefix, const std::string& custom_id, const char* salt) {
   return fmt::format("{}{:016x}", prefix, fnv1a(custom_id, fnv1a(salt)));

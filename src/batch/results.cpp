@@ -6,25 +6,16 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "util/error.h"
+#include "util/read_file.h"
 
 namespace ranklm::batch {
 
 using nlohmann::json;
 
 ResultsFile::ResultsFile(const std::string& path, bool resume) : path_(path) {
-  std::string content;
-  {
-    std::ifstream in(path, std::ios::binary);
-    if (in) {
-      std::stringstream ss;
-      ss << in.rdbuf();
-      content = ss.str();
-    }
-  }
+  const std::string content = read_whole_file(path).value_or("");
   if (!content.empty() && !resume) {
     fail("{}: already holds results; add --resume to continue that job (done requests are skipped), or "
          "remove the file to start over", path);

@@ -1,11 +1,10 @@
 #include "chat/chat_template.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "io/gguf.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
+#include "util/read_file.h"
 
 namespace ranklm::chat {
 
@@ -89,6 +88,11 @@ const BuiltinTemplate& builtin_template(std::string_view name) {
   fail("unknown built-in chat template '{}' (known: chatml, llama3, gemma3)", name);
 }
 
+bool needs_bos(const Tokenizer& tok, const std::string& text) {
+  const std::string bos = token_or_empty(tok, tok.bos());
+  return bos.empty() || text.rfind(bos, 0) != 0;
+}
+
 ChatTemplate::ChatTemplate(std::string source, std::string bos_token, std::string eos_token, std::string origin)
     : tmpl_(source, origin), bos_(std::move(bos_token)), eos_(std::move(eos_token)), origin_(std::move(origin)) {}
 
@@ -96,11 +100,9 @@ ChatTemplate ChatTemplate::for_model(const gguf::File& f, const Tokenizer& tok, 
   const std::string bos = token_or_empty(tok, tok.bos());
   const std::string eos = token_or_empty(tok, tok.eos());
   if (!override_path.empty()) {
-    std::ifstream in(override_path, std::ios::binary);
-    if (!in) fail("--chat-template: cannot read '{}'", override_path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ChatTemplate(ss.str(), bos, eos, override_path);
+    const std::optional<std::string> src = read_whole_file(override_path);
+    if (!src) fail("--chat-template: cannot read '{}'", override_path);
+    return ChatTemplate(*src, bos, eos, override_path);
   }
   if (auto src = f.get_string_opt("tokenizer.chat_template")) {
     return ChatTemplate(*src, bos, eos, f.path() + ": tokenizer.chat_template");

@@ -28,6 +28,10 @@ struct BuiltinTemplate {
 // Built-in templates: "chatml", "llama3", "gemma3". Throws ranklm::Error for other names.
 const BuiltinTemplate& builtin_template(std::string_view name);
 
+// Whether a rendered prompt still needs the tokenizer's special start tokens: templates that
+// write the BOS text themselves must not get a second one.
+bool needs_bos(const Tokenizer& tok, const std::string& text);
+
 class ChatTemplate {
  public:
   // `origin` says where the source came from, for messages ("tokenizer.chat_template of X").

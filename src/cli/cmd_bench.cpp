@@ -78,6 +78,21 @@ struct Row {
   double compute_s[3] = {0, 0, 0}, comm_s[3] = {0, 0, 0};
   std::vector<double> compute_by_rank, comm_by_rank;
 
+  // What every test row starts with: the model, the build's instruction set, the test.
+  static Row of(std::string model, std::string type, uint64_t size, uint64_t n_params, int threads, int64_t n_prompt,
+                int64_t n_gen) {
+    Row r;
+    r.model = std::move(model);
+    r.model_type = std::move(type);
+    r.isa = kern::isa_name(kern::active_isa());
+    r.model_size = size;
+    r.n_params = n_params;
+    r.threads = threads;
+    r.n_prompt = n_prompt;
+    r.n_gen = n_gen;
+    return r;
+  }
+
   std::string test() const {
     return n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
   }
@@ -221,15 +236,7 @@ int bench_shards(comm::World& world, const std::string& dir, int threads, const 
   so.n_micro = static_cast<int>(p.stages.size());
   std::vector<Row> rows;
   auto run_test = [&](int64_t n_prompt, int64_t n_gen, int64_t npl) {
-    Row r;
-    r.model = name;
-    r.model_type = p.model.name;
-    r.isa = kern::isa_name(kern::active_isa());
-    r.model_size = size;
-    r.n_params = n_params;
-    r.threads = threads;
-    r.n_prompt = n_prompt;
-    r.n_gen = n_gen;
+    Row r = Row::of(name, p.model.name, size, n_params, threads, n_prompt, n_gen);
     r.n_parallel = static_cast<int>(npl);
     r.n_ranks = p.world_size;
     r.layout = layout;
@@ -375,16 +382,8 @@ int cmd_bench(const std::vector<std::string>& args) {
     for (int t : threads) {
       kern::ThreadPool pool(t, core_binder(t));
       auto run_test = [&](int64_t n_prompt, int64_t n_gen) {
-        Row r;
-        r.model = fname;
-        r.model_type = type;
-        r.isa = kern::isa_name(kern::active_isa());
-        r.model_size = size;
-        r.n_params = n_params;
+        Row r = Row::of(fname, type, size, n_params, t, n_prompt, n_gen);
         r.bytes_per_token = per_token;
-        r.threads = t;
-        r.n_prompt = n_prompt;
-        r.n_gen = n_gen;
         r.mem_bw_gbps = bw[t];
         KvCache cache = model->make_cache(n_ctx);
         r.kv_bytes = static_cast<uint64_t>(hp.n_layer) * 2 * cache.n_ctx * cache.kv_dim * 2;

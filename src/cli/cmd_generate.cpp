@@ -87,9 +87,7 @@ int cmd_generate(const std::vector<std::string>& args) {
       if (!system.empty()) messages.push_back({"system", system});
       messages.push_back({"user", prompt});
       text = tmpl.apply(messages, true);
-      // Templates that write the BOS text themselves must not get a second one.
-      const std::string bos = tok->bos() >= 0 ? tok->token_text(tok->bos()) : std::string();
-      add_special = bos.empty() || text.rfind(bos, 0) != 0;
+      add_special = chat::needs_bos(*tok, text);
     }
     std::vector<int32_t> ids = tok->encode(text, add_special, true);
     if (ids.empty()) fail("--prompt: the prompt produced no tokens");

@@ -4,6 +4,7 @@
 // results file as each one finishes (batch/results.h, batch/records.h); the other ranks serve.
 // --resume skips every custom_id already in the results. -m M.gguf runs the same job on one
 // process without shards.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -62,9 +63,22 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
   auto tok = Tokenizer::from_gguf(meta);
   std::string model_name = o.model_name;
   if (model_name.empty()) model_name = meta.get_string_opt("general.name").value_or("ranklm");
+  // The chat template, loaded on first use. A model without one fails every chat request with
+  // the same message, found once; text prompts sent as chat all need it, so there it is fatal.
   std::optional<chat::ChatTemplate> tmpl;
-  // Text prompts sent as chat need the template for every line: a missing one is fatal now.
+  std::string tmpl_error;
   if (o.chat) tmpl = chat::ChatTemplate::for_model(meta, *tok, o.template_path);
+  auto chat_template = [&]() -> const chat::ChatTemplate& {
+    if (!tmpl && tmpl_error.empty()) {
+      try {
+        tmpl = chat::ChatTemplate::for_model(meta, *tok, o.template_path);
+      } catch (const Error& e) {
+        tmpl_error = e.what();
+      }
+    }
+    if (!tmpl) fail("{}", tmpl_error);
+    return *tmpl;
+  };
   std::vector<int32_t> end_tokens;
   for (int32_t id = 0; id < tok->n_vocab(); ++id) {
     if (tok->is_eog(id)) end_tokens.push_back(id);
@@ -94,35 +108,30 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
       runtime::Request r;
       r.id = static_cast<int64_t>(i);
       if (!it.prompt_ids.empty()) {
-        for (int32_t id : it.prompt_ids) {
-          if (id >= tok->n_vocab()) {
-            write_error(it, "invalid_request",
-                        fmt::format("{}: line {}: body.prompt: token id {} is outside the vocabulary (0..{})", o.prompts,
-                                    it.line, id, tok->n_vocab() - 1), "body.prompt");
-            r.prompt.clear();
-            break;
-          }
-          r.prompt.push_back(id);
+        const auto bad = std::find_if(it.prompt_ids.begin(), it.prompt_ids.end(), [&](int32_t id) { return id >= tok->n_vocab(); });
+        if (bad != it.prompt_ids.end()) {
+          write_error(it, "invalid_request",
+                      fmt::format("{}: line {}: body.prompt: token id {} is outside the vocabulary (0..{})", o.prompts,
+                                  it.line, *bad, tok->n_vocab() - 1), "body.prompt");
+          continue;
         }
-        if (r.prompt.empty()) continue;
+        r.prompt = it.prompt_ids;
       } else {
         std::string text = it.prompt;
         bool add_special = true;
         if (it.endpoint == batch::Endpoint::kChat) {
           try {
-            if (!tmpl) tmpl = chat::ChatTemplate::for_model(meta, *tok, o.template_path);
             std::vector<chat::Message> msgs;
             if (!o.system.empty() && (it.messages.empty() || it.messages.front().role != "system")) {
               msgs.push_back({"system", o.system});
             }
             msgs.insert(msgs.end(), it.messages.begin(), it.messages.end());
-            text = tmpl->apply(msgs, true);
+            text = chat_template().apply(msgs, true);
           } catch (const Error& e) {
             write_error(it, "invalid_request", fmt::format("{}: line {}: {}", o.prompts, it.line, e.what()), "body.messages");
             continue;
           }
-          const std::string bos = tok->bos() >= 0 ? tok->token_text(tok->bos()) : std::string();
-          add_special = bos.empty() || text.rfind(bos, 0) != 0;
+          add_special = chat::needs_bos(*tok, text);
         }
         r.prompt = tok->encode(text, add_special, true);
       }

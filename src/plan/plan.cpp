@@ -5,21 +5,14 @@
 #include <numeric>
 #include <set>
 
+#include "util/checksum.h"
 #include "util/error.h"
 
 namespace ranklm::plan {
 
 using nlohmann::json;
 
-std::string fnv1a64_hex(const void* data, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  const auto* p = static_cast<const uint8_t*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ull;
-  }
-  return fmt::format("{:016x}", h);
-}
+std::string fnv1a64_hex(const void* data, size_t n) { return fmt::format("{:016x}", fnv1a64(data, n)); }
 
 std::pair<int, int> Plan::where(int rank) const {
   for (size_t s = 0; s < stages.size(); ++s) {

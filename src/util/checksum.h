@@ -13,6 +13,15 @@
 
 namespace ranklm {
 
+// Plain FNV-1a-64 of bytes, continuing from h (the offset basis to start; a previous result to
+// chain): plan and model identity hashes, batch record ids and seeds.
+constexpr uint64_t kFnv1a64Basis = 0xcbf29ce484222325ull;
+inline uint64_t fnv1a64(const void* data, size_t n, uint64_t h = kFnv1a64Basis) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
 class Fnv1a64x4 {
  public:
   void update(const void* data, size_t n) {
