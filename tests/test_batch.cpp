@@ -3,7 +3,14 @@
 // and the record shapes.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <thread>
 #include <random>
 #include <sstream>
 
@@ -13,6 +20,7 @@
 #include "batch/results.h"
 #include "test_util.h"
 #include "util/error.h"
+#include "util/read_file.h"
 
 using namespace ranklm;
 using namespace ranklm::batch;
@@ -33,6 +41,17 @@ std::string line_error(const std::string& line) {
   const auto items = parse(line + "\n");
   EXPECT_EQ(items.size(), 1u);
   return items.at(0).error;
+}
+
+// A results file opened for a job on prompts "p" and model "m", ready for records.
+std::unique_ptr<ResultsFile> open_results(const std::string& path, bool resume, const std::string& prompts = "p",
+                                          const std::string& model = "m", bool force = false) {
+  ResultsOptions o;
+  o.resume = resume;
+  o.force_resume = force;
+  auto r = std::make_unique<ResultsFile>(path, o);
+  r->begin(JobIdentity::of_prompts("prompts.txt", prompts, "model", model));
+  return r;
 }
 
 std::string slurp(const std::string& path) {
@@ -195,17 +214,17 @@ TEST(Results, ANewFileIsCreatedAndAnExistingOneNeedsResume) {
   test::TempDir dir;
   const std::string path = dir.str() + "/r.jsonl";
   {
-    ResultsFile r(path, false);
-    EXPECT_TRUE(r.done().empty());
-    r.write(nlohmann::ordered_json{{"custom_id", "a"}, {"x", "line\nbreak"}});
-    r.write(nlohmann::ordered_json{{"custom_id", "b"}});
+    auto r = open_results(path, false);
+    EXPECT_TRUE(r->done().empty());
+    r->write(nlohmann::ordered_json{{"custom_id", "a"}, {"x", "line\nbreak"}});
+    r->write(nlohmann::ordered_json{{"custom_id", "b"}});
   }
   EXPECT_EQ(slurp(path), "{\"custom_id\":\"a\",\"x\":\"line\\nbreak\"}\n{\"custom_id\":\"b\"}\n");
-  const std::string msg = test::error_message_of<Error>([&] { ResultsFile r(path, false); });
-  EXPECT_NE(msg.find("already holds results; add --resume"), std::string::npos) << msg;
-  ResultsFile r(path, true);
-  EXPECT_EQ(r.done(), (std::set<std::string>{"a", "b"}));
-  EXPECT_EQ(r.torn_bytes(), 0);
+  const std::string msg = test::error_message_of<Error>([&] { open_results(path, false); });
+  EXPECT_NE(msg.find("already holds results (54 bytes); add --resume"), std::string::npos) << msg;
+  auto r = open_results(path, true);
+  EXPECT_EQ(r->done(), (std::set<std::string>{"a", "b"}));
+  EXPECT_EQ(r->torn_bytes(), 0);
 }
 
 TEST(Results, ResumeCutsATornLastLineAndAppendsAfterTheWholeRecords) {
@@ -213,16 +232,16 @@ TEST(Results, ResumeCutsATornLastLineAndAppendsAfterTheWholeRecords) {
   const std::string path = dir.str() + "/r.jsonl";
   std::ofstream(path) << "{\"custom_id\":\"a\"}\n{\"custom_id\":\"b\"}\n{\"custom_id\":\"c\",\"resp";
   {
-    ResultsFile r(path, true);
-    EXPECT_EQ(r.done(), (std::set<std::string>{"a", "b"}));
-    EXPECT_EQ(r.torn_bytes(), 22);  // {"custom_id":"c","resp
-    r.write(nlohmann::ordered_json{{"custom_id", "c"}});
+    auto r = open_results(path, true);
+    EXPECT_EQ(r->done(), (std::set<std::string>{"a", "b"}));
+    EXPECT_EQ(r->torn_bytes(), 22);  // {"custom_id":"c","resp
+    r->write(nlohmann::ordered_json{{"custom_id", "c"}});
   }
   EXPECT_EQ(slurp(path), "{\"custom_id\":\"a\"}\n{\"custom_id\":\"b\"}\n{\"custom_id\":\"c\"}\n");
   // A torn first line: nothing whole yet.
   std::ofstream(path, std::ios::trunc) << "{\"custo";
-  ResultsFile r(path, true);
-  EXPECT_TRUE(r.done().empty());
+  auto r = open_results(path, true);
+  EXPECT_TRUE(r->done().empty());
   EXPECT_EQ(slurp(path), "");
 }
 
@@ -231,11 +250,15 @@ TEST(Results, AnEditedFileIsRefusedNamingTheLineAndLeftAsItIs) {
   const std::string path = dir.str() + "/r.jsonl";
   const std::string content = "{\"custom_id\":\"a\"}\nnot json\n{\"custom_id\":\"b\"}\n";
   std::ofstream(path) << content;
-  const std::string msg = test::error_message_of<Error>([&] { ResultsFile r(path, true); });
+  const std::string msg = test::error_message_of<Error>([&] { open_results(path, true); });
   EXPECT_NE(msg.find("r.jsonl: line 2 is not a result record"), std::string::npos) << msg;
   EXPECT_EQ(slurp(path), content);
   std::ofstream(path, std::ios::trunc) << "{\"id\":1}\n";
-  EXPECT_NE(test::error_message_of<Error>([&] { ResultsFile r(path, true); }).find("line 1"), std::string::npos);
+  EXPECT_NE(test::error_message_of<Error>([&] { open_results(path, true); }).find("line 1"), std::string::npos);
+  // A line nested 100000 deep (it once crashed every resume): an error naming it, no crash.
+  std::ofstream(path, std::ios::trunc) << "{\"custom_id\":\"a\"}\n" << std::string(100000, '[') << "\n";
+  const std::string deep = test::error_message_of<Error>([&] { open_results(path, true); });
+  EXPECT_NE(deep.find("line 2 is not a result record"), std::string::npos) << deep;
 }
 
 TEST(Records, ResultAndErrorRecordsHaveTheBatchOutputShape) {
@@ -284,4 +307,140 @@ TEST(Progress, TheSummaryCountsRequestsAndTokens) {
   p.finished(true, 7, 4);
   const std::string s = p.summary();
   EXPECT_NE(s.find("3 requests: 2 answered, 1 errors, 2 done before (resume); tokens in 17, out 9"), std::string::npos) << s;
+}
+
+TEST(Results, ASecondJobOnTheSameFileIsRefusedNamingTheHolder) {
+  test::TempDir dir;
+  const std::string path = dir.str() + "/r.jsonl";
+  auto first = open_results(path, false);
+  first->write(nlohmann::ordered_json{{"custom_id", "a"}});
+  // Another open of the same file (a second job) finds the lock held, even with --resume.
+  const std::string msg = test::error_message_of<Error>([&] { open_results(path, true); });
+  EXPECT_NE(msg.find("another job is writing these results (host "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("pid " + std::to_string(::getpid())), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--wait-lock"), std::string::npos) << msg;
+  EXPECT_EQ(slurp(path), "{\"custom_id\":\"a\"}\n");
+  first.reset();  // the job ends: the lock is free
+  auto second = open_results(path, true);
+  EXPECT_EQ(second->done(), (std::set<std::string>{"a"}));
+}
+
+TEST(Results, WaitLockWaitsForTheHolderToEnd) {
+  test::TempDir dir;
+  const std::string path = dir.str() + "/r.jsonl";
+  auto first = open_results(path, false);
+  std::atomic<bool> released{false};
+  std::thread t([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    first->write(nlohmann::ordered_json{{"custom_id", "last"}});
+    released = true;
+    first.reset();
+  });
+  ResultsOptions o;
+  o.resume = true;
+  o.wait_lock = true;
+  ResultsFile second(path, o);
+  EXPECT_TRUE(released.load());
+  EXPECT_EQ(second.done(), (std::set<std::string>{"last"}));
+  t.join();
+}
+
+TEST(Results, ResumingAnotherPromptFileOrModelIsRefusedUnlessForced) {
+  test::TempDir dir;
+  const std::string path = dir.str() + "/r.jsonl";
+  open_results(path, false, "prompts A", "model-1")->write(nlohmann::ordered_json{{"custom_id", "a"}});
+  std::ofstream(path, std::ios::app) << "{\"custom_id\":\"b\",\"to";  // torn: must stay until the job is checked
+  const std::string before = slurp(path);
+  const std::string p = test::error_message_of<Error>([&] { open_results(path, true, "prompts B", "model-1"); });
+  EXPECT_NE(p.find("these results answer another job: the prompt file differs"), std::string::npos) << p;
+  EXPECT_NE(p.find("--force-resume"), std::string::npos) << p;
+  const std::string m = test::error_message_of<Error>([&] { open_results(path, true, "prompts A", "model-2"); });
+  EXPECT_NE(m.find("the model differs"), std::string::npos) << m;
+  EXPECT_EQ(slurp(path), before);  // nothing changed by a refused resume
+  EXPECT_EQ(open_results(path, true, "prompts A", "model-1")->done(), (std::set<std::string>{"a"}));
+  EXPECT_EQ(open_results(path, true, "prompts B", "model-2", true)->done(), (std::set<std::string>{"a"}));
+  // Forced: the new job is recorded, so resuming it again needs no force.
+  EXPECT_EQ(open_results(path, true, "prompts B", "model-2")->done(), (std::set<std::string>{"a"}));
+}
+
+TEST(Results, AnOutThatIsNotARegularFileIsRefusedWithoutHanging) {
+  test::TempDir dir;
+  const std::string fifo = dir.str() + "/fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  for (const std::string& out : {fifo, std::string("/dev/full"), std::string("/dev/null"), dir.str()}) {
+    const std::string msg = test::error_message_of<Error>([&] { open_results(out, false); });
+    EXPECT_NE(msg.find("--out is not a regular file"), std::string::npos) << out << ": " << msg;
+  }
+  const std::string prompts = dir.str() + "/p.txt";
+  std::ofstream(prompts) << "hello\n";
+  ResultsOptions o;
+  o.prompts_path = prompts;
+  const std::string same = test::error_message_of<Error>([&] { ResultsFile r(prompts, o); });
+  EXPECT_NE(same.find("--out is the prompt file itself"), std::string::npos) << same;
+  EXPECT_EQ(slurp(prompts), "hello\n");
+}
+
+TEST(Results, RecordsAcrossReadPiecesAreAllFound) {
+  // More than one 4 MiB piece, with records of random lengths straddling the boundaries.
+  test::TempDir dir;
+  const std::string path = dir.str() + "/r.jsonl";
+  std::mt19937 rng(5);
+  std::set<std::string> ids;
+  {
+    std::ofstream os(path);
+    size_t bytes = 0;
+    for (int i = 0; bytes < (size_t{9} << 20); ++i) {
+      const std::string id = "req-" + std::to_string(i);
+      const std::string line = json{{"custom_id", id}, {"text", std::string(rng() % 20000, 'x')}}.dump() + "\n";
+      os << line;
+      bytes += line.size();
+      ids.insert(id);
+    }
+    os << "{\"custom_id\":\"torn";
+  }
+  const auto size = std::filesystem::file_size(path);
+  auto r = open_results(path, true);
+  EXPECT_EQ(r->done(), ids);
+  EXPECT_EQ(r->torn_bytes(), 18);
+  EXPECT_EQ(std::filesystem::file_size(path), size - 18);
+}
+
+TEST(Prompts, ADeeplyNestedLineIsThatLinesErrorNotACrash) {
+  const std::string deep = std::string(100000, '[');
+  const auto items = parse(deep + "\n" + R"({"custom_id": "ok", "url": "/v1/completions", "body": {"prompt": "x"}})" + "\n");
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_NE(items[0].error.find("p.jsonl: line 1: JSON nested deeper than 64 levels"), std::string::npos) << items[0].error;
+  EXPECT_TRUE(items[1].error.empty());
+  EXPECT_TRUE(json_deeper_than("[[[", 2));
+  EXPECT_FALSE(json_deeper_than("[[\"[[[[\"]]", 2));  // brackets inside strings do not count
+  EXPECT_FALSE(json_deeper_than("[[\"\\\"[[[[\"]]", 2));
+}
+
+TEST(Prompts, AByteOrderMarkIsNotPartOfTheFirstPrompt) {
+  const auto items = parse("\xEF\xBB\xBFhello\nworld\n", PromptFormat::kText);
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_EQ(items[0].prompt, "hello");
+  const auto j = parse("\xEF\xBB\xBF{\"custom_id\": \"a\", \"url\": \"/v1/completions\", \"body\": {\"prompt\": \"x\"}}\n");
+  EXPECT_TRUE(j.at(0).error.empty()) << j.at(0).error;
+}
+
+TEST(Prompts, AFileThatCannotBeReadWholeIsAnError) {
+  test::TempDir dir;
+  EXPECT_NE(test::error_message_of<Error>([&] { read_prompts("/dev/zero", PromptFormat::kText, false); })
+                .find("/dev/zero: the prompt file is not a regular file or a pipe"),
+            std::string::npos);
+  EXPECT_NE(test::error_message_of<Error>([&] { read_prompts(dir.str(), PromptFormat::kText, false); })
+                .find("the prompt file is a directory"),
+            std::string::npos);
+  const std::string big = dir.str() + "/big.txt";
+  std::ofstream(big) << std::string(5000, 'a');
+  EXPECT_NE(test::error_message_of<Error>([&] { read_whole_file(big, "the prompt file", 4096); })
+                .find("is 5000 bytes, more than the 4096 bytes allowed"),
+            std::string::npos);
+  // A pipe is read to its end.
+  const std::string fifo = dir.str() + "/fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  std::thread writer([&] { std::ofstream(fifo) << std::string(200000, 'b') << "\n"; });
+  EXPECT_EQ(read_whole_file(fifo, "the prompt file", 1 << 20).size(), 200001u);
+  writer.join();
 }

@@ -111,6 +111,71 @@ TEST(Jinja, RuntimeErrorsAreErrors) {
   EXPECT_THROW(render("{{ raise_exception('stop') }}"), Error);
 }
 
+// Templates come from GGUF files: each hostile one is refused with an error naming the bound,
+// never a crash, a hang or unbounded memory.
+std::string refusal(const std::string& src) {
+  try {
+    render(src);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(rendered)";
+}
+
+TEST(Jinja, DeepNestingIsRefusedNotAStackOverflow) {
+  for (const int n : {1000, 100000}) {  // under and over the bound on tokens in a tag
+    const char* what = n == 1000 ? "nested deeper than 64" : "tokens, more than the 4000 allowed";
+    EXPECT_NE(refusal("{{ " + std::string(n, '(') + "1" + std::string(n, ')') + " }}").find(what), std::string::npos) << n;
+    EXPECT_NE(refusal("{{ " + std::string(n, '[') + std::string(n, ']') + " }}").find(what), std::string::npos) << n;
+    std::string nots;
+    for (int k = 0; k < n; ++k) nots += "not ";
+    EXPECT_NE(refusal("{{ " + nots + "1 }}").find(what), std::string::npos) << n;
+    EXPECT_NE(refusal("{{ " + std::string(n, '-') + "1 }}").find(what), std::string::npos) << n;
+  }
+  const int n = 100000;
+  std::string ifs, ends;
+  for (int k = 0; k < 5000; ++k) ifs += "{% if true %}", ends += "{% endif %}";
+  EXPECT_NE(refusal(ifs + "x" + ends).find("blocks nested deeper than 64"), std::string::npos);
+  std::string chain = "{{ 1";
+  for (int k = 0; k < n; ++k) chain += " + 1";
+  EXPECT_NE(refusal(chain + " }}").find("tokens, more than the 4000 allowed"), std::string::npos);
+  // Long but legal chains still render.
+  std::string ok = "{{ 0";
+  for (int k = 0; k < 200; ++k) ok += " + 1";
+  EXPECT_EQ(render(ok + " }}"), "200");
+}
+
+TEST(Jinja, IntegerArithmeticIsChecked) {
+  EXPECT_NE(refusal("{{ (-9223372036854775807 - 1) // -1 }}").find("integer overflow"), std::string::npos);
+  EXPECT_EQ(render("{{ (-9223372036854775807 - 1) % -1 }}"), "0");
+  EXPECT_NE(refusal("{{ 9223372036854775807 + 1 }}").find("integer overflow"), std::string::npos);
+  EXPECT_NE(refusal("{{ 4294967296 * 4294967296 }}").find("integer overflow"), std::string::npos);
+  EXPECT_NE(refusal("{{ -(-9223372036854775807 - 1) }}").find("integer overflow"), std::string::npos);
+  EXPECT_NE(refusal("{{ 2 ** 64 }}").find("integer overflow"), std::string::npos);
+  EXPECT_EQ(render("{{ 1 ** 9223372036854775807 }}"), "1");  // by squaring: instant
+  EXPECT_EQ(render("{{ 3 ** 39 }}"), "4052555153018976267");
+  EXPECT_NE(refusal("{{ 1e300 | int }}").find("does not fit"), std::string::npos);
+  EXPECT_EQ(render("{{ [1, 2, 3][::9223372036854775807] }}"), "[1]");
+}
+
+TEST(Jinja, RunawayRenderingIsStopped) {
+  // A macro calling itself twice per level: 2^60 calls without a bound.
+  const std::string twice = refusal(
+      "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}");
+  EXPECT_NE(twice.find("more than 5000000 steps"), std::string::npos) << twice;
+  // Doubling a string or a list.
+  const std::string str = refusal("{% set ns = namespace(s='ab') %}{% for i in range(100) %}{% set ns.s = ns.s + ns.s %}{% endfor %}");
+  EXPECT_NE(str.find("a string of"), std::string::npos) << str;
+  const std::string lst = refusal("{% set ns = namespace(l=[1]) %}{% for i in range(100) %}{% set ns.l = ns.l + ns.l %}{% endfor %}");
+  EXPECT_NE(lst.find("a list of"), std::string::npos) << lst;
+  EXPECT_NE(refusal("{{ 'x' * 9223372036854775807 }}").find("repeating a str of 1 bytes"), std::string::npos);
+  EXPECT_NE(refusal("{{ [1, 2] * 100000000 }}").find("repeating a list of 2 items"), std::string::npos);
+  // Output growing without bound through nested loops.
+  const std::string out = refusal("{% for a in range(1000000) %}{% for b in range(1000000) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}{% endfor %}");
+  EXPECT_TRUE(out.find("the output passed") != std::string::npos || out.find("steps") != std::string::npos) << out;
+  EXPECT_EQ(render("{{ 'ab' * 3 }}{{ [0] * 2 }}"), "ababab[0, 0]");
+}
+
 TEST(Jinja, RandomTemplatesNeverCrash) {
   // Byte-level mutations of a real template: each either renders or throws ranklm::Error.
   const std::string base = test::read_file(kDataDir + "/llama3.2.jinja");

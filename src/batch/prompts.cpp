@@ -186,6 +186,9 @@ void read_completion_prompt(const json& body, PromptItem& it) {
 void parse_json_line(std::string_view text, PromptItem& it) {
   it.custom_id = fmt::format("line-{}", it.line);
   if (!valid_text(text)) throw LineError{"", "not UTF-8 text (binary data?)"};
+  if (json_deeper_than(text, kMaxJsonDepth)) {
+    throw LineError{"", fmt::format("JSON nested deeper than {} levels; a request needs a few", kMaxJsonDepth)};
+  }
   const json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) throw LineError{"", "not valid JSON"};
   if (!j.is_object()) bad("the line", "a JSON object", j);
@@ -216,6 +219,28 @@ void parse_json_line(std::string_view text, PromptItem& it) {
 
 }  // namespace
 
+bool json_deeper_than(std::string_view text, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
 PromptFormat resolve_format(PromptFormat f, const std::string& path) {
   if (f != PromptFormat::kAuto) return f;
   auto ends = [&](const char* e) {
@@ -227,6 +252,8 @@ PromptFormat resolve_format(PromptFormat f, const std::string& path) {
 
 std::vector<PromptItem> parse_prompts(std::string_view content, const std::string& path, PromptFormat f, bool chat) {
   f = resolve_format(f, path);
+  // A UTF-8 byte order mark (editors on Windows write one) is not part of the first prompt.
+  if (content.substr(0, 3) == "\xEF\xBB\xBF") content.remove_prefix(3);
   std::vector<PromptItem> items;
   std::map<std::string, int64_t> first_line;
   int64_t line = 0;
@@ -277,9 +304,7 @@ std::vector<PromptItem> parse_prompts(std::string_view content, const std::strin
 }
 
 std::vector<PromptItem> read_prompts(const std::string& path, PromptFormat f, bool chat) {
-  const std::optional<std::string> content = read_whole_file(path);
-  if (!content) fail("{}: cannot open the prompt file (or read it)", path);
-  return parse_prompts(*content, path, f, chat);
+  return parse_prompts(read_whole_file(path, "the prompt file", kMaxPromptFileBytes), path, f, chat);
 }
 
 }  // namespace ranklm::batch

@@ -100,9 +100,7 @@ ChatTemplate ChatTemplate::for_model(const gguf::File& f, const Tokenizer& tok, 
   const std::string bos = token_or_empty(tok, tok.bos());
   const std::string eos = token_or_empty(tok, tok.eos());
   if (!override_path.empty()) {
-    const std::optional<std::string> src = read_whole_file(override_path);
-    if (!src) fail("--chat-template: cannot read '{}'", override_path);
-    return ChatTemplate(*src, bos, eos, override_path);
+    return ChatTemplate(read_whole_file(override_path, "the --chat-template file", kMaxTemplateBytes), bos, eos, override_path);
   }
   if (auto src = f.get_string_opt("tokenizer.chat_template")) {
     return ChatTemplate(*src, bos, eos, f.path() + ": tokenizer.chat_template");

@@ -2,6 +2,7 @@
 // template for model families whose GGUF files often lack one) through the Jinja subset.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,9 @@ struct Message {
   std::string role;     // system, user, assistant, tool
   std::string content;
 };
+
+// The largest --chat-template file read.
+constexpr uint64_t kMaxTemplateBytes = uint64_t{1} << 20;
 
 struct BuiltinTemplate {
   std::string name;

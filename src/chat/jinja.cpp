@@ -277,10 +277,51 @@ void apply_whitespace_control(std::vector<Piece>& pieces) {
 
 class Context;
 
+// Bounds on rendering an untrusted template (GGUF files carry them): nesting of evaluation,
+// steps, the size of any one value and of the output. Breaking one is an error naming the line.
+constexpr int kMaxEvalDepth = 300;
+constexpr int64_t kMaxSteps = 5'000'000;
+constexpr size_t kMaxValueBytes = size_t{16} << 20;
+constexpr size_t kMaxItems = 1'000'000;
+constexpr size_t kMaxOutputBytes = size_t{16} << 20;
+
+// The budget of the render in progress on this thread.
+struct Budget {
+  int64_t steps = 0;
+  int depth = 0;
+};
+thread_local Budget* g_budget = nullptr;
+
+struct DepthGuard {
+  explicit DepthGuard(int line) {
+    if (!g_budget) return;
+    if (++g_budget->steps > kMaxSteps) {
+      error_at(line, fmt::format("rendering takes more than {} steps (a loop or recursion without end?)", kMaxSteps));
+    }
+    if (++g_budget->depth > kMaxEvalDepth) {
+      --g_budget->depth;
+      error_at(line, fmt::format("expressions, blocks or macro calls nested deeper than {}", kMaxEvalDepth));
+    }
+  }
+  ~DepthGuard() {
+    if (g_budget) --g_budget->depth;
+  }
+  DepthGuard(const DepthGuard&) = delete;
+  DepthGuard& operator=(const DepthGuard&) = delete;
+};
+
+void check_string_size(size_t bytes, int line) {
+  if (bytes > kMaxValueBytes) error_at(line, fmt::format("a string of {} bytes, more than the {} allowed", bytes, kMaxValueBytes));
+}
+void check_items(size_t n, int line) {
+  if (n > kMaxItems) error_at(line, fmt::format("a list of {} items, more than the {} allowed", n, kMaxItems));
+}
+
 struct Expr {
   int line = 0;
   virtual ~Expr() = default;
-  virtual Value eval(Context& ctx) const = 0;
+  Value eval(Context& ctx) const;
+  virtual Value eval_node(Context& ctx) const = 0;
 };
 using ExprPtr = std::unique_ptr<Expr>;
 
@@ -295,7 +336,13 @@ enum class Flow { Normal, Break, Continue };
 struct Stmt {
   int line = 0;
   virtual ~Stmt() = default;
-  virtual Flow exec(Context& ctx, std::string& out) const = 0;
+  Flow exec(Context& ctx, std::string& out) const {
+    DepthGuard g(line);
+    const Flow f = exec_node(ctx, out);
+    if (out.size() > kMaxOutputBytes) error_at(line, fmt::format("the output passed {} bytes", kMaxOutputBytes));
+    return f;
+  }
+  virtual Flow exec_node(Context& ctx, std::string& out) const = 0;
 };
 using StmtPtr = std::unique_ptr<Stmt>;
 using Body = std::vector<StmtPtr>;
@@ -344,6 +391,14 @@ struct ScopeGuard {
   explicit ScopeGuard(Context& c) : ctx(c) { ctx.push(); }
   ~ScopeGuard() { ctx.pop(); }
 };
+
+Value Expr::eval(Context& ctx) const {
+  DepthGuard g(line);
+  Value v = eval_node(ctx);
+  if (v.is_string()) check_string_size(v.s.size(), line);
+  if (v.is_array()) check_items(v.arr->size(), line);
+  return v;
+}
 
 Args CallArgs::eval(Context& ctx) const {
   Args a;
@@ -719,7 +774,10 @@ Value slice_value(const Value& obj, const Value& a, const Value& b, const Value&
   const int64_t start = clamp(opt(a), step > 0 ? 0 : n - 1);
   const int64_t stop = clamp(opt(b), step > 0 ? n : -1);
   std::vector<Value> out;
-  for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) out.push_back(items[static_cast<size_t>(k)]);
+  for (int64_t k = start; step > 0 ? k < stop : k > stop;) {
+    out.push_back(items[static_cast<size_t>(k)]);
+    if (__builtin_add_overflow(k, step, &k)) break;
+  }
   if (!is_str) return Value::array(std::move(out));
   std::string s;
   for (const auto& v : out) s += v.s;
@@ -730,10 +788,18 @@ Value arith(const std::string& op, const Value& l, const Value& r, int line) {
   const auto bad = [&]() -> Value {
     error_at(line, fmt::format("unsupported operand types for {}: '{}' and '{}'", op, l.type_name(), r.type_name()));
   };
-  if (op == "~") return Value::string(l.str() + r.str());
+  if (op == "~") {
+    std::string a = l.str(), b = r.str();
+    check_string_size(a.size() + b.size(), line);
+    return Value::string(a + b);
+  }
   if (op == "+") {
-    if (l.is_string() && r.is_string()) return Value::string(l.s + r.s);
+    if (l.is_string() && r.is_string()) {
+      check_string_size(l.s.size() + r.s.size(), line);
+      return Value::string(l.s + r.s);
+    }
     if (l.is_array() && r.is_array()) {
+      check_items(l.arr->size() + r.arr->size(), line);
       std::vector<Value> out = *l.arr;
       out.insert(out.end(), r.arr->begin(), r.arr->end());
       return Value::array(std::move(out));
@@ -741,6 +807,14 @@ Value arith(const std::string& op, const Value& l, const Value& r, int line) {
   }
   if (op == "*") {
     if ((l.is_string() || l.is_array()) && r.kind == Value::Kind::Int) {
+      const size_t unit = l.is_string() ? l.s.size() : l.arr->size();
+      if (r.i > 0 && unit > 0) {
+        const uint64_t times = static_cast<uint64_t>(r.i);
+        if (times > kMaxValueBytes || unit * times > (l.is_string() ? kMaxValueBytes : kMaxItems)) {
+          error_at(line, fmt::format("repeating a {} of {} {} {} times passes the bound of {}", l.type_name(), unit,
+                                     l.is_string() ? "bytes" : "items", r.i, l.is_string() ? kMaxValueBytes : kMaxItems));
+        }
+      }
       if (l.is_string()) {
         std::string out;
         for (int64_t k = 0; k < r.i; ++k) out += l.s;
@@ -762,11 +836,16 @@ Value arith(const std::string& op, const Value& l, const Value& r, int line) {
   }
   if (ints) {
     const int64_t a = as_i(l), b = as_i(r);
-    if (op == "+") return Value::integer(a + b);
-    if (op == "-") return Value::integer(a - b);
-    if (op == "*") return Value::integer(a * b);
+    int64_t res = 0;
+    const auto overflow = [&]() -> Value {
+      error_at(line, fmt::format("integer overflow: {} {} {} is outside 64-bit integers", a, op, b));
+    };
+    if (op == "+") return __builtin_add_overflow(a, b, &res) ? overflow() : Value::integer(res);
+    if (op == "-") return __builtin_sub_overflow(a, b, &res) ? overflow() : Value::integer(res);
+    if (op == "*") return __builtin_mul_overflow(a, b, &res) ? overflow() : Value::integer(res);
     if (op == "//" || op == "%") {
       if (b == 0) error_at(line, "integer division or modulo by zero");
+      if (a == INT64_MIN && b == -1) return op == "%" ? Value::integer(0) : overflow();
       int64_t q = a / b, m = a % b;
       if (m != 0 && ((m < 0) != (b < 0))) {
         --q;
@@ -776,8 +855,16 @@ Value arith(const std::string& op, const Value& l, const Value& r, int line) {
     }
     if (op == "**") {
       if (b < 0) return Value::number(std::pow(double(a), double(b)));
-      int64_t p = 1;
-      for (int64_t k = 0; k < b; ++k) p *= a;
+      // By squaring: O(log b) steps, each checked.
+      int64_t p = 1, base = a, e = b;
+      while (e > 0) {
+        if ((e & 1) && __builtin_mul_overflow(p, base, &p)) return overflow();
+        e >>= 1;
+        if (e > 0 && __builtin_mul_overflow(base, base, &base)) {
+          if (a == 0 || a == 1) break;  // unreachable: 0 and 1 never overflow
+          return overflow();
+        }
+      }
       return Value::integer(p);
     }
   }
@@ -923,7 +1010,10 @@ Value apply_filter(const std::string& name, const Value& v, const Args& a, int l
   }
   if (name == "int") {
     if (v.kind == Value::Kind::Int) return v;
-    if (v.kind == Value::Kind::Float) return Value::integer(static_cast<int64_t>(v.f));
+    if (v.kind == Value::Kind::Float) {
+      if (!(v.f > -9.2e18 && v.f < 9.2e18)) error_at(line, fmt::format("int: {} does not fit a 64-bit integer", v.f));
+      return Value::integer(static_cast<int64_t>(v.f));
+    }
     if (v.kind == Value::Kind::Bool) return Value::integer(v.b);
     if (v.is_string()) {
       try {
@@ -949,7 +1039,10 @@ Value apply_filter(const std::string& name, const Value& v, const Args& a, int l
     return d ? *d : Value::number(0.0);
   }
   if (name == "abs") {
-    if (v.kind == Value::Kind::Int) return Value::integer(v.i < 0 ? -v.i : v.i);
+    if (v.kind == Value::Kind::Int) {
+      if (v.i == INT64_MIN) error_at(line, "abs: integer overflow");
+      return Value::integer(v.i < 0 ? -v.i : v.i);
+    }
     if (v.kind == Value::Kind::Float) return Value::number(std::fabs(v.f));
     error_at(line, fmt::format("abs: expected a number, got '{}'", v.type_name()));
   }
@@ -1080,13 +1173,13 @@ Value apply_filter(const std::string& name, const Value& v, const Args& a, int l
 
 struct Literal : Expr {
   Value v;
-  Value eval(Context&) const override { return v; }
+  Value eval_node(Context&) const override { return v; }
 };
 
 struct ListExpr : Expr {
   std::vector<ExprPtr> items;
   bool tuple = false;
-  Value eval(Context& ctx) const override {
+  Value eval_node(Context& ctx) const override {
     std::vector<Value> out;
     for (const auto& e : items) out.push_back(e->eval(ctx));
     return tuple ? Value::make_tuple(std::move(out)) : Value::array(std::move(out));
@@ -1095,7 +1188,7 @@ struct ListExpr : Expr {
 
 struct DictExpr : Expr {
   std::vector<std::pair<ExprPtr, ExprPtr>> items;
-  Value eval(Context& ctx) const override {
+  Value eval_node(Context& ctx) const override {
     Value o = Value::object();
     for (const auto& [k, e] : items) {
       const Value key = k->eval(ctx);
@@ -1108,7 +1201,7 @@ struct DictExpr : Expr {
 
 struct NameExpr : Expr {
   std::string name;
-  Value eval(Context& ctx) const override {
+  Value eval_node(Context& ctx) const override {
     const Value* v = ctx.lookup(name);
     return v ? *v : Value();
   }
@@ -1117,17 +1210,17 @@ struct NameExpr : Expr {
 struct AttrExpr : Expr {
   ExprPtr obj;
   std::string name;
-  Value eval(Context& ctx) const override { return get_attr(obj->eval(ctx), name, line); }
+  Value eval_node(Context& ctx) const override { return get_attr(obj->eval(ctx), name, line); }
 };
 
 struct ItemExpr : Expr {
   ExprPtr obj, key;
-  Value eval(Context& ctx) const override { return get_item(obj->eval(ctx), key->eval(ctx), line); }
+  Value eval_node(Context& ctx) const override { return get_item(obj->eval(ctx), key->eval(ctx), line); }
 };
 
 struct SliceExpr : Expr {
   ExprPtr obj, a, b, c;
-  Value eval(Context& ctx) const override {
+  Value eval_node(Context& ctx) const override {
     const auto ev = [&](const ExprPtr& e) { return e ? e->eval(ctx) : Value(); };
     return slice_value(obj->eval(ctx), ev(a), ev(b), ev(c), line);
   }
@@ -1137,7 +1230,7 @@ struct CallExpr : Expr {
   ExprPtr fn;
   CallArgs args;
   std::string what;
-  Value eval(Context& ctx) const override {
+  Value eval_node(Context& ctx) const override {
     const Value f = fn->eval(ctx);
     if (!f.is_func()) error_at(line, fmt::format("'{}' is not callable ({})", what, f.type_name()));
     return (*f.fn)(args.eval(ctx));
@@ -1148,7 +1241,7 @@ struct FilterExpr : Expr {
   ExprPtr value;
   std::string name;
   CallArgs args;
-  Value eval(Context& ctx) const override { return apply_filter(name, value->eval(ctx), args.eval(ctx), line); }
+  Value eval_node(Context& ctx) const override { return apply_filter(name, value->eval(ctx), args.eval(ctx), line); }
 };
 
 struct TestExpr : Expr {
@@ -1156,7 +1249,7 @@ struct TestExpr : Expr {
   std::string name;
   CallArgs args;
   bool negated = false;
-  Value eval(Context& ctx) const override {
+  Value eval_node(Context& ctx) const override {
     return Value::boolean(apply_test(name, value->eval(ctx), args.eval(ctx), line) != negated);
   }
 };
@@ -1164,10 +1257,13 @@ struct TestExpr : Expr {
 struct UnaryExpr : Expr {
   std::string op;
   ExprPtr e;
-  Value eval(Context& ctx) const override {
+  Value eval_node(Context& ctx) const override {
     const Value v = e->eval(ctx);
     if (op == "not") return Value::boolean(!v.truthy());
-    if (v.kind == Value::Kind::Int) return Value::integer(op == "-" ? -v.i : v.i);
+    if (v.kind == Value::Kind::Int) {
+      if (op == "-" && v.i == INT64_MIN) error_at(line, "integer overflow: -(-9223372036854775808)");
+      return Value::integer(op == "-" ? -v.i : v.i);
+    }
     if (v.kind == Value::Kind::Float) return Value::number(op == "-" ? -v.f : v.f);
     error_at(line, fmt::format("bad operand type for unary {}: '{}'", op, v.type_name()));
   }
@@ -1176,7 +1272,7 @@ struct UnaryExpr : Expr {
 struct BinaryExpr : Expr {
   std::string op;
   ExprPtr l, r;
-  Value eval(Context& ctx) const override {
+  Value eval_node(Context& ctx) const override {
     if (op == "and") {
       Value a = l->eval(ctx);
       return a.truthy() ? r->eval(ctx) : a;
@@ -1192,7 +1288,7 @@ struct BinaryExpr : Expr {
 struct CompareExpr : Expr {
   ExprPtr first;
   std::vector<std::pair<std::string, ExprPtr>> rest;
-  Value eval(Context& ctx) const override {
+  Value eval_node(Context& ctx) const override {
     Value left = first->eval(ctx);
     for (const auto& [op, e] : rest) {
       Value right = e->eval(ctx);
@@ -1214,7 +1310,7 @@ struct CompareExpr : Expr {
 
 struct CondExpr : Expr {
   ExprPtr then, cond, otherwise;
-  Value eval(Context& ctx) const override {
+  Value eval_node(Context& ctx) const override {
     if (cond->eval(ctx).truthy()) return then->eval(ctx);
     return otherwise ? otherwise->eval(ctx) : Value();
   }
@@ -1224,7 +1320,7 @@ struct CondExpr : Expr {
 
 struct TextStmt : Stmt {
   std::string text;
-  Flow exec(Context&, std::string& out) const override {
+  Flow exec_node(Context&, std::string& out) const override {
     out += text;
     return Flow::Normal;
   }
@@ -1232,7 +1328,7 @@ struct TextStmt : Stmt {
 
 struct OutputStmt : Stmt {
   ExprPtr e;
-  Flow exec(Context& ctx, std::string& out) const override {
+  Flow exec_node(Context& ctx, std::string& out) const override {
     out += e->eval(ctx).str();
     return Flow::Normal;
   }
@@ -1241,7 +1337,7 @@ struct OutputStmt : Stmt {
 struct IfStmt : Stmt {
   std::vector<std::pair<ExprPtr, Body>> branches;
   Body otherwise;
-  Flow exec(Context& ctx, std::string& out) const override {
+  Flow exec_node(Context& ctx, std::string& out) const override {
     for (const auto& [c, body] : branches) {
       if (c->eval(ctx).truthy()) return exec_body(body, ctx, out);
     }
@@ -1265,7 +1361,7 @@ struct ForStmt : Stmt {
   std::vector<std::string> targets;
   ExprPtr iter, cond;
   Body body, otherwise;
-  Flow exec(Context& ctx, std::string& out) const override {
+  Flow exec_node(Context& ctx, std::string& out) const override {
     std::vector<Value> items = iterate(iter->eval(ctx), line);
     if (cond) {
       std::vector<Value> kept;
@@ -1308,7 +1404,7 @@ struct SetStmt : Stmt {
   std::string ns_attr;  // `set ns.attr = ...` when not empty (targets has the namespace name)
   ExprPtr value;        // null: block form, the body renders the value
   Body body;
-  Flow exec(Context& ctx, std::string&) const override {
+  Flow exec_node(Context& ctx, std::string&) const override {
     Value v;
     if (value) {
       v = value->eval(ctx);
@@ -1334,7 +1430,7 @@ struct MacroStmt : Stmt {
   std::string name;
   std::vector<std::pair<std::string, ExprPtr>> params;
   std::shared_ptr<Body> body;
-  Flow exec(Context& ctx, std::string&) const override {
+  Flow exec_node(Context& ctx, std::string&) const override {
     // Defaults are evaluated at definition time, as values.
     std::vector<std::pair<std::string, Value>> defaults;
     for (const auto& [p, e] : params) defaults.emplace_back(p, e ? e->eval(ctx) : Value());
@@ -1361,21 +1457,43 @@ struct MacroStmt : Stmt {
 
 struct FlowStmt : Stmt {
   Flow flow;
-  Flow exec(Context&, std::string&) const override { return flow; }
+  Flow exec_node(Context&, std::string&) const override { return flow; }
 };
 
 struct BlockStmt : Stmt {  // {% generation %} ... {% endgeneration %}: renders its body
   Body body;
-  Flow exec(Context& ctx, std::string& out) const override { return exec_body(body, ctx, out); }
+  Flow exec_node(Context& ctx, std::string& out) const override { return exec_body(body, ctx, out); }
 };
 
 // ------------------------------------------------------------------------------------------
 // Parser
 // ------------------------------------------------------------------------------------------
 
+// Bounds on parsing: tokens in one tag (which bounds the depth of an expression's tree) and
+// nesting of parentheses, brackets, `not`, unary signs and blocks (the parser's recursion).
+constexpr size_t kMaxTagTokens = 4000;
+constexpr int kMaxParseNesting = 64;
+
+struct NestGuard {
+  int& n;
+  NestGuard(int& counter, int line, const char* what) : n(counter) {
+    if (++n > kMaxParseNesting) {
+      --n;
+      error_at(line, fmt::format("{} nested deeper than {}", what, kMaxParseNesting));
+    }
+  }
+  ~NestGuard() { --n; }
+  NestGuard(const NestGuard&) = delete;
+  NestGuard& operator=(const NestGuard&) = delete;
+};
+
 class ExprParser {
  public:
-  ExprParser(const std::vector<Token>& toks, size_t pos = 0) : t_(toks), p_(pos) {}
+  ExprParser(const std::vector<Token>& toks, size_t pos = 0) : t_(toks), p_(pos) {
+    if (toks.size() > kMaxTagTokens) {
+      error_at(toks.front().line, fmt::format("a tag of {} tokens, more than the {} allowed", toks.size(), kMaxTagTokens));
+    }
+  }
 
   size_t pos() const { return p_; }
   const Token& peek(size_t ahead = 0) const { return t_[std::min(p_ + ahead, t_.size() - 1)]; }
@@ -1404,6 +1522,7 @@ class ExprParser {
   }
 
   ExprPtr expression() {
+    NestGuard nest(nest_, peek().line, "expressions");
     ExprPtr e = or_expr();
     if (is_name("if")) {
       const int line = next().line;
@@ -1449,6 +1568,7 @@ class ExprParser {
   }
 
   ExprPtr not_expr() {
+    NestGuard nest(nest_, peek().line, "expressions");
     if (is_name("not")) {
       auto u = std::make_unique<UnaryExpr>();
       u->line = next().line;
@@ -1525,6 +1645,7 @@ class ExprParser {
   }
 
   ExprPtr unary(bool with_filter) {
+    NestGuard nest(nest_, peek().line, "expressions");
     ExprPtr e;
     if (is_op("-") || is_op("+")) {
       auto u = std::make_unique<UnaryExpr>();
@@ -1755,6 +1876,7 @@ class ExprParser {
 
   const std::vector<Token>& t_;
   size_t p_;
+  int nest_ = 0;
 };
 
 class Parser {
@@ -1811,6 +1933,7 @@ class Parser {
   }
 
   Body sub_body(const std::vector<std::string>& ends, std::string& end, int open_line) {
+    NestGuard nest(block_nest_, open_line, "blocks");
     const int saved = open_line_;
     open_line_ = open_line;
     Body b = body(ends, end);
@@ -1938,6 +2061,7 @@ class Parser {
   size_t k_ = 0;
   std::unique_ptr<ExprParser> tail_;
   int open_line_ = 0;
+  int block_nest_ = 0;
 };
 
 std::string strftime_now(const std::string& f) {
@@ -1993,6 +2117,11 @@ void add_globals(Context& ctx) {
 }  // namespace
 
 Template::Template(std::string_view source, std::string name) : name_(std::move(name)) {
+  constexpr size_t kMaxSourceBytes = size_t{1} << 20;
+  if (source.size() > kMaxSourceBytes) {
+    fail("{}: the template is {} bytes, more than the {} allowed (chat templates are a few KB)", name_, source.size(),
+         kMaxSourceBytes);
+  }
   std::string_view src = source;
   if (src.size() >= 2 && src.substr(src.size() - 2) == "\r\n") {
     src.remove_suffix(2);
@@ -2019,6 +2148,13 @@ std::string Template::render(const nlohmann::ordered_json& context) const {
   if (!context.is_object()) fail("{}: the render context must be a JSON object", name_);
   for (const auto& [k, v] : context.items()) ctx.set(k, Value::from_json(v));
   std::string out;
+  Budget budget;
+  Budget* const outer = g_budget;
+  g_budget = &budget;
+  struct Restore {
+    Budget* b;
+    ~Restore() { g_budget = b; }
+  } restore{outer};
   try {
     exec_body(root_->body, ctx, out);
   } catch (const JinjaError& e) {

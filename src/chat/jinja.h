@@ -10,6 +10,12 @@
 // subscript access, slices, calls with keyword arguments, filters, tests, `in`, comparisons,
 // arithmetic, `~`, and/or/not, the ternary `a if c else b`; common str/dict/list methods.
 // Anything else is a parse error that names the template, the line and the construct.
+//
+// Templates are untrusted input (they come inside GGUF files), so parsing and rendering are
+// bounded: 1 MiB of source, 4000 tokens in a tag, 64 levels of nesting in an expression or of
+// blocks, 300 levels of evaluation (macro recursion included), 5 million evaluation steps,
+// 16 MiB in any string or in the output, a million items in a list; integer arithmetic is
+// checked for overflow. Breaking a bound is an error naming the template, line and bound.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "cli/commands.h"
+#include "cli/watchdog.h"
 #include "cli/distributed.h"
 #include "cli/options.h"
 #include "cli/probe.h"
@@ -74,6 +75,7 @@ int cmd_plan(const std::vector<std::string>& args) {
     // Every rank probes; rank 0 places, prints and writes.
     int rc = kExitOk;
     const int code = with_world("plan", [&](comm::World& world) {
+      Watchdog::started();  // the probe's own waits have timeouts
       const plan::Inventory inv = gather_inventory(world.comm(), threads, topology);
       if (world.comm().rank() != 0) return kExitOk;
       if (ranks > 0 && ranks != world.comm().size()) fail("--ranks {} but this job has {} ranks", ranks, world.comm().size());

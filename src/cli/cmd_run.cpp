@@ -19,6 +19,7 @@
 #include "cli/commands.h"
 #include "cli/distributed.h"
 #include "cli/options.h"
+#include "cli/watchdog.h"
 #include "io/gguf.h"
 #include "plan/identity.h"
 #include "runtime/cpu_binding.h"
@@ -26,6 +27,7 @@
 #include "runtime/stop.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
+#include "util/read_file.h"
 
 namespace ranklm::cli {
 
@@ -35,7 +37,7 @@ struct RunOptions {
   std::string model_path, shards, prompts, out, format = "auto", system, template_path, allreduce = "f32";
   std::string progress = "auto", model_name;
   std::vector<std::string> stops;
-  bool resume = false, chat = false;
+  bool resume = false, chat = false, wait_lock = false, force_resume = false;
   int max_tokens = 256, threads = 1, parallel = 8, ctx = 2048;
   int64_t prefill_chunk = 256;
   double progress_interval = 30;
@@ -195,6 +197,8 @@ int cmd_run(const std::vector<std::string>& args) {
       ("prompts,f", po::value(&o.prompts)->required(), "prompt file: text (one prompt a line) or JSONL (OpenAI Batch input)")
       ("out,o", po::value(&o.out)->required(), "results file (JSONL, OpenAI Batch output shape), appended as requests finish")
       ("resume", po::bool_switch(&o.resume), "continue a job: skip every custom_id already in --out")
+      ("wait-lock", po::bool_switch(&o.wait_lock), "if another job holds --out, wait for it to end instead of refusing")
+      ("force-resume", po::bool_switch(&o.force_resume), "resume although --out answers another prompt file or model")
       ("format", po::value(&o.format)->default_value("auto"), "prompt file format: auto (by extension: .jsonl/.json), text, jsonl")
       ("chat", po::bool_switch(&o.chat), "text prompts: send each line as a user message through the chat template")
       ("system", po::value(&o.system), "chat requests: a system message (unless the request has its own)")
@@ -242,13 +246,18 @@ int cmd_run(const std::vector<std::string>& args) {
     // Rank 0 checks the prompt file and the results file before any weights are read.
     std::vector<batch::PromptItem> items;
     std::unique_ptr<batch::ResultsFile> results;
+    std::string prompt_bytes;
     if (c.rank() == 0) {
-      items = batch::read_prompts(o.prompts, format, o.chat);
-      results = std::make_unique<batch::ResultsFile>(o.out, o.resume);
-      if (results->torn_bytes() > 0) {
-        std::fprintf(stderr, "ranklm run: %s: cut off a torn last line (%lld bytes) left by an interrupted job\n",
-                     o.out.c_str(), static_cast<long long>(results->torn_bytes()));
-      }
+      batch::ResultsOptions ro;
+      ro.resume = o.resume;
+      ro.wait_lock = o.wait_lock;
+      ro.force_resume = o.force_resume;
+      ro.prompts_path = o.prompts;
+      prompt_bytes = read_whole_file(o.prompts, "the prompt file", batch::kMaxPromptFileBytes);
+      items = batch::parse_prompts(prompt_bytes, o.prompts, format, o.chat);
+      Watchdog::hold(o.wait_lock);  // waiting for another job's lock is not a stuck start-up
+      results = std::make_unique<batch::ResultsFile>(o.out, ro);
+      Watchdog::hold(false);
     }
     std::unique_ptr<ShardJob> job = o.shards.empty() ? load_model_job(world, o.model_path, o.threads)
                                                      : load_shard_job(world, o.shards, o.threads);
@@ -256,6 +265,14 @@ int cmd_run(const std::vector<std::string>& args) {
     if (c.rank() != 0) {
       job->exec->serve();
       return kExitOk;
+    }
+    // Nothing is written before this: the job is checked against the one that wrote --out.
+    const plan::ModelIdentity& mid = job->rank_file.plan.model;
+    results->begin(batch::JobIdentity::of_prompts(o.prompts, prompt_bytes, mid.name, mid.gguf_hash));
+    prompt_bytes = std::string();
+    if (results->torn_bytes() > 0) {
+      std::fprintf(stderr, "ranklm run: %s: cut off a torn last line (%lld bytes) left by an interrupted job\n",
+                   o.out.c_str(), static_cast<long long>(results->torn_bytes()));
     }
     drive(o, *job->exec, static_cast<int>(job->rank_file.plan.stages.size()), *job->rank_file.file, items, *results);
     job->exec->stop();

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "cli/watchdog.h"
 #include "plan/identity.h"
 #include "runtime/cpu_binding.h"
 #include "sys/inventory.h"
@@ -13,6 +14,7 @@ std::unique_ptr<ShardJob> load_shard_job(comm::World& world, const std::string& 
   comm::Comm& c = world.comm();
   // Pages this rank allocates (its weights, KV cache) stay on its own NUMA node.
   sys::bind_memory_to_local_numa();
+  Watchdog::phase("loading this rank's shard");
   auto job = std::make_unique<ShardJob>();
   job->rank_file = shard::load_rank_file(dir, c.rank(), c.size());
   const plan::Plan& p = job->rank_file.plan;
@@ -40,6 +42,25 @@ void start_executor(comm::World& world, ShardJob& job, int n_slots, int64_t n_ct
          "make the plan with --tp-mode sum (and repack) to compress the allreduce");
   }
   job.exec = std::make_unique<runtime::Executor>(world.comm(), job.layout, *job.model, *job.pool, n_slots, n_ctx, z);
+  // Every rank tells rank 0 it is ready; rank 0 waits for each within what is left of the
+  // start-up time, so a rank stuck in loading is named instead of waited for.
+  Watchdog::phase("waiting for every rank to load its part of the model");
+  comm::Comm& c = world.comm();
+  if (c.size() > 1) {
+    char ready = 1;
+    if (c.rank() == 0) {
+      const auto keep = c.timeout();
+      c.set_timeout(std::chrono::milliseconds(static_cast<int64_t>(Watchdog::start_timeout_s() * 1000)));
+      for (int r = 1; r < c.size(); ++r) {
+        c.recv(&ready, 1, r, comm::Tag::kControl, "the rank's ready message after loading its shard (is it stopped, or "
+               "is its file system hung?)");
+      }
+      c.set_timeout(keep);
+    } else {
+      c.send(&ready, 1, 0, comm::Tag::kControl, "this rank's ready message");
+    }
+  }
+  Watchdog::started();
 }
 
 std::unique_ptr<ShardJob> open_shard_job(comm::World& world, const std::string& dir, int threads, int n_slots,
@@ -50,7 +71,9 @@ std::unique_ptr<ShardJob> open_shard_job(comm::World& world, const std::string& 
 }
 
 int with_world(const std::string& cmd, const std::function<int(comm::World&)>& body) {
+  Watchdog watchdog(cmd);
   comm::World world;
+  Watchdog::phase("start-up after MPI_Init");
   try {
     return body(world);
   } catch (const std::exception& e) {

@@ -2,9 +2,11 @@
 // error policy: library code throws ranklm::Error with a complete message; we print it on one
 // line and exit non-zero.
 #include <sched.h>
+#include <sys/resource.h>
 
 #include <boost/program_options/errors.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -47,7 +49,9 @@ void usage(FILE* out) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int dispatch(int argc, char** argv) {
   using namespace ranklm::cli;
   if (argc < 2) {
     usage(stderr);
@@ -76,10 +80,28 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ranklm %s: error: %s\n", cmd.c_str(), e.what());
     return kExitError;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "ranklm %s: error: out of memory\n", cmd.c_str());
+    struct rlimit lim {};
+    std::string bound;
+    if (::getrlimit(RLIMIT_AS, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
+      bound = " (the process may use " + std::to_string(lim.rlim_cur >> 20) + " MiB of address space: ulimit -v)";
+    }
+    std::fprintf(stderr, "ranklm %s: error: out of memory%s; give the job more memory or use smaller settings (--parallel, -c)\n",
+                 cmd.c_str(), bound.c_str());
     return kExitError;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ranklm %s: internal error: %s\n", cmd.c_str(), e.what());
     return kExitError;
   }
+}
+
+}  // namespace
+
+// Every command has closed its files and ended MPI when dispatch returns. The process then ends
+// without running library destructors: OpenBLAS's exit handler joins its worker threads, which
+// spin for ever when a memory limit (ulimit -v) refuses their buffers.
+int main(int argc, char** argv) {
+  const int code = dispatch(argc, argv);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(code);
 }
