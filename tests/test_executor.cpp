@@ -24,6 +24,7 @@
 #include "runtime/executor.h"
 #include "runtime/sampler.h"
 #include "runtime/scheduler.h"
+#include "gguf_edit.h"
 #include "test_util.h"
 
 using namespace ranklm;
@@ -365,5 +366,36 @@ TEST(Executor, ASequencesLogitsDoNotDependOnWhatItIsBatchedWith) {
     const auto batched_decode = step({{&cc, c}, {&ca2, {next_a}}}, {0, static_cast<int64_t>(a.size())}, static_cast<int64_t>(c.size()));
     EXPECT_EQ(batched_prefill, solo_prefill);
     EXPECT_EQ(batched_decode, solo_decode);
+  }
+}
+
+// A model whose weights hold NaN (a damaged file): each request ends as an error, never as
+// text made from NaN logits, on one rank and across stages.
+TEST(Executor, NaNLogitsEndEachRequestAsAnError) {
+  test::TempDir dir;
+  const std::string path = dir.str() + "/nan.gguf";
+  test::edit_gguf(test::fixture("models/tiny-llama-q4_0.gguf"), path, {}, [](const gguf::TensorInfo& t, uint8_t* bytes) {
+    if (t.name != "output_norm.weight") return;
+    float* w = reinterpret_cast<float*>(bytes);
+    w[3] = std::nanf("");
+  });
+  auto f = gguf::File::open(path);
+  std::vector<runtime::Request> reqs;
+  for (int i = 0; i < 3; ++i) {
+    runtime::Request r;
+    r.id = i;
+    r.prompt = {1, static_cast<int32_t>(20 + i), 7};
+    r.max_tokens = 4;
+    r.sampling.temperature = i == 0 ? 0.0f : 0.8f;
+    reqs.push_back(r);
+  }
+  const plan::ModelIdentity id = plan::model_identity(*f);
+  for (const Layout& l : {Layout{"1 rank", 1, 1, 1, {}}, kLayouts[0]}) {
+    SCOPED_TRACE(l.label);
+    auto got = schedule(path, exact_plan(id, l), 2, {1, 8}, reqs, [](const runtime::Finished& fin) {
+      EXPECT_EQ(fin.finish_reason, "error");
+      EXPECT_TRUE(fin.tokens.empty());
+    });
+    EXPECT_EQ(got.size(), reqs.size());
   }
 }

@@ -6,7 +6,13 @@
 #include <filesystem>
 #include <fstream>
 
+#include <cmath>
+#include <map>
+#include <optional>
+
+#include "gguf_edit.h"
 #include "io/gguf.h"
+#include "model/model.h"
 #include "test_util.h"
 #include "util/error.h"
 
@@ -212,4 +218,78 @@ TEST(GgufCorrupt, RandomByteFlipsNeverCrash) {
 }
 
 }  // namespace
+}  // namespace ranklm
+
+namespace ranklm {
+
+// ---------- hyperparameters and vocabularies that cannot run ----------
+
+namespace {
+
+// The message of loading the q8_0 fixture with one metadata change (or "" when it loads).
+std::string load_edited(const std::map<std::string, std::optional<gguf::Value>>& meta) {
+  test::TempDir dir;
+  const std::string path = dir.str() + "/edited.gguf";
+  test::edit_gguf(test::fixture("models/tiny-llama-q8_0.gguf"), path, meta);
+  return test::error_message_of<Error>([&] {
+    auto f = gguf::File::open(path);
+    Model::load(*f);
+  });
+}
+
+}  // namespace
+
+TEST(Hyperparameters, ValuesThatGiveNaNLogitsAreRefusedNamingTheKey) {
+  ASSERT_EQ(load_edited({}), "");  // the unedited copy loads
+  const std::string eps = "llama.attention.layer_norm_rms_epsilon";
+  for (const float bad : {std::nanf(""), 0.0f, -1e-5f, 2.0f}) {
+    const std::string msg = load_edited({{eps, test::f32_value(bad)}});
+    EXPECT_NE(msg.find("metadata '" + eps + "'"), std::string::npos) << bad << ": " << msg;
+    EXPECT_NE(msg.find("must be a small positive number"), std::string::npos) << msg;
+  }
+  for (const float bad : {0.0f, -10000.0f, std::nanf(""), INFINITY}) {
+    const std::string msg = load_edited({{"llama.rope.freq_base", test::f32_value(bad)}});
+    EXPECT_NE(msg.find("metadata 'llama.rope.freq_base'"), std::string::npos) << bad << ": " << msg;
+  }
+  const std::string ctx = load_edited({{"llama.context_length", test::u32_value(0)}});
+  EXPECT_NE(ctx.find("metadata 'llama.context_length': 0 out of range"), std::string::npos) << ctx;
+}
+
+TEST(Hyperparameters, AHeadCountThatDoesNotDivideTheWidthIsBlamedOnHeadCount) {
+  auto f = gguf::File::open(test::fixture("models/tiny-llama-q8_0.gguf"));
+  const int64_t n_embd = f->get_int("llama.embedding_length");
+  const std::string msg = load_edited({{"llama.attention.head_count", test::u32_value(static_cast<uint32_t>(n_embd / 2 + 1))},
+                                       {"llama.attention.head_count_kv", test::u32_value(1)}});
+  EXPECT_NE(msg.find("metadata 'llama.attention.head_count': " + std::to_string(n_embd / 2 + 1) + " does not divide embedding_length"),
+            std::string::npos) << msg;
+}
+
+TEST(Hyperparameters, AVocabularyThatDisagreesWithTheEmbeddingIsRefused) {
+  auto f = gguf::File::open(test::fixture("models/tiny-llama-q8_0.gguf"));
+  gguf::Value tokens = *f->find("tokenizer.ggml.tokens");
+  const size_t n = tokens.arr.size();
+  gguf::Value fewer = tokens;
+  fewer.arr.resize(n / 2);
+  gguf::Value more = tokens;
+  for (size_t k = 0; k < n; ++k) {
+    gguf::Value t = tokens.arr[0];
+    t.s = "<extra_" + std::to_string(k) + ">";
+    more.arr.push_back(t);
+  }
+  for (const gguf::Value* v : {&fewer, &more}) {
+    std::map<std::string, std::optional<gguf::Value>> meta{{"tokenizer.ggml.tokens", *v}};
+    for (const char* key : {"tokenizer.ggml.scores", "tokenizer.ggml.token_type"}) {
+      if (const gguf::Value* a = f->find(key)) {
+        gguf::Value resized = *a;
+        resized.arr.resize(v->arr.size(), a->arr.front());
+        meta[key] = resized;
+      }
+    }
+    const std::string msg = load_edited(meta);
+    EXPECT_NE(msg.find("the vocabulary has " + std::to_string(v->arr.size()) + " tokens (metadata 'tokenizer.ggml.tokens') "
+                       "but tensor 'token_embd.weight' has " + std::to_string(n) + " rows"),
+              std::string::npos) << msg;
+  }
+}
+
 }  // namespace ranklm

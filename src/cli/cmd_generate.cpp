@@ -132,7 +132,9 @@ int cmd_generate(const std::vector<std::string>& args) {
       logits.resize(static_cast<size_t>(model->hparams().n_vocab));
       step = [&](const int32_t* t, int64_t n, int64_t pos) {
         model->forward(t, n, pos, *cache, false, logits.data(), *pool);
-        return sampler->sample(logits.data(), model->hparams().n_vocab, ids);
+        const int32_t next = sampler->sample(logits.data(), model->hparams().n_vocab, ids);
+        if (next == kBadLogits) fail("the model's logits are NaN or infinite; its weights or hyperparameters are damaged");
+        return next;
       };
     }
     StreamDecoder dec(*tok);

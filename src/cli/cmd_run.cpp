@@ -60,9 +60,13 @@ batch::PromptFormat parse_format(const std::string& s) {
 }
 
 // The job on rank 0: every not-yet-done prompt through the scheduler, a record per request.
-void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf::File& meta,
+void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf::File& meta, int64_t n_vocab,
            std::vector<batch::PromptItem>& items, batch::ResultsFile& results) {
   auto tok = Tokenizer::from_gguf(meta);
+  if (tok->n_vocab() != n_vocab) {
+    fail("{}: the vocabulary has {} tokens (metadata 'tokenizer.ggml.tokens') but the model's embedding has {} rows; "
+         "the model is inconsistent (convert it again)", meta.path(), tok->n_vocab(), n_vocab);
+  }
   std::string model_name = o.model_name;
   if (model_name.empty()) model_name = meta.get_string_opt("general.name").value_or("ranklm");
   // The chat template, loaded on first use. A model without one fails every chat request with
@@ -156,6 +160,13 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
   };
   auto done = [&](runtime::Finished&& f) {
     const batch::PromptItem& it = items[static_cast<size_t>(f.id)];
+    if (f.finish_reason == "error") {
+      write_error(it, "model_error",
+                  fmt::format("{}: line {}: the model's logits were NaN or infinite after {} generated tokens; its weights "
+                              "or hyperparameters are damaged", o.prompts, it.line, f.tokens.size()), "");
+      texts.erase(f.id);
+      return;
+    }
     TextState& st = *texts.at(f.id);
     if (!st.stop.stopped()) {
       st.text += st.stop.push(st.dec.flush());
@@ -274,7 +285,8 @@ int cmd_run(const std::vector<std::string>& args) {
       std::fprintf(stderr, "ranklm run: %s: cut off a torn last line (%lld bytes) left by an interrupted job\n",
                    o.out.c_str(), static_cast<long long>(results->torn_bytes()));
     }
-    drive(o, *job->exec, static_cast<int>(job->rank_file.plan.stages.size()), *job->rank_file.file, items, *results);
+    drive(o, *job->exec, static_cast<int>(job->rank_file.plan.stages.size()), *job->rank_file.file, mid.n_vocab, items,
+          *results);
     job->exec->stop();
     return kExitOk;
   });

@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -83,6 +84,13 @@ HParams read_common_hparams(const gguf::File& f, const std::string& arch) {
   hp.n_head_kv = f.get_int_opt(p + "attention.head_count_kv").value_or(hp.n_head);
   hp.n_ctx_train = f.get_int_opt(p + "context_length").value_or(4096);
   hp.rms_eps = static_cast<float>(f.get_float(p + "attention.layer_norm_rms_epsilon"));
+  if (!(hp.rms_eps > 0 && hp.rms_eps < 1)) {
+    fail("{}: metadata '{}attention.layer_norm_rms_epsilon': {} must be a small positive number (typically 1e-5 or "
+         "1e-6); the file is damaged or badly converted", f.path(), p, hp.rms_eps);
+  }
+  if (hp.n_ctx_train < 1 || hp.n_ctx_train > (int64_t{1} << 24)) {
+    fail("{}: metadata '{}context_length': {} out of range 1..{}", f.path(), p, hp.n_ctx_train, int64_t{1} << 24);
+  }
   auto check_pos = [&](const char* key, int64_t v, int64_t hi) {
     if (v <= 0 || v > hi) fail("{}: metadata '{}{}': {} out of range 1..{}", f.path(), p, key, v, hi);
   };
@@ -95,13 +103,22 @@ HParams read_common_hparams(const gguf::File& f, const std::string& arch) {
     fail("{}: metadata '{}attention.head_count_kv': {} does not divide head_count {}", f.path(), p,
          hp.n_head_kv, hp.n_head);
   }
-  hp.head_dim = f.get_int_opt(p + "attention.key_length").value_or(hp.n_embd / hp.n_head);
+  const std::optional<int64_t> key_length = f.get_int_opt(p + "attention.key_length");
+  if (!key_length && hp.n_embd % hp.n_head != 0) {
+    fail("{}: metadata '{}attention.head_count': {} does not divide embedding_length {} (and there is no "
+         "attention.key_length to give the head size)", f.path(), p, hp.n_head, hp.n_embd);
+  }
+  hp.head_dim = key_length.value_or(hp.n_embd / hp.n_head);
   check_pos("attention.key_length", hp.head_dim, 1 << 14);
   if (auto vl = f.get_int_opt(p + "attention.value_length"); vl && *vl != hp.head_dim) {
     fail("{}: metadata '{}attention.value_length': {} differs from key_length {} (not supported)",
          f.path(), p, *vl, hp.head_dim);
   }
-  hp.rope.freq_base = static_cast<float>(f.get_float_opt(p + "rope.freq_base").value_or(10000.0));
+  const double freq_base = f.get_float_opt(p + "rope.freq_base").value_or(10000.0);
+  if (!(freq_base > 0 && freq_base < 1e12)) {
+    fail("{}: metadata '{}rope.freq_base': {} must be a positive number (typically 1e4 to 1e6)", f.path(), p, freq_base);
+  }
+  hp.rope.freq_base = static_cast<float>(freq_base);
   hp.rope.n_dims = static_cast<int>(f.get_int_opt(p + "rope.dimension_count").value_or(hp.head_dim));
   if (hp.rope.n_dims <= 0 || hp.rope.n_dims > hp.head_dim || hp.rope.n_dims % 2 != 0) {
     fail("{}: metadata '{}rope.dimension_count': {} must be even and in 2..{}", f.path(), p,
@@ -111,7 +128,7 @@ HParams read_common_hparams(const gguf::File& f, const std::string& arch) {
   const std::string scaling = f.get_string_opt(p + "rope.scaling.type").value_or("none");
   const double factor = f.get_float_opt(p + "rope.scaling.factor").value_or(1.0);
   if (scaling == "linear") {
-    if (factor <= 0) fail("{}: metadata '{}rope.scaling.factor': {} must be > 0", f.path(), p, factor);
+    if (!(factor > 0 && factor < 1e6)) fail("{}: metadata '{}rope.scaling.factor': {} must be > 0", f.path(), p, factor);
     hp.rope.freq_scale = static_cast<float>(1.0 / factor);
   } else if (scaling == "yarn" || scaling == "longrope") {
     fail("{}: metadata '{}rope.scaling.type': '{}' is not supported yet", f.path(), p, scaling);
@@ -185,6 +202,15 @@ void load_decoder_weights(const gguf::File& f, Model& m) {
   ModelPart& pt = m.part_;
   settle_part(f, hp, pt);
   hp.n_vocab = vocab_size(f);
+  // The tokenizer and the embedding must agree: a sampled id past either reads out of bounds.
+  if (const gguf::Value* v = f.find("tokenizer.ggml.tokens"); v && v->type == gguf::ValueType::ARRAY) {
+    const gguf::TensorInfo* emb = f.find_tensor("token_embd.weight");
+    const int64_t n_tok = static_cast<int64_t>(v->arr.size());
+    if (emb && emb->ne.size() == 2 && emb->ne[1] != n_tok) {
+      fail("{}: the vocabulary has {} tokens (metadata 'tokenizer.ggml.tokens') but tensor 'token_embd.weight' has "
+           "{} rows; the file is inconsistent (convert the model again)", f.path(), n_tok, emb->ne[1]);
+    }
+  }
   hp.tied_output = !f.find_tensor("output.weight") && (pt.embed || pt.head) ? true : false;
   if (pt.embed || (pt.head && hp.tied_output)) {
     const gguf::TensorInfo& emb = f.tensor("token_embd.weight");
@@ -408,6 +434,22 @@ void Model::run_layers(float* x, int64_t n_tok, int64_t pos0, KvCache& cache, ke
   run_layers(x, &one, 1, pool);
 }
 
+namespace {
+
+// A hidden state holding NaN or infinity (damaged weights or hyperparameters) would be hidden
+// by the quantized kernels, which turn such activations into ordinary integers: its logits row
+// is made NaN, so the sampler reports it instead of picking text from garbage.
+void mark_non_finite_rows(const float* normed, int64_t n_rows, int64_t n_embd, float* logits, int64_t n_vocab) {
+  for (int64_t i = 0; i < n_rows; ++i) {
+    const float* h = normed + i * n_embd;
+    float sum = 0;
+    for (int64_t k = 0; k < n_embd; ++k) sum += h[k] * 0.0f;  // 0 unless some h[k] is NaN or infinite
+    if (sum != 0.0f || std::isnan(sum)) std::fill(logits + i * n_vocab, logits + (i + 1) * n_vocab, std::nanf(""));
+  }
+}
+
+}  // namespace
+
 void Model::head(const float* x, const int64_t* rows, int64_t n_rows, float* logits, kern::ThreadPool& pool) {
   const HParams& hp = hp_;
   if (!output.data) fail("this rank holds no output head (it is not on the last pipeline stage)");
@@ -426,9 +468,11 @@ void Model::head(const float* x, const int64_t* rows, int64_t n_rows, float* log
     for (int64_t i = 0; i < n_rows; ++i) {
       kern::matmul(w, normed.data() + i * hp.n_embd, 1, logits + i * w.rows, pool, scratch_);
     }
+    mark_non_finite_rows(normed.data(), n_rows, hp.n_embd, logits, w.rows);
     return;
   }
   kern::matmul(w, normed.data(), n_rows, logits, pool, scratch_);
+  mark_non_finite_rows(normed.data(), n_rows, hp.n_embd, logits, w.rows);
 }
 
 void Model::forward(const int32_t* tokens, int64_t n_tok, int64_t pos0, KvCache& cache,

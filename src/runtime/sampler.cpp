@@ -9,6 +9,10 @@
 namespace ranklm {
 
 int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history) {
+  for (int64_t i = 0; i < n_vocab; ++i) {
+    // NaN or +inf: the weights or hyperparameters are damaged; no token can be picked honestly.
+    if (std::isnan(logits[i]) || logits[i] == std::numeric_limits<float>::infinity()) return kBadLogits;
+  }
   std::vector<float> l(logits, logits + n_vocab);
   if (p_.repeat_penalty != 1.0f && p_.repeat_last_n != 0) {
     const size_t n = p_.repeat_last_n < 0 ? history.size()

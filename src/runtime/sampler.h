@@ -18,10 +18,14 @@ struct SamplingParams {
   uint64_t seed = 0;
 };
 
+// What sample() returns for logits that hold NaN or +infinity (a damaged model).
+constexpr int32_t kBadLogits = -1;
+
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {}
   // Picks the next token from logits [n_vocab]; `history` feeds the repetition penalty.
+  // kBadLogits when a logit is NaN or +infinity.
   int32_t sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history);
 
  private:

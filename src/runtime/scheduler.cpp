@@ -87,6 +87,10 @@ void Scheduler::run(const std::function<std::optional<Request>()>& next, const s
       if (sl.fed < static_cast<int64_t>(sl.req->prompt.size())) continue;  // a prompt chunk before its end
       const int32_t tok = sampled.at(row++);
       if (sl.out.empty()) sl.t_first = clock::now();
+      if (tok == kBadLogits) {  // NaN logits: this request ends as an error, the others run on
+        finish(sl, "error");
+        continue;
+      }
       const bool is_end = std::find(sl.req->end_tokens.begin(), sl.req->end_tokens.end(), tok) != sl.req->end_tokens.end();
       if (is_end) {
         finish(sl, "stop");

@@ -32,7 +32,7 @@ struct Request {
 struct Finished {
   int64_t id = 0;
   std::vector<int32_t> tokens;  // generated, the end token excluded
-  std::string finish_reason;    // "stop" or "length"
+  std::string finish_reason;    // "stop", "length", or "error" (the model's logits were NaN)
   int64_t n_prompt = 0;
   double first_token_s = 0;     // from admission to the first generated token
   double total_s = 0;           // from admission to the end

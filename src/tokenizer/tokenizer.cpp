@@ -227,7 +227,7 @@ int32_t Tokenizer::find_token(const std::string& text) const {
 }
 
 bool Tokenizer::is_eog(int32_t id) const {
-  if (id < 0) return false;
+  if (id < 0 || id >= n_vocab()) return false;
   if (id == eos_ || id == eot_) return true;
   const std::string& s = tokens_[id].text;
   return tokens_[id].type == TokenType::Control &&
