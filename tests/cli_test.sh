@@ -16,7 +16,7 @@ check "corrupt gguf exits 1" "[ $rc -eq 1 ]"
 check "corrupt gguf: one line naming file and field" \
   "[ \$(wc -l < '$tmp/err') -eq 1 ] && grep -q '$tmp/bad.gguf' '$tmp/err' && grep -q 'header.magic' '$tmp/err'"
 "$bin" logits --model "$fixtures/models/tiny-llama-q4_0.gguf" --tokens 1,2,x > /dev/null 2> "$tmp/err"; rc=$?
-check "bad --tokens exits 1 naming the value" "[ $rc -eq 1 ] && grep -q \"'x'\" '$tmp/err'"
+check "bad --tokens exits 2 naming the value" "[ $rc -eq 2 ] && grep -q \"'x'\" '$tmp/err'"
 "$bin" generate > /dev/null 2>&1; rc=$?
 check "missing options exit 2" "[ $rc -eq 2 ]"
 m="$fixtures/models/tiny-llama-q8_0.gguf"
@@ -61,7 +61,7 @@ check "bench -o json: one row per threads x test with llama-bench fields" \
 "$bin" bench -m "$tmp/s1.gguf" -t 1 -p 8 -n 0 -r 1 -o csv > "$tmp/b.csv" 2> /dev/null
 check "bench -o csv: header and one row" "[ \$(wc -l < '$tmp/b.csv') -eq 2 ] && head -1 '$tmp/b.csv' | grep -q 'n_threads,n_prompt,n_gen'"
 "$bin" bench -m "$tmp/s1.gguf" -p 8,x > /dev/null 2> "$tmp/err"; rc=$?
-check "bench: bad list value exits 1 naming it" "[ $rc -eq 1 ] && grep -q \"'x'\" '$tmp/err'"
+check "bench: bad list value exits 2 naming it" "[ $rc -eq 2 ] && grep -q \"'x'\" '$tmp/err'"
 
 # ranklm plan: table, JSON written whole, refusals.
 "$bin" plan -m "$m" -n 4 --tp 2 -o "$tmp/plan.json" > "$tmp/plan.txt" 2> "$tmp/err"; rc=$?
@@ -120,6 +120,41 @@ check "logits --shards of a 2-rank plan in a 1-rank job exits 1 naming both coun
 "$bin" inspect "$tmp/shards/rank-00001.h5" > "$tmp/insp.txt" 2> /dev/null
 check "inspect on a shard: its place in the plan and its tensors" \
   "grep -q 'rank 1 of 2: stage 1' '$tmp/insp.txt' && grep -q 'output_norm.weight' '$tmp/insp.txt' && ! grep -q 'blk.0.attn_q' '$tmp/insp.txt'"
+
+# --- bad command-line values exit 2 naming the option and the bound ---------------------------
+for a in "--temp nan" "--top-p 2" "--top-k -1" "--min-p 5" "--repeat-penalty 0" "-c -1"; do
+  "$bin" generate -m "$m" -p hi -n 2 $a > /dev/null 2> "$tmp/err"; rc=$?
+  opt="${a%% *}"; [ "$opt" = "-c" ] && opt="--ctx-size"
+  check "generate $a exits 2 naming $opt" "[ $rc -eq 2 ] && grep -q -- '$opt: ' '$tmp/err'"
+done
+"$bin" run -m "$m" -f /dev/null -o "$tmp/r.jsonl" --top-p 2 > /dev/null 2> "$tmp/err"; rc=$?
+check "run --top-p 2 exits 2 before reading anything" "[ $rc -eq 2 ] && grep -q -- '--top-p: 2 must be in (0, 1]' '$tmp/err' && [ ! -e '$tmp/r.jsonl' ]"
+"$bin" logits -m "$m" --tokens 1,,2 > /dev/null 2> "$tmp/err"; rc=$?
+check "--tokens 1,,2 exits 2 naming the empty item" "[ $rc -eq 2 ] && grep -q \"'' is not an integer\" '$tmp/err'"
+"$bin" generate -m "$m" -p hi -n 2 -t 100000 > /dev/null 2> "$tmp/err"; rc=$?
+check "-t 100000 is capped at the usable cores" "[ $rc -eq 0 ] && grep -q 'using $(nproc)' '$tmp/err'"
+printf 'hello\n' > "$tmp/p.txt"
+"$bin" run -m "$m" -f "$tmp/p.txt" -o "$tmp/r2.jsonl" --parallel 1000000 -n 2 > /dev/null 2> "$tmp/err"; rc=$?
+check "--parallel 1000000: refused with the KV cache size before allocating" \
+  "[ $rc -eq 2 ] && grep -q 'the KV cache for 1000000 sequences' '$tmp/err' && grep -q 'lower --parallel or --ctx-size' '$tmp/err'"
+"$bin" run -m "$m" -f "$tmp/p.txt" -o "$tmp/r3.jsonl" -c 100000 -n 2 --progress none > /dev/null 2> "$tmp/err"; rc=$?
+check "a context past the trained one runs with a warning" "[ $rc -eq 0 ] && grep -q 'more than the model was trained on' '$tmp/err'"
+"$bin" run -m "$m" -f "$tmp" -o "$tmp/r4.jsonl" > /dev/null 2> "$tmp/err"; rc=$?
+check "--prompts DIR: says it is a directory" "[ $rc -eq 1 ] && grep -q 'the prompt file is a directory' '$tmp/err'"
+"$bin" plan -m "$m" -n 2 -o "$tmp" > /dev/null 2> "$tmp/err"; rc=$?
+check "plan -o DIR: says it is a directory, leaves no partial file" \
+  "[ $rc -eq 1 ] && grep -q 'is a directory' '$tmp/err' && ! ls '$tmp' | grep -q partial"
+
+# --- file contents never reach the terminal as control bytes -----------------------------------
+python3 - "$tmp/esc.gguf" <<'PY'
+import struct, sys
+def s(b): return struct.pack("<Q", len(b)) + b
+kv = s(b"general.name") + struct.pack("<I", 8) + s(b"evil\x1b]0;pwned\x07\x1b[2J name")
+open(sys.argv[1], "wb").write(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + kv)
+PY
+"$bin" inspect "$tmp/esc.gguf" > "$tmp/esc.txt" 2>&1; rc=$?
+check "inspect shows ESC and BEL from metadata as \\xNN" \
+  "[ $rc -eq 0 ] && ! grep -q \$'\\x1b' '$tmp/esc.txt' && ! grep -q \$'\\x07' '$tmp/esc.txt' && grep -qF 'evil\\x1b]0;pwned\\x07' '$tmp/esc.txt'"
 
 echo "$((total - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 
 #include <chrono>
@@ -51,11 +52,14 @@ std::vector<int> parse_ranks(const std::string& s, int world) {
     char* end = nullptr;
     const long r = std::strtol(item.c_str(), &end, 10);
     if (*end != '\0' || r < 0 || r >= world) {
-      fail("--ranks: '{}' is not a rank of this plan (0..{})", item, world - 1);
+      usage_fail("--ranks: '{}' is not a rank of this plan (0..{})", item, world - 1);
+    }
+    if (std::find(out.begin(), out.end(), static_cast<int>(r)) != out.end()) {
+      usage_fail("--ranks: rank {} is listed twice (two writers would race on one shard)", r);
     }
     out.push_back(static_cast<int>(r));
   }
-  if (out.empty()) fail("--ranks: empty list");
+  if (out.empty()) usage_fail("--ranks: empty list");
   return out;
 }
 
@@ -180,7 +184,7 @@ int run(int argc, char** argv) {
   }
   std::filesystem::create_directories(dir);
 
-  if (jobs < 0) fail("--jobs: {} is not a number of processes (1 or more, 0 for the usable cores)", jobs);
+  if (jobs < 0) usage_fail("--jobs: {} is not a number of processes (1 or more, 0 for the usable cores)", jobs);
   write_ranks(*f, p, ranks, dir, jobs == 0 ? usable_cores() : jobs);
 
   // The manifest: the plan and every shard whose record is in DIR (this run's and earlier ones

@@ -12,7 +12,7 @@ ProgressMode parse_progress_mode(const std::string& s) {
   if (s == "bar") return ProgressMode::kBar;
   if (s == "log") return ProgressMode::kLog;
   if (s == "none") return ProgressMode::kNone;
-  fail("--progress: '{}' is not a mode (auto, bar, log or none)", s);
+  usage_fail("--progress: '{}' is not a mode (auto, bar, log or none)", s);
 }
 
 namespace {

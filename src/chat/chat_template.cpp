@@ -88,6 +88,34 @@ const BuiltinTemplate& builtin_template(std::string_view name) {
   fail("unknown built-in chat template '{}' (known: chatml, llama3, gemma3)", name);
 }
 
+std::vector<int32_t> ChatTemplate::encode(const Tokenizer& tok, const std::vector<Message>& messages,
+                                          bool add_generation_prompt, bool content_specials) const {
+  bool marked = false;
+  if (!content_specials) {
+    for (const Message& m : messages) marked = marked || tok.has_control_text(m.content);
+  }
+  if (!marked) {
+    const std::string text = apply(messages, add_generation_prompt);
+    return tok.encode(text, needs_bos(tok, text), true);
+  }
+  // Some content holds control-token text: render with every content between literal markers
+  // (any markers already in it removed), so only the template's own text makes control tokens.
+  std::vector<Message> wrapped = messages;
+  for (Message& m : wrapped) {
+    std::string c;
+    for (size_t at = 0; at < m.content.size();) {
+      if (m.content.compare(at, 3, Tokenizer::kLiteralBegin) == 0 || m.content.compare(at, 3, Tokenizer::kLiteralEnd) == 0) {
+        at += 3;
+      } else {
+        c += m.content[at++];
+      }
+    }
+    m.content = std::string(Tokenizer::kLiteralBegin) + c + Tokenizer::kLiteralEnd;
+  }
+  const std::string text = apply(wrapped, add_generation_prompt);
+  return tok.encode_with_literals(text, needs_bos(tok, text));
+}
+
 bool needs_bos(const Tokenizer& tok, const std::string& text) {
   const std::string bos = token_or_empty(tok, tok.bos());
   return bos.empty() || text.rfind(bos, 0) != 0;

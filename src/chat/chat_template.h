@@ -49,6 +49,12 @@ class ChatTemplate {
   // Renders the conversation (add_generation_prompt: end with the assistant's turn header).
   std::string apply(const std::vector<Message>& messages, bool add_generation_prompt) const;
 
+  // The conversation as tokens: rendered, with BOS added unless the template wrote it. Control-
+  // token texts typed inside a message's content stay text (no injected turns), unless
+  // `content_specials` (the request asks for them).
+  std::vector<int32_t> encode(const Tokenizer& tok, const std::vector<Message>& messages, bool add_generation_prompt,
+                              bool content_specials = false) const;
+
   const std::string& origin() const { return origin_; }
 
  private:

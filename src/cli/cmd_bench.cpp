@@ -335,15 +335,15 @@ int cmd_bench(const std::vector<std::string>& args) {
                      args, vm)) {
     return kExitOk;
   }
-  if (out != "md" && out != "csv" && out != "json") fail("--output: '{}' (expected md, csv or json)", out);
-  if (reps < 1) fail("--repetitions: {} must be >= 1", reps);
+  if (out != "md" && out != "csv" && out != "json") usage_fail("--output: '{}' (expected md, csv or json)", out);
+  if (reps < 1) usage_fail("--repetitions: {} must be >= 1", reps);
   const auto threads = parse_int_list<int>("--threads", threads_s, 1, 4096);
   const auto pps = parse_int_list<int64_t>("--n-prompt", pp_s, 0, 1 << 20);
   const auto tgs = parse_int_list<int64_t>("--n-gen", tg_s, 0, 1 << 20);
-  if (threads.empty()) fail("--threads: empty list");
-  if (models.empty() == shards.empty()) fail("give exactly one of --model and --shards");
+  if (threads.empty()) usage_fail("--threads: empty list");
+  if (models.empty() == shards.empty()) usage_fail("give exactly one of --model and --shards");
   if (!shards.empty()) {
-    if (threads.size() != 1) fail("--threads: with --shards give one thread count (each rank's)");
+    if (threads.size() != 1) usage_fail("--threads: with --shards give one thread count (each rank's)");
     const auto npls = parse_int_list<int64_t>("--npl", npl_s, 1, 4096);
     const comm::Compression z = parse_compression(allreduce);
     return with_world("bench", [&](comm::World& world) {

@@ -56,11 +56,13 @@ int cmd_generate(const std::vector<std::string>& args) {
       ("ctx-size,c", po::value<int>(&ctx)->default_value(0), "context size (0 = prompt + n-predict)");
   po::variables_map vm;
   if (!parse_options("generate", "(--model M.gguf | --shards DIR) --prompt TEXT [options]", desc, args, vm)) return kExitOk;
-  if (model_path.empty() == shards.empty()) fail("give exactly one of --model and --shards");
-  if (n_predict < 0) fail("--n-predict: {} must be >= 0", n_predict);
-  if (threads < 1) fail("--threads: {} must be >= 1", threads);
-  if (sp.temperature < 0) fail("--temp: {} must be >= 0", sp.temperature);
-  if (!chat && (!system.empty() || !template_path.empty())) fail("--system and --chat-template need --chat");
+  if (model_path.empty() == shards.empty()) usage_fail("give exactly one of --model and --shards");
+  if (n_predict < 0) usage_fail("--n-predict: {} must be >= 0", n_predict);
+  if (threads < 1) usage_fail("--threads: {} must be >= 1", threads);
+  if (ctx < 0 || ctx > (1 << 24)) usage_fail("--ctx-size: {} must be in 0..{} (0 = prompt + n-predict)", ctx, 1 << 24);
+  check_sampling(sp);
+  threads = usable_threads(threads, default_threads());
+  if (!chat && (!system.empty() || !template_path.empty())) usage_fail("--system and --chat-template need --chat");
 
   auto run = [&](comm::World* world) -> int {
     // Under mpirun with --shards every rank loads its part; rank 0 tokenizes, samples and prints,

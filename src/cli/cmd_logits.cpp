@@ -30,9 +30,9 @@ int cmd_logits(const std::vector<std::string>& args) {
   if (!parse_options("logits", "(--model M.gguf | --shards DIR) --tokens 1,5,9 [--greedy N]", desc, args, vm)) {
     return kExitOk;
   }
-  if (model_path.empty() == shards.empty()) fail("give exactly one of --model and --shards");
-  if (greedy < 0) fail("--greedy: {} must be >= 0", greedy);
-  if (threads < 1) fail("--threads: {} must be >= 1", threads);
+  if (model_path.empty() == shards.empty()) usage_fail("give exactly one of --model and --shards");
+  if (greedy < 0) usage_fail("--greedy: {} must be >= 0", greedy);
+  threads = usable_threads(threads, default_threads());
 
   const auto prompt = parse_int_list<int32_t>("--tokens", tokens, 0, INT32_MAX);
   const comm::Compression z = parse_compression(allreduce);

@@ -60,14 +60,14 @@ int cmd_plan(const std::vector<std::string>& args) {
     return kExitOk;
   }
   const auto layers = parse_int_list<int64_t>("--layers", layers_s, 1, 1 << 20);
-  if (tp_mode != "exact" && tp_mode != "sum") fail("--tp-mode: '{}' is not a TP mode (exact or sum)", tp_mode);
+  if (tp_mode != "exact" && tp_mode != "sum") usage_fail("--tp-mode: '{}' is not a TP mode (exact or sum)", tp_mode);
   if (po_.n_ctx < 1 || po_.n_seq < 1 || !(po_.memory_fraction > 0 && po_.memory_fraction <= 1)) {
-    fail("--ctx-size and --parallel must be >= 1 and --memory-fraction in (0, 1]");
+    usage_fail("--ctx-size and --parallel must be >= 1 and --memory-fraction in (0, 1]");
   }
   const bool probe = comm::launched_by_mpi() && inventory.empty();
-  if (!probe && inventory.empty() && ranks < 1) fail("--ranks: give the number of ranks (or run under mpirun, or give --inventory)");
+  if (!probe && inventory.empty() && ranks < 1) usage_fail("--ranks: give the number of ranks (or run under mpirun, or give --inventory)");
   if ((probe || !inventory.empty()) && (pp != 0 || !layers.empty())) {
-    fail("--pp and --layers make an even or given split; a placed plan (mpirun or --inventory) chooses them itself");
+    usage_fail("--pp and --layers make an even or given split; a placed plan (mpirun or --inventory) chooses them itself");
   }
   auto f = gguf::File::open(model);
   plan::Plan p;
@@ -91,7 +91,7 @@ int cmd_plan(const std::vector<std::string>& args) {
     const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
     if (j.is_discarded()) fail("{}: not valid JSON", inventory);
     const plan::Inventory inv = plan::inventory_from_json(j, inventory);
-    if (ranks > 0 && ranks != static_cast<int>(inv.ranks.size())) fail("--ranks {} but {} lists {} ranks", ranks, inventory, inv.ranks.size());
+    if (ranks > 0 && ranks != static_cast<int>(inv.ranks.size())) usage_fail("--ranks {} but {} lists {} ranks", ranks, inventory, inv.ranks.size());
     p = plan::place(plan::model_identity(*f), plan::model_sizes(*f), plan::tp_shape(*f), inv, po_with_tp(po_, tp));
   } else {
     p = plan::make_plan(plan::model_identity(*f), ranks, pp, tp, layers);

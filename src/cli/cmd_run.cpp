@@ -56,7 +56,7 @@ batch::PromptFormat parse_format(const std::string& s) {
   if (s == "auto") return batch::PromptFormat::kAuto;
   if (s == "text") return batch::PromptFormat::kText;
   if (s == "jsonl") return batch::PromptFormat::kJsonl;
-  fail("--format: '{}' is not a prompt format (auto, text or jsonl)", s);
+  usage_fail("--format: '{}' is not a prompt format (auto, text or jsonl)", s);
 }
 
 // The job on rank 0: every not-yet-done prompt through the scheduler, a record per request.
@@ -123,8 +123,6 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
         }
         r.prompt = it.prompt_ids;
       } else {
-        std::string text = it.prompt;
-        bool add_special = true;
         if (it.endpoint == batch::Endpoint::kChat) {
           try {
             std::vector<chat::Message> msgs;
@@ -132,14 +130,14 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
               msgs.push_back({"system", o.system});
             }
             msgs.insert(msgs.end(), it.messages.begin(), it.messages.end());
-            text = chat_template().apply(msgs, true);
+            r.prompt = chat_template().encode(*tok, msgs, true);
           } catch (const Error& e) {
             write_error(it, "invalid_request", fmt::format("{}: line {}: {}", o.prompts, it.line, e.what()), "body.messages");
             continue;
           }
-          add_special = chat::needs_bos(*tok, text);
+        } else {
+          r.prompt = tok->encode(it.prompt, true, true);
         }
-        r.prompt = tok->encode(text, add_special, true);
       }
       r.max_tokens = it.o.max_tokens.value_or(o.max_tokens);
       r.sampling = o.sp;
@@ -234,18 +232,21 @@ int cmd_run(const std::vector<std::string>& args) {
   if (!parse_options("run", "(--shards DIR | -m M.gguf) --prompts FILE --out RESULTS.jsonl [--resume] [options]", desc, args, vm)) {
     return kExitOk;
   }
-  if (o.model_path.empty() == o.shards.empty()) fail("give exactly one of --shards and --model");
-  if (o.max_tokens < 1) fail("--max-tokens: {} must be >= 1", o.max_tokens);
-  if (o.sp.temperature < 0) fail("--temp: {} must be >= 0", o.sp.temperature);
-  if (o.ctx < 2) fail("--ctx-size: {} must be >= 2", o.ctx);
-  if (o.parallel < 1) fail("--parallel: {} must be >= 1", o.parallel);
-  if (o.threads < 1) fail("--threads: {} must be >= 1", o.threads);
-  if (o.prefill_chunk < 1) fail("--prefill-chunk: {} must be >= 1", o.prefill_chunk);
-  if (!(o.progress_interval > 0)) fail("--progress-interval: {} must be > 0", o.progress_interval);
+  if (o.model_path.empty() == o.shards.empty()) usage_fail("give exactly one of --shards and --model");
+  if (o.max_tokens < 1) usage_fail("--max-tokens: {} must be >= 1", o.max_tokens);
+  if (o.sp.temperature < 0) usage_fail("--temp: {} must be >= 0", o.sp.temperature);
+  if (o.ctx < 2) usage_fail("--ctx-size: {} must be >= 2", o.ctx);
+  if (o.parallel < 1) usage_fail("--parallel: {} must be >= 1", o.parallel);
+  if (o.threads < 1) usage_fail("--threads: {} must be >= 1", o.threads);
+  if (o.prefill_chunk < 1) usage_fail("--prefill-chunk: {} must be >= 1", o.prefill_chunk);
+  if (!(o.progress_interval > 0)) usage_fail("--progress-interval: {} must be > 0", o.progress_interval);
+  if (o.ctx > (1 << 24)) usage_fail("--ctx-size: {} is more than {}", o.ctx, 1 << 24);
+  check_sampling(o.sp);
+  o.threads = usable_threads(o.threads, default_threads());
   const batch::PromptFormat format = parse_format(o.format);
   batch::parse_progress_mode(o.progress);
   if (o.chat && batch::resolve_format(format, o.prompts) == batch::PromptFormat::kJsonl) {
-    fail("--chat is for text prompt files; a JSONL request says its endpoint in its url");
+    usage_fail("--chat is for text prompt files; a JSONL request says its endpoint in its url");
   }
   const comm::Compression z = parse_compression(o.allreduce);
 

@@ -1,6 +1,12 @@
 #include "cli/distributed.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
+#include <string>
 
 #include "cli/watchdog.h"
 #include "plan/identity.h"
@@ -36,7 +42,62 @@ std::unique_ptr<ShardJob> load_model_job(comm::World& world, const std::string& 
   return job;
 }
 
+namespace {
+
+// What this process may still allocate: the kernel's MemAvailable, lowered by a cgroup (v2 or
+// v1) memory limit and by an address-space limit (ulimit -v, less what is mapped already).
+int64_t available_memory_bytes() {
+  int64_t avail = INT64_MAX;
+  if (std::FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char key[64];
+    long long kb = 0;
+    while (std::fscanf(f, "%63s %lld kB\n", key, &kb) == 2) {
+      if (std::string(key) == "MemAvailable:") avail = kb * 1024;
+    }
+    std::fclose(f);
+  }
+  for (const char* path : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    if (std::FILE* f = std::fopen(path, "r")) {
+      long long lim = 0;
+      if (std::fscanf(f, "%lld", &lim) == 1 && lim > 0) avail = std::min<int64_t>(avail, lim);
+      std::fclose(f);
+    }
+  }
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    long long vm_kb = 0;
+    if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+      long long pages = 0;
+      if (std::fscanf(f, "%lld", &pages) == 1) vm_kb = pages * (::sysconf(_SC_PAGESIZE) / 1024);
+      std::fclose(f);
+    }
+    avail = std::min<int64_t>(avail, static_cast<int64_t>(rl.rlim_cur) - vm_kb * 1024);
+  }
+  return avail;
+}
+
+std::string gib(int64_t bytes) {
+  const double b = static_cast<double>(bytes);
+  return b >= (1ull << 30) ? fmt::format("{:.2f} GiB", b / (1ull << 30)) : fmt::format("{:.1f} MiB", b / (1ull << 20));
+}
+
+}  // namespace
+
 void start_executor(comm::World& world, ShardJob& job, int n_slots, int64_t n_ctx, comm::Compression z) {
+  // The KV cache is allocated up front: work out its size first and refuse what cannot fit.
+  const int64_t per_slot = job.model->kv_cache_bytes(n_ctx);
+  const int64_t need = per_slot > 0 && n_slots > INT64_MAX / per_slot ? INT64_MAX : per_slot * n_slots;
+  const int64_t avail = available_memory_bytes();
+  if (need > avail) {
+    usage_fail("the KV cache for {} sequences (--parallel) of {} positions (--ctx-size) needs {} on rank {} ({} per "
+               "sequence), more than the {} this process may still allocate; lower --parallel or --ctx-size",
+               n_slots, n_ctx, gib(need), world.comm().rank(), gib(per_slot), gib(avail));
+  }
+  if (world.comm().rank() == 0 && n_ctx > job.model->hparams().n_ctx_train) {
+    std::fprintf(stderr, "ranklm: warning: a context of %lld positions is more than the model was trained on (%lld); "
+                 "text past that point degrades\n", static_cast<long long>(n_ctx),
+                 static_cast<long long>(job.model->hparams().n_ctx_train));
+  }
   if (z != comm::Compression::kNone && job.rank_file.plan.tp_mode == plan::TpMode::kExact) {
     fail("--allreduce q8_0: the plan's TP mode is exact, which gathers instead of reducing; "
          "make the plan with --tp-mode sum (and repack) to compress the allreduce");
@@ -49,6 +110,7 @@ void start_executor(comm::World& world, ShardJob& job, int n_slots, int64_t n_ct
   if (c.size() > 1) {
     char ready = 1;
     if (c.rank() == 0) {
+      Watchdog::hold(true);  // these waits have their own deadline, and name the rank that is late
       const auto keep = c.timeout();
       c.set_timeout(std::chrono::milliseconds(static_cast<int64_t>(Watchdog::start_timeout_s() * 1000)));
       for (int r = 1; r < c.size(); ++r) {
@@ -56,6 +118,7 @@ void start_executor(comm::World& world, ShardJob& job, int n_slots, int64_t n_ct
                "is its file system hung?)");
       }
       c.set_timeout(keep);
+      Watchdog::hold(false);
     } else {
       c.send(&ready, 1, 0, comm::Tag::kControl, "this rank's ready message");
     }
@@ -89,7 +152,7 @@ int with_world(const std::string& cmd, const std::function<int(comm::World&)>& b
 comm::Compression parse_compression(const std::string& s) {
   if (s == "f32") return comm::Compression::kNone;
   if (s == "q8_0") return comm::Compression::kQ8_0;
-  fail("--allreduce: '{}' is not a payload type (f32 or q8_0)", s);
+  usage_fail("--allreduce: '{}' is not a payload type (f32 or q8_0)", s);
 }
 
 }  // namespace ranklm::cli

@@ -76,6 +76,9 @@ int dispatch(int argc, char** argv) {
   } catch (const boost::program_options::error& e) {
     std::fprintf(stderr, "ranklm %s: %s (see 'ranklm %s --help')\n", cmd.c_str(), e.what(), cmd.c_str());
     return kExitUsage;
+  } catch (const ranklm::UsageError& e) {
+    std::fprintf(stderr, "ranklm %s: %s (see 'ranklm %s --help')\n", cmd.c_str(), e.what(), cmd.c_str());
+    return kExitUsage;
   } catch (const ranklm::Error& e) {
     std::fprintf(stderr, "ranklm %s: error: %s\n", cmd.c_str(), e.what());
     return kExitError;

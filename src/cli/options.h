@@ -2,11 +2,13 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <cstdio>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "runtime/sampler.h"
 #include "util/error.h"
 
 namespace ranklm::cli {
@@ -53,7 +55,12 @@ template <typename T>
 std::vector<T> parse_int_list(const std::string& opt, const std::string& s, long long lo,
                               long long hi) {
   std::vector<T> out;
-  for (const std::string& item : split_list(s)) {
+  std::vector<std::string> items;
+  std::stringstream ss(s);
+  std::string piece;
+  while (std::getline(ss, piece, ',')) items.push_back(piece);
+  if (!s.empty() && s.back() == ',') items.push_back("");
+  for (const std::string& item : items) {
     size_t used = 0;
     long long v = 0;
     try {
@@ -61,12 +68,34 @@ std::vector<T> parse_int_list(const std::string& opt, const std::string& s, long
     } catch (const std::exception&) {
       used = 0;
     }
-    if (used != item.size() || v < lo || v > hi) {
-      fail("{}: '{}' is not an integer in {}..{} (expected a comma-separated list)", opt, item, lo, hi);
+    if (item.empty() || used != item.size() || v < lo || v > hi) {
+      usage_fail("{}: '{}' is not an integer in {}..{} (expected a comma-separated list)", opt, item, lo, hi);
     }
     out.push_back(static_cast<T>(v));
   }
   return out;
+}
+
+// The sampling settings of the command line, checked as the JSONL path checks a request's.
+inline void check_sampling(const SamplingParams& sp) {
+  if (!(sp.temperature >= 0 && sp.temperature <= 100)) usage_fail("--temp: {} must be in [0, 100] (0 = greedy)", sp.temperature);
+  if (sp.top_k < 0) usage_fail("--top-k: {} must be >= 0 (0 = off)", sp.top_k);
+  if (!(sp.top_p > 0 && sp.top_p <= 1)) usage_fail("--top-p: {} must be in (0, 1] (1 = off)", sp.top_p);
+  if (!(sp.min_p >= 0 && sp.min_p <= 1)) usage_fail("--min-p: {} must be in [0, 1] (0 = off)", sp.min_p);
+  if (!(sp.repeat_penalty > 0 && sp.repeat_penalty <= 100)) {
+    usage_fail("--repeat-penalty: {} must be in (0, 100] (1 = off)", sp.repeat_penalty);
+  }
+}
+
+// Worker threads: at least 1; more than the cores this process may run on (its CPU affinity,
+// which mpirun and srun set per rank) only slows every step down, so it is capped there.
+inline int usable_threads(int requested, int cores) {
+  if (requested < 1) usage_fail("--threads: {} must be >= 1", requested);
+  if (requested > cores) {
+    std::fprintf(stderr, "ranklm: --threads %d: this process may run on %d cores; using %d\n", requested, cores, cores);
+    return cores;
+  }
+  return requested;
 }
 
 }  // namespace ranklm::cli

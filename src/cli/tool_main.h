@@ -17,6 +17,9 @@ inline int run_tool(const char* name, int (*run)(int, char**), int argc, char** 
   } catch (const boost::program_options::error& e) {
     std::fprintf(stderr, "%s: %s (see --help)\n", name, e.what());
     return 2;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: %s (see --help)\n", name, e.what());
+    return 2;
   } catch (const Error& e) {
     std::fprintf(stderr, "%s: error: %s\n", name, e.what());
     return 1;

@@ -188,7 +188,11 @@ std::vector<int64_t> read_ints_attr(hid_t obj, const char* name, const std::stri
   if (H5Aexists(obj, name) <= 0) fail("{}: attribute '{}' missing: not a ranklm shard of this version", path, name);
   H5 at(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose, name);
   H5 space(H5Aget_space(at), H5Sclose, name);
-  std::vector<int64_t> v(static_cast<size_t>(H5Sget_simple_extent_npoints(space)));
+  const hssize_t n = H5Sget_simple_extent_npoints(space);
+  if (n < 0 || n > (hssize_t{1} << 20) || H5Aget_storage_size(at) != static_cast<hsize_t>(n) * 8) {
+    fail("{}: attribute '{}' is damaged ({} values); the shard is damaged: rerun ranklm-repack for this rank", path, name, n);
+  }
+  std::vector<int64_t> v(static_cast<size_t>(n));
   check(H5Aread(at, H5T_NATIVE_INT64, v.data()), name);
   return v;
 }
@@ -197,15 +201,23 @@ std::string read_string_attr(hid_t obj, const char* name, const std::string& pat
   if (H5Aexists(obj, name) <= 0) fail("{}: attribute '{}' missing: not a ranklm shard of this version", path, name);
   H5 at(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose, name);
   H5 ty(H5Aget_type(at), H5Tclose, name);
-  std::string s(H5Tget_size(ty), '\0');
+  const size_t size = H5Tget_size(ty);
+  if (H5Tget_class(ty) != H5T_STRING || H5Tis_variable_str(ty) != 0 || size == 0 || size > (size_t{256} << 20)) {
+    fail("{}: attribute '{}' is not a fixed-length string of at most 256 MiB; the shard is damaged: rerun ranklm-repack "
+         "for this rank", path, name);
+  }
+  std::string s(size, '\0');
   check(H5Aread(at, ty, s.data()), name);
   return s.c_str();
 }
 
 hid_t open_tensor(hid_t file, const std::string& path, const std::string& name) {
   const std::string full = "tensors/" + name;
-  const hid_t id = H5Dopen2(file, full.c_str(), H5P_DEFAULT);
-  if (id < 0) fail("{}: no tensor '{}' in this shard", path, name);
+  const htri_t group = H5Lexists(file, "tensors", H5P_DEFAULT);
+  const htri_t exists = group > 0 ? H5Lexists(file, full.c_str(), H5P_DEFAULT) : group;
+  if (exists == 0) fail("{}: no tensor '{}' in this shard", path, name);
+  const hid_t id = exists > 0 ? H5Dopen2(file, full.c_str(), H5P_DEFAULT) : -1;
+  if (id < 0) fail("{}: tensor '{}' cannot be opened: the shard is damaged; rerun ranklm-repack for this rank", path, name);
   return id;
 }
 

@@ -68,6 +68,10 @@ void Model::pack_weights(const gguf::File& f) {
   }
 }
 
+int64_t Model::kv_cache_bytes(int64_t n_ctx) const {
+  return (part_.layer_end - part_.layer_begin) * n_ctx * part_.n_head_kv * hp_.head_dim * 2 * int64_t{sizeof(uint16_t)};
+}
+
 KvCache Model::make_cache(int64_t n_ctx) const {
   return KvCache(part_.layer_end - part_.layer_begin, n_ctx, part_.n_head_kv * hp_.head_dim);
 }

@@ -98,6 +98,8 @@ class Model {
   const HParams& hparams() const { return hp_; }
   const ModelPart& part() const { return part_; }
   KvCache make_cache(int64_t n_ctx) const;  // this part's layers and KV heads
+  // Bytes of one KV cache of n_ctx positions for this rank's layers (f16 K and V).
+  int64_t kv_cache_bytes(int64_t n_ctx) const;
   TpHooks tp;
 
   // The three pieces of forward, for ranks that hold only some of them. x is [n_tok, n_embd].

@@ -1,5 +1,7 @@
 #include "tokenizer/tokenizer.h"
 
+#include <cstring>
+
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -264,10 +266,43 @@ std::vector<Tokenizer::Fragment> Tokenizer::partition_special(const std::string&
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_special,
                                        bool parse_special) const {
+  return encode_fragments(partition_special(text, parse_special), add_special);
+}
+
+bool Tokenizer::has_control_text(const std::string& text) const {
+  for (const Fragment& fr : partition_special(text, true)) {
+    if (fr.token >= 0 && tokens_[fr.token].type == TokenType::Control) return true;
+  }
+  return false;
+}
+
+std::vector<int32_t> Tokenizer::encode_with_literals(const std::string& text, bool add_special) const {
+  std::vector<Fragment> frags;
+  size_t at = 0;
+  bool literal = false;
+  while (at <= text.size()) {
+    const size_t mark = text.find(literal ? kLiteralEnd : kLiteralBegin, at);
+    const size_t end = mark == std::string::npos ? text.size() : mark;
+    for (Fragment& fr : partition_special(text.substr(at, end - at), !literal)) {
+      // Raw text on both sides of a marker is one piece, as if the marker were not there.
+      if (fr.token < 0 && !frags.empty() && frags.back().token < 0) {
+        frags.back().text += fr.text;
+      } else {
+        frags.push_back(std::move(fr));
+      }
+    }
+    if (mark == std::string::npos) break;
+    at = mark + std::strlen(literal ? kLiteralEnd : kLiteralBegin);
+    literal = !literal;
+  }
+  return encode_fragments(frags, add_special);
+}
+
+std::vector<int32_t> Tokenizer::encode_fragments(const std::vector<Fragment>& frags, bool add_special) const {
   std::vector<int32_t> out;
   if (add_special && add_bos_ && bos_ >= 0) out.push_back(bos_);
   bool prev_special = true;  // SentencePiece prefixes a space at the start and after specials
-  for (const Fragment& fr : partition_special(text, parse_special)) {
+  for (const Fragment& fr : frags) {
     if (fr.token >= 0) {
       out.push_back(fr.token);
       prev_special = true;

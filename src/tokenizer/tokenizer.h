@@ -31,6 +31,15 @@ class Tokenizer {
   // the text (user-defined tokens are always matched).
   std::vector<int32_t> encode(const std::string& text, bool add_special, bool parse_special) const;
 
+  // Whether text holds the text of a control token (<|im_start|>, <|eot_id|>, ...).
+  bool has_control_text(const std::string& text) const;
+  // Encodes text in which the parts between kLiteralBegin and kLiteralEnd are literal: control-
+  // token texts there stay text (a user's message cannot open a turn of its own); the rest is
+  // encoded as encode(text, add_special, true). The markers themselves are dropped.
+  static constexpr const char* kLiteralBegin = "\xEF\xB7\x90";  // U+FDD0, a noncharacter
+  static constexpr const char* kLiteralEnd = "\xEF\xB7\x91";    // U+FDD1
+  std::vector<int32_t> encode_with_literals(const std::string& text, bool add_special) const;
+
   // Bytes of one token (special tokens render only when `special`).
   std::string token_to_piece(int32_t id, bool special = false) const;
   // Whole sequence to text.
@@ -60,6 +69,7 @@ class Tokenizer {
 
   Tokenizer() = default;
   std::vector<Fragment> partition_special(const std::string& text, bool parse_special) const;
+  std::vector<int32_t> encode_fragments(const std::vector<Fragment>& frags, bool add_special) const;
   void encode_spm(const std::string& text, std::vector<int32_t>& out) const;
   void encode_bpe(const std::string& text, std::vector<int32_t>& out) const;
   int32_t byte_token(uint8_t b) const;
