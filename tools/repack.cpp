@@ -28,6 +28,7 @@
 #include "io/shard.h"
 #include "plan/identity.h"
 #include "plan/plan.h"
+#include "util/json_file.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
 
@@ -156,15 +157,7 @@ int run(int argc, char** argv) {
   }
   po::notify(vm);
 
-  std::ifstream in(plan_path);
-  if (!in) fail("{}: cannot open the plan", plan_path);
-  nlohmann::json pj;
-  try {
-    pj = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", plan_path, e.what());
-  }
-  const plan::Plan p = plan::from_json(pj, plan_path);
+  const plan::Plan p = plan::from_json(read_json_file(plan_path, "the plan"), plan_path);
   auto f = gguf::File::open(model);
   const plan::ModelIdentity id = plan::model_identity(*f);
   if (id.gguf_hash != p.model.gguf_hash) {

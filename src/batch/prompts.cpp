@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/json_file.h"
 #include "util/read_file.h"
 
 namespace ranklm::batch {
@@ -218,28 +219,6 @@ void parse_json_line(std::string_view text, PromptItem& it) {
 }
 
 }  // namespace
-
-bool json_deeper_than(std::string_view text, int max_depth) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) return true;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return false;
-}
 
 PromptFormat resolve_format(PromptFormat f, const std::string& path) {
   if (f != PromptFormat::kAuto) return f;

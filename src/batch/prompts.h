@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "chat/chat_template.h"
+#include "util/json_file.h"
 
 namespace ranklm::batch {
 
@@ -27,9 +28,6 @@ constexpr uint64_t kMaxPromptFileBytes = uint64_t{16} << 30;
 // JSON nesting allowed in one JSONL line (deeper lines are that line's error, checked before
 // the line is parsed: nothing recurses over an attacker's depth).
 constexpr int kMaxJsonDepth = 64;
-
-// Whether a JSON text nests arrays and objects deeper than max_depth (strings are skipped).
-bool json_deeper_than(std::string_view text, int max_depth);
 
 enum class Endpoint { kChat, kCompletion };
 enum class PromptFormat { kAuto, kText, kJsonl };

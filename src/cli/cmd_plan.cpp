@@ -13,6 +13,7 @@
 
 #include "cli/commands.h"
 #include "cli/watchdog.h"
+#include "util/json_file.h"
 #include "cli/distributed.h"
 #include "cli/options.h"
 #include "cli/probe.h"
@@ -86,10 +87,7 @@ int cmd_plan(const std::vector<std::string>& args) {
     });
     if (rc != -1) return code;
   } else if (!inventory.empty()) {
-    std::ifstream in(inventory);
-    if (!in) fail("{}: cannot open the inventory", inventory);
-    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-    if (j.is_discarded()) fail("{}: not valid JSON", inventory);
+    const nlohmann::json j = read_json_file(inventory, "the inventory");
     const plan::Inventory inv = plan::inventory_from_json(j, inventory);
     if (ranks > 0 && ranks != static_cast<int>(inv.ranks.size())) usage_fail("--ranks {} but {} lists {} ranks", ranks, inventory, inv.ranks.size());
     p = plan::place(plan::model_identity(*f), plan::model_sizes(*f), plan::tp_shape(*f), inv, po_with_tp(po_, tp));

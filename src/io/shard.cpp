@@ -14,6 +14,7 @@
 
 #include "io/gguf_writer.h"
 #include "plan/identity.h"
+#include "util/json_file.h"
 #include "util/checksum.h"
 #include "util/mmap_file.h"
 #include "util/error.h"
@@ -179,6 +180,12 @@ std::string write_bytes(hid_t ds, const std::string& name, const uint8_t* src, i
 int64_t root_int(hid_t obj, const char* name, const std::string& path) {
   if (H5Aexists(obj, name) <= 0) fail("{}: attribute '{}' missing: not a ranklm shard of this version", path, name);
   H5 at(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose, name);
+  // One integer: an attribute of another shape or type would be read past `v`.
+  H5 space(H5Aget_space(at), H5Sclose, name);
+  H5 ty(H5Aget_type(at), H5Tclose, name);
+  if (H5Sget_simple_extent_npoints(space) != 1 || H5Tget_class(ty) != H5T_INTEGER) {
+    fail("{}: attribute '{}' is not one integer; the shard is damaged: rerun ranklm-repack for this rank", path, name);
+  }
   int64_t v = 0;
   check(H5Aread(at, H5T_NATIVE_INT64, &v), name);
   return v;
@@ -189,7 +196,8 @@ std::vector<int64_t> read_ints_attr(hid_t obj, const char* name, const std::stri
   H5 at(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose, name);
   H5 space(H5Aget_space(at), H5Sclose, name);
   const hssize_t n = H5Sget_simple_extent_npoints(space);
-  if (n < 0 || n > (hssize_t{1} << 20) || H5Aget_storage_size(at) != static_cast<hsize_t>(n) * 8) {
+  H5 ty(H5Aget_type(at), H5Tclose, name);
+  if (n < 0 || n > (hssize_t{1} << 20) || H5Tget_class(ty) != H5T_INTEGER) {
     fail("{}: attribute '{}' is damaged ({} values); the shard is damaged: rerun ranklm-repack for this rank", path, name, n);
   }
   std::vector<int64_t> v(static_cast<size_t>(n));
@@ -387,6 +395,11 @@ DatasetRead read_dataset_in(hid_t file, const std::string& path, const std::stri
   DatasetRead r;
   r.bytes.rows = static_cast<int64_t>(dims[0]);
   r.bytes.row_bytes = static_cast<int64_t>(dims[1]);
+  if (dims[1] != 0 && dims[0] > UINT64_MAX / dims[1]) fail("{}: tensor '{}': impossible dimensions; the shard is damaged", path, name);
+  if (H5Dget_storage_size(ds) != dims[0] * dims[1]) {
+    fail("{}: tensor '{}': {} x {} bytes declared, {} stored; the shard is damaged, rerun ranklm-repack for this rank",
+         path, name, dims[0], dims[1], H5Dget_storage_size(ds));
+  }
   r.bytes.data.resize(dims[0] * dims[1]);
   if (H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, r.bytes.data.data()) < 0) {
     fail("{}: tensor '{}': data could not be read; the shard is damaged, rerun ranklm-repack for "
@@ -490,9 +503,8 @@ std::string describe_shard(const std::string& path) {
 
 ShardHeader check_shard(const std::string& dir, int rank, int world_size) {
   const std::string mpath = dir + "/manifest.json";
-  std::ifstream min(mpath);
-  if (!min) fail("{}: missing; is {} the output directory of ranklm-repack?", mpath, dir);
-  const nlohmann::json manifest = nlohmann::json::parse(min, nullptr, false);
+  if (!std::filesystem::exists(mpath)) fail("{}: missing; is {} the output directory of ranklm-repack?", mpath, dir);
+  const nlohmann::json manifest = read_json_file(mpath, "the manifest");
   if (!manifest.is_object() || !manifest.contains("plan_hash") || !manifest["plan_hash"].is_string()) {
     fail("{}: not a ranklm-repack manifest (no 'plan_hash')", mpath);
   }
@@ -534,7 +546,11 @@ std::vector<uint8_t> read_header(hid_t file, const std::string& path, const Shar
   if (id < 0) fail("{}: dataset 'gguf_header' missing", path);
   H5 ds(id, H5Dclose, "gguf_header");
   H5 space(H5Dget_space(ds), H5Sclose, "dataspace");
-  header.resize(static_cast<size_t>(H5Sget_simple_extent_npoints(space)));
+  const hssize_t n = H5Sget_simple_extent_npoints(space);
+  if (n < 0 || n > (hssize_t{256} << 20) || H5Dget_storage_size(ds) != static_cast<hsize_t>(n)) {
+    fail("{}: 'gguf_header' is damaged ({} bytes declared, {} stored); rerun ranklm-repack", path, n, H5Dget_storage_size(ds));
+  }
+  header.resize(static_cast<size_t>(n));
   if (H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, header.data()) < 0 ||
       Fnv1a64x4::of(header.data(), header.size()) != read_string_attr(ds, "checksum", path)) {
     fail("{}: 'gguf_header' failed its checksum; the shard is damaged, rerun ranklm-repack", path);
@@ -568,7 +584,7 @@ RankFile load_rank_file(const std::string& dir, int rank, int world_size) {
   RankFile out;
   out.header = check_shard(dir, rank, world_size);
   const std::string path = dir + "/" + shard_name(rank);
-  out.plan = plan::from_json(nlohmann::json::parse(out.header.plan_json), path + ": attribute 'plan'");
+  out.plan = plan::from_json(parse_json_bounded(out.header.plan_json, path + ": attribute 'plan'"), path + ": attribute 'plan'");
   H5 file(open_shard_file(path, rank), H5Fclose, path);
   out.model = gguf::File::header_only(path, read_header(file, path, out.header));
   // This rank's tensors in GGUF order, with their stored (sliced) shapes, under the model's
