@@ -2,7 +2,7 @@
 # End-to-end checks of the ranklm binary: --help everywhere, one-line errors with a non-zero exit
 # on corrupt input, and reproducible greedy generation.
 set -u
-bin="$1"; fixtures="$2"
+bin="$1"; fixtures="$2"; damage="${3:-}"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 fails=0; total=0
 check() { total=$((total+1)); if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fails=$((fails+1)); fi; }
@@ -155,6 +155,29 @@ PY
 "$bin" inspect "$tmp/esc.gguf" > "$tmp/esc.txt" 2>&1; rc=$?
 check "inspect shows ESC and BEL from metadata as \\xNN" \
   "[ $rc -eq 0 ] && ! grep -q \$'\\x1b' '$tmp/esc.txt' && ! grep -q \$'\\x07' '$tmp/esc.txt' && grep -qF 'evil\\x1b]0;pwned\\x07' '$tmp/esc.txt'"
+
+# --- damaged models: refused naming the key, or an error record instead of NaN text ----------
+if [ -n "$damage" ]; then
+  "$damage" "$m" "$tmp/eps.gguf" f32 llama.attention.layer_norm_rms_epsilon nan
+  "$bin" generate -m "$tmp/eps.gguf" -p hi -n 2 > /dev/null 2> "$tmp/err"; rc=$?
+  check "a NaN RMS epsilon is refused naming the key" "[ $rc -eq 1 ] && grep -q \"metadata 'llama.attention.layer_norm_rms_epsilon': nan\" '$tmp/err'"
+  "$damage" "$m" "$tmp/base.gguf" f32 llama.rope.freq_base 0
+  "$bin" generate -m "$tmp/base.gguf" -p hi -n 2 > /dev/null 2> "$tmp/err"; rc=$?
+  check "rope.freq_base 0 is refused naming the key" "[ $rc -eq 1 ] && grep -q \"metadata 'llama.rope.freq_base': 0\" '$tmp/err'"
+  "$damage" "$m" "$tmp/ctx.gguf" u32 llama.context_length 0
+  "$bin" generate -m "$tmp/ctx.gguf" -p hi -n 2 > /dev/null 2> "$tmp/err"; rc=$?
+  check "context_length 0 is refused naming the key" "[ $rc -eq 1 ] && grep -q \"metadata 'llama.context_length': 0\" '$tmp/err'"
+  n_tok=$("$bin" inspect "$m" | grep -o 'tokenizer.ggml.tokens *array *\[[0-9]*' | grep -o '[0-9]*$')
+  "$damage" "$m" "$tmp/vocab.gguf" tokens $((n_tok / 2))
+  "$bin" run -m "$tmp/vocab.gguf" -f "$tmp/p.txt" -o "$tmp/v.jsonl" -n 2 > /dev/null 2> "$tmp/err"; rc=$?
+  check "a vocabulary of half the embedding rows is refused at load, naming both counts" \
+    "[ $rc -eq 1 ] && grep -q 'the vocabulary has $((n_tok / 2)) tokens' '$tmp/err' && grep -q \"has $n_tok rows\" '$tmp/err'"
+  "$damage" "$m" "$tmp/nan.gguf" nan output_norm.weight
+  printf 'one\ntwo\nthree\n' > "$tmp/p3.txt"
+  "$bin" run -m "$tmp/nan.gguf" -f "$tmp/p3.txt" -o "$tmp/nan.jsonl" -n 4 --progress none > /dev/null 2> "$tmp/err"; rc=$?
+  check "NaN weights: every request gets a model_error record (status 500), no text" \
+    "[ $rc -eq 0 ] && [ \$(grep -c '\"code\":\"model_error\"' '$tmp/nan.jsonl') -eq 3 ] && [ \$(grep -c '\"status_code\":500' '$tmp/nan.jsonl') -eq 3 ]"
+fi
 
 echo "$((total - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -15,3 +15,18 @@ done
 grep -q '"complete": true' "$tmp/s/manifest.json" || { echo "FAIL: manifest not complete"; cat "$tmp/s/manifest.json"; exit 1; }
 if ls "$tmp/s" | grep -q partial; then echo "FAIL: partial files left"; exit 1; fi
 echo "ok   mpirun -np 3 ranklm-repack: one shard per process, complete manifest"
+# A rank listed twice would mean two writers racing on one shard: refused as a bad option.
+"$repack" -m "$m" --plan "$tmp/p.json" -o "$tmp/s2" --ranks 0,0 > /dev/null 2> "$tmp/err"; rc=$?
+if [ "$rc" = 2 ] && grep -q "rank 0 is listed twice" "$tmp/err" && [ ! -e "$tmp/s2/rank-00000.h5" ]; then
+  echo "ok   --ranks 0,0 refused (exit 2) before writing"
+else
+  echo "FAIL: --ranks 0,0: exit $rc"; cat "$tmp/err"; exit 1
+fi
+# A plan nested 100000 deep: an error naming the file, not a crash.
+python3 -c "print('[' * 100000)" > "$tmp/deep.json"
+"$repack" -m "$m" --plan "$tmp/deep.json" -o "$tmp/s3" > /dev/null 2> "$tmp/err"; rc=$?
+if [ "$rc" = 1 ] && grep -q "deep.json: JSON nested deeper than 64 levels" "$tmp/err"; then
+  echo "ok   a plan nested 100000 deep: refused naming the file"
+else
+  echo "FAIL: deep plan: exit $rc"; cat "$tmp/err"; exit 1
+fi

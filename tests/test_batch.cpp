@@ -444,3 +444,17 @@ TEST(Prompts, AFileThatCannotBeReadWholeIsAnError) {
   EXPECT_EQ(read_whole_file(fifo, "the prompt file", 1 << 20).size(), 200001u);
   writer.join();
 }
+
+TEST(Records, AModelErrorIsTheServersFault) {
+  PromptItem it;
+  it.line = 4;
+  it.custom_id = "q4";
+  const json bad_request = error_record(it, "invalid_request", "p.jsonl: line 4: bad", "body.top_p");
+  EXPECT_EQ(bad_request["response"]["status_code"], 400);
+  EXPECT_EQ(bad_request["response"]["body"]["error"]["type"], "invalid_request_error");
+  const json model = error_record(it, "model_error", "p.jsonl: line 4: the model's logits were NaN", "");
+  EXPECT_EQ(model["response"]["status_code"], 500);
+  EXPECT_EQ(model["response"]["body"]["error"]["type"], "server_error");
+  EXPECT_EQ(model["error"]["code"], "model_error");
+  EXPECT_EQ(model["custom_id"], "q4");
+}

@@ -56,10 +56,13 @@ json result_record(const PromptItem& it, const std::string& model, const Complet
 }
 
 json error_record(const PromptItem& it, const std::string& code, const std::string& message, const std::string& param) {
-  json err = {{"message", message}, {"type", "invalid_request_error"}, {"param", param.empty() ? json() : json(param)}, {"code", code}};
+  // A request the model could not answer (NaN logits) is the server's fault, not the request's.
+  const bool server = code == "model_error";
+  json err = {{"message", message}, {"type", server ? "server_error" : "invalid_request_error"},
+              {"param", param.empty() ? json() : json(param)}, {"code", code}};
   return {{"id", hex_id("batch_req_", it.custom_id, "record")},
           {"custom_id", it.custom_id},
-          {"response", {{"status_code", 400}, {"request_id", hex_id("req_", it.custom_id, "request")}, {"body", {{"error", err}}}}},
+          {"response", {{"status_code", server ? 500 : 400}, {"request_id", hex_id("req_", it.custom_id, "request")}, {"body", {{"error", err}}}}},
           {"error", {{"code", code}, {"message", message}, {"line", it.line}}}};
 }
 
