@@ -179,5 +179,18 @@ if [ -n "$damage" ]; then
     "[ $rc -eq 0 ] && [ \$(grep -c '\"code\":\"model_error\"' '$tmp/nan.jsonl') -eq 3 ] && [ \$(grep -c '\"status_code\":500' '$tmp/nan.jsonl') -eq 3 ]"
 fi
 
+# --- hostile chat templates: each request gets an error record, the job goes on --------------
+printf '%s' "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}" > "$tmp/boom.jinja"
+printf 'hello\nworld\n' > "$tmp/two.txt"
+timeout 60 "$bin" run -m "$m" -f "$tmp/two.txt" -o "$tmp/boom.jsonl" --chat --chat-template "$tmp/boom.jinja" -n 2 \
+  --progress none > /dev/null 2> "$tmp/err"; rc=$?
+check "a runaway template: each request an error record naming the bound, exit 0" \
+  "[ $rc -eq 0 ] && [ \$(grep -c 'more than 5000000 steps' '$tmp/boom.jsonl') -eq 2 ]"
+python3 -c "print('{{ ' + '(' * 100000 + '1' + ')' * 100000 + ' }}')" > "$tmp/deep.jinja"
+timeout 60 "$bin" run -m "$m" -f "$tmp/two.txt" -o "$tmp/deep.jsonl" --chat --chat-template "$tmp/deep.jinja" -n 2 \
+  --progress none > /dev/null 2> "$tmp/err"; rc=$?
+check "a template nested 100000 deep: refused when loaded, naming the bound, nothing written" \
+  "[ $rc -eq 1 ] && grep -q 'deep.jinja line 1: a tag of' '$tmp/err' && [ ! -s '$tmp/deep.jsonl' ]"
+
 echo "$((total - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -133,6 +133,16 @@ else
   bad "resume under memory limits ($seen; $failed failed, $broken broken)"
 fi
 
+# --- a prompt file that cannot be read whole ends the job before anything is written ----------
+yes "Tell me about the rivers and mountains of a country far away, in detail please." | head -c 300000000 > "$tmp/huge.txt"
+(ulimit -v 250000; timeout 120 "$bin" "${run[@]}" -f "$tmp/huge.txt" -o "$tmp/huge.jsonl" > /dev/null 2> "$tmp/err"); rc=$?
+if [ "$rc" = 1 ] && grep -q "huge.txt: not enough memory to read the prompt file (300000000 bytes)" "$tmp/err" && [ ! -s "$tmp/huge.jsonl" ]; then
+  ok "a 300 MB prompt file under ulimit -v 250000: refused naming the file and its size, nothing written"
+else
+  bad "prompt file under a memory limit: rc $rc"; cat "$tmp/err"; ls -la "$tmp/huge.jsonl" 2> /dev/null
+fi
+rm -f "$tmp/huge.txt"
+
 # --- outputs and inputs that are not files ----------------------------------------------------
 mkfifo "$tmp/fifo"
 refused=1
