@@ -14,13 +14,7 @@
 # Usage: results_integrity_test.sh RANKLM FIXTURES
 set -u
 bin="$1"; fixtures="$2"
-tmp="$(mktemp -d)"
-cleanup() { pkill -KILL -f "$tmp/" 2> /dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-mpi=(mpirun --oversubscribe --allow-run-as-root)
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+source "$(dirname "$0")/shell_lib.sh"
 model="$fixtures/models/tiny-llama-q8_0.gguf"
 other_model="$fixtures/models/tiny-llama-q4_0.gguf"
 for i in $(seq 1 150); do echo "Prompt $i: tell me about rivers, $((i * 7919 % 1000)) mountains and code"; done > "$tmp/p.txt"

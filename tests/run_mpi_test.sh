@@ -13,13 +13,7 @@
 # Usage: run_mpi_test.sh RANKLM RANKLM_REPACK FIXTURES
 set -u
 bin="$1"; repack="$2"; fixtures="$3"
-tmp="$(mktemp -d)"
-cleanup() { pkill -KILL -f "$tmp/" 2> /dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-mpi=(mpirun --oversubscribe --allow-run-as-root)
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+source "$(dirname "$0")/shell_lib.sh"
 model="$fixtures/models/tiny-llama-q8_0.gguf"
 
 python3 - "$tmp" <<'PY'

@@ -6,13 +6,7 @@
 # Usage: startup_watchdog_test.sh RANKLM RANKLM_REPACK FIXTURES
 set -u
 bin="$1"; repack="$2"; fixtures="$3"
-tmp="$(mktemp -d)"
-cleanup() { pkill -KILL -f "$tmp/" 2> /dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-mpi=(mpirun --oversubscribe --allow-run-as-root)
-fails=0
-ok() { echo "ok   $*"; }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+source "$(dirname "$0")/shell_lib.sh"
 model="$fixtures/models/tiny-llama-q8_0.gguf"
 "$bin" plan -m "$model" -n 2 --pp 2 -o "$tmp/plan.json" > /dev/null 2>&1
 "$repack" -m "$model" --plan "$tmp/plan.json" -o "$tmp/shards" 2> /dev/null || { bad "repack"; exit 1; }
