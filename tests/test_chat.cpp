@@ -149,6 +149,13 @@ TEST(Jinja, DeepNestingIsRefusedNotAStackOverflow) {
   EXPECT_EQ(render(ok + " }}"), "200");
 }
 
+TEST(Jinja, LiteralsOutOfRangeAreErrorsNotExceptionsFromTheLibrary) {
+  EXPECT_NE(refusal("{{ loop.99999999999999999999999 }}").find("index 99999999999999999999999 is out of range"), std::string::npos);
+  EXPECT_NE(refusal("{{ 1e999 }}").find("float literal 1e999 is out of range"), std::string::npos);
+  EXPECT_NE(refusal("{{ 99999999999999999999 }}").find("integer literal 99999999999999999999 is out of range"), std::string::npos);
+  EXPECT_EQ(render("{{ [5, 6, 7].1 }}"), "6");
+}
+
 TEST(Jinja, IntegerArithmeticIsChecked) {
   EXPECT_NE(refusal("{{ (-9223372036854775807 - 1) // -1 }}").find("integer overflow"), std::string::npos);
   EXPECT_EQ(render("{{ (-9223372036854775807 - 1) % -1 }}"), "0");

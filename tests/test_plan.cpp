@@ -247,3 +247,13 @@ TEST(TpSlice, EveryFixtureModelSlicesAtTp2) {
     EXPECT_EQ(error_of([&] { check_tp_slicing(*f, p); }), "") << m;
   }
 }
+
+TEST(Plan, LayerOfATensorNameIsParsedStrictly) {
+  EXPECT_EQ(plan::layer_of("blk.0.attn_q.weight"), 0);
+  EXPECT_EQ(plan::layer_of("blk.21.ffn_down.weight"), 21);
+  EXPECT_EQ(plan::layer_of("token_embd.weight"), std::nullopt);
+  EXPECT_EQ(plan::layer_of("blk.x.attn_q.weight"), std::nullopt);        // once an uncaught exception
+  EXPECT_EQ(plan::layer_of("blk.99999999999999999999.attn"), std::nullopt);  // and this one
+  EXPECT_EQ(plan::layer_of("blk.-1.attn"), std::nullopt);
+  EXPECT_EQ(plan::layer_of("blk..attn"), std::nullopt);
+}

@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <ctime>
 #include <unordered_map>
 
@@ -1684,7 +1687,15 @@ class ExprParser {
         } catch (const std::exception&) {
           error_at(t.line, fmt::format("integer literal {} is out of range", t.text));
         }
-      case Tk::Float: return literal(Value::number(std::stod(t.text)), t.line);
+      case Tk::Float: {
+        errno = 0;
+        char* end = nullptr;
+        const double x = std::strtod(t.text.c_str(), &end);
+        if (end != t.text.c_str() + t.text.size() || !std::isfinite(x)) {
+          error_at(t.line, fmt::format("float literal {} is out of range", t.text));
+        }
+        return literal(Value::number(x), t.line);
+      }
       case Tk::Op:
         if (t.text == "(") {
           if (is_op(")")) {
@@ -1763,7 +1774,13 @@ class ExprParser {
           auto it = std::make_unique<ItemExpr>();
           it->line = line;
           it->obj = std::move(a->obj);
-          it->key = literal(Value::integer(std::stoll(next().text)), line);
+          const Token idx = next();
+          int64_t k = 0;
+          const auto [end, ec] = std::from_chars(idx.text.data(), idx.text.data() + idx.text.size(), k);
+          if (ec != std::errc() || end != idx.text.data() + idx.text.size()) {
+            error_at(line, fmt::format("index {} is out of range", idx.text));
+          }
+          it->key = literal(Value::integer(k), line);
           e = std::move(it);
           continue;
         }

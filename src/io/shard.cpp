@@ -252,7 +252,7 @@ std::vector<Part> rank_parts(const gguf::File& f, const plan::Plan& p, int rank)
     bool held = false;
     plan::Slice slice;
     if (n.rfind("blk.", 0) == 0) {
-      const int64_t layer = std::stoll(n.substr(4, n.find('.', 4) - 4));
+      const int64_t layer = plan::layer_of(n).value_or(-1);
       held = layer >= st.layer_begin && layer < st.layer_end;
       if (held && st.tp() > 1) slice = plan::tensor_slice(n, static_cast<int>(t.ne.size()), shape, part);
     } else if (n == "token_embd.weight") {

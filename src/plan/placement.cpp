@@ -97,8 +97,7 @@ ModelSizes model_sizes(const gguf::File& f) {
   s.layer_bytes.assign(static_cast<size_t>(id.n_layer), 0);
   for (const gguf::TensorInfo& t : f.tensors()) {
     if (t.name.rfind("blk.", 0) == 0) {
-      const size_t dot = t.name.find('.', 4);
-      const int64_t il = std::stoll(t.name.substr(4, dot - 4));
+      const int64_t il = layer_of(t.name).value_or(-1);
       if (il >= 0 && il < id.n_layer) s.layer_bytes[static_cast<size_t>(il)] += t.n_bytes;
     } else if (t.name == "token_embd.weight") {
       s.embd_bytes = t.n_bytes;

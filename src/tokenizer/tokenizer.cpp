@@ -1,5 +1,6 @@
 #include "tokenizer/tokenizer.h"
 
+#include <cctype>
 #include <cstring>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -490,7 +491,8 @@ std::string Tokenizer::token_to_piece(int32_t id, bool special) const {
     case TokenType::Unused:
       return {};
     case TokenType::Byte:
-      if (kind_ == Kind::Spm && t.text.size() == 6 && t.text.rfind("<0x", 0) == 0) {
+      if (kind_ == Kind::Spm && t.text.size() == 6 && t.text.rfind("<0x", 0) == 0 && t.text[5] == '>' &&
+          std::isxdigit(static_cast<unsigned char>(t.text[3])) && std::isxdigit(static_cast<unsigned char>(t.text[4]))) {
         return std::string(1, static_cast<char>(std::stoi(t.text.substr(3, 2), nullptr, 16)));
       }
       [[fallthrough]];
