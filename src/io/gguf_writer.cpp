@@ -121,7 +121,9 @@ size_t Writer::add_tensor(const std::string& name, std::vector<int64_t> ne, kern
   int64_t n = 1;
   for (int64_t d : ne) {
     if (d <= 0) fail("gguf writer: tensor '{}': dimension {} must be positive", name, d);
-    n *= d;
+    if (__builtin_mul_overflow(n, d, &n) || n > (int64_t{1} << 48)) {
+      fail("gguf writer: tensor '{}': more than 2^48 elements", name);
+    }
   }
   if (ne[0] % t.block_size != 0) {
     fail("gguf writer: tensor '{}': row length {} is not a multiple of the {} block size {}", name,

@@ -598,7 +598,12 @@ RankFile load_rank_file(const std::string& dir, int rank, int world_size) {
     const std::string full = "tensors/" + t.name;
     if (H5Lexists(file, full.c_str(), H5P_DEFAULT) <= 0) continue;
     H5 ds(open_tensor(file, path, t.name), H5Dclose, t.name);
-    w.add_tensor(t.name, read_ints_attr(ds, "slice_shape", path), t.type);
+    std::vector<int64_t> slice = read_ints_attr(ds, "slice_shape", path);
+    // A slice is the tensor cut along one dimension: as many dimensions, none larger.
+    bool fits = slice.size() == t.ne.size();
+    for (size_t k = 0; fits && k < slice.size(); ++k) fits = slice[k] >= 1 && slice[k] <= t.ne[k];
+    if (!fits) fail("{}: tensor '{}': attribute 'slice_shape' does not fit the tensor's shape; the shard is damaged", path, t.name);
+    w.add_tensor(t.name, std::move(slice), t.type);
     names.push_back(t.name);
   }
   if (names.empty()) fail("{}: holds no tensors; rerun ranklm-repack for rank {}", path, rank);
