@@ -33,6 +33,7 @@ inline void edit_gguf(const std::string& src, const std::string& dst,
     if (v && !f->find(k)) w.set(k, *v);
   }
   for (const auto& t : f->tensors()) w.add_tensor(t.name, t.ne, t.type);
+  std::map<size_t, std::string> patched;  // tensor index -> its bytes after patch()
   w.write(dst, [&](size_t index, uint64_t offset, uint8_t* out, size_t n) {
     const gguf::TensorInfo& t = f->tensors()[index];
     if (!patch) {
@@ -40,12 +41,11 @@ inline void edit_gguf(const std::string& src, const std::string& dst,
       return;
     }
     // Patch the whole tensor once, then hand out its pieces.
-    static thread_local std::map<std::string, std::string> patched;
-    auto it = patched.find(dst + "/" + t.name);
+    auto it = patched.find(index);
     if (it == patched.end()) {
       std::string bytes(reinterpret_cast<const char*>(t.data), t.n_bytes);
       patch(t, reinterpret_cast<uint8_t*>(bytes.data()));
-      it = patched.emplace(dst + "/" + t.name, std::move(bytes)).first;
+      it = patched.emplace(index, std::move(bytes)).first;
     }
     std::memcpy(out, it->second.data() + offset, n);
   });

@@ -14,6 +14,7 @@
 #include "util/atomic_file.h"
 #include "util/checksum.h"
 #include "util/error.h"
+#include "util/host.h"
 #include "util/read_file.h"
 
 namespace ranklm::batch {
@@ -24,12 +25,6 @@ namespace {
 
 constexpr size_t kReadPiece = size_t{4} << 20;      // resume reads the file in pieces of this size
 constexpr size_t kMaxRecordBytes = size_t{256} << 20;  // a longer line is not a record
-
-std::string this_host() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "unknown-host";
-  return buf;
-}
 
 std::string now_iso() {
   const std::time_t t = std::time(nullptr);
@@ -151,7 +146,7 @@ void ResultsFile::lock(bool wait) {
     }
     if (rc != 0) fail("{}: cannot lock the results file: {}", lp, std::strerror(errno));
   }
-  const std::string me = fmt::format("host {} pid {} since {}\n", this_host(), ::getpid(), now_iso());
+  const std::string me = fmt::format("host {} pid {} since {}\n", host_name(), ::getpid(), now_iso());
   if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
     fail("{}: cannot write the lock file: {}", lp, std::strerror(errno));
   }

@@ -12,6 +12,7 @@
 
 #include "cli/commands.h"
 #include "comm/mpi.h"
+#include "util/host.h"
 
 namespace ranklm::cli {
 
@@ -33,12 +34,6 @@ std::string env_rank() {
     if (const char* s = std::getenv(v); s && *s) return s;
   }
   return "?";
-}
-
-std::string host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "unknown-host";
-  return buf;
 }
 
 }  // namespace
