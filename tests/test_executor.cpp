@@ -13,13 +13,15 @@
 #include <random>
 #include <thread>
 
+#include "backend/cpu.h"
 #include "cli/logits_json.h"
 #include "comm/fake.h"
 #include "comm/layout.h"
 #include "io/gguf.h"
-#include "io/shard.h"
+#include "shard/shard.h"
 #include "model/model.h"
 #include "plan/identity.h"
+#include "plan/model_part.h"
 #include "plan/plan.h"
 #include "runtime/executor.h"
 #include "runtime/sampler.h"
@@ -55,14 +57,13 @@ void run_ranks(const std::string& model_path, const plan::Plan& p, comm::Compres
         comm::Comm& c = world.rank(r);
         c.set_timeout(std::chrono::seconds(30));
         std::unique_ptr<shard::RankFile> rf;
-        std::unique_ptr<Model> model;
+        std::unique_ptr<backend::CpuBackend> be;
         {
           std::lock_guard lk(hdf5_mu);
           rf = std::make_unique<shard::RankFile>(shard::load_rank_file(dir.str(), r, p.world_size));
-          model = Model::load(*rf->file, runtime::model_part(rf->plan, r, *rf->model));
+          be = std::make_unique<backend::CpuBackend>(Model::load(*rf->file, plan::model_part(rf->plan, r, *rf->model)), 1);
         }
-        kern::ThreadPool pool(1);
-        runtime::Executor ex(c, comm::Layout::of(rf->plan, r), *model, pool, n_slots, n_ctx, z);
+        runtime::Executor ex(c, comm::Layout::of(rf->plan, r), *be, n_slots, n_ctx, z);
         if (r == 0) {
           body(ex);
           ex.stop();

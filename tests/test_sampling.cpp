@@ -5,7 +5,7 @@
 #include <map>
 
 #include "runtime/sampler.h"
-#include "runtime/stop.h"
+#include "tokenizer/stop.h"
 #include "test_util.h"
 
 namespace ranklm {

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "io/gguf.h"
-#include "io/shard.h"
+#include "shard/shard.h"
 #include "plan/identity.h"
 #include "plan/plan.h"
 #include "test_util.h"
@@ -129,18 +129,22 @@ void repack_all(const gguf::File& f, const plan::Plan& p, const std::string& dir
 
 }  // namespace
 
-TEST(Shard, OneRankShardsRebuildTheGgufByteForByte) {
+TEST(Shard, OneRankShardHoldsTheGgufHeaderAndEveryTensorByteForByte) {
   for (const std::string& model : fixture_models()) {
     auto f = gguf::File::open(model);
     const plan::Plan p = plan::make_plan(plan::model_identity(*f), 1, 0, 0, {});
     TempDir dir;
     repack_all(*f, p, dir.str());
-    auto g = shard::load_single_rank_model(dir.str());
-    ASSERT_EQ(g->file_size(), f->file_size()) << model;
-    // Every byte the model reads: header, metadata, tensor table and every tensor.
-    EXPECT_EQ(0, std::memcmp(g->bytes(), f->bytes(), f->data_offset())) << model;
+    const shard::RankFile rf = shard::load_rank_file(dir.str(), 0, 1);
+    // The header, metadata and tensor table as the source had them.
+    ASSERT_EQ(rf.model->data_offset(), f->data_offset()) << model;
+    EXPECT_EQ(0, std::memcmp(rf.model->bytes(), f->bytes(), f->data_offset())) << model;
+    // Every tensor, whole, in the rank's image.
+    ASSERT_EQ(rf.file->tensors().size(), f->tensors().size()) << model;
     for (const gguf::TensorInfo& t : f->tensors()) {
-      EXPECT_EQ(0, std::memcmp(g->tensor(t.name).data, t.data, t.n_bytes)) << model << " " << t.name;
+      const gguf::TensorInfo& g = rf.file->tensor(t.name);
+      ASSERT_EQ(g.n_bytes, t.n_bytes) << model << " " << t.name;
+      EXPECT_EQ(0, std::memcmp(g.data, t.data, t.n_bytes)) << model << " " << t.name;
     }
   }
 }
@@ -169,7 +173,7 @@ TEST(Shard, DamagedWrongAndForeignShardsFailNamingTheProblem) {
     io.seekp(static_cast<std::streamoff>(addr + size / 2));
     io.write(&c, 1);
   }
-  std::string e = error_of([&] { shard::load_single_rank_model(dir.str()); });
+  std::string e = error_of([&] { shard::load_rank_file(dir.str(), 0, 1); });
   EXPECT_NE(e.find(victim), std::string::npos) << e;
   EXPECT_NE(e.find("checksum"), std::string::npos) << e;
 

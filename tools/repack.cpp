@@ -25,7 +25,7 @@
 
 #include "cli/tool_main.h"
 #include "io/gguf.h"
-#include "io/shard.h"
+#include "shard/shard.h"
 #include "plan/identity.h"
 #include "plan/plan.h"
 #include "util/json_file.h"

@@ -8,7 +8,7 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "io/gguf.h"
-#include "io/shard.h"
+#include "shard/shard.h"
 
 namespace ranklm::cli {
 

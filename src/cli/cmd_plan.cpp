@@ -14,7 +14,7 @@
 #include "cli/commands.h"
 #include "cli/watchdog.h"
 #include "util/json_file.h"
-#include "cli/distributed.h"
+#include "cli/engine.h"
 #include "cli/options.h"
 #include "cli/probe.h"
 #include "plan/placement.h"

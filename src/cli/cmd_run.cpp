@@ -17,14 +17,14 @@
 #include "batch/results.h"
 #include "chat/chat_template.h"
 #include "cli/commands.h"
-#include "cli/distributed.h"
+#include "cli/engine.h"
 #include "cli/options.h"
 #include "cli/watchdog.h"
 #include "io/gguf.h"
 #include "plan/identity.h"
-#include "runtime/cpu_binding.h"
+#include "sys/cpu_binding.h"
 #include "runtime/scheduler.h"
-#include "runtime/stop.h"
+#include "tokenizer/stop.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/read_file.h"
@@ -34,7 +34,8 @@ namespace ranklm::cli {
 namespace {
 
 struct RunOptions {
-  std::string model_path, shards, prompts, out, format = "auto", system, template_path, allreduce = "f32";
+  ModelSource src;
+  std::string prompts, out, format = "auto", system, template_path, allreduce = "f32";
   std::string progress = "auto", model_name;
   std::vector<std::string> stops;
   bool resume = false, chat = false, wait_lock = false, force_resume = false;
@@ -200,9 +201,9 @@ int cmd_run(const std::vector<std::string>& args) {
   po::options_description desc("run options");
   RunOptions o;
   o.threads = default_threads();
+  add_source_options(desc, o.src);
+  add_rank_options(desc, o.threads, o.allreduce, default_threads());
   desc.add_options()
-      ("shards", po::value(&o.shards), "shard directory (ranklm-repack); under mpirun, one rank per shard")
-      ("model,m", po::value(&o.model_path), "or: a GGUF model, run in this one process")
       ("prompts,f", po::value(&o.prompts)->required(), "prompt file: text (one prompt a line) or JSONL (OpenAI Batch input)")
       ("out,o", po::value(&o.out)->required(), "results file (JSONL, OpenAI Batch output shape), appended as requests finish")
       ("resume", po::bool_switch(&o.resume), "continue a job: skip every custom_id already in --out")
@@ -213,34 +214,25 @@ int cmd_run(const std::vector<std::string>& args) {
       ("system", po::value(&o.system), "chat requests: a system message (unless the request has its own)")
       ("chat-template", po::value(&o.template_path), "Jinja file to use instead of the model's template")
       ("max-tokens,n", po::value(&o.max_tokens)->default_value(256), "default max_tokens per request")
-      ("temp", po::value(&o.sp.temperature)->default_value(0.8f), "default temperature (0 = greedy)")
-      ("top-k", po::value(&o.sp.top_k)->default_value(40), "top-k (0 = off)")
-      ("top-p", po::value(&o.sp.top_p)->default_value(0.95f), "default top_p (1 = off)")
-      ("min-p", po::value(&o.sp.min_p)->default_value(0.05f), "min-p (0 = off)")
-      ("repeat-penalty", po::value(&o.sp.repeat_penalty)->default_value(1.0f), "repetition penalty (1 = off)")
-      ("seed,s", po::value(&o.sp.seed)->default_value(0), "job seed; a request without its own seed gets one derived from this and its custom_id")
       ("stop", po::value(&o.stops)->composing(), "default stop string (repeatable)")
-      ("ctx-size,c", po::value(&o.ctx)->default_value(2048), "context (KV positions) per sequence: prompt + completion")
       ("parallel", po::value(&o.parallel)->default_value(8), "sequences in flight (KV slots)")
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(256), "prompt tokens per sequence per step")
-      ("threads,t", po::value(&o.threads)->default_value(default_threads()), "worker threads per rank")
-      ("allreduce", po::value(&o.allreduce)->default_value("f32"), "with a sum-mode TP plan: allreduce payload, f32 or q8_0")
       ("progress", po::value(&o.progress)->default_value("auto"), "auto (a live line on a terminal, else log lines), bar, log, none")
       ("progress-interval", po::value(&o.progress_interval)->default_value(30.0), "seconds between log lines")
       ("model-name", po::value(&o.model_name), "the \"model\" field of the results (default: the model's general.name)");
+  add_sampling_options(desc, o.sp, "default ");
+  add_context_option(desc, o.ctx, 2048, "context (KV positions) per sequence: prompt + completion");
   po::variables_map vm;
   if (!parse_options("run", "(--shards DIR | -m M.gguf) --prompts FILE --out RESULTS.jsonl [--resume] [options]", desc, args, vm)) {
     return kExitOk;
   }
-  if (o.model_path.empty() == o.shards.empty()) usage_fail("give exactly one of --shards and --model");
+  check_source(o.src);
   if (o.max_tokens < 1) usage_fail("--max-tokens: {} must be >= 1", o.max_tokens);
-  if (o.sp.temperature < 0) usage_fail("--temp: {} must be >= 0", o.sp.temperature);
   if (o.ctx < 2) usage_fail("--ctx-size: {} must be >= 2", o.ctx);
   if (o.parallel < 1) usage_fail("--parallel: {} must be >= 1", o.parallel);
-  if (o.threads < 1) usage_fail("--threads: {} must be >= 1", o.threads);
   if (o.prefill_chunk < 1) usage_fail("--prefill-chunk: {} must be >= 1", o.prefill_chunk);
   if (!(o.progress_interval > 0)) usage_fail("--progress-interval: {} must be > 0", o.progress_interval);
-  if (o.ctx > (1 << 24)) usage_fail("--ctx-size: {} is more than {}", o.ctx, 1 << 24);
+  if (o.ctx > kMaxContext) usage_fail("--ctx-size: {} is more than {}", o.ctx, kMaxContext);
   check_sampling(o.sp);
   o.threads = usable_threads(o.threads, default_threads());
   const batch::PromptFormat format = parse_format(o.format);
@@ -252,9 +244,6 @@ int cmd_run(const std::vector<std::string>& args) {
 
   return with_world("run", [&](comm::World& world) {
     comm::Comm& c = world.comm();
-    if (!o.model_path.empty() && c.size() > 1) {
-      fail("--model runs in one process; under mpirun give --shards (ranklm plan, then ranklm-repack)");
-    }
     // Rank 0 checks the prompt file and the results file before any weights are read.
     std::vector<batch::PromptItem> items;
     std::unique_ptr<batch::ResultsFile> results;
@@ -271,24 +260,22 @@ int cmd_run(const std::vector<std::string>& args) {
       results = std::make_unique<batch::ResultsFile>(o.out, ro);
       Watchdog::hold(false);
     }
-    std::unique_ptr<ShardJob> job = o.shards.empty() ? load_model_job(world, o.model_path, o.threads)
-                                                     : load_shard_job(world, o.shards, o.threads);
-    start_executor(world, *job, o.parallel, o.ctx, z);
-    if (c.rank() != 0) {
-      job->exec->serve();
+    auto engine = Engine::load(world, o.src, o.threads);
+    engine->start(o.parallel, o.ctx, z);
+    if (!engine->drives()) {
+      engine->exec().serve();
       return kExitOk;
     }
     // Nothing is written before this: the job is checked against the one that wrote --out.
-    const plan::ModelIdentity& mid = job->rank_file.plan.model;
+    const plan::ModelIdentity& mid = engine->plan().model;
     results->begin(batch::JobIdentity::of_prompts(o.prompts, prompt_bytes, mid.name, mid.gguf_hash));
     prompt_bytes = std::string();
     if (results->torn_bytes() > 0) {
       std::fprintf(stderr, "ranklm run: %s: cut off a torn last line (%lld bytes) left by an interrupted job\n",
                    o.out.c_str(), static_cast<long long>(results->torn_bytes()));
     }
-    drive(o, *job->exec, static_cast<int>(job->rank_file.plan.stages.size()), *job->rank_file.file, mid.n_vocab, items,
-          *results);
-    job->exec->stop();
+    drive(o, engine->exec(), static_cast<int>(engine->plan().stages.size()), engine->meta(), mid.n_vocab, items, *results);
+    engine->exec().stop();
     return kExitOk;
   });
 }

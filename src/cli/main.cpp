@@ -1,7 +1,6 @@
 // ranklm: distributed LLM inference over MPI. This file dispatches subcommands and owns the
 // error policy: library code throws ranklm::Error with a complete message; we print it on one
 // line and exit non-zero.
-#include <sched.h>
 #include <sys/resource.h>
 
 #include <boost/program_options/errors.hpp>
@@ -10,25 +9,10 @@
 #include <cstring>
 #include <exception>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "cli/commands.h"
 #include "util/error.h"
-
-namespace ranklm::cli {
-
-int default_threads() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    const int n = CPU_COUNT(&set);
-    if (n > 0) return n;
-  }
-  const unsigned n = std::thread::hardware_concurrency();
-  return n > 0 ? static_cast<int>(n) : 1;
-}
-
-}  // namespace ranklm::cli
 
 namespace {
 

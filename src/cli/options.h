@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/engine.h"
 #include "runtime/sampler.h"
 #include "util/error.h"
 
@@ -15,12 +16,41 @@ namespace ranklm::cli {
 
 namespace po = boost::program_options;
 
-// The options every model-running command shares: --model and --threads.
-inline void add_model_options(po::options_description& desc, std::string& model, int& threads,
-                              int default_threads) {
+// ---- option groups every model-running command shares ----
+// --model / --shards: where the model comes from (bench takes a comma-separated list of models).
+inline void add_source_options(po::options_description& desc, ModelSource& src, bool model_list = false) {
   desc.add_options()
-      ("model,m", po::value<std::string>(&model)->required(), "GGUF model file")
-      ("threads,t", po::value<int>(&threads)->default_value(default_threads), "worker threads");
+      ("model,m", po::value<std::string>(&src.gguf), model_list ? "GGUF model file(s), comma-separated" : "GGUF model file")
+      ("shards", po::value<std::string>(&src.shards),
+       "or: a shard directory (ranklm-repack); under mpirun, one rank per shard");
+}
+// --threads (one count per rank) and --allreduce.
+inline void add_rank_options(po::options_description& desc, int& threads, std::string& allreduce, int default_threads) {
+  desc.add_options()
+      ("threads,t", po::value<int>(&threads)->default_value(default_threads), "worker threads per rank")
+      ("allreduce", po::value<std::string>(&allreduce)->default_value("f32"),
+       "with a sum-mode TP plan: allreduce payload, f32 or q8_0");
+}
+// Sampling, with llama.cpp's defaults; `what` prefixes the help ("default " for per-request values).
+inline void add_sampling_options(po::options_description& desc, SamplingParams& sp, const std::string& what = "") {
+  desc.add_options()
+      ("temp", po::value<float>(&sp.temperature)->default_value(0.8f), (what + "temperature (0 = greedy)").c_str())
+      ("top-k", po::value<int>(&sp.top_k)->default_value(40), "top-k (0 = off)")
+      ("top-p", po::value<float>(&sp.top_p)->default_value(0.95f), (what + "top-p (1 = off)").c_str())
+      ("min-p", po::value<float>(&sp.min_p)->default_value(0.05f), "min-p (0 = off)")
+      ("repeat-penalty", po::value<float>(&sp.repeat_penalty)->default_value(1.0f), "repetition penalty (1 = off)")
+      ("seed,s", po::value<uint64_t>(&sp.seed)->default_value(0),
+       what.empty() ? "random seed" : "job seed; a request without its own seed gets one derived from this and its custom_id");
+}
+// --ctx-size: KV positions per sequence.
+inline void add_context_option(po::options_description& desc, int& ctx, int default_ctx, const char* help) {
+  desc.add_options()("ctx-size,c", po::value<int>(&ctx)->default_value(default_ctx), help);
+}
+// The context size bound every command checks.
+constexpr int kMaxContext = 1 << 24;
+// Exactly one model source.
+inline void check_source(const ModelSource& src) {
+  if (src.gguf.empty() == src.shards.empty()) usage_fail("give exactly one of --model and --shards");
 }
 
 // Parses args into vm; returns false (after printing help) when --help was given.

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "kernels/stream.h"
-#include "runtime/cpu_binding.h"
+#include "sys/cpu_binding.h"
 #include "sys/inventory.h"
 
 namespace ranklm::cli {
@@ -45,7 +45,7 @@ plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& 
   me.rank = c.rank();
   me.host = c.host(c.rank());
   {
-    kern::ThreadPool pool(threads, core_binder(threads));
+    kern::ThreadPool pool(threads, sys::core_binder(threads));
     me.speed_gbps = kern::measure_read_bandwidth(pool) / 1e9;
   }
   // Every rank's report to rank 0, then the whole list back to everyone (for the host leaders).

@@ -18,10 +18,13 @@ namespace ranklm::comm {
 enum class Tag : int {
   kHidden = 10,   // hidden states [n_tok, n_embd] float32, stage s -> stage s+1
   kRing = 20,     // ring allreduce / allgather segments inside a TP group
-  kTokens = 30,   // sampled token ids, last stage -> first stage
-  kLogits = 40,   // logits [n_out, n_vocab] float32, last stage -> rank 0
-  kControl = 50,  // a step's description, rank 0 -> every rank (what runs next, or stop)
-  kStats = 60,    // a rank's time split (compute, communication), every rank -> rank 0
+  kTokens = 30,   // sampled token ids int32, the head rank (last stage, TP index 0) -> rank 0
+  kLogits = 40,   // logits [n_out, vocab share] float32, last stage members -> rank 0 (plain
+                  // steps) or -> the head rank (sampled steps)
+  kControl = 50,  // runtime/protocol.h: header + body, rank 0 -> every rank (steps, stop, time
+                  // report requests) or -> the head rank (slot set-up); ready messages, every
+                  // rank -> rank 0, at start-up
+  kStats = 60,    // a rank's time split (protocol Times), every rank -> rank 0
   kProbe = 70,    // placement: inventories, ping-pong between host leaders (ranklm plan under mpirun)
 };
 const char* tag_name(Tag t);

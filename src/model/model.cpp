@@ -368,12 +368,12 @@ void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, 
   auto rows_product = [&](const kern::MatrixView& w, const float* in) {
     std::vector<float>& part = sized(buf_.rows, n_tok * pt.out_rows);
     mm(w, in, part.data());
-    tp.gather(part.data(), n_tok, TpGather::kRows, cur.data());
+    tp_.gather(part.data(), n_tok, TpGather::kRows, cur.data());
   };
   if (pt.wo_gather || exact) {
     // Whole attn_output columns here: every member's heads first, then no sum afterwards.
     std::vector<float>& full = sized(buf_.attn_full, n_tok * hp.n_head * hp.head_dim);
-    tp.gather(attn.data(), n_tok, TpGather::kHeads, full.data());
+    tp_.gather(attn.data(), n_tok, TpGather::kHeads, full.data());
     if (exact) {
       rows_product(L.wo, full.data());
     } else {
@@ -381,7 +381,7 @@ void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, 
     }
   } else {
     mm(L.wo, attn.data(), cur.data());
-    if (tp.allreduce) tp.allreduce(cur.data(), n_tok * n_embd);
+    if (tp_.allreduce) tp_.allreduce(cur.data(), n_tok * n_embd);
   }
   add_residual();
 
@@ -396,11 +396,11 @@ void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, 
   });
   if (exact) {
     std::vector<float>& full = sized(buf_.ffn_full, n_tok * hp.n_ff);
-    tp.gather(gate.data(), n_tok, TpGather::kFfn, full.data());
+    tp_.gather(gate.data(), n_tok, TpGather::kFfn, full.data());
     rows_product(L.w_down, full.data());
   } else {
     mm(L.w_down, gate.data(), cur.data());
-    if (tp.allreduce) tp.allreduce(cur.data(), n_tok * n_embd);
+    if (tp_.allreduce) tp_.allreduce(cur.data(), n_tok * n_embd);
   }
   add_residual();
 }

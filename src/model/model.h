@@ -65,7 +65,7 @@ struct ModelPart {
 // activations, or of the output rows of attn_output / ffn_down.
 enum class TpGather { kHeads, kFfn, kRows };
 
-// Tensor-parallel collectives the layers call (set by the executor; unset on one rank).
+// Tensor-parallel collectives the layers call (the backend sets them; unset on one rank).
 struct TpHooks {
   // Sums x[0..n) over the TP group (after attention output and FFN down, sum mode).
   std::function<void(float* x, int64_t n)> allreduce;
@@ -100,7 +100,8 @@ class Model {
   KvCache make_cache(int64_t n_ctx) const;  // this part's layers and KV heads
   // Bytes of one KV cache of n_ctx positions for this rank's layers (f16 K and V).
   int64_t kv_cache_bytes(int64_t n_ctx) const;
-  TpHooks tp;
+  // The TP group's collectives (required on a rank whose part is a TP share).
+  void set_tp_hooks(TpHooks hooks) { tp_ = std::move(hooks); }
 
   // The three pieces of forward, for ranks that hold only some of them. x is [n_tok, n_embd].
   void embed(const int32_t* tokens, int64_t n_tok, float* x) const;
@@ -132,6 +133,7 @@ class Model {
 
   void layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, int64_t n_tok, kern::ThreadPool& pool);
   std::vector<uint8_t> scratch_;
+  TpHooks tp_;
   // Activation buffers of layer_forward, kept between calls (grown, never shrunk) so a batch
   // does not allocate and fault in fresh pages in every layer.
   struct Buffers {

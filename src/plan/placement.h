@@ -27,18 +27,11 @@
 #include "io/gguf.h"
 #include "plan/plan.h"
 #include "plan/tp_slice.h"
+#include "sys/inventory.h"
 
 namespace ranklm::plan {
 
-struct RankInfo {
-  int rank = 0;
-  std::string host;
-  int cores = 1;            // cores this rank may use
-  int numa_nodes = 1;
-  uint64_t memory_bytes = 0;  // memory of its NUMA node(s) (the host's when unbound)
-  int gpus = 0;
-  double speed_gbps = 0;    // measured read bandwidth with its threads
-};
+using sys::RankInfo;  // what a rank reports of its place (sys/inventory.h)
 
 struct HostLink {
   double latency_us = 0;

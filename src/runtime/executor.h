@@ -1,9 +1,10 @@
-// The distributed executor: every rank runs its part of the model (its layers, its share of
-// the heads and FFN, the embedding on the first stage, its share of the vocabulary on the last)
-// and passes hidden states down the pipeline; TP members sum their partial outputs with the
-// ring allreduce. Rank 0 (on the first stage) drives: it sends each step's description to
-// every rank and the tokens to the first stage, and gets the logits back from the last stage.
-// The other ranks serve steps, in order, until told to stop.
+// The distributed executor: every rank runs its part of the model through its backend
+// (runtime/backend.h: its layers, its share of the heads and FFN, the embedding on the first
+// stage, its share of the vocabulary on the last) and passes hidden states down the pipeline;
+// TP members combine their partial outputs with the ring collectives. Rank 0 (on the first
+// stage) drives: it sends each step (runtime/protocol.h: the sequence table and the tokens) to
+// every rank and gets the logits, or the sampled tokens, back from the last stage. The other
+// ranks serve steps, in order, until told to stop. One rank alone is the same with no messages.
 //
 // A step is a batch of sequences (each in its own KV-cache slot, at its own positions, prefill
 // and decode mixed). Steps are pipelined: submit() returns once rank 0 has done its own part,
@@ -22,17 +23,11 @@
 
 #include "comm/layout.h"
 #include "comm/ring.h"
-#include "io/gguf.h"
-#include "kernels/threadpool.h"
-#include "model/model.h"
-#include "plan/plan.h"
+#include "runtime/backend.h"
+#include "runtime/protocol.h"
 #include "runtime/sampler.h"
 
 namespace ranklm::runtime {
-
-// What rank `rank` of plan `p` runs. `model` is the whole model's header (for the slicing
-// shape); n_vocab is split evenly over the last stage's TP group.
-ModelPart model_part(const plan::Plan& p, int rank, const gguf::File& model);
 
 // Time split of one rank, for the bench report.
 struct RankTimes {
@@ -42,10 +37,8 @@ struct RankTimes {
 };
 
 // One sequence of a step: n_tok tokens at positions pos0.. of KV slot `slot`; logits wanted for
-// its last n_out tokens (0: none, e.g. a prompt chunk before its end).
-struct SeqStep {
-  int32_t slot, pos0, n_tok, n_out;
-};
+// its last n_out tokens (0: none, e.g. a prompt chunk before its end). On the wire as it is.
+using SeqStep = proto::SeqEntry;
 
 struct Batch {
   std::vector<SeqStep> seqs;
@@ -54,8 +47,8 @@ struct Batch {
 
 class Executor {
  public:
-  Executor(comm::Comm& c, const comm::Layout& layout, Model& m, kern::ThreadPool& pool, int n_slots,
-           int64_t n_ctx, comm::Compression z);
+  // n_slots sequences of n_ctx positions each get KV storage on the backend now.
+  Executor(comm::Comm& c, const comm::Layout& layout, Backend& b, int n_slots, int64_t n_ctx, comm::Compression z);
   ~Executor();
 
   // Rank 0 only. Starts a step; returns once this rank's part is done (the rest runs on).
@@ -83,21 +76,18 @@ class Executor {
 
   int64_t n_vocab() const { return n_vocab_; }
   int64_t n_ctx() const { return n_ctx_; }
-  int n_slots() const { return static_cast<int>(caches_.size()); }
+  int n_slots() const { return static_cast<int>(slots_.size()); }
   const RankTimes& times() const { return times_; }
   void reset_times();
   // Rank 0 only, with no step in flight: every rank's times (index = rank), each rank's then reset.
   std::vector<RankTimes> gather_times();
 
  private:
-  struct Header {
-    int32_t kind;  // 0 stop, 1 step (logits to rank 0), 2 report times, 3 slot setup, 4 step (sampled)
-    int32_t n_seq, n_tok, n_out;
-  };
   // Messages this rank has started sending, with the buffers they read from.
   struct Pending {
     std::vector<float> floats;
     std::vector<int32_t> ints;
+    proto::Message msg;
     std::vector<comm::Request> reqs;
   };
   struct Flight {
@@ -106,29 +96,30 @@ class Executor {
     std::vector<float> local;     // rank 0's own share of the logits (single-stage plans)
     std::vector<int32_t> tokens;  // sampled here (single-stage plans)
   };
-  void check_batch(const Header& h, const std::vector<SeqStep>& seqs) const;
-  void submit_step(const Batch& b, int kind);
-  void run_step(const Header& h, const std::vector<SeqStep>& seqs, const int32_t* tokens, Flight* flight);
-  void setup_here(int slot, const SamplingParams& sp, const int32_t* prompt, int64_t n);
+  class Collectives;  // the TP group's ring collectives, for the backend
+  void check_slots(const proto::StepBody& s) const;
+  void send_control(proto::Message m, const std::vector<int>& to);
+  void submit_step(const Batch& b, proto::Kind kind);
+  void run_step(const proto::Header& h, const proto::StepBody& s, Flight* flight);
+  void setup_here(const proto::SlotSetup& s);
   // The head rank: full logits rows from the last stage's shares, one token per row.
-  void sample_rows(const Header& h, const std::vector<SeqStep>& seqs, std::vector<float>& own, Flight* flight);
+  void sample_rows(const proto::Header& h, const proto::StepBody& s, std::vector<float>& own, Flight* flight);
   void reap(size_t keep);
   void drain();  // collects every step in flight
 
   comm::Comm& c_;
   comm::Layout l_;
-  Model& m_;
-  kern::ThreadPool& pool_;
+  Backend& b_;
   comm::Compression z_;
   int64_t n_vocab_, n_ctx_;
-  std::vector<KvCache> caches_;
-  std::vector<float> x_, gathered_;
-  std::vector<int32_t> tokens_;
-  comm::RingBuffers ring_;
-  std::vector<int64_t> vocab_split_;  // offsets of the last stage members' vocabulary shares
+  std::unique_ptr<Collectives> tp_;
+  std::vector<KvHandle> slots_;
+  std::vector<SeqRun> runs_;
+  std::vector<float> x_;
   std::deque<Pending> pending_;
   std::deque<Flight> flight_;
   RankTimes times_;
+  std::vector<int64_t> vocab_split_;  // offsets of the last stage members' vocabulary shares
   bool is_head_ = false;                          // last stage, TP index 0
   std::vector<std::unique_ptr<Sampler>> samplers_;  // per slot, on the head rank
   std::vector<std::vector<int32_t>> histories_;

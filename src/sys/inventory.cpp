@@ -19,7 +19,7 @@ struct Topology {
 
 }  // namespace
 
-plan::RankInfo probe_topology(const std::string& xml_path) {
+sys::RankInfo probe_topology(const std::string& xml_path) {
   Topology topo;
   if (hwloc_topology_init(&topo.t) != 0) fail("hwloc: cannot initialise a topology");
   hwloc_topology_set_io_types_filter(topo.t, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
@@ -27,7 +27,7 @@ plan::RankInfo probe_topology(const std::string& xml_path) {
     fail("{}: not an hwloc XML topology (make one with: lstopo --of xml FILE)", xml_path);
   }
   if (hwloc_topology_load(topo.t) != 0) fail("hwloc: cannot read the {} topology", xml_path.empty() ? "machine's" : xml_path);
-  plan::RankInfo info;
+  sys::RankInfo info;
   // The cores this process may run on (what mpirun or Slurm bound it to); all of them for an
   // XML description of another machine.
   hwloc_bitmap_t set = hwloc_bitmap_alloc();

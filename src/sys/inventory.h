@@ -4,15 +4,25 @@
 // be tested on hosts one does not have.
 #pragma once
 
+#include <cstdint>
 #include <string>
-
-#include "plan/placement.h"
 
 namespace ranklm::sys {
 
+// One rank's place: its host, the cores and memory it may use, GPUs, measured read speed.
+struct RankInfo {
+  int rank = 0;
+  std::string host;
+  int cores = 1;            // cores this rank may use
+  int numa_nodes = 1;
+  uint64_t memory_bytes = 0;  // memory of its NUMA node(s) (the host's when unbound)
+  int gpus = 0;
+  double speed_gbps = 0;    // measured read bandwidth with its threads
+};
+
 // rank and host are filled in by the caller; speed_gbps is measured separately. Throws
 // ranklm::Error naming the file when an XML topology cannot be read.
-plan::RankInfo probe_topology(const std::string& xml_path = "");
+RankInfo probe_topology(const std::string& xml_path = "");
 
 // Binds this process's future memory allocations to the NUMA node(s) of the cores it runs on
 // (first-touch pages then stay local). Returns a one-line description; does nothing on a

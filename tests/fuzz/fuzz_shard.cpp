@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "io/gguf.h"
-#include "io/shard.h"
+#include "shard/shard.h"
 #include "plan/identity.h"
 #include "plan/plan.h"
 #include "util/error.h"

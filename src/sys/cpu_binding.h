@@ -6,7 +6,7 @@
 
 #include "kernels/threadpool.h"
 
-namespace ranklm {
+namespace ranklm::sys {
 
 // The start hook for a pool of n_threads: thread i is bound to core (offset + i) of the cores
 // this process may run on (its cpuset, e.g. what mpirun --bind-to or Slurm gave it), wrapping
@@ -20,4 +20,4 @@ namespace ranklm {
 // or to bind leave threads unbound; `note`, when given, receives a one-line description.
 kern::ThreadPool::StartFn core_binder(int n_threads, std::string* note = nullptr);
 
-}  // namespace ranklm
+}  // namespace ranklm::sys

@@ -1,4 +1,4 @@
-#include "runtime/cpu_binding.h"
+#include "sys/cpu_binding.h"
 
 #include <hwloc.h>
 
@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-namespace ranklm {
+namespace ranklm::sys {
 
 namespace {
 
@@ -93,4 +93,4 @@ kern::ThreadPool::StartFn core_binder(int n_threads, std::string* note) {
   };
 }
 
-}  // namespace ranklm
+}  // namespace ranklm::sys

@@ -1,5 +1,6 @@
-#include "cli/distributed.h"
+#include "cli/engine.h"
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -7,40 +8,65 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <thread>
 
 #include "cli/watchdog.h"
 #include "plan/identity.h"
-#include "runtime/cpu_binding.h"
+#include "plan/model_part.h"
+#include "runtime/protocol.h"
 #include "sys/inventory.h"
 #include "util/error.h"
 
 namespace ranklm::cli {
 
-std::unique_ptr<ShardJob> load_shard_job(comm::World& world, const std::string& dir, int threads) {
-  comm::Comm& c = world.comm();
-  // Pages this rank allocates (its weights, KV cache) stay on its own NUMA node.
-  sys::bind_memory_to_local_numa();
-  Watchdog::phase("loading this rank's shard");
-  auto job = std::make_unique<ShardJob>();
-  job->rank_file = shard::load_rank_file(dir, c.rank(), c.size());
-  const plan::Plan& p = job->rank_file.plan;
-  job->model = Model::load(*job->rank_file.file, runtime::model_part(p, c.rank(), *job->rank_file.model));
-  job->layout = comm::Layout::of(p, c.rank());
-  job->pool = std::make_unique<kern::ThreadPool>(threads, core_binder(threads));
-  return job;
+int default_threads() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? static_cast<int>(n) : 1;
 }
 
-std::unique_ptr<ShardJob> load_model_job(comm::World& world, const std::string& path, int threads) {
-  if (world.comm().size() != 1) fail("{}: a whole model runs on one rank; this job has {}", path, world.comm().size());
-  auto job = std::make_unique<ShardJob>();
-  job->rank_file.file = gguf::File::open(path);
-  plan::Plan& p = job->rank_file.plan;
-  p = plan::make_plan(plan::model_identity(*job->rank_file.file), 1, 1, 1, {});
-  job->model = Model::load(*job->rank_file.file);
-  job->layout = comm::Layout::of(p, 0);
-  job->pool = std::make_unique<kern::ThreadPool>(threads, core_binder(threads));
-  return job;
+std::string ModelSource::label() const {
+  std::string name = gguf.empty() ? shards : gguf;
+  while (name.size() > 1 && name.back() == '/') name.pop_back();
+  return name.substr(name.find_last_of('/') + 1);
 }
+
+std::unique_ptr<Engine> Engine::load(comm::World& world, const ModelSource& src, int threads) {
+  comm::Comm& c = world.comm();
+  if (src.gguf.empty() == src.shards.empty()) usage_fail("give exactly one of --model and --shards");
+  std::unique_ptr<Engine> e(new Engine());
+  e->world_ = &world;
+  e->rank_ = c.rank();
+  // Pages this rank allocates (its weights, KV cache) stay on its own NUMA node.
+  sys::bind_memory_to_local_numa();
+  std::unique_ptr<Model> model;
+  if (!src.shards.empty()) {
+    Watchdog::phase("loading this rank's shard");
+    e->rank_file_ = shard::load_rank_file(src.shards, c.rank(), c.size());
+    e->plan_ = e->rank_file_.plan;
+    e->meta_ = e->rank_file_.file.get();
+    e->header_ = e->rank_file_.model.get();
+  } else {
+    if (c.size() != 1) {
+      fail("{}: a GGUF model runs on one rank and this job has {}; under mpirun give --shards (ranklm plan, then "
+           "ranklm-repack)", src.gguf, c.size());
+    }
+    Watchdog::phase("loading the model");
+    e->gguf_ = gguf::File::open(src.gguf);
+    e->plan_ = plan::make_plan(plan::model_identity(*e->gguf_), 1, 1, 1, {});
+    e->meta_ = e->header_ = e->gguf_.get();
+  }
+  model = Model::load(*e->meta_, plan::model_part(e->plan_, c.rank(), *e->header_));
+  e->layout_ = comm::Layout::of(e->plan_, c.rank());
+  e->backend_ = std::make_unique<backend::CpuBackend>(std::move(model), threads);
+  return e;
+}
+
+Engine::~Engine() = default;
 
 namespace {
 
@@ -83,54 +109,48 @@ std::string gib(int64_t bytes) {
 
 }  // namespace
 
-void start_executor(comm::World& world, ShardJob& job, int n_slots, int64_t n_ctx, comm::Compression z) {
+void Engine::start(int n_slots, int64_t n_ctx, comm::Compression z) {
+  comm::Comm& c = world_->comm();
   // The KV cache is allocated up front: work out its size first and refuse what cannot fit.
-  const int64_t per_slot = job.model->kv_cache_bytes(n_ctx);
+  const int64_t per_slot = backend_->kv_bytes(n_ctx);
   const int64_t need = per_slot > 0 && n_slots > INT64_MAX / per_slot ? INT64_MAX : per_slot * n_slots;
   const int64_t avail = available_memory_bytes();
   if (need > avail) {
     usage_fail("the KV cache for {} sequences (--parallel) of {} positions (--ctx-size) needs {} on rank {} ({} per "
                "sequence), more than the {} this process may still allocate; lower --parallel or --ctx-size",
-               n_slots, n_ctx, gib(need), world.comm().rank(), gib(per_slot), gib(avail));
+               n_slots, n_ctx, gib(need), c.rank(), gib(per_slot), gib(avail));
   }
-  if (world.comm().rank() == 0 && n_ctx > job.model->hparams().n_ctx_train) {
+  if (c.rank() == 0 && n_ctx > n_ctx_train()) {
     std::fprintf(stderr, "ranklm: warning: a context of %lld positions is more than the model was trained on (%lld); "
-                 "text past that point degrades\n", static_cast<long long>(n_ctx),
-                 static_cast<long long>(job.model->hparams().n_ctx_train));
+                 "text past that point degrades\n", static_cast<long long>(n_ctx), static_cast<long long>(n_ctx_train()));
   }
-  if (z != comm::Compression::kNone && job.rank_file.plan.tp_mode == plan::TpMode::kExact) {
+  if (z != comm::Compression::kNone && plan_.tp_mode == plan::TpMode::kExact) {
     fail("--allreduce q8_0: the plan's TP mode is exact, which gathers instead of reducing; "
          "make the plan with --tp-mode sum (and repack) to compress the allreduce");
   }
-  job.exec = std::make_unique<runtime::Executor>(world.comm(), job.layout, *job.model, *job.pool, n_slots, n_ctx, z);
+  exec_ = std::make_unique<runtime::Executor>(c, layout_, *backend_, n_slots, n_ctx, z);
   // Every rank tells rank 0 it is ready; rank 0 waits for each within what is left of the
   // start-up time, so a rank stuck in loading is named instead of waited for.
   Watchdog::phase("waiting for every rank to load its part of the model");
-  comm::Comm& c = world.comm();
   if (c.size() > 1) {
-    char ready = 1;
     if (c.rank() == 0) {
       Watchdog::hold(true);  // these waits have their own deadline, and name the rank that is late
       const auto keep = c.timeout();
       c.set_timeout(std::chrono::milliseconds(static_cast<int64_t>(Watchdog::start_timeout_s() * 1000)));
       for (int r = 1; r < c.size(); ++r) {
-        c.recv(&ready, 1, r, comm::Tag::kControl, "the rank's ready message after loading its shard (is it stopped, or "
-               "is its file system hung?)");
+        runtime::proto::Ready ready{};
+        c.recv(&ready, sizeof ready, r, comm::Tag::kControl, "the rank's ready message after loading its shard (is it "
+               "stopped, or is its file system hung?)");
+        runtime::proto::decode_ready(&ready, sizeof ready, r, c.size(), c.host(r));
       }
       c.set_timeout(keep);
       Watchdog::hold(false);
     } else {
-      c.send(&ready, 1, 0, comm::Tag::kControl, "this rank's ready message");
+      const runtime::proto::Ready ready = runtime::proto::make_ready(c.rank(), c.size());
+      c.send(&ready, sizeof ready, 0, comm::Tag::kControl, "this rank's ready message");
     }
   }
   Watchdog::started();
-}
-
-std::unique_ptr<ShardJob> open_shard_job(comm::World& world, const std::string& dir, int threads, int n_slots,
-                                         int64_t n_ctx, comm::Compression z) {
-  auto job = load_shard_job(world, dir, threads);
-  start_executor(world, *job, n_slots, n_ctx, z);
-  return job;
 }
 
 int with_world(const std::string& cmd, const std::function<int(comm::World&)>& body) {

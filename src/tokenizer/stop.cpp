@@ -1,4 +1,4 @@
-#include "runtime/stop.h"
+#include "tokenizer/stop.h"
 
 #include <algorithm>
 

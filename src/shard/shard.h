@@ -1,6 +1,7 @@
 // HDF5 shards: one file per rank holding only that rank's tensors, already sliced for tensor
-// parallelism, blocks copied in their GGUF type (never requantized). This module is the only
-// code that includes <hdf5.h>. The format is in docs/FORMATS.md ("HDF5 shards").
+// parallelism, blocks copied in their GGUF type (never requantized). This module says which part
+// of which tensor goes to which rank and what the file holds; the HDF5 calls are io/h5.h's. The
+// format is in docs/FORMATS.md ("HDF5 shards").
 #pragma once
 
 #include <cstdint>
@@ -84,11 +85,6 @@ struct ShardHeader {
 // and what to do on failure: the manifest is there, the file exists and is a complete HDF5 file,
 // format and version, rank and world size, and that it belongs to the manifest's plan.
 ShardHeader check_shard(const std::string& dir, int rank, int world_size);
-
-// The whole model as a GGUF image rebuilt from a 1-rank plan's shard (every tensor whole, each
-// read through its checksum): the same bytes as the source file, so a model loaded from it is
-// the model loaded from the GGUF.
-std::unique_ptr<gguf::File> load_single_rank_model(const std::string& dir);
 
 // What rank `rank` of a job of `world_size` ranks runs, from its own shard only: the file's
 // tensors (sliced, under their GGUF names, each read through its checksum) with the whole

@@ -1,0 +1,78 @@
+// What the executor asks of a rank's part of the model: the seam between the distributed
+// runtime (executor, scheduler, step protocol) and the code that computes. The CPU backend
+// (src/backend/cpu.h) is the one implementation today; a GPU rank implements the same interface
+// and nothing above it changes (docs/ARCHITECTURE.md, "Adding a backend").
+//
+// Hidden states cross the interface as host float arrays [n_tok, n_embd] (they travel between
+// ranks from host memory); the KV storage of every sequence slot lives behind it, named by
+// opaque handles, so a backend may keep it in device memory or in pages of its own.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ranklm::runtime {
+
+// One sequence's KV storage on a backend.
+struct KvHandle {
+  int32_t id = -1;
+  bool valid() const { return id >= 0; }
+  bool operator==(const KvHandle&) const = default;
+};
+
+// One sequence's share of a step: n_tok tokens (consecutive rows of the step's hidden states)
+// at positions pos0.. of its KV storage.
+struct SeqRun {
+  KvHandle kv;
+  int64_t pos0 = 0, n_tok = 0;
+};
+
+// The collectives a tensor-parallel group's members call in the middle of a step; the executor
+// provides them (ring allreduce and allgather over its communicator). Members call them in the
+// same order with the same sizes.
+class TpCollectives {
+ public:
+  virtual ~TpCollectives() = default;
+  // Sums x[0..n) over the group, in place.
+  virtual void allreduce(float* x, int64_t n) = 0;
+  // Member i's block [n_tok, widths[i]] (local, on this member) into full [n_tok, sum of
+  // widths], members' columns in group order.
+  virtual void allgather_columns(const float* local, int64_t n_tok, const std::vector<int64_t>& widths, float* full) = 0;
+};
+
+struct BackendInfo {
+  std::string name;             // "cpu", with its instruction set
+  int64_t n_embd = 0;           // hidden-state width
+  int64_t n_vocab = 0;          // the whole vocabulary
+  int64_t n_ctx_train = 0;
+  bool embeds = false;          // runs the embedding (first stage)
+  bool has_head = false;        // runs the output head (last stage)
+  int64_t vocab_begin = 0, vocab_end = 0;  // logits columns head() writes
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const BackendInfo& info() const = 0;
+
+  // ---- KV storage ----
+  // Bytes one sequence of n_ctx positions takes on this backend.
+  virtual int64_t kv_bytes(int64_t n_ctx) const = 0;
+  virtual KvHandle kv_create(int64_t n_ctx) = 0;
+  virtual void kv_free(KvHandle kv) = 0;
+  // Positions 0..n_pos-1 of src into dst (a shared prefix; both of this backend).
+  virtual void kv_copy(KvHandle src, KvHandle dst, int64_t n_pos) = 0;
+
+  // ---- one step ----
+  // The collectives run_layers uses (null on a rank without TP partners); not owned.
+  virtual void set_collectives(TpCollectives* c) = 0;
+  // tokens[0..n_tok) into x [n_tok, n_embd] (embedding ranks only).
+  virtual void embed(const int32_t* tokens, int64_t n_tok, float* x) = 0;
+  // This rank's layers over a batch of sequences, x [sum of n_tok, n_embd] in place.
+  virtual void run_layers(float* x, const SeqRun* seqs, int n_seq) = 0;
+  // Output norm and head for rows[0..n_rows) of x: logits [n_rows, vocab_end - vocab_begin].
+  virtual void head(const float* x, const int64_t* rows, int64_t n_rows, float* logits) = 0;
+};
+
+}  // namespace ranklm::runtime

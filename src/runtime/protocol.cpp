@@ -1,0 +1,165 @@
+#include "runtime/protocol.h"
+
+#include <cstring>
+
+#include "util/error.h"
+
+namespace ranklm::runtime::proto {
+
+namespace {
+
+// The body a header of this kind and these counts must come with.
+uint64_t expected_body(Kind k, int64_t n_seq, int64_t n_tok) {
+  switch (k) {
+    case Kind::kStep:
+    case Kind::kSampledStep:
+      return static_cast<uint64_t>(n_seq) * sizeof(SeqEntry) + static_cast<uint64_t>(n_tok) * sizeof(int32_t);
+    case Kind::kSlotSetup:
+      return sizeof(SamplingWire) + static_cast<uint64_t>(n_tok) * sizeof(int32_t);
+    default:
+      return 0;
+  }
+}
+
+Header make_header(Kind k, int64_t n_seq, int64_t n_tok, int64_t n_out) {
+  if (n_seq < 0 || n_seq > kMaxSeqs || n_tok < 0 || n_tok > kMaxTokens || n_out < 0 || n_out > n_tok) {
+    fail("step protocol: a {} of {} sequences, {} tokens and {} logits rows is outside the protocol's bounds "
+         "({} sequences, {} tokens)", kind_name(k), n_seq, n_tok, n_out, kMaxSeqs, kMaxTokens);
+  }
+  return Header{kMagic, kVersion, static_cast<uint16_t>(k), static_cast<int32_t>(n_seq), static_cast<int32_t>(n_tok),
+                static_cast<int32_t>(n_out), static_cast<uint32_t>(expected_body(k, n_seq, n_tok))};
+}
+
+Message with_body(const Header& h) {
+  Message m;
+  m.bytes.resize(sizeof(Header) + h.body_bytes);
+  std::memcpy(m.bytes.data(), &h, sizeof h);
+  return m;
+}
+
+void check_version(uint32_t magic, uint16_t version, const std::string& what) {
+  if (magic != kMagic) fail("step protocol: {} does not start with the protocol's magic number (a stray or damaged message)", what);
+  if (version != kVersion) {
+    fail("step protocol: {} speaks protocol version {}, this rank speaks version {}: every rank of a job must run the "
+         "same ranklm build", what, version, kVersion);
+  }
+}
+
+}  // namespace
+
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::kStop: return "stop";
+    case Kind::kStep: return "step";
+    case Kind::kReportTimes: return "time report request";
+    case Kind::kSlotSetup: return "slot set-up";
+    case Kind::kSampledStep: return "sampled step";
+  }
+  return "unknown message";
+}
+
+Message encode_control(Kind k) {
+  if (k != Kind::kStop && k != Kind::kReportTimes) fail("step protocol: a {} has a body (a bug)", kind_name(k));
+  return with_body(make_header(k, 0, 0, 0));
+}
+
+Message encode_step(Kind k, const std::vector<SeqEntry>& seqs, const std::vector<int32_t>& tokens) {
+  if (k != Kind::kStep && k != Kind::kSampledStep) fail("step protocol: a {} is not a step (a bug)", kind_name(k));
+  int64_t n_tok = 0, n_out = 0;
+  for (const SeqEntry& s : seqs) {
+    n_tok += s.n_tok;
+    n_out += s.n_out;
+  }
+  if (n_tok != static_cast<int64_t>(tokens.size())) fail("step protocol: a step of {} tokens came with {} token ids", n_tok, tokens.size());
+  Message m = with_body(make_header(k, static_cast<int64_t>(seqs.size()), n_tok, n_out));
+  uint8_t* p = m.bytes.data() + sizeof(Header);
+  if (!seqs.empty()) std::memcpy(p, seqs.data(), seqs.size() * sizeof(SeqEntry));
+  if (!tokens.empty()) std::memcpy(p + seqs.size() * sizeof(SeqEntry), tokens.data(), tokens.size() * sizeof(int32_t));
+  return m;
+}
+
+Message encode_slot_setup(int32_t slot, const SamplingWire& sp, const std::vector<int32_t>& prompt) {
+  Message m = with_body(make_header(Kind::kSlotSetup, slot, static_cast<int64_t>(prompt.size()), 0));
+  uint8_t* p = m.bytes.data() + sizeof(Header);
+  std::memcpy(p, &sp, sizeof sp);
+  if (!prompt.empty()) std::memcpy(p + sizeof sp, prompt.data(), prompt.size() * sizeof(int32_t));
+  return m;
+}
+
+Ready make_ready(int rank, int world_size) { return Ready{kMagic, kVersion, 0, rank, world_size}; }
+
+Header decode_header(const void* data, size_t n, int from) {
+  const std::string what = fmt::format("a control message from rank {}", from);
+  if (n != sizeof(Header)) fail("step protocol: {} has {} bytes, a header has {}", what, n, sizeof(Header));
+  Header h;
+  std::memcpy(&h, data, sizeof h);
+  check_version(h.magic, h.version, what);
+  if (h.kind >= kKindCount) fail("step protocol: {} is of unknown kind {}", what, h.kind);
+  const Kind k = static_cast<Kind>(h.kind);
+  if (h.n_seq < 0 || h.n_seq > kMaxSeqs || h.n_tok < 0 || h.n_tok > kMaxTokens || h.n_out < 0 || h.n_out > h.n_tok) {
+    fail("step protocol: {} ({}) has out-of-bounds counts: {} sequences, {} tokens, {} logits rows", what, kind_name(k),
+         h.n_seq, h.n_tok, h.n_out);
+  }
+  if ((k == Kind::kStep || k == Kind::kSampledStep) && (h.n_seq < 1 || h.n_tok < 1)) {
+    fail("step protocol: {} is an empty {} ({} sequences, {} tokens)", what, kind_name(k), h.n_seq, h.n_tok);
+  }
+  const uint64_t want = expected_body(k, h.n_seq, h.n_tok);
+  if (h.body_bytes != want) {
+    fail("step protocol: {} ({}) announces a body of {} bytes; its counts need {}", what, kind_name(k), h.body_bytes, want);
+  }
+  return h;
+}
+
+StepBody decode_step(const Header& h, const void* body, size_t n) {
+  const Kind k = static_cast<Kind>(h.kind);
+  if (k != Kind::kStep && k != Kind::kSampledStep) fail("step protocol: a {} is not a step", kind_name(k));
+  if (n != h.body_bytes) fail("step protocol: a step's body has {} bytes, its header says {}", n, h.body_bytes);
+  StepBody s;
+  s.seqs.resize(static_cast<size_t>(h.n_seq));
+  s.tokens.resize(static_cast<size_t>(h.n_tok));
+  const uint8_t* p = static_cast<const uint8_t*>(body);
+  std::memcpy(s.seqs.data(), p, s.seqs.size() * sizeof(SeqEntry));
+  std::memcpy(s.tokens.data(), p + s.seqs.size() * sizeof(SeqEntry), s.tokens.size() * sizeof(int32_t));
+  int64_t n_tok = 0, n_out = 0;
+  for (const SeqEntry& e : s.seqs) {
+    if (e.n_tok < 1 || e.n_out < 0 || e.n_out > e.n_tok || e.pos0 < 0 || e.slot < 0) {
+      fail("step protocol: a step's sequence (slot {}, position {}, {} tokens, {} logits rows) is malformed", e.slot,
+           e.pos0, e.n_tok, e.n_out);
+    }
+    if (k == Kind::kSampledStep && e.n_out > 1) fail("step protocol: a sampled step asks for {} logits rows of one sequence", e.n_out);
+    n_tok += e.n_tok;
+    n_out += e.n_out;
+  }
+  if (n_tok != h.n_tok || n_out != h.n_out) {
+    fail("step protocol: a step's sequences hold {} tokens and {} logits rows, its header says {} and {}", n_tok, n_out,
+         h.n_tok, h.n_out);
+  }
+  return s;
+}
+
+SlotSetup decode_slot_setup(const Header& h, const void* body, size_t n) {
+  if (static_cast<Kind>(h.kind) != Kind::kSlotSetup) fail("step protocol: a {} is not a slot set-up", kind_name(static_cast<Kind>(h.kind)));
+  if (n != h.body_bytes) fail("step protocol: a slot set-up's body has {} bytes, its header says {}", n, h.body_bytes);
+  SlotSetup s;
+  s.slot = h.n_seq;
+  const uint8_t* p = static_cast<const uint8_t*>(body);
+  std::memcpy(&s.sampling, p, sizeof s.sampling);
+  s.prompt.resize(static_cast<size_t>(h.n_tok));
+  if (!s.prompt.empty()) std::memcpy(s.prompt.data(), p + sizeof s.sampling, s.prompt.size() * sizeof(int32_t));
+  return s;
+}
+
+Ready decode_ready(const void* data, size_t n, int from, int world_size, const std::string& host) {
+  const std::string what = fmt::format("rank {} (host {})", from, host);
+  if (n != sizeof(Ready)) fail("step protocol: the ready message of {} has {} bytes, not {}", what, n, sizeof(Ready));
+  Ready r;
+  std::memcpy(&r, data, sizeof r);
+  check_version(r.magic, r.version, what);
+  if (r.rank != from || r.world_size != world_size) {
+    fail("step protocol: {} says it is rank {} of {}, but this job has it as rank {} of {}", what, r.rank, r.world_size,
+         from, world_size);
+  }
+  return r;
+}
+
+}  // namespace ranklm::runtime::proto
