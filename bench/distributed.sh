@@ -24,14 +24,14 @@ done
 # streams the output head gets fewer layers (12 + 10 here).
 "${mpi[@]}" "$bin/ranklm" plan -m "$model" --tp 1 -t 1 -o "$work/pp2.json" | grep -E "^ +[0-9]"
 for s in one tp2 tp2sum pp2; do "$bin/ranklm-repack" -m "$model" --plan "$work/$s.json" -o "$work/$s" 2> /dev/null; done
-ts() { grep -E '^\| .*\| tg' | awk -F'|' '{print $(NF-3)}' | awk '{print $1}'; }  # the t/s column
+ts() { python3 -c "import json,sys; print(f\"{[r for r in json.load(sys.stdin) if r['n_gen'] > 0][0]['avg_ts']:.2f}\")"; }  # tg t/s
 echo "round one_rank_2t_tg64 tp2_exact_tg64 tp2_sum_tg64 ratio_exact ratio_sum one_rank_2t_npl16 pp2_npl16 ratio_pp"
 for r in $(seq 1 "$rounds"); do
-  a=$("$bin/ranklm" bench --shards "$work/one" -t 2 -p 0 -n 64 -r 3 | ts)
-  b=$("${mpi[@]}" "$bin/ranklm" bench --shards "$work/tp2" -t 1 -p 0 -n 64 -r 3 | ts)
-  e=$("${mpi[@]}" "$bin/ranklm" bench --shards "$work/tp2sum" -t 1 -p 0 -n 64 -r 3 | ts)
-  c=$("$bin/ranklm" bench --shards "$work/one" -t 2 -p 0 -n 32 --npl 16 -r 3 | ts)
-  d=$("${mpi[@]}" "$bin/ranklm" bench --shards "$work/pp2" -t 1 -p 0 -n 32 --npl 16 -r 3 | ts)
+  a=$("$bin/ranklm" bench --shards "$work/one" -t 2 -p 0 -n 64 -r 3 -o json | ts)
+  b=$("${mpi[@]}" "$bin/ranklm" bench --shards "$work/tp2" -t 1 -p 0 -n 64 -r 3 -o json | ts)
+  e=$("${mpi[@]}" "$bin/ranklm" bench --shards "$work/tp2sum" -t 1 -p 0 -n 64 -r 3 -o json | ts)
+  c=$("$bin/ranklm" bench --shards "$work/one" -t 2 -p 0 -n 32 --npl 16 -r 3 -o json | ts)
+  d=$("${mpi[@]}" "$bin/ranklm" bench --shards "$work/pp2" -t 1 -p 0 -n 32 --npl 16 -r 3 -o json | ts)
   echo "$r $a $b $e $(python3 -c "print(f'{$b/$a:.3f} {$e/$a:.3f}')") $c $d $(python3 -c "print(f'{$d/$c:.3f}')")"
 done | tee "$work/rounds.txt"
 python3 - "$work/rounds.txt" <<'PY'

@@ -2,6 +2,7 @@
 # The layer graph is enforced, not a convention: tools/check_layers.py passes on the tree as it
 # is, and a copy of the project with one forbidden include (io including plan, kernels including
 # src/, a directory that is no module) fails to build, naming the file, the line and the modules.
+# The size check (tools/check_sizes.py, also part of the build) refuses a function over 120 lines.
 #   layers_test.sh REPO BUILD_DIR
 set -u
 repo="$1"
@@ -35,6 +36,17 @@ copy; sed -i '1a #include "comm/comm.h"' "$tmp/c/src/model/model.h"
 expect_refused "the model including comm" "module 'model' includes 'comm/comm.h'"
 copy; mkdir "$tmp/c/src/extra"; echo '#include "util/error.h"' > "$tmp/c/src/extra/x.cpp"
 expect_refused "a directory that is not a module" "directory 'extra' is not a module"
+
+# The size limits: a function of 130 lines is refused, naming it.
+copy; { echo 'int long_one() {'; for i in $(seq 1 130); do echo "  int v$i = $i;"; done; echo '  return 0;'; echo '}'; } > "$tmp/c/src/util/long.cpp"
+if python3 "$repo/tools/check_sizes.py" "$tmp/c/src" 2> "$tmp/err"; then
+  bad "a 133-line function: not refused"
+elif grep -q "function 'long_one' has 133 lines, more than 120" "$tmp/err"; then
+  ok "a 133-line function: refused by the size check"
+else
+  bad "a 133-line function: refused without naming it:"; cat "$tmp/err"
+fi
+if python3 "$repo/tools/check_sizes.py" "$repo/src" 2> "$tmp/err"; then ok "src/ keeps to the size limits"; else bad "src/ breaks the size limits:"; cat "$tmp/err"; fi
 
 # The build itself: a copy of the project with io including plan fails at the layer check.
 mkdir -p "$tmp/p"

@@ -105,6 +105,26 @@ TEST(Jinja, SyntaxErrorsNameTheLine) {
   }
 }
 
+TEST(Jinja, UnknownFiltersAndTestsAreRefusedWhenTheTemplateLoads) {
+  // Inside a branch that never runs: still refused, when parsed, naming the line and the name.
+  for (const auto& [src, name] : std::vector<std::pair<std::string, std::string>>{
+           {"ok\n{% if false %}{{ x | nosuchfilter }}{% endif %}", "unknown filter 'nosuchfilter'"},
+           {"ok\n{% for m in [] %}{{ m is nosuchtest }}{% endfor %}", "unknown test 'nosuchtest'"},
+           {"ok\n{% if false %}{{ [1] | map('x') | frobnicate(2) }}{% endif %}", "unknown filter 'frobnicate'"}}) {
+    try {
+      jinja::Template t(src, "t.jinja");
+      FAIL() << "loaded: " << src;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("t.jinja line 2: " + name), std::string::npos) << e.what();
+    }
+  }
+  // Known ones resolve once and work; methods resolve by name and bind to the value's type.
+  EXPECT_EQ(render("{{ ' a ' | trim | upper }}{{ 3 is odd }}{{ 'x,y'.split(',') | length }}{{ {'k': 1}.get('k') }}"),
+            "ATrue21");
+  // A name that is no method of the value's type is undefined, as in Jinja, until called.
+  EXPECT_THROW(render("{{ [1].strip() }}"), Error);
+}
+
 TEST(Jinja, RuntimeErrorsAreErrors) {
   EXPECT_THROW(render("{{ x.y }}"), Error);                 // attribute of undefined
   EXPECT_THROW(render("{{ 1 + 'a' }}"), Error);             // type error

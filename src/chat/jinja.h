@@ -9,7 +9,11 @@
 // break/continue, generation (rendered as its body); literals, lists, dicts, attribute and
 // subscript access, slices, calls with keyword arguments, filters, tests, `in`, comparisons,
 // arithmetic, `~`, and/or/not, the ternary `a if c else b`; common str/dict/list methods.
-// Anything else is a parse error that names the template, the line and the construct.
+// Anything else is a parse error that names the template, the line and the construct. Filters,
+// tests and method names are looked up in their tables when the template is parsed: an unknown
+// filter or test is refused when the template loads, not when a request reaches it. The parts:
+// jinja_lexer.cpp, jinja_value_ops.cpp (values and methods), jinja_filters.cpp, jinja_nodes.h
+// (the syntax tree) and jinja.cpp (the parser and this class); jinja_detail.h joins them.
 //
 // Templates are untrusted input (they come inside GGUF files), so parsing and rendering are
 // bounded: 1 MiB of source, 4000 tokens in a tag, 64 levels of nesting in an expression or of

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -60,6 +61,39 @@ batch::PromptFormat parse_format(const std::string& s) {
   usage_fail("--format: '{}' is not a prompt format (auto, text or jsonl)", s);
 }
 
+// A request's prompt ids: its own token ids (checked against the vocabulary), its messages
+// through the chat template, or its text. False, with the error and the field, when it is bad.
+bool prompt_of(const RunOptions& o, const batch::PromptItem& it, const Tokenizer& tok,
+               const std::function<const chat::ChatTemplate&()>& chat_template, std::vector<int32_t>& ids, std::string& why,
+               std::string& param) {
+  if (!it.prompt_ids.empty()) {
+    const auto bad = std::find_if(it.prompt_ids.begin(), it.prompt_ids.end(), [&](int32_t id) { return id >= tok.n_vocab(); });
+    if (bad != it.prompt_ids.end()) {
+      why = fmt::format("{}: line {}: body.prompt: token id {} is outside the vocabulary (0..{})", o.prompts, it.line, *bad,
+                        tok.n_vocab() - 1);
+      param = "body.prompt";
+      return false;
+    }
+    ids = it.prompt_ids;
+    return true;
+  }
+  if (it.endpoint != batch::Endpoint::kChat) {
+    ids = tok.encode(it.prompt, true, true);
+    return true;
+  }
+  try {
+    std::vector<chat::Message> msgs;
+    if (!o.system.empty() && (it.messages.empty() || it.messages.front().role != "system")) msgs.push_back({"system", o.system});
+    msgs.insert(msgs.end(), it.messages.begin(), it.messages.end());
+    ids = chat_template().encode(tok, msgs, true);
+    return true;
+  } catch (const Error& e) {
+    why = fmt::format("{}: line {}: {}", o.prompts, it.line, e.what());
+    param = "body.messages";
+    return false;
+  }
+}
+
 // The job on rank 0: every not-yet-done prompt through the scheduler, a record per request.
 void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf::File& meta, int64_t n_vocab,
            std::vector<batch::PromptItem>& items, batch::ResultsFile& results) {
@@ -75,7 +109,7 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
   std::optional<chat::ChatTemplate> tmpl;
   std::string tmpl_error;
   if (o.chat) tmpl = chat::ChatTemplate::for_model(meta, *tok, o.template_path);
-  auto chat_template = [&]() -> const chat::ChatTemplate& {
+  const std::function<const chat::ChatTemplate&()> chat_template = [&]() -> const chat::ChatTemplate& {
     if (!tmpl && tmpl_error.empty()) {
       try {
         tmpl = chat::ChatTemplate::for_model(meta, *tok, o.template_path);
@@ -114,31 +148,10 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
       }
       runtime::Request r;
       r.id = static_cast<int64_t>(i);
-      if (!it.prompt_ids.empty()) {
-        const auto bad = std::find_if(it.prompt_ids.begin(), it.prompt_ids.end(), [&](int32_t id) { return id >= tok->n_vocab(); });
-        if (bad != it.prompt_ids.end()) {
-          write_error(it, "invalid_request",
-                      fmt::format("{}: line {}: body.prompt: token id {} is outside the vocabulary (0..{})", o.prompts,
-                                  it.line, *bad, tok->n_vocab() - 1), "body.prompt");
-          continue;
-        }
-        r.prompt = it.prompt_ids;
-      } else {
-        if (it.endpoint == batch::Endpoint::kChat) {
-          try {
-            std::vector<chat::Message> msgs;
-            if (!o.system.empty() && (it.messages.empty() || it.messages.front().role != "system")) {
-              msgs.push_back({"system", o.system});
-            }
-            msgs.insert(msgs.end(), it.messages.begin(), it.messages.end());
-            r.prompt = chat_template().encode(*tok, msgs, true);
-          } catch (const Error& e) {
-            write_error(it, "invalid_request", fmt::format("{}: line {}: {}", o.prompts, it.line, e.what()), "body.messages");
-            continue;
-          }
-        } else {
-          r.prompt = tok->encode(it.prompt, true, true);
-        }
+      std::string why, param;
+      if (!prompt_of(o, it, *tok, chat_template, r.prompt, why, param)) {
+        write_error(it, "invalid_request", why, param);
+        continue;
       }
       r.max_tokens = it.o.max_tokens.value_or(o.max_tokens);
       r.sampling = o.sp;

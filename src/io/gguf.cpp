@@ -208,6 +208,51 @@ std::unique_ptr<File> File::header_only(const std::string& name, std::vector<uin
   return f;
 }
 
+namespace {
+
+// One entry of the tensor table up to its offset: name, shape (each dimension and the element
+// count checked for overflow), type, and the byte size.
+TensorInfo read_tensor_info(Cursor& c, const std::string& p, uint64_t k) {
+  TensorInfo ti;
+  ti.name = c.read_string(fmt::format("tensor[{}].name", k));
+  const std::string tf = fmt::format("tensor '{}'", ti.name);
+  const uint32_t n_dims = c.read<uint32_t>(tf + " n_dims");
+  if (n_dims == 0 || n_dims > kMaxDims) {
+    fail("{}: {}: n_dims {} out of range 1..{}", p, tf, n_dims, kMaxDims);
+  }
+  int64_t n_el = 1;
+  for (uint32_t d = 0; d < n_dims; ++d) {
+    const uint64_t ne = c.read<uint64_t>(fmt::format("{} ne[{}]", tf, d));
+    if (ne == 0 || ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      fail("{}: {}: ne[{}] = {} out of range 1..2^63-1", p, tf, d, ne);
+    }
+    if (static_cast<uint64_t>(n_el) > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / ne) {
+      fail("{}: {}: element count overflows 64 bits (ne[{}] = {})", p, tf, d, ne);
+    }
+    n_el *= static_cast<int64_t>(ne);
+    ti.ne.push_back(static_cast<int64_t>(ne));
+  }
+  const uint32_t type_id = c.read<uint32_t>(tf + " type");
+  const kern::TypeTraits* tt = kern::find_type(type_id);
+  if (!tt) {
+    fail("{}: {}: unknown tensor type id {}; this file needs a newer reader or is corrupt", p,
+         tf, type_id);
+  }
+  ti.type = tt->type;
+  if (ti.ne[0] % tt->block_size != 0) {
+    fail("{}: {}: ne[0] = {} is not a whole number of {} blocks ({} elements each)", p, tf,
+         ti.ne[0], tt->name, tt->block_size);
+  }
+  const uint64_t blocks = static_cast<uint64_t>(n_el / tt->block_size);
+  if (blocks > std::numeric_limits<uint64_t>::max() / tt->type_size) {
+    fail("{}: {}: byte size overflows 64 bits", p, tf);
+  }
+  ti.n_bytes = blocks * tt->type_size;
+  return ti;
+}
+
+}  // namespace
+
 void File::parse() {
   const std::string& p = map_->path();
   Cursor c(p, map_->data(), map_->size());
@@ -266,41 +311,8 @@ void File::parse() {
 
   tensors_.reserve(static_cast<size_t>(n_tensors));
   for (uint64_t k = 0; k < n_tensors; ++k) {
-    TensorInfo ti;
-    ti.name = c.read_string(fmt::format("tensor[{}].name", k));
+    TensorInfo ti = read_tensor_info(c, p, k);
     const std::string tf = fmt::format("tensor '{}'", ti.name);
-    const uint32_t n_dims = c.read<uint32_t>(tf + " n_dims");
-    if (n_dims == 0 || n_dims > kMaxDims) {
-      fail("{}: {}: n_dims {} out of range 1..{}", p, tf, n_dims, kMaxDims);
-    }
-    int64_t n_el = 1;
-    for (uint32_t d = 0; d < n_dims; ++d) {
-      const uint64_t ne = c.read<uint64_t>(fmt::format("{} ne[{}]", tf, d));
-      if (ne == 0 || ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        fail("{}: {}: ne[{}] = {} out of range 1..2^63-1", p, tf, d, ne);
-      }
-      if (static_cast<uint64_t>(n_el) > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / ne) {
-        fail("{}: {}: element count overflows 64 bits (ne[{}] = {})", p, tf, d, ne);
-      }
-      n_el *= static_cast<int64_t>(ne);
-      ti.ne.push_back(static_cast<int64_t>(ne));
-    }
-    const uint32_t type_id = c.read<uint32_t>(tf + " type");
-    const kern::TypeTraits* tt = kern::find_type(type_id);
-    if (!tt) {
-      fail("{}: {}: unknown tensor type id {}; this file needs a newer reader or is corrupt", p,
-           tf, type_id);
-    }
-    ti.type = tt->type;
-    if (ti.ne[0] % tt->block_size != 0) {
-      fail("{}: {}: ne[0] = {} is not a whole number of {} blocks ({} elements each)", p, tf,
-           ti.ne[0], tt->name, tt->block_size);
-    }
-    const uint64_t blocks = static_cast<uint64_t>(n_el / tt->block_size);
-    if (blocks > std::numeric_limits<uint64_t>::max() / tt->type_size) {
-      fail("{}: {}: byte size overflows 64 bits", p, tf);
-    }
-    ti.n_bytes = blocks * tt->type_size;
     ti.offset = c.read<uint64_t>(tf + " offset");
     if (tensor_index_.count(ti.name)) fail("{}: {}: tensor name appears twice", p, tf);
     tensor_index_[ti.name] = tensors_.size();

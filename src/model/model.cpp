@@ -278,6 +278,29 @@ bool per_token_exact(kern::GgmlType t) {
 }
 }  // namespace
 
+// Each sequence's keys and values (rows of k, v) into its cache at its positions, then its
+// attention over that cache: attn [n_tok, n_head * head_dim].
+void Model::attend(int64_t il, const float* q, const float* k, const float* v, const SeqSpan* seqs, int n_seq, float* attn,
+                   kern::ThreadPool& pool) const {
+  const int64_t hd = hp_.head_dim, q_dim = part_.n_head * hd, kv_dim = part_.n_head_kv * hd;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  int64_t row = 0;  // the sequence's first row in the batch
+  for (int s = 0; s < n_seq; row += seqs[s].n_tok, ++s) {
+    const SeqSpan& sp = seqs[s];
+    uint16_t* kc = sp.cache->k[static_cast<size_t>(il)].data();
+    uint16_t* vc = sp.cache->v[static_cast<size_t>(il)].data();
+    const int64_t n = sp.n_tok * kv_dim;
+    const float* ks = k + row * kv_dim;
+    const float* vs = v + row * kv_dim;
+    for (int64_t i = 0; i < n; ++i) {
+      kc[sp.pos0 * kv_dim + i] = kern::fp32_to_fp16(ks[i]);
+      vc[sp.pos0 * kv_dim + i] = kern::fp32_to_fp16(vs[i]);
+    }
+    kern::attention(q + row * q_dim, kc, vc, sp.n_tok, sp.pos0, static_cast<int>(part_.n_head),
+                    static_cast<int>(part_.n_head_kv), static_cast<int>(hd), scale, attn + row * q_dim, pool);
+  }
+}
+
 void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, int64_t n_tok,
                           kern::ThreadPool& pool) {
   const HParams& hp = hp_;
@@ -344,24 +367,7 @@ void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, 
     kern::rope_inplace(q.data() + t0 * q_dim, t1 - t0, static_cast<int>(n_head), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
     kern::rope_inplace(k.data() + t0 * kv_dim, t1 - t0, static_cast<int>(n_head_kv), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
   });
-  // Each sequence's keys and values into its cache, then its attention over that cache.
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
-  int64_t row = 0;  // the sequence's first row in the batch
-  for (int s = 0; s < n_seq; row += seqs[s].n_tok, ++s) {
-    const SeqSpan& sp = seqs[s];
-    uint16_t* kc = sp.cache->k[static_cast<size_t>(il)].data();
-    uint16_t* vc = sp.cache->v[static_cast<size_t>(il)].data();
-    const int64_t n = sp.n_tok * kv_dim;
-    const float* ks = k.data() + row * kv_dim;
-    const float* vs = v.data() + row * kv_dim;
-    for (int64_t i = 0; i < n; ++i) {
-      kc[sp.pos0 * kv_dim + i] = kern::fp32_to_fp16(ks[i]);
-      vc[sp.pos0 * kv_dim + i] = kern::fp32_to_fp16(vs[i]);
-    }
-    kern::attention(q.data() + row * q_dim, kc, vc, sp.n_tok, sp.pos0, static_cast<int>(n_head),
-                    static_cast<int>(n_head_kv), static_cast<int>(hp.head_dim), scale,
-                    attn.data() + row * q_dim, pool);
-  }
+  attend(il, q.data(), k.data(), v.data(), seqs, n_seq, attn.data(), pool);
   const bool exact = pt.out_rows > 0;
   // Exact TP: this member's rows of a product whose input is gathered whole first, then every
   // member's rows gathered into cur.

@@ -132,6 +132,8 @@ class Model {
   void pack_weights(const gguf::File& f);
 
   void layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, int64_t n_tok, kern::ThreadPool& pool);
+  void attend(int64_t il, const float* q, const float* k, const float* v, const SeqSpan* seqs, int n_seq, float* attn,
+              kern::ThreadPool& pool) const;
   std::vector<uint8_t> scratch_;
   TpHooks tp_;
   // Activation buffers of layer_forward, kept between calls (grown, never shrunk) so a batch

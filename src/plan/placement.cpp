@@ -126,6 +126,41 @@ uint64_t rank_bytes(const Plan& p, const ModelSizes& sizes, int rank, const Plac
   return b;
 }
 
+namespace {
+
+// TP groups of `tp` ranks: consecutive ranks of a host (or, for TP larger than a host, of
+// consecutive hosts closer than tp_latency_us).
+std::vector<std::vector<int>> tp_groups(const Inventory& inv, const std::vector<std::string>& hosts,
+                                        std::map<std::string, std::vector<int>>& on, int tp, int per_host,
+                                        const PlaceOptions& o) {
+  const int n = static_cast<int>(inv.ranks.size());
+  std::vector<int> order;
+  for (const auto& h : hosts) order.insert(order.end(), on[h].begin(), on[h].end());
+  std::vector<std::vector<int>> groups;
+  for (int i = 0; i < n; i += tp) {
+    std::vector<int> g(order.begin() + i, order.begin() + i + tp);
+    std::set<std::string> hs;
+    for (int r : g) hs.insert(inv.ranks[static_cast<size_t>(r)].host);
+    if (hs.size() > 1) {
+      const std::vector<std::string> v(hs.begin(), hs.end());
+      for (size_t a = 0; a < v.size(); ++a) {
+        for (size_t b = a + 1; b < v.size(); ++b) {
+          const HostLink* l = inv.link(v[a], v[b]);
+          if (o.tp_latency_us <= 0 || !l || l->latency_us > o.tp_latency_us) {
+            fail("TP {} would put ranks of {} and {} in one group{}; TP runs inside a host (use --tp {} or less, or "
+                 "--tp-latency-us above their measured latency to allow it)", tp, v[a], v[b],
+                 l ? fmt::format(" ({:.1f} us apart)", l->latency_us) : std::string(" (no measured link)"), per_host);
+          }
+        }
+      }
+    }
+    groups.push_back(g);
+  }
+  return groups;
+}
+
+}  // namespace
+
 Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape, const Inventory& inv,
            const PlaceOptions& o) {
   const int n = static_cast<int>(inv.ranks.size());
@@ -152,30 +187,7 @@ Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape
          tp, shape.n_head, shape.n_head_kv, shape.n_ff);
   }
   if (n % tp != 0) fail("{} ranks cannot form TP groups of {}; start a multiple of {} ranks", n, tp, tp);
-  // Groups: consecutive ranks of a host (or, for TP larger than a host, of consecutive hosts
-  // closer than tp_latency_us).
-  std::vector<int> order;
-  for (const auto& h : hosts) order.insert(order.end(), on[h].begin(), on[h].end());
-  std::vector<std::vector<int>> groups;
-  for (int i = 0; i < n; i += tp) {
-    std::vector<int> g(order.begin() + i, order.begin() + i + tp);
-    std::set<std::string> hs;
-    for (int r : g) hs.insert(inv.ranks[static_cast<size_t>(r)].host);
-    if (hs.size() > 1) {
-      const std::vector<std::string> v(hs.begin(), hs.end());
-      for (size_t a = 0; a < v.size(); ++a) {
-        for (size_t b = a + 1; b < v.size(); ++b) {
-          const HostLink* l = inv.link(v[a], v[b]);
-          if (o.tp_latency_us <= 0 || !l || l->latency_us > o.tp_latency_us) {
-            fail("TP {} would put ranks of {} and {} in one group{}; TP runs inside a host (use --tp {} or less, or "
-                 "--tp-latency-us above their measured latency to allow it)", tp, v[a], v[b],
-                 l ? fmt::format(" ({:.1f} us apart)", l->latency_us) : std::string(" (no measured link)"), per_host);
-          }
-        }
-      }
-    }
-    groups.push_back(g);
-  }
+  const std::vector<std::vector<int>> groups = tp_groups(inv, hosts, on, tp, per_host, o);
   const int n_stages = static_cast<int>(groups.size());
   if (n_stages > m.n_layer) fail("{} stages of TP {} but the model has {} layers; use fewer ranks or a larger TP", n_stages, tp, m.n_layer);
   // 3. Layers: one at a time to the stage whose step time stays lowest, within its memory.
