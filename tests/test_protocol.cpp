@@ -65,7 +65,7 @@ TEST(Protocol, StepsRoundTrip) {
 }
 
 TEST(Protocol, SlotSetupTimesAndControlRoundTrip) {
-  const SamplingWire sp{0.7f, 0.9f, 0.05f, 1.1f, 40, 0, 0x123456789abcdefULL};
+  const SamplingWire sp{0.7f, 0.9f, 0.05f, 1.1f, 40, 32, 0x123456789abcdefULL};
   const std::vector<int32_t> prompt = {5, 17, 99, 3, 151000};
   const Message m = encode_slot_setup(3, sp, prompt);
   const SlotSetup s = decode_slot_setup(header_of(m), m.body(), m.body_size());
@@ -76,6 +76,7 @@ TEST(Protocol, SlotSetupTimesAndControlRoundTrip) {
   EXPECT_EQ(s.sampling.min_p, 0.05f);
   EXPECT_EQ(s.sampling.repeat_penalty, 1.1f);
   EXPECT_EQ(s.sampling.top_k, 40);
+  EXPECT_EQ(s.sampling.repeat_last_n, 32);
   EXPECT_EQ(s.sampling.seed, 0x123456789abcdefULL);
 
   for (Kind k : {Kind::kStop, Kind::kReportTimes}) {

@@ -12,14 +12,14 @@ CpuBackend::CpuBackend(std::unique_ptr<Model> model, int n_threads)
     : model_(std::move(model)), pool_(std::make_unique<kern::ThreadPool>(n_threads, sys::core_binder(n_threads))) {
   const HParams& hp = model_->hparams();
   const ModelPart& pt = model_->part();
-  info_.name = std::string("cpu (") + kern::isa_name(kern::active_isa()) + ")";
-  info_.n_embd = hp.n_embd;
-  info_.n_vocab = hp.n_vocab;
-  info_.n_ctx_train = hp.n_ctx_train;
-  info_.embeds = pt.embed;
-  info_.has_head = pt.head;
-  info_.vocab_begin = pt.vocab_begin;
-  info_.vocab_end = pt.vocab_end < 0 ? hp.n_vocab : pt.vocab_end;
+  info_ = runtime::BackendInfo{.name = std::string("cpu (") + kern::isa_name(kern::active_isa()) + ")",
+                               .n_embd = hp.n_embd,
+                               .n_vocab = hp.n_vocab,
+                               .n_ctx_train = hp.n_ctx_train,
+                               .embeds = pt.embed,
+                               .has_head = pt.head,
+                               .vocab_begin = pt.vocab_begin,
+                               .vocab_end = pt.vocab_end < 0 ? hp.n_vocab : pt.vocab_end};
 }
 
 CpuBackend::~CpuBackend() = default;

@@ -340,10 +340,10 @@ int cmd_bench(const std::vector<std::string>& args) {
   BenchOptions o;
   std::string threads_s, pp_s, tg_s, npl_s, allreduce;
   add_source_options(desc, src, true);
+  add_allreduce_option(desc, allreduce);
   desc.add_options()
       ("threads,t", po::value(&threads_s)->default_value(std::to_string(default_threads())),
        "thread counts per rank, comma-separated")
-      ("allreduce", po::value(&allreduce)->default_value("f32"), "with a sum-mode TP plan: allreduce payload, f32 or q8_0")
       ("n-prompt,p", po::value(&pp_s)->default_value("512"), "prefill lengths (pp tests), comma-separated; 0 skips")
       ("n-gen,n", po::value(&tg_s)->default_value("128"), "decode lengths (tg tests), comma-separated; 0 skips")
       ("npl", po::value(&npl_s)->default_value("1"), "sequences run together, comma-separated")

@@ -24,12 +24,15 @@ inline void add_source_options(po::options_description& desc, ModelSource& src, 
       ("shards", po::value<std::string>(&src.shards),
        "or: a shard directory (ranklm-repack); under mpirun, one rank per shard");
 }
+// --allreduce: the TP allreduce payload of a sum-mode plan.
+inline void add_allreduce_option(po::options_description& desc, std::string& allreduce) {
+  desc.add_options()("allreduce", po::value<std::string>(&allreduce)->default_value("f32"),
+                     "with a sum-mode TP plan: allreduce payload, f32 or q8_0");
+}
 // --threads (one count per rank) and --allreduce.
 inline void add_rank_options(po::options_description& desc, int& threads, std::string& allreduce, int default_threads) {
-  desc.add_options()
-      ("threads,t", po::value<int>(&threads)->default_value(default_threads), "worker threads per rank")
-      ("allreduce", po::value<std::string>(&allreduce)->default_value("f32"),
-       "with a sum-mode TP plan: allreduce payload, f32 or q8_0");
+  desc.add_options()("threads,t", po::value<int>(&threads)->default_value(default_threads), "worker threads per rank");
+  add_allreduce_option(desc, allreduce);
 }
 // Sampling, with llama.cpp's defaults; `what` prefixes the help ("default " for per-request values).
 inline void add_sampling_options(po::options_description& desc, SamplingParams& sp, const std::string& what = "") {

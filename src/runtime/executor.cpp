@@ -17,18 +17,12 @@ double since(clock::time_point t0) { return std::chrono::duration<double>(clock:
 constexpr size_t kMaxPending = 8;  // sends in flight per rank before it waits for the oldest
 
 proto::SamplingWire to_wire(const SamplingParams& sp) {
-  return proto::SamplingWire{sp.temperature, sp.top_p, sp.min_p, sp.repeat_penalty, sp.top_k, 0, sp.seed};
+  return proto::SamplingWire{sp.temperature, sp.top_p, sp.min_p, sp.repeat_penalty, sp.top_k, sp.repeat_last_n, sp.seed};
 }
 
 SamplingParams from_wire(const proto::SamplingWire& w) {
-  SamplingParams sp;
-  sp.temperature = w.temperature;
-  sp.top_p = w.top_p;
-  sp.min_p = w.min_p;
-  sp.repeat_penalty = w.repeat_penalty;
-  sp.top_k = w.top_k;
-  sp.seed = w.seed;
-  return sp;
+  return SamplingParams{.temperature = w.temperature, .top_k = w.top_k, .top_p = w.top_p, .min_p = w.min_p,
+                        .repeat_penalty = w.repeat_penalty, .repeat_last_n = w.repeat_last_n, .seed = w.seed};
 }
 
 }  // namespace

@@ -57,8 +57,7 @@ static_assert(sizeof(SeqEntry) == 16, "protocol sequence entry layout");
 // A request's sampling settings (runtime/sampler.h SamplingParams, on the wire).
 struct SamplingWire {
   float temperature, top_p, min_p, repeat_penalty;
-  int32_t top_k;
-  uint32_t reserved;
+  int32_t top_k, repeat_last_n;
   uint64_t seed;
 };
 static_assert(sizeof(SamplingWire) == 32, "protocol sampling layout");
