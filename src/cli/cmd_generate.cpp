@@ -44,7 +44,10 @@ std::vector<int32_t> prompt_ids(const GenerateOptions& o, const gguf::File& meta
   if (ids.empty()) fail("--prompt: the prompt produced no tokens");
   if (o.verbose_prompt) {
     std::string list;
-    for (size_t k = 0; k < ids.size(); ++k) list += (k ? "," : "") + std::to_string(ids[k]);
+    for (size_t k = 0; k < ids.size(); ++k) {
+      if (k) list += ',';
+      list += std::to_string(ids[k]);
+    }
     std::fprintf(stderr, "prompt (%zu tokens):\n%s\ntoken ids: %s\n", ids.size(), text.c_str(), list.c_str());
   }
   return ids;
