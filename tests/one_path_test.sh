@@ -32,11 +32,13 @@ done
 texts() { python3 -c "
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 3 and all(r['response']['status_code'] == 200 for r in rows), rows
 print(json.dumps(sorted((r['custom_id'], r['response']['body']['choices'][0]['text'], r['response']['body']['choices'][0]['finish_reason']) for r in rows)))" "$1"; }
 texts "$tmp/run.gguf.jsonl" > "$tmp/texts.gguf" 2> /dev/null
 bench_fields() { python3 -c "
 import json, sys
 rows = json.load(open(sys.argv[1]))
+assert len(rows) == 2 and all(r['avg_ts'] > 0 for r in rows), rows
 print(len(rows), sorted(rows[0].keys()), [(r['n_prompt'], r['n_gen'], r['n_parallel']) for r in rows])" "$1"; }
 bench_fields "$tmp/bench.gguf" > "$tmp/fields.gguf" 2> /dev/null
 [ -s "$tmp/logits.gguf" ] && [ -s "$tmp/gen.gguf" ] && [ -s "$tmp/texts.gguf" ] && [ -s "$tmp/fields.gguf" ] \

@@ -19,7 +19,7 @@ ctest --test-dir build --output-on-failure -j"$jobs"
 
 echo "[test] step 4/5: building the ASan+UBSan configuration in build-asan/ and running unit and kernel tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Asan > /dev/null
-cmake --build build-asan -j"$jobs" --target ranklm ranklm-synth ranklm-repack damage_gguf test_gguf test_tokenizer test_kernels test_chat test_sampling test_plan test_shard test_placement test_comm test_executor test_batch
+cmake --build build-asan -j"$jobs" --target ranklm ranklm-synth ranklm-repack damage_gguf test_gguf test_tokenizer test_kernels test_chat test_sampling test_plan test_shard test_placement test_comm test_executor test_protocol test_batch
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" -L 'unit|kernels'
 echo "[test] step 5/5: building the libFuzzer targets (clang, ASan+UBSan) in build-fuzz/ and fuzzing each for a bounded time"
