@@ -338,29 +338,32 @@ void Executor::run_step(const proto::Header& h, const proto::StepBody& s, Flight
     for (int d : l_.hidden_to) p.reqs.push_back(c_.isend(p.floats.data(), p.floats.size() * sizeof(float), d, comm::Tag::kHidden));
     pending_.push_back(std::move(p));
   } else if (h.n_out > 0) {
-    std::vector<int64_t> rows;
+    rows_.clear();
     int64_t row = 0;
     for (const SeqStep& q : s.seqs) {
-      for (int64_t j = q.n_tok - q.n_out; j < q.n_tok; ++j) rows.push_back(row + j);
+      for (int64_t j = q.n_tok - q.n_out; j < q.n_tok; ++j) rows_.push_back(row + j);
       row += q.n_tok;
     }
     const int i = l_.tp.index;
     const int64_t nv = vocab_split_[static_cast<size_t>(i) + 1] - vocab_split_[static_cast<size_t>(i)];
-    Pending p;
-    p.floats.resize(static_cast<size_t>(h.n_out * nv));
-    b_.head(x_.data(), rows.data(), h.n_out, p.floats.data());
-    if (static_cast<proto::Kind>(h.kind) == proto::Kind::kSampledStep) {
-      if (is_head_) {
-        sample_rows(h, s, p.floats, flight);
-      } else {  // this member's share goes to the head rank, which samples
+    const bool sampled = static_cast<proto::Kind>(h.kind) == proto::Kind::kSampledStep;
+    if (sampled && is_head_) {  // this rank samples: its share stays here, in a buffer kept between steps
+      head_out_.resize(static_cast<size_t>(h.n_out * nv));
+      b_.head(x_.data(), rows_.data(), h.n_out, head_out_.data());
+      sample_rows(h, s, head_out_, flight);
+    } else {
+      Pending p;
+      p.floats.resize(static_cast<size_t>(h.n_out * nv));
+      b_.head(x_.data(), rows_.data(), h.n_out, p.floats.data());
+      if (sampled) {  // this member's share goes to the head rank, which samples
         p.reqs.push_back(c_.isend(p.floats.data(), p.floats.size() * sizeof(float), l_.head_rank, comm::Tag::kLogits));
         pending_.push_back(std::move(p));
+      } else if (c_.rank() == 0) {
+        flight->local = std::move(p.floats);
+      } else {
+        p.reqs.push_back(c_.isend(p.floats.data(), p.floats.size() * sizeof(float), 0, comm::Tag::kLogits));
+        pending_.push_back(std::move(p));
       }
-    } else if (c_.rank() == 0) {
-      flight->local = std::move(p.floats);
-    } else {
-      p.reqs.push_back(c_.isend(p.floats.data(), p.floats.size() * sizeof(float), 0, comm::Tag::kLogits));
-      pending_.push_back(std::move(p));
     }
   }
   const double waited = c_.wait_seconds() - w0;
@@ -370,20 +373,25 @@ void Executor::run_step(const proto::Header& h, const proto::StepBody& s, Flight
 }
 
 void Executor::sample_rows(const proto::Header& h, const proto::StepBody& s, std::vector<float>& own, Flight* flight) {
-  // Full rows: this rank's share, then the other members' (the vocabulary split).
-  std::vector<float> rows(static_cast<size_t>(h.n_out * n_vocab_));
-  std::vector<float> part;
-  for (size_t i = 0; i < l_.last_stage.size(); ++i) {
-    const int64_t v0 = vocab_split_[i], nv = vocab_split_[i + 1] - v0;
-    const float* src = own.data();
-    if (i > 0) {
-      part.resize(static_cast<size_t>(h.n_out * nv));
-      c_.recv(part.data(), part.size() * sizeof(float), l_.last_stage[i], comm::Tag::kLogits, "a TP member's share of the logits");
-      src = part.data();
+  // Full rows: this rank's share, then the other members' (the vocabulary split). Alone on its
+  // stage, its share is the full rows.
+  const float* full = own.data();
+  if (l_.last_stage.size() > 1) {
+    full_rows_.resize(static_cast<size_t>(h.n_out * n_vocab_));
+    std::vector<float> part;
+    for (size_t i = 0; i < l_.last_stage.size(); ++i) {
+      const int64_t v0 = vocab_split_[i], nv = vocab_split_[i + 1] - v0;
+      const float* src = own.data();
+      if (i > 0) {
+        part.resize(static_cast<size_t>(h.n_out * nv));
+        c_.recv(part.data(), part.size() * sizeof(float), l_.last_stage[i], comm::Tag::kLogits, "a TP member's share of the logits");
+        src = part.data();
+      }
+      for (int64_t t = 0; t < h.n_out; ++t) {
+        std::memcpy(full_rows_.data() + t * n_vocab_ + v0, src + t * nv, static_cast<size_t>(nv) * sizeof(float));
+      }
     }
-    for (int64_t t = 0; t < h.n_out; ++t) {
-      std::memcpy(rows.data() + t * n_vocab_ + v0, src + t * nv, static_cast<size_t>(nv) * sizeof(float));
-    }
+    full = full_rows_.data();
   }
   Pending p;
   p.ints.reserve(static_cast<size_t>(h.n_out));
@@ -393,7 +401,7 @@ void Executor::sample_rows(const proto::Header& h, const proto::StepBody& s, std
     Sampler* sm = samplers_[static_cast<size_t>(q.slot)].get();
     if (!sm) fail("rank {}: slot {} was never set up for sampling (a bug)", c_.rank(), q.slot);
     std::vector<int32_t>& hist = histories_[static_cast<size_t>(q.slot)];
-    const int32_t tok = sm->sample(rows.data() + r * n_vocab_, n_vocab_, hist);
+    const int32_t tok = sm->sample(full + r * n_vocab_, n_vocab_, hist);
     hist.push_back(tok);
     p.ints.push_back(tok);
     ++r;

@@ -115,7 +115,9 @@ class Executor {
   std::unique_ptr<Collectives> tp_;
   std::vector<KvHandle> slots_;
   std::vector<SeqRun> runs_;
+  std::vector<int64_t> rows_;          // the step's rows that want logits
   std::vector<float> x_;
+  std::vector<float> head_out_, full_rows_;  // the head rank's logits share and full rows, kept between steps
   std::deque<Pending> pending_;
   std::deque<Flight> flight_;
   RankTimes times_;
