@@ -37,11 +37,11 @@ inline void add_rank_options(po::options_description& desc, int& threads, std::s
 // Sampling, with llama.cpp's defaults; `what` prefixes the help ("default " for per-request values).
 inline void add_sampling_options(po::options_description& desc, SamplingParams& sp, const std::string& what = "") {
   desc.add_options()
-      ("temp", po::value<float>(&sp.temperature)->default_value(0.8f), (what + "temperature (0 = greedy)").c_str())
+      ("temp", po::value<float>(&sp.temperature)->default_value(0.8f, "0.8"), (what + "temperature (0 = greedy)").c_str())
       ("top-k", po::value<int>(&sp.top_k)->default_value(40), "top-k (0 = off)")
-      ("top-p", po::value<float>(&sp.top_p)->default_value(0.95f), (what + "top-p (1 = off)").c_str())
-      ("min-p", po::value<float>(&sp.min_p)->default_value(0.05f), "min-p (0 = off)")
-      ("repeat-penalty", po::value<float>(&sp.repeat_penalty)->default_value(1.0f), "repetition penalty (1 = off)")
+      ("top-p", po::value<float>(&sp.top_p)->default_value(0.95f, "0.95"), (what + "top-p (1 = off)").c_str())
+      ("min-p", po::value<float>(&sp.min_p)->default_value(0.05f, "0.05"), "min-p (0 = off)")
+      ("repeat-penalty", po::value<float>(&sp.repeat_penalty)->default_value(1.0f, "1.0"), "repetition penalty (1 = off)")
       ("seed,s", po::value<uint64_t>(&sp.seed)->default_value(0),
        what.empty() ? "random seed" : "job seed; a request without its own seed gets one derived from this and its custom_id");
 }
