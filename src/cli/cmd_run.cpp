@@ -257,6 +257,10 @@ int cmd_run(const std::vector<std::string>& args) {
 
   return with_world("run", [&](comm::World& world) {
     comm::Comm& c = world.comm();
+    // Before anything is opened: a whole GGUF runs on one rank (Engine::load says so too).
+    if (!o.src.gguf.empty() && c.size() > 1) {
+      fail("--model runs in one process; under mpirun give --shards (ranklm plan, then ranklm-repack)");
+    }
     // Rank 0 checks the prompt file and the results file before any weights are read.
     std::vector<batch::PromptItem> items;
     std::unique_ptr<batch::ResultsFile> results;
