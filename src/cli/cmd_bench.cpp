@@ -363,7 +363,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   o.npls = parse_int_list<int64_t>("--npl", npl_s, 1, 4096);
   if (o.threads.empty()) usage_fail("--threads: empty list");
   if (o.npls.empty()) usage_fail("--npl: empty list");
-  check_source(src);
+  src.check();
   o.z = parse_compression(allreduce);
   std::vector<ModelSource> sources;
   if (!src.shards.empty()) sources.push_back(src);

@@ -28,9 +28,10 @@ struct GenerateOptions {
   bool chat = false, verbose_prompt = false;
 };
 
-// The prompt's token ids: the text itself, or (--chat) the conversation through the template.
-std::vector<int32_t> prompt_ids(const GenerateOptions& o, const gguf::File& meta, const Tokenizer& tok) {
-  std::string text = o.prompt;
+// The prompt's token ids: the text itself, or (--chat) the conversation through the template;
+// `text` receives what was tokenized.
+std::vector<int32_t> prompt_ids(const GenerateOptions& o, const gguf::File& meta, const Tokenizer& tok, std::string& text) {
+  text = o.prompt;
   bool add_special = true;
   if (o.chat) {
     const auto tmpl = chat::ChatTemplate::for_model(meta, tok, o.template_path);
@@ -42,15 +43,16 @@ std::vector<int32_t> prompt_ids(const GenerateOptions& o, const gguf::File& meta
   }
   std::vector<int32_t> ids = tok.encode(text, add_special, true);
   if (ids.empty()) fail("--prompt: the prompt produced no tokens");
-  if (o.verbose_prompt) {
-    std::string list;
-    for (size_t k = 0; k < ids.size(); ++k) {
-      if (k) list += ',';
-      list += std::to_string(ids[k]);
-    }
-    std::fprintf(stderr, "prompt (%zu tokens):\n%s\ntoken ids: %s\n", ids.size(), text.c_str(), list.c_str());
-  }
   return ids;
+}
+
+void print_prompt(const std::string& text, const std::vector<int32_t>& ids) {
+  std::string list;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    if (k) list += ',';
+    list += std::to_string(ids[k]);
+  }
+  std::fprintf(stderr, "prompt (%zu tokens):\n%s\ntoken ids: %s\n", ids.size(), text.c_str(), list.c_str());
 }
 
 // Rank 0: the request through the scheduler, each token printed as it comes.
@@ -113,7 +115,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   add_context_option(desc, o.ctx, 0, "context size (0 = prompt + n-predict)");
   po::variables_map vm;
   if (!parse_options("generate", "(--model M.gguf | --shards DIR) --prompt TEXT [options]", desc, args, vm)) return kExitOk;
-  check_source(o.src);
+  o.src.check();
   if (o.n_predict < 1) usage_fail("--n-predict: {} must be >= 1", o.n_predict);
   if (o.ctx < 0 || o.ctx > kMaxContext) usage_fail("--ctx-size: {} must be in 0..{} (0 = prompt + n-predict)", o.ctx, kMaxContext);
   check_sampling(o.sp);
@@ -123,21 +125,18 @@ int cmd_generate(const std::vector<std::string>& args) {
 
   return with_world("generate", [&](comm::World& world) {
     auto engine = Engine::load(world, o.src, o.threads);
-    // Rank 0 tokenizes; every rank needs the context size, which depends on the prompt.
-    int64_t n_ctx = o.ctx;
+    // Rank 0 tokenizes; the others only when the context size depends on the prompt's length.
     std::unique_ptr<Tokenizer> tok;
     std::vector<int32_t> ids;
-    if (engine->drives()) {
+    std::string text;
+    if (engine->drives() || o.ctx == 0) {
       tok = Tokenizer::from_gguf(engine->meta());
-      ids = prompt_ids(o, engine->meta(), *tok);
-      if (n_ctx == 0) n_ctx = static_cast<int64_t>(ids.size()) + o.n_predict;
-      if (static_cast<int64_t>(ids.size()) >= n_ctx) fail("--prompt: {} tokens do not fit the context size {}", ids.size(), n_ctx);
+      ids = prompt_ids(o, engine->meta(), *tok, text);
     }
-    if (n_ctx == 0) {  // the other ranks: the same prompt gives the same count
-      GenerateOptions quiet = o;
-      quiet.verbose_prompt = false;
-      tok = Tokenizer::from_gguf(engine->meta());
-      n_ctx = static_cast<int64_t>(prompt_ids(quiet, engine->meta(), *tok).size()) + o.n_predict;
+    const int64_t n_ctx = o.ctx > 0 ? o.ctx : static_cast<int64_t>(ids.size()) + o.n_predict;
+    if (engine->drives()) {
+      if (o.verbose_prompt) print_prompt(text, ids);
+      if (static_cast<int64_t>(ids.size()) >= n_ctx) fail("--prompt: {} tokens do not fit the context size {}", ids.size(), n_ctx);
     }
     engine->start(1, n_ctx, z);
     if (!engine->drives()) {

@@ -26,7 +26,7 @@ int cmd_logits(const std::vector<std::string>& args) {
   if (!parse_options("logits", "(--model M.gguf | --shards DIR) --tokens 1,5,9 [--greedy N]", desc, args, vm)) {
     return kExitOk;
   }
-  check_source(src);
+  src.check();
   if (greedy < 0 || greedy > (1 << 20)) usage_fail("--greedy: {} must be in 0..{}", greedy, 1 << 20);
   threads = usable_threads(threads, default_threads());
   const auto prompt = parse_int_list<int32_t>("--tokens", tokens, 0, INT32_MAX);

@@ -239,7 +239,7 @@ int cmd_run(const std::vector<std::string>& args) {
   if (!parse_options("run", "(--shards DIR | -m M.gguf) --prompts FILE --out RESULTS.jsonl [--resume] [options]", desc, args, vm)) {
     return kExitOk;
   }
-  check_source(o.src);
+  o.src.check();
   if (o.max_tokens < 1) usage_fail("--max-tokens: {} must be >= 1", o.max_tokens);
   if (o.ctx < 2) usage_fail("--ctx-size: {} must be >= 2", o.ctx);
   if (o.parallel < 1) usage_fail("--parallel: {} must be >= 1", o.parallel);
@@ -257,10 +257,7 @@ int cmd_run(const std::vector<std::string>& args) {
 
   return with_world("run", [&](comm::World& world) {
     comm::Comm& c = world.comm();
-    // Before anything is opened: a whole GGUF runs on one rank (Engine::load says so too).
-    if (!o.src.gguf.empty() && c.size() > 1) {
-      fail("--model runs in one process; under mpirun give --shards (ranklm plan, then ranklm-repack)");
-    }
+    o.src.check(c.size());  // before the results file is opened
     // Rank 0 checks the prompt file and the results file before any weights are read.
     std::vector<batch::PromptItem> items;
     std::unique_ptr<batch::ResultsFile> results;

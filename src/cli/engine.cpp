@@ -29,6 +29,14 @@ int default_threads() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
+void ModelSource::check(int world_size) const {
+  if (gguf.empty() == shards.empty()) usage_fail("give exactly one of --model and --shards");
+  if (!gguf.empty() && world_size != 1) {
+    fail("{}: a GGUF model runs on one rank and this job has {}; under mpirun give --shards (ranklm plan, then "
+         "ranklm-repack)", gguf, world_size);
+  }
+}
+
 std::string ModelSource::label() const {
   std::string name = gguf.empty() ? shards : gguf;
   while (name.size() > 1 && name.back() == '/') name.pop_back();
@@ -37,7 +45,7 @@ std::string ModelSource::label() const {
 
 std::unique_ptr<Engine> Engine::load(comm::World& world, const ModelSource& src, int threads) {
   comm::Comm& c = world.comm();
-  if (src.gguf.empty() == src.shards.empty()) usage_fail("give exactly one of --model and --shards");
+  src.check(c.size());
   std::unique_ptr<Engine> e(new Engine());
   e->world_ = &world;
   e->rank_ = c.rank();
@@ -51,10 +59,6 @@ std::unique_ptr<Engine> Engine::load(comm::World& world, const ModelSource& src,
     e->meta_ = e->rank_file_.file.get();
     e->header_ = e->rank_file_.model.get();
   } else {
-    if (c.size() != 1) {
-      fail("{}: a GGUF model runs on one rank and this job has {}; under mpirun give --shards (ranklm plan, then "
-           "ranklm-repack)", src.gguf, c.size());
-    }
     Watchdog::phase("loading the model");
     e->gguf_ = gguf::File::open(src.gguf);
     e->plan_ = plan::make_plan(plan::model_identity(*e->gguf_), 1, 1, 1, {});

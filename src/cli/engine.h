@@ -24,6 +24,8 @@ struct ModelSource {
   std::string gguf, shards;
   // "M.gguf" or "DIR" (the last path component), for reports.
   std::string label() const;
+  // Exactly one of the two (a usage error otherwise); a GGUF only on a world of one rank.
+  void check(int world_size = 1) const;
 };
 
 class Engine {

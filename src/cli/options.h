@@ -51,10 +51,6 @@ inline void add_context_option(po::options_description& desc, int& ctx, int defa
 }
 // The context size bound every command checks.
 constexpr int kMaxContext = 1 << 24;
-// Exactly one model source.
-inline void check_source(const ModelSource& src) {
-  if (src.gguf.empty() == src.shards.empty()) usage_fail("give exactly one of --model and --shards");
-}
 
 // Parses args into vm; returns false (after printing help) when --help was given.
 inline bool parse_options(const std::string& cmd, const std::string& synopsis,

@@ -8,6 +8,7 @@
 
 #include "util/checksum.h"
 #include "util/error.h"
+#include "util/rows.h"
 
 namespace ranklm::h5 {
 
@@ -43,15 +44,6 @@ void quiet_hdf5() {
 
 void check(herr_t rc, const std::string& what) {
   if (rc < 0) fail("HDF5: {} failed", what);
-}
-
-// Copies `rows` rows of `row_bytes` bytes, `stride` apart in src, to dst back to back.
-void gather_rows(uint8_t* dst, const uint8_t* src, int64_t rows, int64_t row_bytes, int64_t stride) {
-  if (stride == row_bytes) {
-    std::memcpy(dst, src, static_cast<size_t>(rows * row_bytes));
-    return;
-  }
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * row_bytes, src + r * stride, static_cast<size_t>(row_bytes));
 }
 
 }  // namespace

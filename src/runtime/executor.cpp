@@ -71,6 +71,7 @@ Executor::Executor(comm::Comm& c, const comm::Layout& layout, Backend& b, int n_
          "remake the plan with ranklm plan");
   }
   if (n_slots < 1) fail("at least one KV slot is needed");
+  for (int r = 1; r < c.size(); ++r) others_.push_back(r);
   for (int s = 0; s < n_slots; ++s) slots_.push_back(b_.kv_create(n_ctx));
   if (l_.tp.size() > 1) {
     tp_ = std::make_unique<Collectives>(*this);
@@ -137,12 +138,7 @@ void Executor::send_control(proto::Message m, const std::vector<int>& to) {
 
 void Executor::submit(const Batch& b) { submit_step(b, proto::Kind::kStep); }
 
-void Executor::submit_sampled(const Batch& b) {
-  for (const SeqStep& s : b.seqs) {
-    if (s.n_out > 1) fail("a sampled step asks for at most one logits row per sequence ({} asked)", s.n_out);
-  }
-  submit_step(b, proto::Kind::kSampledStep);
-}
+void Executor::submit_sampled(const Batch& b) { submit_step(b, proto::Kind::kSampledStep); }
 
 void Executor::setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt) {
   if (c_.rank() != 0) fail("Executor::setup_slot runs on rank 0");
@@ -172,9 +168,7 @@ void Executor::submit_step(const Batch& b, proto::Kind kind) {
   const proto::Header h = proto::decode_header(m.bytes.data(), sizeof(proto::Header), 0);
   const proto::StepBody body = proto::decode_step(h, m.body(), m.body_size());
   check_slots(body);
-  std::vector<int> others;
-  for (int r = 1; r < c_.size(); ++r) others.push_back(r);
-  if (!others.empty()) send_control(std::move(m), others);
+  if (!others_.empty()) send_control(std::move(m), others_);
   flight_.emplace_back();
   flight_.back().n_out = h.n_out;
   flight_.back().sampled = kind == proto::Kind::kSampledStep;
@@ -254,9 +248,7 @@ void Executor::forward(int slot, const int32_t* tokens, int64_t n_tok, int64_t p
 void Executor::stop() {
   if (c_.rank() != 0) return;
   drain();
-  std::vector<int> others;
-  for (int r = 1; r < c_.size(); ++r) others.push_back(r);
-  send_control(proto::encode_control(proto::Kind::kStop), others);
+  send_control(proto::encode_control(proto::Kind::kStop), others_);
   reap(0);
 }
 
@@ -265,9 +257,7 @@ std::vector<RankTimes> Executor::gather_times() {
   drain();
   std::vector<RankTimes> all(static_cast<size_t>(c_.size()));
   all[0] = times_;
-  std::vector<int> others;
-  for (int r = 1; r < c_.size(); ++r) others.push_back(r);
-  send_control(proto::encode_control(proto::Kind::kReportTimes), others);
+  send_control(proto::encode_control(proto::Kind::kReportTimes), others_);
   for (int r = 1; r < c_.size(); ++r) {
     proto::Times t{};
     c_.recv(&t, sizeof t, r, comm::Tag::kStats, "a rank's time report");
@@ -291,7 +281,8 @@ void Executor::serve(std::chrono::milliseconds idle_limit) {
       }
     }
     const proto::Header h = proto::decode_header(&raw, sizeof raw, 0);
-    std::vector<uint8_t> body(h.body_bytes);
+    std::vector<uint8_t>& body = body_;  // kept between steps
+    body.resize(h.body_bytes);
     if (!body.empty()) c_.recv(body.data(), body.size(), 0, comm::Tag::kControl, "the body of a control message");
     switch (static_cast<proto::Kind>(h.kind)) {
       case proto::Kind::kStop:

@@ -114,6 +114,8 @@ class Executor {
   int64_t n_vocab_, n_ctx_;
   std::unique_ptr<Collectives> tp_;
   std::vector<KvHandle> slots_;
+  std::vector<int> others_;            // every rank but 0 (what rank 0 sends control messages to)
+  std::vector<uint8_t> body_;          // a control message's body, kept between steps
   std::vector<SeqRun> runs_;
   std::vector<int64_t> rows_;          // the step's rows that want logits
   std::vector<float> x_;

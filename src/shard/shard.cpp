@@ -13,6 +13,7 @@
 #include "util/error.h"
 #include "util/json_file.h"
 #include "util/mmap_file.h"
+#include "util/rows.h"
 
 namespace ranklm::shard {
 
@@ -123,9 +124,7 @@ PartBytes part_bytes(const Part& part) {
   PartBytes out = part_layout(part);
   const PartSource src = part_source(part);
   out.data.resize(static_cast<size_t>(out.rows * out.row_bytes));
-  for (int64_t r = 0; r < out.rows; ++r) {
-    std::memcpy(out.data.data() + r * out.row_bytes, src.data + r * src.stride, static_cast<size_t>(out.row_bytes));
-  }
+  gather_rows(out.data.data(), src.data, out.rows, out.row_bytes, src.stride);
   return out;
 }
 
