@@ -53,6 +53,14 @@ for label in shards-1 mpirun-2 mpirun-4; do
   if bench_fields "$tmp/bench.$label" 2> /dev/null | cmp -s - "$tmp/fields.gguf"; then ok "bench ($label): rows with the same fields and tests"
   else bad "bench ($label): rows differ in fields"; bench_fields "$tmp/bench.$label" | cut -c1-300; fi
 done
+# A whole GGUF is one rank's: under mpirun with 2 ranks, run refuses before it opens the results file.
+if "${mpi[@]}" -np 2 "$bin" run -m "$m" --prompts "$tmp/prompts.txt" --out "$tmp/never.jsonl" -t 1 > /dev/null 2> "$tmp/err"; then
+  bad "run -m under mpirun -np 2 was not refused"
+elif grep -q "a GGUF model runs on one rank and this job has 2; under mpirun give --shards" "$tmp/err" && [ ! -e "$tmp/never.jsonl" ]; then
+  ok "run -m under mpirun -np 2: refused naming --shards, no results file created"
+else
+  bad "run -m under mpirun -np 2: refused, but not clearly or after creating the results file"; tail -3 "$tmp/err"
+fi
 # The 1-rank shard is read as it is: no GGUF image of the whole file is rebuilt.
 if ! grep -rq "load_single_rank_model" "$(dirname "$0")/../src"; then ok "no GGUF rebuild path left in src/"; else bad "a GGUF rebuild path is still in src/"; fi
 [ "$fails" -eq 0 ]
