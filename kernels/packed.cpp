@@ -1,8 +1,11 @@
 #include "packed.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fp16.h"
@@ -15,7 +18,10 @@ bool packable(GgmlType t, Isa isa) {
   return isa != Isa::Scalar && packed_gemm(t, isa) != nullptr;
 }
 
-int act_bias(GgmlType t) { return t == GgmlType::Q4_0 ? 8 : 128; }
+int act_bias(GgmlType t) {
+  if (t == GgmlType::Q4_1) return 0;
+  return t == GgmlType::Q4_0 ? 8 : 128;
+}
 
 namespace {
 
@@ -40,34 +46,46 @@ void pack_row(const Block* src, uint8_t* dst, int64_t nb) {
     }
     uint16_t* d = reinterpret_cast<uint16_t*>(q + kChunk * sizeof(src->qs));
     for (int64_t j = 0; j < kChunk; ++j) std::memcpy(d + j, &b[j].d, 2);
+    if constexpr (std::is_same_v<Block, BlockQ4_1>) {
+      for (int64_t j = 0; j < kChunk; ++j) std::memcpy(d + kChunk + j, &b[j].m, 2);
+    }
   }
   std::memcpy(dst + nc * kChunk * sizeof(Block), src + nc * kChunk,
               static_cast<size_t>(nb - nc * kChunk) * sizeof(Block));
 }
 
-// Block b of a packed row as signed integers and its scale (the layouts' single decoder, used
-// by the embedding lookup and the scalar kernel).
-float unpack_block(GgmlType t, const uint8_t* row, int64_t nb, int64_t b, int8_t* out) {
+// Block b of a packed row as integers and its scale d (and min m: Q4_1's d q + m; 0 for the
+// others); the layouts' single decoder, used by the embedding lookup and the scalar kernel.
+// Q4_0 comes back as -8..7, Q4_1 as 0..15, Q8_0 as stored.
+float unpack_block(GgmlType t, const uint8_t* row, int64_t nb, int64_t b, int8_t* out, float* m = nullptr) {
   const int64_t c = b / kChunk, j = b % kChunk;
-  if (t == GgmlType::Q4_0) {
-    const uint8_t* chunk = row + c * kChunk * sizeof(BlockQ4_0);
+  if (m) *m = 0.0f;
+  if (t == GgmlType::Q4_0 || t == GgmlType::Q4_1) {
+    const bool q41 = t == GgmlType::Q4_1;
+    const int off = q41 ? 0 : 8;
+    const size_t bsz = q41 ? sizeof(BlockQ4_1) : sizeof(BlockQ4_0);
+    const uint8_t* chunk = row + c * kChunk * bsz;
+    uint16_t d, mh = 0;
     if (c < nb / kChunk) {
       for (int e = 0; e < 16; ++e) {
         const uint8_t v = chunk[((e / 4) * kChunk + j) * 4 + e % 4];
-        out[e] = static_cast<int8_t>((v & 0x0F) - 8);
-        out[e + 16] = static_cast<int8_t>((v >> 4) - 8);
+        out[e] = static_cast<int8_t>((v & 0x0F) - off);
+        out[e + 16] = static_cast<int8_t>((v >> 4) - off);
       }
-      uint16_t d;
       std::memcpy(&d, chunk + kChunk * 16 + j * 2, 2);
-      return fp16_to_fp32(d);
+      if (q41) std::memcpy(&mh, chunk + kChunk * 18 + j * 2, 2);
+    } else {
+      const uint8_t* blk = row + b * bsz;  // GGUF block: d, [m], 16 bytes of nibbles
+      const uint8_t* qs = blk + (q41 ? 4 : 2);
+      for (int e = 0; e < 16; ++e) {
+        out[e] = static_cast<int8_t>((qs[e] & 0x0F) - off);
+        out[e + 16] = static_cast<int8_t>((qs[e] >> 4) - off);
+      }
+      std::memcpy(&d, blk, 2);
+      if (q41) std::memcpy(&mh, blk + 2, 2);
     }
-    BlockQ4_0 blk;
-    std::memcpy(&blk, row + b * sizeof(BlockQ4_0), sizeof blk);
-    for (int e = 0; e < 16; ++e) {
-      out[e] = static_cast<int8_t>((blk.qs[e] & 0x0F) - 8);
-      out[e + 16] = static_cast<int8_t>((blk.qs[e] >> 4) - 8);
-    }
-    return fp16_to_fp32(blk.d);
+    if (m && q41) *m = fp16_to_fp32(mh);
+    return fp16_to_fp32(d);
   }
   const uint8_t* chunk = row + c * kChunk * sizeof(BlockQ8_0);
   if (c < nb / kChunk) {
@@ -83,7 +101,7 @@ float unpack_block(GgmlType t, const uint8_t* row, int64_t nb, int64_t b, int8_t
 }
 
 void check_packed_type(GgmlType t, const char* what) {
-  if (t != GgmlType::Q4_0 && t != GgmlType::Q8_0) {
+  if (t != GgmlType::Q4_0 && t != GgmlType::Q4_1 && t != GgmlType::Q8_0) {
     throw std::invalid_argument(std::string(what) + ": type has no packed layout");
   }
 }
@@ -96,10 +114,12 @@ void pack_rows(GgmlType t, const void* src, void* dst, int64_t rows, int64_t col
   check_packed_type(t, "pack_rows");
   const auto* s = static_cast<const uint8_t*>(src);
   auto* o = static_cast<uint8_t*>(dst);
-  const size_t rb = static_cast<size_t>(nb) * (t == GgmlType::Q4_0 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0));
+  const size_t rb = row_bytes(traits(t), cols);
   for (int64_t r = 0; r < rows; ++r) {
     if (t == GgmlType::Q4_0) {
       pack_row(reinterpret_cast<const BlockQ4_0*>(s + r * rb), o + r * rb, nb);
+    } else if (t == GgmlType::Q4_1) {
+      pack_row(reinterpret_cast<const BlockQ4_1*>(s + r * rb), o + r * rb, nb);
     } else {
       pack_row(reinterpret_cast<const BlockQ8_0*>(s + r * rb), o + r * rb, nb);
     }
@@ -111,8 +131,9 @@ void dequantize_packed_row(GgmlType t, const void* src, float* dst, int64_t cols
   const int64_t nb = cols / QK;
   int8_t q[QK];
   for (int64_t b = 0; b < nb; ++b) {
-    const float d = unpack_block(t, static_cast<const uint8_t*>(src), nb, b, q);
-    for (int e = 0; e < QK; ++e) dst[b * QK + e] = d * static_cast<float>(q[e]);
+    float m = 0.0f;
+    const float d = unpack_block(t, static_cast<const uint8_t*>(src), nb, b, q, &m);
+    for (int e = 0; e < QK; ++e) dst[b * QK + e] = d * static_cast<float>(q[e]) + m;
   }
 }
 
@@ -126,10 +147,13 @@ void quantize_act_q8_at(Isa isa, const float* x, int64_t cols, int bias, uint8_t
   auto* q = reinterpret_cast<int8_t*>(dst);
   auto* corr = reinterpret_cast<int32_t*>(dst + cols);
   auto* dl = reinterpret_cast<float*>(dst + cols + 4 * nb);
+  auto* sl = dl + nb;
   const TypeTraits& q8 = traits(GgmlType::Q8_0);
   BlockQ8_0 blk;
   for (int64_t b = 0; b < nb; ++b) {
     q8.quantize(x + b * QK, &blk, QK);  // the reference Q8_0 rounding, bit for bit
+    float amax = 0.0f;
+    for (int e = 0; e < QK; ++e) amax = std::max(amax, std::fabs(x[b * QK + e]));
     const int64_t c = b / kChunk;
     if (c < nc) {
       int8_t* chunk = q + c * kChunk * QK;
@@ -141,6 +165,7 @@ void quantize_act_q8_at(Isa isa, const float* x, int64_t cols, int bias, uint8_t
     for (int e = 0; e < QK; ++e) sum += blk.qs[e];
     corr[b] = -bias * sum;
     dl[b] = fp16_to_fp32(blk.d);
+    sl[b] = fp16_to_fp32(fp32_to_fp16(amax / 127.0f * static_cast<float>(sum)));
   }
 }
 
@@ -153,13 +178,15 @@ void gemm_scalar(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t r0, 
   const int64_t nb = cols / QK, nc = nb / kChunk;
   std::vector<int8_t> wq(static_cast<size_t>(cols));
   std::vector<float> dw(static_cast<size_t>(nb));
+  std::vector<float> mw(static_cast<size_t>(nb));
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* wr = w + r * static_cast<int64_t>(row_bytes);
-    for (int64_t b = 0; b < nb; ++b) dw[b] = unpack_block(type, wr, nb, b, wq.data() + b * QK);
+    for (int64_t b = 0; b < nb; ++b) dw[b] = unpack_block(type, wr, nb, b, wq.data() + b * QK, &mw[b]);
     for (int64_t t = 0; t < n_tok; ++t) {
       const uint8_t* a = act + t * static_cast<int64_t>(act_q8_bytes(cols));
       const auto* aq = reinterpret_cast<const int8_t*>(a);
       const auto* dl = reinterpret_cast<const float*>(a + cols + 4 * nb);
+      const float* sl = dl + nb;
       float s = 0.0f;
       for (int64_t b = 0; b < nb; ++b) {
         const int64_t c = b / kChunk, j = b % kChunk;
@@ -168,7 +195,7 @@ void gemm_scalar(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t r0, 
           const int8_t x = c < nc ? aq[c * kChunk * QK + chunk_pos(j, e)] : aq[b * QK + e];
           dot += wq[b * QK + e] * x;
         }
-        s += dw[b] * dl[b] * static_cast<float>(dot);
+        s += dw[b] * dl[b] * static_cast<float>(dot) + mw[b] * sl[b];
       }
       y[t * ldy + r] = s;
     }
@@ -178,6 +205,10 @@ void gemm_scalar(GgmlType type, const uint8_t* w, size_t row_bytes, int64_t r0, 
 void gemm_scalar_q4_0(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t cols,
                       const uint8_t* act, int64_t n_tok, float* y, int64_t ldy) {
   gemm_scalar(GgmlType::Q4_0, w, rb, r0, r1, cols, act, n_tok, y, ldy);
+}
+void gemm_scalar_q4_1(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t cols,
+                      const uint8_t* act, int64_t n_tok, float* y, int64_t ldy) {
+  gemm_scalar(GgmlType::Q4_1, w, rb, r0, r1, cols, act, n_tok, y, ldy);
 }
 void gemm_scalar_q8_0(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t cols,
                       const uint8_t* act, int64_t n_tok, float* y, int64_t ldy) {
@@ -192,6 +223,7 @@ PackedGemmFn packed_gemm(GgmlType t, Isa isa) {
     case Isa::Avx2: return packed_gemm_avx2(t);
     case Isa::Scalar:
       if (t == GgmlType::Q4_0) return &gemm_scalar_q4_0;
+      if (t == GgmlType::Q4_1) return &gemm_scalar_q4_1;
       if (t == GgmlType::Q8_0) return &gemm_scalar_q8_0;
       return nullptr;
   }

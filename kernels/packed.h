@@ -9,17 +9,21 @@
 //   Q4_0 chunk (288 B): [quants, 256 B][d of the 16 blocks, fp16, 32 B]
 //         quant byte (m * 16 + j) * 4 + i = byte 4m + i of GGUF block j (m 0..3, i 0..3): its
 //         low nibble is element 4m + i, its high nibble element 16 + 4m + i.
+//   Q4_1 chunk (320 B): [quants, 256 B][d, fp16, 32 B][m, fp16, 32 B], quants as Q4_0's (the
+//         nibbles 0..15 stand for d q + m, so no bias).
 //   Q8_0 chunk (544 B): [quants, 512 B][d of the 16 blocks, fp16, 32 B]
 //         quant byte (k * 16 + j) * 4 + i = element 4k + i of block j (k 0..7).
 //   Blocks past the last whole chunk (blocks per row not a multiple of 16) stay GGUF blocks.
 //
 // Activations (ActQ8), per token row of `cols` elements (nb = cols / 32 blocks):
-//   [q: cols x int8][corr: nb x int32][d: nb x float]
+//   [q: cols x int8][corr: nb x int32][d: nb x float][s: nb x float]
 // q and d are exactly Q8_0's (same rounding). q is ordered like the Q8_0 chunk above (element
 // 4k + i of block j of a chunk at (k * 16 + j) * 4 + i), and natural in the blocks past the
 // last chunk. corr[b] = -bias * (sum of block b's q), so an integer dot product of unsigned
 // (biased) weights started at corr gives the signed result. bias is 8 for Q4_0 (nibbles 0..15
-// stand for -8..7) and 128 for Q8_0 (weights offset by 128 to become unsigned for VNNI).
+// stand for -8..7), 128 for Q8_0 (weights offset by 128 to become unsigned for VNNI) and 0 for
+// Q4_1. s[b] is Q8_1's: d * sum(q) rounded to fp16, with d = amax / 127 before its own fp16
+// rounding (the min term m_w * s of a Q4_1 block product).
 #pragma once
 
 #include <cstddef>
@@ -40,7 +44,7 @@ void pack_rows(GgmlType t, const void* src, void* dst, int64_t rows, int64_t col
 void dequantize_packed_row(GgmlType t, const void* src, float* dst, int64_t cols);
 
 // Bytes of one ActQ8 row, and the conversion of one float row (cols a multiple of 32).
-inline size_t act_q8_bytes(int64_t cols) { return static_cast<size_t>(cols) + static_cast<size_t>(cols) / 4; }
+inline size_t act_q8_bytes(int64_t cols) { return static_cast<size_t>(cols) + static_cast<size_t>(cols) * 3 / 8; }
 
 constexpr int kChunkBlocks = 16;  // blocks per interleaved chunk
 int act_bias(GgmlType t);

@@ -1,4 +1,4 @@
-// AVX2 kernels for packed Q4_0 / Q8_0 weights (layouts in packed.h). Compiled with -mavx2 -mfma
+// AVX2 kernels for packed Q4_0 / Q4_1 / Q8_0 weights (layouts in packed.h). Compiled with -mavx2 -mfma
 // -mf16c and called only when the CPU has them. Like packed_avx512.cpp, this file calls no
 // inline functions from ordinary shared headers (packed_tiles.h has internal linkage).
 //
@@ -22,8 +22,8 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
 
 // The 16-lane chunk layout read as two 8-lane halves: half h (bytes 32h..32h+31 of each
 // 64-byte vector) covers blocks 8h..8h+7.
-template <int TT>
-void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
+template <int TT, bool kMin>
+void q4_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
                int64_t ldy, int64_t r) {
   const int64_t nb = cols / 32, nc = nb / 16;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -34,8 +34,9 @@ void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
     a[t] = act_row(act, cols, t0 + t);
     acc[t] = _mm256_setzero_ps();
   }
+  constexpr int kBytes = kMin ? 320 : 288;  // Q4_1 chunks carry 16 fp16 mins after the scales
   for (int64_t c = 0; c < nc; ++c) {
-    const uint8_t* p = wr + c * 288;
+    const uint8_t* p = wr + c * kBytes;
     for (int h = 0; h < 2; ++h) {
       __m256i w[8];
       for (int m = 0; m < 4; ++m) {
@@ -44,6 +45,8 @@ void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
         w[m + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       }
       const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 256 + 16 * h)));
+      const __m256 mw = kMin ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 288 + 16 * h)))
+                             : _mm256_setzero_ps();
       for (int t = 0; t < TT; ++t) {
         const int8_t* q = a[t].q + c * 512 + 32 * h;
         // Nibble (<= 15) times int8 (|x| <= 127): eight pair sums stay below 2^15 in int16.
@@ -51,15 +54,20 @@ void q4_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
         for (int k = 1; k < 8; ++k) {
           s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k))));
         }
-        const __m256i i = _mm256_add_epi32(_mm256_madd_epi16(s16, ones),
-                                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].corr + c * 16 + 8 * h)));
+        __m256i i = _mm256_madd_epi16(s16, ones);
+        if constexpr (!kMin) {
+          i = _mm256_add_epi32(i, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].corr + c * 16 + 8 * h)));
+        }
         acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_loadu_ps(a[t].d + c * 16 + 8 * h)), dw, acc[t]);
+        if constexpr (kMin) acc[t] = _mm256_fmadd_ps(mw, _mm256_loadu_ps(a[t].s + c * 16 + 8 * h), acc[t]);
       }
     }
   }
   for (int t = 0; t < TT; ++t) {
     float s = hsum256(acc[t]);
-    if (nb > 16 * nc) s += q4_0_tail(wr + nc * 288, 16 * nc, nb, a[t]);
+    if (nb > 16 * nc) {
+      s += kMin ? q4_1_tail(wr + nc * kBytes, 16 * nc, nb, a[t]) : q4_0_tail(wr + nc * kBytes, 16 * nc, nb, a[t]);
+    }
     y[(t0 + t) * ldy + r] = s;
   }
 }
@@ -106,6 +114,7 @@ void quantize_act_q8_avx2(const float* x, int64_t cols, int bias, uint8_t* dst) 
   auto* q = reinterpret_cast<int8_t*>(dst);
   auto* corr = reinterpret_cast<int32_t*>(dst + cols);
   auto* dl = reinterpret_cast<float*>(dst + cols + 4 * nb);
+  auto* sl = dl + nb;
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int64_t b = 0; b < nb; ++b) {
@@ -133,8 +142,10 @@ void quantize_act_q8_avx2(const float* x, int64_t cols, int bias, uint8_t* dst) 
     __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s16), _mm256_extracti128_si256(s16, 1));
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-    corr[b] = -bias * _mm_cvtsi128_si32(s4);
+    const int32_t sum = _mm_cvtsi128_si32(s4);
+    corr[b] = -bias * sum;
     dl[b] = _cvtsh_ss(dh);
+    sl[b] = _cvtsh_ss(_cvtss_sh(d * static_cast<float>(sum), _MM_FROUND_TO_NEAREST_INT));
     if (b < nc * 16) {
       int8_t* c = q + (b / 16) * 512 + (b % 16) * 4;
       alignas(32) int32_t g[8];
@@ -147,7 +158,8 @@ void quantize_act_q8_avx2(const float* x, int64_t cols, int bias, uint8_t* dst) 
 }
 
 PackedGemmFn packed_gemm_avx2(GgmlType t) {
-  if (t == GgmlType::Q4_0) return &gemm_tiles<q4_0_tile<1>, q4_0_tile<2>, q4_0_tile<4>, q4_0_tile<8>>;
+  if (t == GgmlType::Q4_0) return &gemm_tiles<q4_tile<1, false>, q4_tile<2, false>, q4_tile<4, false>, q4_tile<8, false>>;
+  if (t == GgmlType::Q4_1) return &gemm_tiles<q4_tile<1, true>, q4_tile<2, true>, q4_tile<4, true>, q4_tile<8, true>>;
   if (t == GgmlType::Q8_0) return &gemm_tiles<q8_0_tile<1>, q8_0_tile<2>, q8_0_tile<4>, q8_0_tile<8>>;
   return nullptr;
 }

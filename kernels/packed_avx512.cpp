@@ -1,4 +1,4 @@
-// AVX-512 VNNI kernels for packed Q4_0 / Q8_0 weights (layouts in packed.h). Compiled with
+// AVX-512 VNNI kernels for packed Q4_0 / Q4_1 / Q8_0 weights (layouts in packed.h). Compiled with
 // -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma -mf16c and called only when the CPU has
 // them. It calls no inline functions from ordinary shared headers (the linker could keep this
 // file's AVX-512 copy for the whole program); packed_tiles.h is built for that (internal linkage).
@@ -30,10 +30,10 @@ inline __m512i load(const void* p) { return _mm512_loadu_si512(p); }
 
 // Token t's integer dot products for one chunk: 16 lanes, one per block, started from corr.
 // k runs outside t so the TT accumulator chains are independent and interleave.
-template <int TT>
+template <int TT, bool kCorr>
 inline void chunk_dots(const __m512i (&w)[8], const Act (&a)[TT], int64_t c, __m512i (&i)[TT]) {
 #pragma GCC unroll 8
-  for (int t = 0; t < TT; ++t) i[t] = load(a[t].corr + c * 16);
+  for (int t = 0; t < TT; ++t) i[t] = kCorr ? load(a[t].corr + c * 16) : _mm512_setzero_si512();
 #pragma GCC unroll 8
   for (int k = 0; k < 8; ++k) {
 #pragma GCC unroll 8
@@ -51,21 +51,34 @@ inline void chunk_scale(const __m512i (&i)[TT], const Act (&a)[TT], int64_t c, _
 
 // How each type's 16-block chunk becomes eight unsigned-byte vectors (lane j: 4 weights of
 // block j) plus where its scales sit, and its GGUF-block tail.
+// kMin: the chunk carries Q4_1's mins after the scales (no bias, so no corr start, and a
+// min term m_w s_x per block).
+inline void unpack_nibbles(const uint8_t* p, __m512i (&w)[8]) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  for (int m = 0; m < 4; ++m) {
+    const __m512i v = load(p + 64 * m);
+    w[m] = _mm512_and_si512(v, m4);                            // elements 4m..4m+3
+    w[m + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);  // elements 16+4m..16+4m+3
+  }
+}
+
 struct Q4_0Chunk {
   static constexpr int kBytes = 288, kQuants = 256;
-  static void unpack(const uint8_t* p, __m512i (&w)[8]) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    for (int m = 0; m < 4; ++m) {
-      const __m512i v = load(p + 64 * m);
-      w[m] = _mm512_and_si512(v, m4);                            // elements 4m..4m+3
-      w[m + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);  // elements 16+4m..16+4m+3
-    }
-  }
+  static constexpr bool kMin = false;
+  static void unpack(const uint8_t* p, __m512i (&w)[8]) { unpack_nibbles(p, w); }
   static float tail(const uint8_t* t, int64_t b0, int64_t nb, const Act& a) { return q4_0_tail(t, b0, nb, a); }
+};
+
+struct Q4_1Chunk {
+  static constexpr int kBytes = 320, kQuants = 256;
+  static constexpr bool kMin = true;
+  static void unpack(const uint8_t* p, __m512i (&w)[8]) { unpack_nibbles(p, w); }
+  static float tail(const uint8_t* t, int64_t b0, int64_t nb, const Act& a) { return q4_1_tail(t, b0, nb, a); }
 };
 
 struct Q8_0Chunk {
   static constexpr int kBytes = 544, kQuants = 512;
+  static constexpr bool kMin = false;
   static void unpack(const uint8_t* p, __m512i (&w)[8]) {
     const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
     for (int k = 0; k < 8; ++k) w[k] = _mm512_xor_si512(load(p + 64 * k), bias);  // w + 128
@@ -90,8 +103,14 @@ void tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float
     Chunk::unpack(p, w);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + Chunk::kQuants)));
     __m512i i[TT];
-    chunk_dots<TT>(w, a, c, i);
+    chunk_dots<TT, !Chunk::kMin>(w, a, c, i);
     chunk_scale<TT>(i, a, c, dw, acc);
+    if constexpr (Chunk::kMin) {
+      const __m512 mw =
+          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + Chunk::kQuants + 32)));
+#pragma GCC unroll 8
+      for (int t = 0; t < TT; ++t) acc[t] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[t].s + c * 16), acc[t]);
+    }
   }
   for (int t = 0; t < TT; ++t) {
     float s = _mm512_reduce_add_ps(acc[t]);
@@ -107,6 +126,7 @@ constexpr PackedGemmFn gemm_for = &gemm_tiles<tile<Chunk, 1>, tile<Chunk, 2>, ti
 
 PackedGemmFn packed_gemm_avx512(GgmlType t) {
   if (t == GgmlType::Q4_0) return gemm_for<Q4_0Chunk>;
+  if (t == GgmlType::Q4_1) return gemm_for<Q4_1Chunk>;
   if (t == GgmlType::Q8_0) return gemm_for<Q8_0Chunk>;
   return nullptr;
 }

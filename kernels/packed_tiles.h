@@ -20,13 +20,14 @@ struct Act {
   const int8_t* q;
   const int32_t* corr;
   const float* d;
+  const float* s;
 };
 
 inline Act act_row(const uint8_t* act, int64_t cols, int64_t t) {
   const int64_t nb = cols / 32;
-  const uint8_t* a = act + t * (cols + cols / 4);
-  return {reinterpret_cast<const int8_t*>(a), reinterpret_cast<const int32_t*>(a + cols),
-          reinterpret_cast<const float*>(a + cols + 4 * nb)};
+  const uint8_t* a = act + t * (cols + cols * 3 / 8);
+  const float* d = reinterpret_cast<const float*>(a + cols + 4 * nb);
+  return {reinterpret_cast<const int8_t*>(a), reinterpret_cast<const int32_t*>(a + cols), d, d + nb};
 }
 
 // Horizontal sum of 8 int32 lanes.
@@ -56,6 +57,23 @@ inline float q4_0_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a
     const __m256i sx = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, x), ones16);
     const int32_t dot = hsum_i32x8(wx) - 8 * hsum_i32x8(sx);
     s += _cvtsh_ss(static_cast<uint16_t>(blk[0] | (blk[1] << 8))) * a.d[b] * static_cast<float>(dot);
+  }
+  return s;
+}
+
+// The same for Q4_1 (d q + m, nibbles 0..15 unsigned): d_w d_x sum(q x) + m_w s_x.
+inline float q4_1_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  float s = 0.0f;
+  for (int64_t b = b0; b < nb; ++b) {
+    const uint8_t* blk = tail + (b - b0) * 20;  // fp16 d, fp16 m, then 16 bytes of nibbles
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
+    const __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low4), _mm_and_si128(packed, low4));
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + b * 32));
+    const int32_t dot = hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones16));
+    s += _cvtsh_ss(static_cast<uint16_t>(blk[0] | (blk[1] << 8))) * a.d[b] * static_cast<float>(dot) +
+         _cvtsh_ss(static_cast<uint16_t>(blk[2] | (blk[3] << 8))) * a.s[b];
   }
   return s;
 }

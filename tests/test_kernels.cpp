@@ -202,7 +202,9 @@ TEST(Packed, ActivationConversionIsTheSameAtEveryLevel) {
 INSTANTIATE_TEST_SUITE_P(
     Levels, PackedTest,
     ::testing::Values(PackedCase{GgmlType::Q4_0, Isa::Scalar}, PackedCase{GgmlType::Q4_0, Isa::Avx2},
-                      PackedCase{GgmlType::Q4_0, Isa::Avx512}, PackedCase{GgmlType::Q8_0, Isa::Scalar},
+                      PackedCase{GgmlType::Q4_0, Isa::Avx512}, PackedCase{GgmlType::Q4_1, Isa::Scalar},
+                      PackedCase{GgmlType::Q4_1, Isa::Avx2}, PackedCase{GgmlType::Q4_1, Isa::Avx512},
+                      PackedCase{GgmlType::Q8_0, Isa::Scalar},
                       PackedCase{GgmlType::Q8_0, Isa::Avx2}, PackedCase{GgmlType::Q8_0, Isa::Avx512}),
     [](const auto& info) {
       return std::string(type_name(info.param.type)) + "_" + isa_name(info.param.isa);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds llama.cpp (the copy vendored in the llama-cpp-python source package on PyPI) as shared
-# libraries and llama-bench, then llamacpp_logits, a probe that prints llama.cpp's logits for
+# libraries, llama-bench, llama-batched-bench and llama-server, then llamacpp_logits, a probe that prints llama.cpp's logits for
 # given token ids.
 # Everything goes under bench/llamacpp/.cache (gitignored). Takes about 25 minutes on 2 cores.
 #   bash bench/llamacpp/build.sh            # fetch, build
@@ -27,13 +27,13 @@ if [[ -z "${LLAMACPP_SRC:-}" ]]; then
     -DGGML_AVX512="$avx512" -DGGML_AVX512_VNNI="$avx512" -DGGML_AVX512_VBMI="$avx512" \
     -DGGML_AVX512_BF16="$avx512" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
     -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_SERVER=OFF > "$cache/cmake.log"
-  cmake --build "$src/build" --target llama llama-bench -j "$(nproc)"
+    -DLLAMA_BUILD_SERVER=ON -DLLAMA_OPENSSL=OFF > "$cache/cmake.log"
+  cmake --build "$src/build" --target llama llama-bench llama-batched-bench llama-server -j "$(nproc)"
 else
   src="$LLAMACPP_SRC"
 fi
 echo "== compiling $cache/llamacpp_logits"
 g++ -O2 -std=c++17 "$here/llamacpp_logits.cpp" -I"$src/include" -I"$src/ggml/include" \
   -L"$src/build/bin" -lllama -lggml -lggml-base -Wl,-rpath,"$src/build/bin" -o "$cache/llamacpp_logits"
-ln -sf "$src/build/bin/llama-bench" "$cache/llama-bench"
-echo "built $cache/llamacpp_logits and $cache/llama-bench"
+for exe in llama-bench llama-batched-bench llama-server; do ln -sf "$src/build/bin/$exe" "$cache/$exe"; done
+echo "built $cache/llamacpp_logits, llama-bench, llama-batched-bench and llama-server in $cache"
