@@ -16,6 +16,7 @@
 #include <immintrin.h>
 
 #include "attention_simd.h"
+#include "attn_seq.h"
 
 namespace ranklm::kern {
 
@@ -74,12 +75,18 @@ void attention_jobs_avx2(const AttentionArgs& a, int64_t job0, int64_t job1) {
   alignas(32) float kf[kMaxSimdHeadDim];
   alignas(32) float vf[kMaxSimdHeadDim];
   alignas(32) float ms_l[8], vs_l[8];
-  for (int64_t job = job0; job < job1; ++job) {
+  int si = 0;
+  while (a.job_begin[si + 1] <= job0) ++si;
+  for (int64_t gjob = job0; gjob < job1; ++gjob) {
+    while (a.job_begin[si + 1] <= gjob) ++si;
+    const AttnSeq& sq = a.seqs[si];
+    const int64_t job = gjob - a.job_begin[si];
+    const int64_t n_tok = sq.n_tok, pos0 = sq.pos0, bl = sq.block_len;
     const int hc = static_cast<int>(job % a.head_chunks);
     const int kvh = static_cast<int>((job / a.head_chunks) % a.n_head_kv);
     // Tiles in zig-zag order (first, last, second, second to last, ...): causal rows get
     // dearer with the token, and the pool hands out contiguous job ranges.
-    const int64_t n_tiles = (a.n_tok + a.tokens_per_job - 1) / a.tokens_per_job;
+    const int64_t n_tiles = (n_tok + a.tokens_per_job - 1) / a.tokens_per_job;
     const int64_t z = job / a.head_chunks / a.n_head_kv;
     const int64_t tile = z % 2 == 0 ? z / 2 : n_tiles - 1 - z / 2;
     // The job's rows: tokens t_r, heads h_r, last key index (causal) last_r.
@@ -88,13 +95,13 @@ void attention_jobs_avx2(const AttentionArgs& a, int64_t job0, int64_t job1) {
     int row_h[8];
     for (int ti = 0; ti < a.tokens_per_job; ++ti) {
       const int64_t t = tile * a.tokens_per_job + ti;
-      if (t >= a.n_tok) break;
+      if (t >= n_tok) break;
       for (int hi = 0; hi < a.heads_per_job; ++hi) {
         const int gi = hc * a.heads_per_job + hi;
         if (gi >= group) break;
         row_t[nr] = t;
         row_h[nr] = kvh * group + gi;
-        row_last[nr] = a.pos0 + t;
+        row_last[nr] = pos0 + t;
         ++nr;
       }
     }
@@ -102,7 +109,7 @@ void attention_jobs_avx2(const AttentionArgs& a, int64_t job0, int64_t job1) {
     for (int r = 0; r < 8; ++r) last_f[r] = r < nr ? static_cast<float>(row_last[r]) : -1.0f;
     const __m256 last_v = _mm256_load_ps(last_f);
     for (int r = 0; r < nr; ++r) {
-      const float* qp = a.q + row_t[r] * q_stride + static_cast<int64_t>(row_h[r]) * hd;
+      const float* qp = sq.q + row_t[r] * q_stride + static_cast<int64_t>(row_h[r]) * hd;
       for (int d = 0; d < hd; d += 8) {
         _mm256_store_ps(qh[r] + d, round_fp16(_mm256_loadu_ps(qp + d)));
         _mm256_store_ps(acc[r] + d, _mm256_setzero_ps());
@@ -114,8 +121,9 @@ void attention_jobs_avx2(const AttentionArgs& a, int64_t job0, int64_t job1) {
     __m256 m = ninf, sum = _mm256_setzero_ps();
     const __m256 scale = _mm256_set1_ps(a.scale);
     for (int64_t j = 0; j < n_keys; ++j) {
-      const uint16_t* kp = a.k + j * kv_stride + static_cast<int64_t>(kvh) * hd;
-      const uint16_t* vp = a.v + j * kv_stride + static_cast<int64_t>(kvh) * hd;
+      const int64_t in_block = (j % bl) * kv_stride + static_cast<int64_t>(kvh) * hd;
+      const uint16_t* kp = sq.k_blocks[j / bl] + in_block;
+      const uint16_t* vp = sq.v_blocks[j / bl] + in_block;
       for (int d = 0; d < hd; d += 8) {
         _mm256_store_ps(kf + d, load_ph(kp + d));
         _mm256_store_ps(vf + d, load_ph(vp + d));
@@ -158,7 +166,7 @@ void attention_jobs_avx2(const AttentionArgs& a, int64_t job0, int64_t job1) {
     alignas(32) float sum_l[8];
     _mm256_store_ps(sum_l, sum);
     for (int r = 0; r < nr; ++r) {
-      float* o = a.out + row_t[r] * q_stride + static_cast<int64_t>(row_h[r]) * hd;
+      float* o = sq.out + row_t[r] * q_stride + static_cast<int64_t>(row_h[r]) * hd;
       const __m256 inv = _mm256_set1_ps(1.0f / sum_l[r]);
       for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_load_ps(acc[r] + d), inv));
     }

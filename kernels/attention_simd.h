@@ -5,17 +5,17 @@
 
 namespace ranklm::kern {
 
+struct AttnSeq;
+
 struct AttentionArgs {
-  const float* q;
-  const uint16_t* k;
-  const uint16_t* v;
-  int64_t n_tok, pos0;
+  const AttnSeq* seqs;
+  const int64_t* job_begin;  // [n_seq + 1]: the first job of each sequence (and the total)
+  int n_seq;
   int n_head, n_head_kv, head_dim;
   float scale;
-  float* out;
-  // Work split, set by attention(): a job takes one KV head, `heads_per_job` of its query heads
-  // (chunk `head_chunk` of n_head / n_head_kv) and `tokens_per_job` consecutive tokens, so up
-  // to 8 query rows walk the same keys together.
+  // Work split, set by attention_batch(): a job takes one sequence, one KV head,
+  // `heads_per_job` of its query heads (chunk `head_chunk` of n_head / n_head_kv) and
+  // `tokens_per_job` consecutive tokens, so up to 8 query rows walk the same keys together.
   int heads_per_job, head_chunks, tokens_per_job;
 };
 
@@ -23,7 +23,8 @@ struct AttentionArgs {
 // also be a multiple of 8. Others use the portable kernel.
 constexpr int kMaxSimdHeadDim = 256;
 
-// Jobs [job0, job1); job = (token tile * n_head_kv + kv head) * head_chunks + head chunk.
+// Jobs [job0, job1); within a sequence, job = (token tile * n_head_kv + kv head) * head_chunks
+// + head chunk.
 // AVX2 + FMA + F16C.
 void attention_jobs_avx2(const AttentionArgs& a, int64_t job0, int64_t job1);
 

@@ -74,42 +74,51 @@ void rope_inplace(float* x, int64_t n_tok, int n_heads, int head_dim, const int3
   }
 }
 
-void attention(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_tok, int64_t pos0,
-               int n_head, int n_head_kv, int head_dim, float scale, float* out, ThreadPool& pool) {
+void attention_batch(const AttnSeq* seqs, int n_seq, int n_head, int n_head_kv, int head_dim, float scale,
+                     ThreadPool& pool) {
   // Single-pass ("flash") attention with an online softmax. Rounding follows llama.cpp's CPU
   // kernel for an fp16 cache: Q is rounded to fp16, the running output is kept in fp16, and it
   // is rescaled whenever a new maximum score appears. This keeps results within float noise of
   // llama.cpp, which matters because the next matmul re-quantizes its input.
+  if (n_seq <= 0) return;
+  const int group = n_head / n_head_kv;
+  std::vector<int64_t> job_begin(static_cast<size_t>(n_seq) + 1, 0);
   if (active_isa() >= Isa::Avx2 && head_dim % 8 == 0 && head_dim <= kMaxSimdHeadDim) {
-    AttentionArgs args{q, k, v, n_tok, pos0, n_head, n_head_kv, head_dim, scale, out, 0, 0, 0};
-    const int group = n_head / n_head_kv;
+    AttentionArgs args{seqs, job_begin.data(), n_seq, n_head, n_head_kv, head_dim, scale, 0, 0, 0};
     args.heads_per_job = std::min(group, 8);
     args.head_chunks = (group + args.heads_per_job - 1) / args.heads_per_job;
     args.tokens_per_job = 8 / args.heads_per_job;
-    const int64_t tiles = (n_tok + args.tokens_per_job - 1) / args.tokens_per_job;
-    pool.parallel_for(tiles * n_head_kv * args.head_chunks,
-                      [&](int64_t b, int64_t e, int) { attention_jobs_avx2(args, b, e); });
+    for (int i = 0; i < n_seq; ++i) {
+      const int64_t tiles = (seqs[i].n_tok + args.tokens_per_job - 1) / args.tokens_per_job;
+      job_begin[i + 1] = job_begin[i] + tiles * n_head_kv * args.head_chunks;
+    }
+    pool.parallel_for(job_begin[n_seq], [&](int64_t b, int64_t e, int) { attention_jobs_avx2(args, b, e); });
     return;
   }
-  const int group = n_head / n_head_kv;
   const int64_t kv_stride = static_cast<int64_t>(n_head_kv) * head_dim;
   const int64_t q_stride = static_cast<int64_t>(n_head) * head_dim;
-  pool.parallel_for(n_tok * n_head, [&](int64_t b, int64_t e, int) {
+  for (int i = 0; i < n_seq; ++i) job_begin[i + 1] = job_begin[i] + seqs[i].n_tok * n_head;
+  pool.parallel_for(job_begin[n_seq], [&](int64_t b, int64_t e, int) {
     std::vector<float> qh(head_dim);
     std::vector<uint16_t> acc(head_dim);  // fp16 running output
-    for (int64_t job = b; job < e; ++job) {
+    int si = 0;
+    for (int64_t gjob = b; gjob < e; ++gjob) {
+      while (job_begin[si + 1] <= gjob) ++si;
+      const AttnSeq& sq = seqs[si];
+      const int64_t job = gjob - job_begin[si];
       const int64_t t = job / n_head;
       const int h = static_cast<int>(job % n_head);
       const int kvh = h / group;
-      const int64_t n_keys = pos0 + t + 1;  // causal: keys 0 .. pos0 + t
-      const float* qp = q + t * q_stride + static_cast<int64_t>(h) * head_dim;
+      const int64_t n_keys = sq.pos0 + t + 1;  // causal: keys 0 .. pos0 + t
+      const float* qp = sq.q + t * q_stride + static_cast<int64_t>(h) * head_dim;
       for (int d = 0; d < head_dim; ++d) qh[d] = fp16_to_fp32(fp32_to_fp16(qp[d]));
       std::fill(acc.begin(), acc.end(), 0);
       float m = -INFINITY;
       float sum = 0.0f;
       for (int64_t j = 0; j < n_keys; ++j) {
-        const uint16_t* kp = k + j * kv_stride + static_cast<int64_t>(kvh) * head_dim;
-        const uint16_t* vp = v + j * kv_stride + static_cast<int64_t>(kvh) * head_dim;
+        const int64_t in_block = (j % sq.block_len) * kv_stride + static_cast<int64_t>(kvh) * head_dim;
+        const uint16_t* kp = sq.k_blocks[j / sq.block_len] + in_block;
+        const uint16_t* vp = sq.v_blocks[j / sq.block_len] + in_block;
         float s = 0.0f;
         for (int d = 0; d < head_dim; ++d) s += qh[d] * fp16_to_fp32(kp[d]);
         s *= scale;
@@ -128,11 +137,17 @@ void attention(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_t
         }
         sum = sum * ms + vs;
       }
-      float* o = out + t * q_stride + static_cast<int64_t>(h) * head_dim;
+      float* o = sq.out + t * q_stride + static_cast<int64_t>(h) * head_dim;
       const float inv = 1.0f / sum;
       for (int d = 0; d < head_dim; ++d) o[d] = fp16_to_fp32(acc[d]) * inv;
     }
   });
+}
+
+void attention(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_tok, int64_t pos0,
+               int n_head, int n_head_kv, int head_dim, float scale, float* out, ThreadPool& pool) {
+  const AttnSeq one{q, out, &k, &v, pos0 + n_tok, n_tok, pos0};
+  attention_batch(&one, 1, n_head, n_head_kv, head_dim, scale, pool);
 }
 
 void attention_reference(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_tok,

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "attn_seq.h"
 #include "threadpool.h"
 
 namespace ranklm::kern {
@@ -31,6 +32,12 @@ struct RopeParams {
 // Rotates every head of x: [n_tok, n_heads * head_dim], token t at position pos[t].
 void rope_inplace(float* x, int64_t n_tok, int n_heads, int head_dim, const int32_t* pos,
                   const RopeParams& p);
+
+// Causal attention for every sequence of a batch in one pass over the pool (the jobs of all
+// sequences share it, so many one-token sequences cost one parallel section, not one each).
+// Each output row is the same as attention() gives for that sequence alone.
+void attention_batch(const AttnSeq* seqs, int n_seq, int n_head, int n_head_kv, int head_dim, float scale,
+                     ThreadPool& pool);
 
 // Causal multi-head attention with grouped KV heads over an fp16 cache.
 //   q:   [n_tok, n_head * head_dim]      token t sits at position pos0 + t

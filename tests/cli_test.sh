@@ -135,8 +135,10 @@ check "--tokens 1,,2 exits 2 naming the empty item" "[ $rc -eq 2 ] && grep -q \"
 check "-t 100000 is capped at the usable cores" "[ $rc -eq 0 ] && grep -q 'using $(nproc)' '$tmp/err'"
 printf 'hello\n' > "$tmp/p.txt"
 "$bin" run -m "$m" -f "$tmp/p.txt" -o "$tmp/r2.jsonl" --parallel 1000000 -n 2 > /dev/null 2> "$tmp/err"; rc=$?
-check "--parallel 1000000: refused with the KV cache size before allocating" \
-  "[ $rc -eq 2 ] && grep -q 'the KV cache for 1000000 sequences' '$tmp/err' && grep -q 'lower --parallel or --ctx-size' '$tmp/err'"
+check "--parallel 1000000: refused naming the bound" "[ $rc -eq 2 ] && grep -q 'parallel: 1000000 must be in 1..4096' '$tmp/err'"
+"$bin" run -m "$m" -f "$tmp/p.txt" -o "$tmp/r2.jsonl" -c 16000000 -n 2 > /dev/null 2> "$tmp/err"; rc=$?
+check "-c 16000000: one context's KV cache does not fit, refused before allocating" \
+  "[ $rc -eq 2 ] && grep -q 'one sequence of 16000000 positions' '$tmp/err' && grep -q 'lower --ctx-size' '$tmp/err'"
 "$bin" run -m "$m" -f "$tmp/p.txt" -o "$tmp/r3.jsonl" -c 100000 -n 2 --progress none > /dev/null 2> "$tmp/err"; rc=$?
 check "a context past the trained one runs with a warning" "[ $rc -eq 0 ] && grep -q 'more than the model was trained on' '$tmp/err'"
 "$bin" run -m "$m" -f "$tmp" -o "$tmp/r4.jsonl" > /dev/null 2> "$tmp/err"; rc=$?

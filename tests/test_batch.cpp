@@ -266,7 +266,7 @@ TEST(Records, ResultAndErrorRecordsHaveTheBatchOutputShape) {
   chat.custom_id = "q1";
   chat.line = 4;
   chat.endpoint = Endpoint::kChat;
-  Completion c{"Paris.", "stop", 12, 3, 0.25, 1.25};
+  Completion c{"Paris.", "stop", 12, 3, 0.25, 1.25, 7};
   const auto r = result_record(chat, "smol", c, 1700000000);
   EXPECT_EQ(r["custom_id"], "q1");
   EXPECT_EQ(r["response"]["status_code"], 200);
@@ -277,6 +277,7 @@ TEST(Records, ResultAndErrorRecordsHaveTheBatchOutputShape) {
   EXPECT_EQ(body["choices"][0]["message"]["content"], "Paris.");
   EXPECT_EQ(body["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(body["usage"]["total_tokens"], 15);
+  EXPECT_EQ(body["usage"]["prompt_tokens_details"]["cached_tokens"], 7);
   EXPECT_DOUBLE_EQ(r["timing"]["decode_tokens_per_s"].get<double>(), 2.0);
   EXPECT_EQ(r["id"].get<std::string>().rfind("batch_req_", 0), 0u);
   // The Batch API's key order: id, custom_id, response, error.
@@ -306,7 +307,7 @@ TEST(Progress, TheSummaryCountsRequestsAndTokens) {
   EXPECT_NE(p.status_line().find("2/3 done (66.7%), 1 errors"), std::string::npos) << p.status_line();
   p.finished(true, 7, 4);
   const std::string s = p.summary();
-  EXPECT_NE(s.find("3 requests: 2 answered, 1 errors, 2 done before (resume); tokens in 17, out 9"), std::string::npos) << s;
+  EXPECT_NE(s.find("3 requests: 2 answered, 1 errors, 2 done before (resume); tokens in 17 (0 from shared prefixes), out 9"), std::string::npos) << s;
 }
 
 TEST(Results, ASecondJobOnTheSameFileIsRefusedNamingTheHolder) {

@@ -302,6 +302,59 @@ TEST(Ops, AttentionMatchesFloat64ReferenceAtEveryLevel) {
   }
 }
 
+TEST(Ops, BatchedPagedAttentionEqualsOneSequenceAtATime) {
+  // Several sequences of one call, each over its own block table (blocks of 4 positions taken
+  // from one pool in a scattered order), give bit for bit what attention() gives each sequence
+  // over a contiguous cache, at every level.
+  const Isa initial = active_isa();
+  const int n_head = 6, n_kv = 2, hd = 64;
+  const int64_t kv = n_kv * hd, bl = 4;
+  struct S { int64_t pos0, n_tok; };
+  const std::vector<S> shapes = {{0, 7}, {13, 1}, {5, 3}, {0, 1}, {29, 2}};
+  ThreadPool pool(2);
+  for (const Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+    if (set_isa(isa) != isa) continue;
+    std::vector<std::vector<float>> q, want, got;
+    std::vector<std::vector<uint16_t>> kc, vc;
+    std::vector<std::vector<uint16_t>> pool_k(64, std::vector<uint16_t>(bl * kv)), pool_v = pool_k;
+    std::vector<std::vector<const uint16_t*>> kt, vt;
+    int next_block = 0;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const int64_t n_ctx = shapes[i].pos0 + shapes[i].n_tok;
+      q.push_back(test::random_floats(shapes[i].n_tok * n_head * hd, 40 + i));
+      const auto kf = test::random_floats(n_ctx * kv, 50 + i), vf = test::random_floats(n_ctx * kv, 60 + i);
+      kc.emplace_back(kf.size());
+      vc.emplace_back(vf.size());
+      for (size_t e = 0; e < kf.size(); ++e) {
+        kc.back()[e] = fp32_to_fp16(kf[e]);
+        vc.back()[e] = fp32_to_fp16(vf[e]);
+      }
+      want.emplace_back(q.back().size());
+      got.emplace_back(q.back().size(), -1.0f);
+      attention(q.back().data(), kc.back().data(), vc.back().data(), shapes[i].n_tok, shapes[i].pos0, n_head, n_kv, hd,
+                0.125f, want.back().data(), pool);
+      kt.emplace_back();
+      vt.emplace_back();
+      for (int64_t b = 0; b * bl < n_ctx; ++b) {
+        const int blk = (next_block++ * 37) % 64;  // scattered, never reused
+        for (int64_t e = 0; e < bl * kv && b * bl * kv + e < n_ctx * kv; ++e) {
+          pool_k[blk][e] = kc.back()[b * bl * kv + e];
+          pool_v[blk][e] = vc.back()[b * bl * kv + e];
+        }
+        kt.back().push_back(pool_k[blk].data());
+        vt.back().push_back(pool_v[blk].data());
+      }
+    }
+    std::vector<AttnSeq> seqs;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      seqs.push_back({q[i].data(), got[i].data(), kt[i].data(), vt[i].data(), bl, shapes[i].n_tok, shapes[i].pos0});
+    }
+    attention_batch(seqs.data(), static_cast<int>(seqs.size()), n_head, n_kv, hd, 0.125f, pool);
+    for (size_t i = 0; i < shapes.size(); ++i) ASSERT_EQ(got[i], want[i]) << isa_name(isa) << " sequence " << i;
+  }
+  set_isa(initial);
+}
+
 TEST(Ops, RmsNormAndSoftmax) {
   const auto x = test::random_floats(3 * 50, 21);
   const auto w = test::random_floats(50, 22);

@@ -85,8 +85,32 @@ TEST(Protocol, SlotSetupTimesAndControlRoundTrip) {
     EXPECT_EQ(header_of(c).kind, static_cast<uint16_t>(k));
     EXPECT_EQ(header_of(c).body_bytes, 0u);
   }
-  const Ready r = make_ready(5, 8);
+  const Ready r = make_ready(5, 8, 4321);
   EXPECT_EQ(decode_ready(&r, sizeof r, 5, 8, "node7").rank, 5);
+  EXPECT_EQ(decode_ready(&r, sizeof r, 5, 8, "node7").kv_blocks, 4321);
+
+  const Message k = encode_kv_share(KvShare{3, 9, 200, 0});
+  EXPECT_EQ(k.body_size(), sizeof(KvShare));
+  const Header kh = decode_header(k.bytes.data(), sizeof(Header), 0);
+  EXPECT_EQ(kh.kind, static_cast<uint16_t>(Kind::kKvShare));
+  const KvShare ks = decode_kv_share(kh, k.body(), k.body_size());
+  EXPECT_EQ(ks.src, 3);
+  EXPECT_EQ(ks.dst, 9);
+  EXPECT_EQ(ks.n_pos, 200);
+}
+
+TEST(Protocol, MalformedKvSharesAreRefused) {
+  const Message k = encode_kv_share(KvShare{1, 2, 64, 0});
+  const Header h = decode_header(k.bytes.data(), sizeof(Header), 0);
+  EXPECT_NE(error_of([&] { decode_kv_share(h, k.body(), k.body_size() - 1); }).find("has 15 bytes, not 16"), std::string::npos);
+  KvShare bad{1, -2, 64, 0};
+  EXPECT_NE(error_of([&] { decode_kv_share(h, &bad, sizeof bad); }).find("slot -2 from slot 1"), std::string::npos);
+  bad = KvShare{1, 2, -5, 0};
+  EXPECT_NE(error_of([&] { decode_kv_share(h, &bad, sizeof bad); }).find("-5 positions"), std::string::npos);
+  // A header of another kind with a KV share's body size.
+  Header other = h;
+  other.kind = static_cast<uint16_t>(Kind::kStop);
+  EXPECT_NE(error_of([&] { decode_header(&other, sizeof other, 0); }).find("announces a body of 16 bytes"), std::string::npos);
 }
 
 TEST(Protocol, TruncatedOversizedAndInconsistentMessagesAreRefused) {
@@ -154,13 +178,15 @@ TEST(Protocol, AMessageOrReadyFromAnotherVersionIsRefusedNamingBothVersions) {
   EXPECT_NE(e.find(fmt::format("version {}", kVersion)), std::string::npos) << e;
   EXPECT_NE(e.find("same ranklm build"), std::string::npos) << e;
 
-  Ready r = make_ready(3, 4);
+  Ready r = make_ready(3, 4, 100);
   r.version = kVersion + 7;
   e = error_of([&] { decode_ready(&r, sizeof r, 3, 4, "node3"); });
   EXPECT_NE(e.find("rank 3 (host node3) speaks protocol version"), std::string::npos) << e;
   // The right version, but it thinks it is another rank of another job.
-  r = make_ready(2, 4);
+  r = make_ready(2, 4, 100);
   e = error_of([&] { decode_ready(&r, sizeof r, 3, 4, "node3"); });
   EXPECT_NE(e.find("says it is rank 2 of 4"), std::string::npos) << e;
-  EXPECT_NE(error_of([&] { decode_ready(&r, sizeof r - 1, 2, 4, "n"); }).find("15 bytes"), std::string::npos);
+  EXPECT_NE(error_of([&] { decode_ready(&r, sizeof r - 1, 2, 4, "n"); }).find("23 bytes"), std::string::npos);
+  r = make_ready(2, 4, 0);
+  EXPECT_NE(error_of([&] { decode_ready(&r, sizeof r, 2, 4, "n"); }).find("room for 0 KV blocks"), std::string::npos);
 }

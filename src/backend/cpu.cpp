@@ -1,6 +1,5 @@
 #include "backend/cpu.h"
 
-#include <cstring>
 
 #include "kernels/cpu.h"
 #include "sys/cpu_binding.h"
@@ -19,15 +18,23 @@ CpuBackend::CpuBackend(std::unique_ptr<Model> model, int n_threads)
                                .embeds = pt.embed,
                                .has_head = pt.head,
                                .vocab_begin = pt.vocab_begin,
-                               .vocab_end = pt.vocab_end < 0 ? hp.n_vocab : pt.vocab_end};
+                               .vocab_end = pt.vocab_end < 0 ? hp.n_vocab : pt.vocab_end,
+                               .kv_block_len = kKvBlockLen,
+                               .chunk_invariant = model_->chunk_invariant()};
 }
 
 CpuBackend::~CpuBackend() = default;
 
 int64_t CpuBackend::kv_bytes(int64_t n_ctx) const { return model_->kv_cache_bytes(n_ctx); }
 
+void CpuBackend::kv_reserve(int64_t max_blocks) {
+  if (kv_pool_) fail("cpu backend: the KV pool is already made (a bug)");
+  kv_pool_ = model_->make_pool(max_blocks);
+}
+
 runtime::KvHandle CpuBackend::kv_create(int64_t n_ctx) {
-  auto c = std::make_unique<KvCache>(model_->make_cache(n_ctx));
+  if (!kv_pool_) fail("cpu backend: kv_create before kv_reserve (a bug)");
+  auto c = std::make_unique<KvCache>(kv_pool_, n_ctx);
   for (size_t i = 0; i < caches_.size(); ++i) {
     if (!caches_[i]) {
       caches_[i] = std::move(c);
@@ -50,17 +57,24 @@ void CpuBackend::kv_free(runtime::KvHandle kv) {
   caches_[static_cast<size_t>(kv.id)].reset();
 }
 
-void CpuBackend::kv_copy(runtime::KvHandle src, runtime::KvHandle dst, int64_t n_pos) {
-  const KvCache& s = cache(src);
+void CpuBackend::kv_share(runtime::KvHandle src, runtime::KvHandle dst, int64_t n_pos) {
   KvCache& d = cache(dst);
-  if (n_pos < 0 || n_pos > s.n_ctx || n_pos > d.n_ctx) {
-    fail("cpu backend: copying {} positions between caches of {} and {}", n_pos, s.n_ctx, d.n_ctx);
+  if (n_pos == 0) {
+    d.clear();
+    return;
   }
-  const size_t n = static_cast<size_t>(n_pos * s.kv_dim);
-  for (size_t l = 0; l < s.k.size(); ++l) {
-    std::memcpy(d.k[l].data(), s.k[l].data(), n * sizeof(uint16_t));
-    std::memcpy(d.v[l].data(), s.v[l].data(), n * sizeof(uint16_t));
+  d.share_from(cache(src), n_pos);
+}
+
+runtime::KvStats CpuBackend::kv_stats() const {
+  runtime::KvStats st;
+  st.block_bytes = model_->kv_block_bytes();
+  if (kv_pool_) {
+    st.max_blocks = kv_pool_->max_blocks();
+    st.in_use = kv_pool_->in_use();
+    st.peak = kv_pool_->peak();
   }
+  return st;
 }
 
 void CpuBackend::set_collectives(runtime::TpCollectives* c) {

@@ -1,5 +1,5 @@
 // The CPU backend: a rank's part of the model (model/model.h) run by a pool of worker threads
-// bound to this rank's cores, with one fp16 KV cache per sequence handle in host memory.
+// bound to this rank's cores, with one paged fp16 KV cache (a pool of blocks, model/kv_cache.h) in host memory.
 #pragma once
 
 #include <memory>
@@ -21,7 +21,9 @@ class CpuBackend final : public runtime::Backend {
   int64_t kv_bytes(int64_t n_ctx) const override;
   runtime::KvHandle kv_create(int64_t n_ctx) override;
   void kv_free(runtime::KvHandle kv) override;
-  void kv_copy(runtime::KvHandle src, runtime::KvHandle dst, int64_t n_pos) override;
+  void kv_reserve(int64_t max_blocks) override;
+  void kv_share(runtime::KvHandle src, runtime::KvHandle dst, int64_t n_pos) override;
+  runtime::KvStats kv_stats() const override;
   void set_collectives(runtime::TpCollectives* c) override;
   void embed(const int32_t* tokens, int64_t n_tok, float* x) override;
   void run_layers(float* x, const runtime::SeqRun* seqs, int n_seq) override;
@@ -35,6 +37,7 @@ class CpuBackend final : public runtime::Backend {
   std::unique_ptr<Model> model_;
   std::unique_ptr<kern::ThreadPool> pool_;
   runtime::BackendInfo info_;
+  std::shared_ptr<KvPool> kv_pool_;
   std::vector<std::unique_ptr<KvCache>> caches_;  // index = handle id; null: free
   std::vector<SeqSpan> spans_;
 };

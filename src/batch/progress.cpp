@@ -65,10 +65,11 @@ void Progress::token() {
   maybe_draw(false);
 }
 
-void Progress::finished(bool ok, int64_t prompt_tokens, int64_t completion_tokens) {
+void Progress::finished(bool ok, int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) {
   ++done_;
   if (!ok) ++errors_;
   tokens_in_ += prompt_tokens;
+  cached_ += cached_tokens;
   tokens_out_ += completion_tokens;
   live_tokens_ = 0;
   maybe_draw(false);
@@ -77,10 +78,10 @@ void Progress::finished(bool ok, int64_t prompt_tokens, int64_t completion_token
 std::string Progress::summary() {
   const double el = std::chrono::duration<double>(clock::now() - t0_).count();
   const std::string s = fmt::format(
-      "ranklm run: {} requests: {} answered, {} errors{}; tokens in {}, out {}; wall {:.1f} s; {:.1f} tokens/s out, "
-      "{:.1f} tokens/s in+out",
+      "ranklm run: {} requests: {} answered, {} errors{}; tokens in {} ({} from shared prefixes), out {}; wall {:.1f} s; "
+      "{:.1f} tokens/s out, {:.1f} tokens/s in+out",
       done_, done_ - errors_, errors_, skipped_ ? fmt::format(", {} done before (resume)", skipped_) : std::string(),
-      tokens_in_, tokens_out_, el, el > 0 ? static_cast<double>(tokens_out_) / el : 0.0,
+      tokens_in_, cached_, tokens_out_, el, el > 0 ? static_cast<double>(tokens_out_) / el : 0.0,
       el > 0 ? static_cast<double>(tokens_in_ + tokens_out_) / el : 0.0);
   if (mode_ != ProgressMode::kNone) {
     if (mode_ == ProgressMode::kBar && drawn_) std::fputs("\r\033[K", out_);

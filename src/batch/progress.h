@@ -18,7 +18,7 @@ class Progress {
   // total: requests this run will answer (already-done ones excluded); skipped: those done before.
   Progress(ProgressMode mode, int64_t total, int64_t skipped, double log_interval_s, std::FILE* out = stderr);
   void token();  // one generated token (redraws at most 4 times a second)
-  void finished(bool ok, int64_t prompt_tokens, int64_t completion_tokens);
+  void finished(bool ok, int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens = 0);
   // The closing line(s); returns the summary text too (for tests).
   std::string summary();
   std::string status_line() const;
@@ -31,7 +31,7 @@ class Progress {
   double interval_s_;
   std::FILE* out_;
   clock::time_point t0_, last_draw_;
-  int64_t done_ = 0, errors_ = 0, tokens_in_ = 0, tokens_out_ = 0, live_tokens_ = 0;
+  int64_t done_ = 0, errors_ = 0, tokens_in_ = 0, tokens_out_ = 0, live_tokens_ = 0, cached_ = 0;
   bool drawn_ = false;
 };
 

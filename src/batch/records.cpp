@@ -43,7 +43,8 @@ json result_record(const PromptItem& it, const std::string& model, const Complet
                {"usage",
                 {{"prompt_tokens", c.prompt_tokens},
                  {"completion_tokens", c.completion_tokens},
-                 {"total_tokens", c.prompt_tokens + c.completion_tokens}}}};
+                 {"total_tokens", c.prompt_tokens + c.completion_tokens},
+                 {"prompt_tokens_details", {{"cached_tokens", c.cached_tokens}}}}}};
   const double decode_s = c.total_s - c.first_token_s;
   return {{"id", hex_id("batch_req_", it.custom_id, "record")},
           {"custom_id", it.custom_id},

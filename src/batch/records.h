@@ -4,7 +4,8 @@
 //                 "body": {"id": "chatcmpl-…", "object": "chat.completion", "created": 1700000000,
 //                          "model": "…", "choices": [{"index": 0, "message": {"role": "assistant",
 //                          "content": "…"}, "finish_reason": "stop"}],
-//                          "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42}}},
+//                          "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42,
+//                                    "prompt_tokens_details": {"cached_tokens": 0}}}},
 //    "error": null,
 //    "timing": {"time_to_first_token_s": 0.21, "total_s": 1.4, "decode_tokens_per_s": 24.3}}
 // Completions have "object": "text_completion" and choices[0].text. A request that cannot run
@@ -25,6 +26,7 @@ struct Completion {
   std::string finish_reason;  // "stop" or "length"
   int64_t prompt_tokens = 0, completion_tokens = 0;
   double first_token_s = 0, total_s = 0;
+  int64_t cached_tokens = 0;  // prompt tokens whose KV was shared from another request
 };
 
 nlohmann::ordered_json result_record(const PromptItem& it, const std::string& model, const Completion& c, int64_t created);

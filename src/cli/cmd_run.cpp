@@ -39,7 +39,7 @@ struct RunOptions {
   std::string prompts, out, format = "auto", system, template_path, allreduce = "f32";
   std::string progress = "auto", model_name;
   std::vector<std::string> stops;
-  bool resume = false, chat = false, wait_lock = false, force_resume = false;
+  bool resume = false, chat = false, wait_lock = false, force_resume = false, no_prefix_sharing = false;
   int max_tokens = 256, threads = 1, parallel = 8, ctx = 2048;
   int64_t prefill_chunk = 256;
   double progress_interval = 30;
@@ -189,11 +189,12 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
     // A stop string counts as a stop even when it ended the sequence at its token limit.
     c.finish_reason = st.stop.stopped() ? "stop" : f.finish_reason;
     c.prompt_tokens = f.n_prompt;
+    c.cached_tokens = f.n_cached;
     c.completion_tokens = static_cast<int64_t>(f.tokens.size());
     c.first_token_s = f.first_token_s;
     c.total_s = f.total_s;
     results.write(batch::result_record(it, model_name, c, created));
-    progress.finished(true, c.prompt_tokens, c.completion_tokens);
+    progress.finished(true, c.prompt_tokens, c.completion_tokens, c.cached_tokens);
     texts.erase(f.id);
   };
   auto reject = [&](const runtime::Request& r, const std::string& why) {
@@ -204,6 +205,7 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
   runtime::SchedulerOptions so;
   so.n_micro = n_stages;
   so.prefill_chunk = o.prefill_chunk;
+  so.share_prefixes = !o.no_prefix_sharing;
   runtime::Scheduler(ex, so).run(source, done, reject);
   progress.summary();
 }
@@ -230,6 +232,8 @@ int cmd_run(const std::vector<std::string>& args) {
       ("stop", po::value(&o.stops)->composing(), "default stop string (repeatable)")
       ("parallel", po::value(&o.parallel)->default_value(8), "sequences in flight (KV slots)")
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(256), "prompt tokens per sequence per step")
+      ("no-prefix-sharing", po::bool_switch(&o.no_prefix_sharing),
+       "compute every prompt whole (by default a prompt that starts like one in the KV cache shares its blocks)")
       ("progress", po::value(&o.progress)->default_value("auto"), "auto (a live line on a terminal, else log lines), bar, log, none")
       ("progress-interval", po::value(&o.progress_interval)->default_value(30.0), "seconds between log lines")
       ("model-name", po::value(&o.model_name), "the \"model\" field of the results (default: the model's general.name)");
@@ -242,7 +246,7 @@ int cmd_run(const std::vector<std::string>& args) {
   o.src.check();
   if (o.max_tokens < 1) usage_fail("--max-tokens: {} must be >= 1", o.max_tokens);
   if (o.ctx < 2) usage_fail("--ctx-size: {} must be >= 2", o.ctx);
-  if (o.parallel < 1) usage_fail("--parallel: {} must be >= 1", o.parallel);
+  if (o.parallel < 1 || o.parallel > kMaxParallel) usage_fail("--parallel: {} must be in 1..{}", o.parallel, kMaxParallel);
   if (o.prefill_chunk < 1) usage_fail("--prefill-chunk: {} must be >= 1", o.prefill_chunk);
   if (!(o.progress_interval > 0)) usage_fail("--progress-interval: {} must be > 0", o.progress_interval);
   if (o.ctx > kMaxContext) usage_fail("--ctx-size: {} is more than {}", o.ctx, kMaxContext);

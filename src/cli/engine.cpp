@@ -115,14 +115,24 @@ std::string gib(int64_t bytes) {
 
 void Engine::start(int n_slots, int64_t n_ctx, comm::Compression z) {
   comm::Comm& c = world_->comm();
-  // The KV cache is allocated up front: work out its size first and refuse what cannot fit.
-  const int64_t per_slot = backend_->kv_bytes(n_ctx);
-  const int64_t need = per_slot > 0 && n_slots > INT64_MAX / per_slot ? INT64_MAX : per_slot * n_slots;
+  // The KV cache is paged: blocks are taken as sequences grow. The pool may hold every slot's
+  // whole context, or as many blocks as four fifths of the memory this process may still
+  // allocate; the scheduler admits sequences only while the blocks they may need are free.
+  const int64_t block_len = backend_->info().kv_block_len;
+  const int64_t block_bytes = std::max<int64_t>(1, backend_->kv_bytes(1));
+  const int64_t per_slot_blocks = (n_ctx + block_len - 1) / block_len;
+  const int64_t want = per_slot_blocks * n_slots;
   const int64_t avail = available_memory_bytes();
-  if (need > avail) {
-    usage_fail("the KV cache for {} sequences (--parallel) of {} positions (--ctx-size) needs {} on rank {} ({} per "
-               "sequence), more than the {} this process may still allocate; lower --parallel or --ctx-size",
-               n_slots, n_ctx, gib(need), c.rank(), gib(per_slot), gib(avail));
+  kv_blocks_ = std::min(want, avail / 5 * 4 / block_bytes);
+  if (kv_blocks_ < per_slot_blocks) {
+    usage_fail("one sequence of {} positions (--ctx-size) needs {} of KV cache on rank {}, more than the {} it may take "
+               "(four fifths of the {} this process may still allocate); lower --ctx-size",
+               n_ctx, gib(per_slot_blocks * block_bytes), c.rank(), gib(avail / 5 * 4), gib(avail));
+  }
+  if (kv_blocks_ < want) {
+    std::fprintf(stderr, "ranklm: rank %d: KV memory for %lld of the %lld blocks that %d sequences of %lld positions could "
+                 "fill (%s); sequences wait for blocks when it runs short\n", c.rank(), static_cast<long long>(kv_blocks_),
+                 static_cast<long long>(want), n_slots, static_cast<long long>(n_ctx), gib(kv_blocks_ * block_bytes).c_str());
   }
   if (c.rank() == 0 && n_ctx > n_ctx_train()) {
     std::fprintf(stderr, "ranklm: warning: a context of %lld positions is more than the model was trained on (%lld); "
@@ -132,7 +142,7 @@ void Engine::start(int n_slots, int64_t n_ctx, comm::Compression z) {
     fail("--allreduce q8_0: the plan's TP mode is exact, which gathers instead of reducing; "
          "make the plan with --tp-mode sum (and repack) to compress the allreduce");
   }
-  exec_ = std::make_unique<runtime::Executor>(c, layout_, *backend_, n_slots, n_ctx, z);
+  exec_ = std::make_unique<runtime::Executor>(c, layout_, *backend_, n_slots, n_ctx, z, kv_blocks_);
   // Every rank tells rank 0 it is ready; rank 0 waits for each within what is left of the
   // start-up time, so a rank stuck in loading is named instead of waited for.
   Watchdog::phase("waiting for every rank to load its part of the model");
@@ -146,11 +156,13 @@ void Engine::start(int n_slots, int64_t n_ctx, comm::Compression z) {
         c.recv(&ready, sizeof ready, r, comm::Tag::kControl, "the rank's ready message after loading its shard (is it "
                "stopped, or is its file system hung?)");
         runtime::proto::decode_ready(&ready, sizeof ready, r, c.size(), c.host(r));
+        kv_blocks_ = std::min(kv_blocks_, ready.kv_blocks);  // the scheduler plans with the smallest pool
       }
+      exec_->set_kv_budget(kv_blocks_);
       c.set_timeout(keep);
       Watchdog::hold(false);
     } else {
-      const runtime::proto::Ready ready = runtime::proto::make_ready(c.rank(), c.size());
+      const runtime::proto::Ready ready = runtime::proto::make_ready(c.rank(), c.size(), kv_blocks_);
       c.send(&ready, sizeof ready, 0, comm::Tag::kControl, "this rank's ready message");
     }
   }

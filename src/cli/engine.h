@@ -47,6 +47,7 @@ class Engine {
   const runtime::BackendInfo& backend_info() const { return backend_->info(); }
   int64_t n_ctx_train() const { return backend_->info().n_ctx_train; }
   int64_t kv_bytes(int64_t n_ctx) const { return backend_->kv_bytes(n_ctx); }  // one sequence, this rank
+  runtime::KvStats kv_stats() const { return backend_->kv_stats(); }  // this rank's KV pool now
 
  private:
   Engine() = default;
@@ -60,6 +61,7 @@ class Engine {
   comm::Layout layout_;
   std::unique_ptr<backend::CpuBackend> backend_;
   std::unique_ptr<runtime::Executor> exec_;
+  int64_t kv_blocks_ = 0;  // this rank's KV pool; on rank 0 after start, the job's smallest
 };
 
 // Runs body with the job's world. An error on this rank is printed with its rank and host and,

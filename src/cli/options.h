@@ -51,6 +51,8 @@ inline void add_context_option(po::options_description& desc, int& ctx, int defa
 }
 // The context size bound every command checks.
 constexpr int kMaxContext = 1 << 24;
+// Most sequences in flight (KV slots) a job may ask for.
+constexpr int kMaxParallel = 4096;
 
 // Parses args into vm; returns false (after printing help) when --help was given.
 inline bool parse_options(const std::string& cmd, const std::string& synopsis,

@@ -23,14 +23,6 @@ constexpr ArchEntry kArchs[] = {
 
 }  // namespace
 
-KvCache::KvCache(int64_t n_layer, int64_t n_ctx_, int64_t kv_dim_)
-    : n_ctx(n_ctx_), kv_dim(kv_dim_), k(n_layer), v(n_layer) {
-  for (int64_t l = 0; l < n_layer; ++l) {
-    k[l].assign(static_cast<size_t>(n_ctx * kv_dim), 0);
-    v[l].assign(static_cast<size_t>(n_ctx * kv_dim), 0);
-  }
-}
-
 std::unique_ptr<Model> Model::load(const gguf::File& f, const ModelPart& part) {
   const std::string arch = f.get_string("general.architecture");
   for (const auto& a : kArchs) {
@@ -68,13 +60,15 @@ void Model::pack_weights(const gguf::File& f) {
   }
 }
 
-int64_t Model::kv_cache_bytes(int64_t n_ctx) const {
-  return (part_.layer_end - part_.layer_begin) * n_ctx * part_.n_head_kv * hp_.head_dim * 2 * int64_t{sizeof(uint16_t)};
+int64_t Model::kv_block_bytes() const {
+  return (part_.layer_end - part_.layer_begin) * kKvBlockLen * part_.n_head_kv * hp_.head_dim * 2 * int64_t{sizeof(uint16_t)};
 }
 
-KvCache Model::make_cache(int64_t n_ctx) const {
-  return KvCache(part_.layer_end - part_.layer_begin, n_ctx, part_.n_head_kv * hp_.head_dim);
+std::shared_ptr<KvPool> Model::make_pool(int64_t max_blocks) const {
+  return std::make_shared<KvPool>(part_.layer_end - part_.layer_begin, part_.n_head_kv * hp_.head_dim, max_blocks);
 }
+
+KvCache Model::make_cache(int64_t n_ctx) const { return KvCache(make_pool(std::max<int64_t>(1, kv_blocks_for(n_ctx))), n_ctx); }
 
 HParams read_common_hparams(const gguf::File& f, const std::string& arch) {
   HParams hp;
@@ -278,27 +272,53 @@ bool per_token_exact(kern::GgmlType t) {
 }
 }  // namespace
 
-// Each sequence's keys and values (rows of k, v) into its cache at its positions, then its
-// attention over that cache: attn [n_tok, n_head * head_dim].
+bool Model::chunk_invariant() const {
+  for (const LayerWeights& L : layers) {
+    for (const kern::MatrixView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
+      if (!per_token_exact(w->type)) return false;
+    }
+  }
+  return true;
+}
+
+// Each sequence's keys and values (rows of k, v) into its cache at its positions, then the
+// attention of every sequence over its own cache in one batched call: attn [n_tok, n_head * head_dim].
 void Model::attend(int64_t il, const float* q, const float* k, const float* v, const SeqSpan* seqs, int n_seq, float* attn,
-                   kern::ThreadPool& pool) const {
+                   kern::ThreadPool& pool) {
   const int64_t hd = hp_.head_dim, q_dim = part_.n_head * hd, kv_dim = part_.n_head_kv * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  int64_t n_ptr = 0;
+  for (int s = 0; s < n_seq; ++s) n_ptr += 2 * static_cast<int64_t>(seqs[s].cache->blocks().size());
+  buf_.kv_rows.resize(static_cast<size_t>(n_ptr));
+  buf_.attn_seqs.resize(static_cast<size_t>(n_seq));
+  const uint16_t** ptr = buf_.kv_rows.data();
   int64_t row = 0;  // the sequence's first row in the batch
   for (int s = 0; s < n_seq; row += seqs[s].n_tok, ++s) {
     const SeqSpan& sp = seqs[s];
-    uint16_t* kc = sp.cache->k[static_cast<size_t>(il)].data();
-    uint16_t* vc = sp.cache->v[static_cast<size_t>(il)].data();
-    const int64_t n = sp.n_tok * kv_dim;
-    const float* ks = k + row * kv_dim;
-    const float* vs = v + row * kv_dim;
-    for (int64_t i = 0; i < n; ++i) {
-      kc[sp.pos0 * kv_dim + i] = kern::fp32_to_fp16(ks[i]);
-      vc[sp.pos0 * kv_dim + i] = kern::fp32_to_fp16(vs[i]);
+    KvPool& kp = sp.cache->pool();
+    const std::vector<int32_t>& blocks = sp.cache->blocks();
+    for (int64_t t = 0; t < sp.n_tok; ++t) {
+      const int64_t p = sp.pos0 + t;
+      const int32_t b = blocks[static_cast<size_t>(p / kKvBlockLen)];
+      uint16_t* kd = kp.k(b, il) + (p % kKvBlockLen) * kv_dim;
+      uint16_t* vd = kp.v(b, il) + (p % kKvBlockLen) * kv_dim;
+      const float* ks = k + (row + t) * kv_dim;
+      const float* vs = v + (row + t) * kv_dim;
+      for (int64_t i = 0; i < kv_dim; ++i) {
+        kd[i] = kern::fp32_to_fp16(ks[i]);
+        vd[i] = kern::fp32_to_fp16(vs[i]);
+      }
     }
-    kern::attention(q + row * q_dim, kc, vc, sp.n_tok, sp.pos0, static_cast<int>(part_.n_head),
-                    static_cast<int>(part_.n_head_kv), static_cast<int>(hd), scale, attn + row * q_dim, pool);
+    const size_t nb = blocks.size();
+    for (size_t i = 0; i < nb; ++i) {
+      ptr[i] = kp.k(blocks[i], il);
+      ptr[nb + i] = kp.v(blocks[i], il);
+    }
+    buf_.attn_seqs[static_cast<size_t>(s)] = {q + row * q_dim, attn + row * q_dim, ptr, ptr + nb, kKvBlockLen, sp.n_tok, sp.pos0};
+    ptr += 2 * nb;
   }
+  kern::attention_batch(buf_.attn_seqs.data(), n_seq, static_cast<int>(part_.n_head), static_cast<int>(part_.n_head_kv),
+                        static_cast<int>(hd), scale, pool);
 }
 
 void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, int64_t n_tok,
@@ -433,8 +453,13 @@ void Model::run_layers(float* x, const SeqSpan* seqs, int n_seq, kern::ThreadPoo
            "the prompt",
            sp.pos0, sp.pos0 + sp.n_tok - 1, sp.cache->n_ctx);
     }
+    for (int o = 0; o < s; ++o) {
+      if (seqs[o].cache == sp.cache) fail("forward: one KV cache twice in a batch (a bug)");
+    }
     n_tok += sp.n_tok;
   }
+  // Blocks for the positions this step writes (copies of shared ones), before any layer runs.
+  for (int s = 0; s < n_seq; ++s) seqs[s].cache->prepare(seqs[s].pos0, seqs[s].n_tok);
   if (n_tok <= 0) fail("forward: empty batch");
   for (int64_t il = 0; il < static_cast<int64_t>(layers.size()); ++il) layer_forward(il, x, seqs, n_seq, n_tok, pool);
 }

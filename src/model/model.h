@@ -14,6 +14,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/threadpool.h"
+#include "model/kv_cache.h"
 
 namespace ranklm {
 
@@ -74,14 +75,6 @@ struct TpHooks {
   std::function<void(const float* local, int64_t n_tok, TpGather what, float* full)> gather;
 };
 
-// Keys and values of every layer, fp16, for positions 0 .. n_ctx-1.
-struct KvCache {
-  int64_t n_ctx = 0;
-  int64_t kv_dim = 0;                          // n_head_kv * head_dim
-  std::vector<std::vector<uint16_t>> k, v;     // per layer: [n_ctx, kv_dim]
-  KvCache(int64_t n_layer, int64_t n_ctx, int64_t kv_dim);
-};
-
 // One sequence's share of a batch: n_tok tokens at positions pos0.. of `cache`.
 struct SeqSpan {
   KvCache* cache;
@@ -97,9 +90,16 @@ class Model {
 
   const HParams& hparams() const { return hp_; }
   const ModelPart& part() const { return part_; }
-  KvCache make_cache(int64_t n_ctx) const;  // this part's layers and KV heads
-  // Bytes of one KV cache of n_ctx positions for this rank's layers (f16 K and V).
-  int64_t kv_cache_bytes(int64_t n_ctx) const;
+  // A pool of at most max_blocks KV blocks of this part's layers and KV heads.
+  std::shared_ptr<KvPool> make_pool(int64_t max_blocks) const;
+  // One sequence of n_ctx positions with a pool of its own (enough blocks for all of them).
+  KvCache make_cache(int64_t n_ctx) const;
+  // Bytes of one KV block, and of the blocks of n_ctx positions, for this rank's layers.
+  int64_t kv_block_bytes() const;
+  int64_t kv_cache_bytes(int64_t n_ctx) const { return kv_blocks_for(n_ctx) * kv_block_bytes(); }
+  // Whether every weight product gives a token the same bits in a batch or chunk of any size
+  // (the quantized types do; float weights take sgemm for long chunks).
+  bool chunk_invariant() const;
   // The TP group's collectives (required on a rank whose part is a TP share).
   void set_tp_hooks(TpHooks hooks) { tp_ = std::move(hooks); }
 
@@ -133,7 +133,7 @@ class Model {
 
   void layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, int64_t n_tok, kern::ThreadPool& pool);
   void attend(int64_t il, const float* q, const float* k, const float* v, const SeqSpan* seqs, int n_seq, float* attn,
-              kern::ThreadPool& pool) const;
+              kern::ThreadPool& pool);
   std::vector<uint8_t> scratch_;
   TpHooks tp_;
   // Activation buffers of layer_forward, kept between calls (grown, never shrunk) so a batch
@@ -141,6 +141,8 @@ class Model {
   struct Buffers {
     std::vector<float> cur, q, k, v, attn, attn_full, gate, up, ffn_full, rows;
     std::vector<int32_t> pos;
+    std::vector<const uint16_t*> kv_rows;  // every sequence's K then V block pointers, one layer
+    std::vector<kern::AttnSeq> attn_seqs;
   } buf_;
   std::vector<std::vector<uint8_t>> packed_;  // storage of repacked matrices
 };

@@ -41,6 +41,13 @@ class TpCollectives {
   virtual void allgather_columns(const float* local, int64_t n_tok, const std::vector<int64_t>& widths, float* full) = 0;
 };
 
+// What the KV storage of a backend holds now.
+struct KvStats {
+  int64_t block_bytes = 0;   // one block (block_len positions of this rank's layers)
+  int64_t max_blocks = 0;    // the limit set by kv_reserve
+  int64_t in_use = 0, peak = 0;  // blocks held now, and at most so far
+};
+
 struct BackendInfo {
   std::string name;             // "cpu", with its instruction set
   int64_t n_embd = 0;           // hidden-state width
@@ -49,6 +56,11 @@ struct BackendInfo {
   bool embeds = false;          // runs the embedding (first stage)
   bool has_head = false;        // runs the output head (last stage)
   int64_t vocab_begin = 0, vocab_end = 0;  // logits columns head() writes
+  int64_t kv_block_len = 0;     // positions per KV block
+  // Whether a token's results are the same bits whatever else is in its step and however its
+  // prompt is chunked (false where float weights switch to a blocked product for long chunks):
+  // what makes a shared prompt prefix give the same tokens as computing it again.
+  bool chunk_invariant = true;
 };
 
 class Backend {
@@ -56,13 +68,19 @@ class Backend {
   virtual ~Backend() = default;
   virtual const BackendInfo& info() const = 0;
 
-  // ---- KV storage ----
-  // Bytes one sequence of n_ctx positions takes on this backend.
+  // ---- KV storage: blocks of kv_block_len positions (model/kv_cache.h) ----
+  // Bytes of the blocks one sequence of n_ctx positions takes on this backend.
   virtual int64_t kv_bytes(int64_t n_ctx) const = 0;
+  // At most max_blocks blocks in use at once (called once, before kv_create).
+  virtual void kv_reserve(int64_t max_blocks) = 0;
+  // A sequence of up to n_ctx positions; it takes blocks as it is written.
   virtual KvHandle kv_create(int64_t n_ctx) = 0;
   virtual void kv_free(KvHandle kv) = 0;
-  // Positions 0..n_pos-1 of src into dst (a shared prefix; both of this backend).
-  virtual void kv_copy(KvHandle src, KvHandle dst, int64_t n_pos) = 0;
+  // dst gives back its blocks and takes src's positions 0..n_pos-1 by reference (a shared
+  // prefix: later writes into a shared block copy it first). With n_pos 0, dst is emptied; with
+  // src == dst, dst keeps its own first n_pos positions.
+  virtual void kv_share(KvHandle src, KvHandle dst, int64_t n_pos) = 0;
+  virtual KvStats kv_stats() const = 0;
 
   // ---- one step ----
   // The collectives run_layers uses (null on a rank without TP partners); not owned.

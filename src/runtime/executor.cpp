@@ -61,7 +61,8 @@ class Executor::Collectives final : public TpCollectives {
   std::vector<float> gathered_;
 };
 
-Executor::Executor(comm::Comm& c, const comm::Layout& layout, Backend& b, int n_slots, int64_t n_ctx, comm::Compression z)
+Executor::Executor(comm::Comm& c, const comm::Layout& layout, Backend& b, int n_slots, int64_t n_ctx, comm::Compression z,
+                   int64_t kv_blocks)
     : c_(c), l_(layout), b_(b), z_(z), n_vocab_(b.info().n_vocab), n_ctx_(n_ctx) {
   if (c.size() != l_.world_size) {
     fail("this job has {} ranks but the plan has {}: start it with mpirun -np {}", c.size(), l_.world_size, l_.world_size);
@@ -72,6 +73,13 @@ Executor::Executor(comm::Comm& c, const comm::Layout& layout, Backend& b, int n_
   }
   if (n_slots < 1) fail("at least one KV slot is needed");
   for (int r = 1; r < c.size(); ++r) others_.push_back(r);
+  const int64_t per_seq = (n_ctx + b_.info().kv_block_len - 1) / b_.info().kv_block_len;
+  kv_budget_ = kv_blocks > 0 ? kv_blocks : per_seq * n_slots;  // default: every slot's whole context
+  if (kv_budget_ < per_seq) {
+    fail("KV memory for {} blocks of {} positions holds less than one context of {} positions; lower --ctx-size",
+         kv_budget_, b_.info().kv_block_len, n_ctx);
+  }
+  b_.kv_reserve(kv_budget_);
   for (int s = 0; s < n_slots; ++s) slots_.push_back(b_.kv_create(n_ctx));
   if (l_.tp.size() > 1) {
     tp_ = std::make_unique<Collectives>(*this);
@@ -150,6 +158,22 @@ void Executor::setup_slot(int slot, const SamplingParams& sp, const std::vector<
   }
   // To the head rank only, in order with the steps (same tag, same sender).
   send_control(std::move(m), {l_.head_rank});
+}
+
+void Executor::share_kv(int dst, int src, int64_t n_pos) {
+  if (c_.rank() != 0) fail("Executor::share_kv runs on rank 0");
+  const proto::KvShare k{src, dst, static_cast<int32_t>(n_pos), 0};
+  share_here(k);  // checked (and done) here first: a bad share is refused before it is sent
+  if (!others_.empty()) send_control(proto::encode_kv_share(k), others_);
+}
+
+void Executor::share_here(const proto::KvShare& k) {
+  const int n = static_cast<int>(slots_.size());
+  if (k.src < 0 || k.src >= n || k.dst < 0 || k.dst >= n || k.n_pos > n_ctx_) {
+    fail("rank {}: a KV share of {} positions from slot {} to slot {} is outside the {} slots of {} positions (a bug)",
+         c_.rank(), k.n_pos, k.src, k.dst, n, n_ctx_);
+  }
+  b_.kv_share(slots_[static_cast<size_t>(k.src)], slots_[static_cast<size_t>(k.dst)], k.n_pos);
 }
 
 void Executor::setup_here(const proto::SlotSetup& s) {
@@ -290,6 +314,9 @@ void Executor::serve(std::chrono::milliseconds idle_limit) {
         return;
       case proto::Kind::kSlotSetup:  // a new request's sampler (head rank only)
         setup_here(proto::decode_slot_setup(h, body.data(), body.size()));
+        break;
+      case proto::Kind::kKvShare:
+        share_here(proto::decode_kv_share(h, body.data(), body.size()));
         break;
       case proto::Kind::kReportTimes: {
         reap(0);

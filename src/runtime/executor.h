@@ -47,8 +47,10 @@ struct Batch {
 
 class Executor {
  public:
-  // n_slots sequences of n_ctx positions each get KV storage on the backend now.
-  Executor(comm::Comm& c, const comm::Layout& layout, Backend& b, int n_slots, int64_t n_ctx, comm::Compression z);
+  // n_slots sequences of up to n_ctx positions each, whose KV blocks come from a pool of at most
+  // kv_blocks blocks on this rank (0: enough for every slot's whole context).
+  Executor(comm::Comm& c, const comm::Layout& layout, Backend& b, int n_slots, int64_t n_ctx, comm::Compression z,
+           int64_t kv_blocks = 0);
   ~Executor();
 
   // Rank 0 only. Starts a step; returns once this rank's part is done (the rest runs on).
@@ -68,6 +70,17 @@ class Executor {
   void collect_tokens(std::vector<int32_t>& tokens);
   // submit + collect for one sequence.
   void forward(int slot, const int32_t* tokens, int64_t n_tok, int64_t pos0, int64_t n_out, float* logits);
+  // Rank 0 only: on every rank, slot dst gives back its KV blocks and takes slot src's
+  // positions 0..n_pos-1 by reference (n_pos 0: dst is emptied). In order with the steps, so
+  // positions submitted before are there.
+  void share_kv(int dst, int src, int64_t n_pos);
+  // KV blocks the scheduler may plan with (the smallest pool of any rank; rank 0 sets it from
+  // the ranks' ready messages), and positions per block.
+  int64_t kv_budget() const { return kv_budget_; }
+  void set_kv_budget(int64_t blocks) { kv_budget_ = blocks; }
+  int64_t kv_block_len() const { return b_.info().kv_block_len; }
+  bool chunk_invariant() const { return b_.info().chunk_invariant; }
+  KvStats kv_stats() const { return b_.kv_stats(); }
   // Rank 0 only: every other rank's serve() returns.
   void stop();
   // Ranks other than 0: runs the steps rank 0 sends until it sends stop. Between steps it
@@ -102,6 +115,7 @@ class Executor {
   void submit_step(const Batch& b, proto::Kind kind);
   void run_step(const proto::Header& h, const proto::StepBody& s, Flight* flight);
   void setup_here(const proto::SlotSetup& s);
+  void share_here(const proto::KvShare& k);
   // The head rank: full logits rows from the last stage's shares, one token per row.
   void sample_rows(const proto::Header& h, const proto::StepBody& s, std::vector<float>& own, Flight* flight);
   void reap(size_t keep);
@@ -112,6 +126,7 @@ class Executor {
   Backend& b_;
   comm::Compression z_;
   int64_t n_vocab_, n_ctx_;
+  int64_t kv_budget_ = 0;
   std::unique_ptr<Collectives> tp_;
   std::vector<KvHandle> slots_;
   std::vector<int> others_;            // every rank but 0 (what rank 0 sends control messages to)

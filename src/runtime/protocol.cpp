@@ -16,6 +16,8 @@ uint64_t expected_body(Kind k, int64_t n_seq, int64_t n_tok) {
       return static_cast<uint64_t>(n_seq) * sizeof(SeqEntry) + static_cast<uint64_t>(n_tok) * sizeof(int32_t);
     case Kind::kSlotSetup:
       return sizeof(SamplingWire) + static_cast<uint64_t>(n_tok) * sizeof(int32_t);
+    case Kind::kKvShare:
+      return sizeof(KvShare);
     default:
       return 0;
   }
@@ -54,6 +56,7 @@ const char* kind_name(Kind k) {
     case Kind::kReportTimes: return "time report request";
     case Kind::kSlotSetup: return "slot set-up";
     case Kind::kSampledStep: return "sampled step";
+    case Kind::kKvShare: return "KV share";
   }
   return "unknown message";
 }
@@ -86,7 +89,26 @@ Message encode_slot_setup(int32_t slot, const SamplingWire& sp, const std::vecto
   return m;
 }
 
-Ready make_ready(int rank, int world_size) { return Ready{kMagic, kVersion, 0, rank, world_size}; }
+Message encode_kv_share(const KvShare& k) {
+  Message m = with_body(make_header(Kind::kKvShare, 0, 0, 0));
+  std::memcpy(m.bytes.data() + sizeof(Header), &k, sizeof k);
+  return m;
+}
+
+KvShare decode_kv_share(const Header& h, const void* body, size_t n) {
+  if (static_cast<Kind>(h.kind) != Kind::kKvShare) fail("step protocol: a {} is not a KV share", kind_name(static_cast<Kind>(h.kind)));
+  if (n != sizeof(KvShare) || n != h.body_bytes) fail("step protocol: a KV share's body has {} bytes, not {}", n, sizeof(KvShare));
+  KvShare k;
+  std::memcpy(&k, body, sizeof k);
+  if (k.src < 0 || k.dst < 0 || k.n_pos < 0) {
+    fail("step protocol: a KV share (slot {} from slot {}, {} positions) is malformed", k.dst, k.src, k.n_pos);
+  }
+  return k;
+}
+
+Ready make_ready(int rank, int world_size, int64_t kv_blocks) {
+  return Ready{kMagic, kVersion, 0, rank, world_size, kv_blocks};
+}
 
 Header decode_header(const void* data, size_t n, int from) {
   const std::string what = fmt::format("a control message from rank {}", from);
@@ -159,6 +181,7 @@ Ready decode_ready(const void* data, size_t n, int from, int world_size, const s
     fail("step protocol: {} says it is rank {} of {}, but this job has it as rank {} of {}", what, r.rank, r.world_size,
          from, world_size);
   }
+  if (r.kv_blocks < 1) fail("step protocol: {} has room for {} KV blocks", what, r.kv_blocks);
   return r;
 }
 

@@ -20,7 +20,7 @@
 namespace ranklm::runtime::proto {
 
 constexpr uint32_t kMagic = 0x504d4c52;  // "RLMP" in memory order
-constexpr uint16_t kVersion = 1;
+constexpr uint16_t kVersion = 2;
 
 // Largest step this protocol carries.
 constexpr int32_t kMaxSeqs = 1 << 20;
@@ -32,8 +32,9 @@ enum class Kind : uint16_t {
   kReportTimes = 2,  // rank 0 -> every rank: each sends its Times to rank 0 (tag kStats). No body.
   kSlotSetup = 3,    // rank 0 -> the head rank: a new request in a slot (its sampler, its prompt).
   kSampledStep = 4,  // rank 0 -> every rank: run a step; the head rank samples, tokens to rank 0.
+  kKvShare = 5,      // rank 0 -> every rank: a slot takes another's KV prefix (or is emptied).
 };
-constexpr uint16_t kKindCount = 5;
+constexpr uint16_t kKindCount = 6;
 const char* kind_name(Kind k);
 
 struct Header {
@@ -54,6 +55,13 @@ struct SeqEntry {
 };
 static_assert(sizeof(SeqEntry) == 16, "protocol sequence entry layout");
 
+// Slot dst gives back its KV blocks and takes slot src's positions 0..n_pos-1 by reference
+// (n_pos 0: dst is just emptied; src == dst: dst keeps its own first n_pos positions).
+struct KvShare {
+  int32_t src, dst, n_pos, reserved;
+};
+static_assert(sizeof(KvShare) == 16, "protocol KV share layout");
+
 // A request's sampling settings (runtime/sampler.h SamplingParams, on the wire).
 struct SamplingWire {
   float temperature, top_p, min_p, repeat_penalty;
@@ -70,13 +78,15 @@ struct Times {
 static_assert(sizeof(Times) == 24, "protocol time report layout");
 
 // Each rank other than 0 sends this to rank 0 once its part is loaded.
+// kv_blocks: the KV blocks its memory holds (rank 0 admits sequences within the smallest).
 struct Ready {
   uint32_t magic;
   uint16_t version;
   uint16_t reserved;
   int32_t rank, world_size;
+  int64_t kv_blocks;
 };
-static_assert(sizeof(Ready) == 16, "protocol ready message layout");
+static_assert(sizeof(Ready) == 24, "protocol ready message layout");
 
 // ---- encoding: the header and the body, back to back (send them as two messages) ----
 struct Message {
@@ -88,7 +98,8 @@ struct Message {
 Message encode_control(Kind k);  // kStop, kReportTimes
 Message encode_step(Kind k, const std::vector<SeqEntry>& seqs, const std::vector<int32_t>& tokens);
 Message encode_slot_setup(int32_t slot, const SamplingWire& sp, const std::vector<int32_t>& prompt);
-Ready make_ready(int rank, int world_size);
+Message encode_kv_share(const KvShare& k);
+Ready make_ready(int rank, int world_size, int64_t kv_blocks);
 
 // ---- decoding ----
 // A header from `from` (a rank, for messages), `n` bytes: magic, version, kind, counts, and
@@ -107,6 +118,8 @@ struct SlotSetup {
   std::vector<int32_t> prompt;
 };
 SlotSetup decode_slot_setup(const Header& h, const void* body, size_t n);
+// A KV share whose header h was decoded (slot bounds are the executor's to check).
+KvShare decode_kv_share(const Header& h, const void* body, size_t n);
 // A ready message from rank `from` of a job of `world_size` ranks; `host` names it in errors.
 Ready decode_ready(const void* data, size_t n, int from, int world_size, const std::string& host);
 

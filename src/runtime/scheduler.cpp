@@ -20,7 +20,33 @@ struct Slot {
   int32_t next = -1;             // sampled, not yet run
   bool busy = false;             // in a step in flight
   clock::time_point t0, t_first;
+  // The KV this slot holds: the tokens at positions 0..kv.size()-1, submitted in steps (kept
+  // after the request ends, until the slot takes another one).
+  std::vector<int32_t> kv;
+  int64_t cached = 0;            // prompt positions shared from another slot
+  int wait_src = -1;             // waiting for slot wait_src to hold `cached` positions
+  int64_t reserve = 0;           // KV blocks this slot may hold (admission accounting)
 };
+
+int64_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& p) {
+  const size_t n = std::min(a.size(), p.size());
+  size_t i = 0;
+  while (i < n && a[i] == p[i]) ++i;
+  return static_cast<int64_t>(i);
+}
+
+// How far prompt p agrees with what a live slot will hold: its prompt, then what it generated.
+int64_t common_prefix_live(const Slot& o, const std::vector<int32_t>& p) {
+  int64_t i = common_prefix(o.req->prompt, p);
+  const size_t plen = o.req->prompt.size();
+  if (static_cast<size_t>(i) == plen) {
+    while (static_cast<size_t>(i) < p.size() && static_cast<size_t>(i) - plen < o.out.size() &&
+           o.out[static_cast<size_t>(i) - plen] == p[static_cast<size_t>(i)]) {
+      ++i;
+    }
+  }
+  return i;
+}
 
 }  // namespace
 
@@ -29,63 +55,190 @@ Scheduler::Scheduler(Executor& ex, const SchedulerOptions& o) : ex_(ex), o_(o) {
   if (o_.prefill_chunk < 1) o_.prefill_chunk = 1;
 }
 
-void Scheduler::run(const std::function<std::optional<Request>()>& next, const std::function<void(Finished&&)>& done,
-                    const std::function<void(const Request&, const std::string&)>& reject) {
-  const int n_slots = ex_.n_slots();
-  const int n_micro = std::min(o_.n_micro, n_slots);
-  std::vector<Slot> slots(static_cast<size_t>(n_slots));
-  bool source_open = true;
-  std::deque<std::vector<int>> flight;  // slots of each step in flight, oldest first
-  int group = 0;
-  std::vector<int32_t> sampled;
+// One run's state: the slots, the steps in flight, the KV accounting.
+class Scheduler::Run {
+ public:
+  Run(Executor& ex, const SchedulerOptions& o, const std::function<std::optional<Request>()>& next,
+      const std::function<void(Finished&&)>& done, const std::function<void(const Request&, const std::string&)>& reject)
+      : ex_(ex), o_(o), next_(next), done_(done), reject_(reject), n_slots_(ex.n_slots()),
+        n_micro_(std::min(o.n_micro, ex.n_slots())), slots_(static_cast<size_t>(ex.n_slots())),
+        block_len_(std::max<int64_t>(1, ex.kv_block_len())), sharing_(o.share_prefixes && ex.chunk_invariant()) {}
 
-  auto admit = [&] {
-    for (int s = 0; s < n_slots && source_open; ++s) {
-      Slot& sl = slots[static_cast<size_t>(s)];
-      while (!sl.req && source_open) {
-        std::optional<Request> r = next();
-        if (!r) {
-          source_open = false;
-          break;
+  void loop() {
+    // Every slot starts empty (KV left by an earlier run is not in this one's accounting).
+    for (int s = 0; s < n_slots_; ++s) ex_.share_kv(s, s, 0);
+    for (;;) {
+      resolve_waits();
+      admit();
+      Batch b;
+      std::vector<int> members;
+      next_step(b, members);
+      if (!members.empty()) {
+        ex_.submit_sampled(b);
+        flight_.push_back(std::move(members));
+        if (static_cast<int>(flight_.size()) >= n_micro_) collect_one();
+        continue;
+      }
+      if (flight_.empty()) break;  // nothing ready, nothing running: all done
+      collect_one();
+    }
+  }
+
+ private:
+  int64_t blocks_for(int64_t n) const { return (n + block_len_ - 1) / block_len_; }
+  Slot& slot(int s) { return slots_[static_cast<size_t>(s)]; }
+
+  void set_reserve(Slot& sl, int64_t blocks) {
+    reserved_ += blocks - sl.reserve;
+    sl.reserve = blocks;
+  }
+
+  // A waiting slot takes its prefix once the source holds it (always so once the source has
+  // finished: its prompt has run).
+  void resolve_waits() {
+    for (int s = 0; s < n_slots_; ++s) {
+      Slot& sl = slot(s);
+      if (sl.wait_src < 0) continue;
+      const Slot& src = slot(sl.wait_src);
+      if (static_cast<int64_t>(src.kv.size()) < sl.cached) continue;
+      ex_.share_kv(s, sl.wait_src, sl.cached);
+      sl.kv.assign(src.kv.begin(), src.kv.begin() + sl.cached);
+      sl.fed = sl.cached;
+      sl.wait_src = -1;
+    }
+  }
+
+  // The KV a new request in slot s starts from: the longest prefix any slot holds or will hold.
+  void place(int s) {
+    Slot& sl = slot(s);
+    const std::vector<int32_t>& p = sl.req->prompt;
+    int best = -1;
+    int64_t best_n = 0;
+    if (sharing_) {
+      for (int t = 0; t < n_slots_; ++t) {
+        const Slot& o = slot(t);
+        // This slot's own KV (its last request's), a finished slot's, or a live one's future.
+        int64_t n = t == s || !o.req ? common_prefix(o.kv, p) : common_prefix_live(o, p);
+        if (t != s && o.wait_src >= 0) n = std::min(n, o.cached);  // not past what it waits for
+        n = std::min<int64_t>(n, static_cast<int64_t>(p.size()) - 1);  // the last prompt token runs here
+        if (n > best_n) {
+          best = t;
+          best_n = n;
         }
-        const int64_t need = static_cast<int64_t>(r->prompt.size()) + 1;
+      }
+    }
+    if (best_n < block_len_) {  // nothing worth sharing: start empty
+      ex_.share_kv(s, s, 0);
+      sl.kv.clear();
+      return;
+    }
+    sl.cached = best_n;
+    const Slot& src = slot(best);
+    if (best == s || static_cast<int64_t>(src.kv.size()) >= best_n) {
+      ex_.share_kv(s, best, best_n);
+      if (best != s) sl.kv.assign(src.kv.begin(), src.kv.begin() + best_n);
+      sl.kv.resize(static_cast<size_t>(best_n));
+      sl.fed = best_n;
+    } else {
+      // Its prompt has not run that far yet: this one waits for it, holding nothing meanwhile.
+      ex_.share_kv(s, s, 0);
+      sl.kv.clear();
+      sl.wait_src = best;
+    }
+  }
+
+  // Frees the KV kept by finished slots (other than `keep`) until `need` more blocks fit.
+  bool make_room(int64_t need, int keep) {
+    for (int t = 0; t < n_slots_ && reserved_ + need > ex_.kv_budget(); ++t) {
+      Slot& o = slot(t);
+      if (t == keep || o.req || o.kv.empty()) continue;
+      resolve_waits();  // anyone still to share from it does so first
+      bool needed = false;
+      for (const Slot& w : slots_) needed = needed || w.wait_src == t;
+      if (needed) continue;
+      ex_.share_kv(t, t, 0);
+      o.kv.clear();
+      set_reserve(o, 0);
+    }
+    return reserved_ + need <= ex_.kv_budget();
+  }
+
+  // The next request from the source (or the one held back), or nullopt when none is left.
+  std::optional<Request> take() {
+    std::optional<Request> r = std::move(held_);
+    held_.reset();
+    if (!r && source_open_) r = next_();
+    if (!r) source_open_ = false;
+    return r;
+  }
+
+  // Fills free slots while requests come and their KV blocks fit.
+  void admit() {
+    for (int s = 0; s < n_slots_ && (source_open_ || held_); ++s) {
+      Slot& sl = slot(s);
+      while (!sl.req && (source_open_ || held_)) {
+        std::optional<Request> r = take();
+        if (!r) break;
         if (r->prompt.empty()) {
-          reject(*r, "the prompt is empty");
+          reject_(*r, "the prompt is empty");
           continue;
         }
-        if (need > ex_.n_ctx()) {
-          reject(*r, fmt::format("the prompt has {} tokens; the context holds {} (raise --ctx-size)", r->prompt.size(),
-                                 ex_.n_ctx()));
+        if (static_cast<int64_t>(r->prompt.size()) + 1 > ex_.n_ctx()) {
+          reject_(*r, fmt::format("the prompt has {} tokens; the context holds {} (raise --ctx-size)", r->prompt.size(),
+                                  ex_.n_ctx()));
           continue;
         }
+        // Blocks it may hold at its end; admitted only while they fit the pool.
+        const int64_t blocks = blocks_for(std::min<int64_t>(ex_.n_ctx(), static_cast<int64_t>(r->prompt.size()) +
+                                                                              std::max(1, r->max_tokens)));
+        if (!make_room(blocks - sl.reserve, s)) {
+          held_ = std::move(r);  // waits for a running sequence to end
+          return;
+        }
+        resolve_waits();  // sequences still to share from this slot's old KV do so first
+        std::vector<int32_t> keep_kv = std::move(sl.kv);
+        const int64_t keep_reserve = sl.reserve;
         sl = Slot{};
+        sl.kv = std::move(keep_kv);
+        sl.reserve = keep_reserve;
         sl.req = std::make_unique<Request>(std::move(*r));
+        set_reserve(sl, blocks);
+        place(s);
         // The last stage samples this slot from now on (only token ids come back).
         ex_.setup_slot(s, sl.req->sampling, sl.req->prompt);
         sl.t0 = clock::now();
       }
     }
-  };
-  auto finish = [&](Slot& sl, const char* reason) {
+  }
+
+  void finish(Slot& sl, const char* reason) {
     Finished f;
     f.id = sl.req->id;
     f.tokens = std::move(sl.out);
     f.finish_reason = reason;
     f.n_prompt = static_cast<int64_t>(sl.req->prompt.size());
+    f.n_cached = sl.cached;
     f.first_token_s = std::chrono::duration<double>(sl.t_first - sl.t0).count();
     f.total_s = std::chrono::duration<double>(clock::now() - sl.t0).count();
+    // The slot keeps its KV (for later prompts that start alike) until it takes another request.
+    std::vector<int32_t> kv = std::move(sl.kv);
+    const int64_t reserve = sl.reserve;
     sl = Slot{};
-    done(std::move(f));
-  };
+    sl.kv = std::move(kv);
+    sl.reserve = reserve;
+    set_reserve(sl, blocks_for(static_cast<int64_t>(sl.kv.size())));
+    done_(std::move(f));
+  }
+
   // The oldest step's sampled tokens, one for every sequence that asked.
-  auto collect_one = [&] {
-    ex_.collect_tokens(sampled);
+  void collect_one() {
+    ex_.collect_tokens(sampled_);
     size_t row = 0;
-    for (int s : flight.front()) {
-      Slot& sl = slots[static_cast<size_t>(s)];
+    for (int s : flight_.front()) {
+      Slot& sl = slot(s);
       sl.busy = false;
       if (sl.fed < static_cast<int64_t>(sl.req->prompt.size())) continue;  // a prompt chunk before its end
-      const int32_t tok = sampled.at(row++);
+      const int32_t tok = sampled_.at(row++);
       if (sl.out.empty()) sl.t_first = clock::now();
       if (tok == kBadLogits) {  // NaN logits: this request ends as an error, the others run on
         finish(sl, "error");
@@ -106,18 +259,15 @@ void Scheduler::run(const std::function<std::optional<Request>()>& next, const s
         sl.next = tok;
       }
     }
-    flight.pop_front();
-  };
+    flight_.pop_front();
+  }
 
-  for (;;) {
-    admit();
-    // The next group with ready sequences (round robin), as one step.
-    Batch b;
-    std::vector<int> members;
-    for (int tries = 0; tries < n_micro && members.empty(); ++tries, group = (group + 1) % n_micro) {
-      for (int s = group; s < n_slots; s += n_micro) {
-        Slot& sl = slots[static_cast<size_t>(s)];
-        if (!sl.req || sl.busy) continue;
+  // The next group with ready sequences (round robin), as one step.
+  void next_step(Batch& b, std::vector<int>& members) {
+    for (int tries = 0; tries < n_micro_ && members.empty(); ++tries, group_ = (group_ + 1) % n_micro_) {
+      for (int s = group_; s < n_slots_; s += n_micro_) {
+        Slot& sl = slot(s);
+        if (!sl.req || sl.busy || sl.wait_src >= 0) continue;
         const int64_t plen = static_cast<int64_t>(sl.req->prompt.size());
         SeqStep st{s, 0, 0, 0};
         if (sl.fed < plen) {  // prefill chunk
@@ -126,27 +276,42 @@ void Scheduler::run(const std::function<std::optional<Request>()>& next, const s
           st.n_tok = static_cast<int32_t>(n);
           st.n_out = sl.fed + n == plen ? 1 : 0;
           b.tokens.insert(b.tokens.end(), sl.req->prompt.begin() + sl.fed, sl.req->prompt.begin() + sl.fed + n);
+          sl.kv.insert(sl.kv.end(), sl.req->prompt.begin() + sl.fed, sl.req->prompt.begin() + sl.fed + n);
           sl.fed += n;
         } else {  // decode the last sampled token
           st.pos0 = static_cast<int32_t>(plen + static_cast<int64_t>(sl.out.size()) - 1);
           st.n_tok = 1;
           st.n_out = 1;
           b.tokens.push_back(sl.next);
+          sl.kv.push_back(sl.next);
         }
         sl.busy = true;
         b.seqs.push_back(st);
         members.push_back(s);
       }
     }
-    if (!members.empty()) {
-      ex_.submit_sampled(b);
-      flight.push_back(std::move(members));
-      if (static_cast<int>(flight.size()) >= n_micro) collect_one();
-      continue;
-    }
-    if (flight.empty()) break;  // nothing ready, nothing running: all done
-    collect_one();
   }
+
+  Executor& ex_;
+  const SchedulerOptions& o_;
+  const std::function<std::optional<Request>()>& next_;
+  const std::function<void(Finished&&)>& done_;
+  const std::function<void(const Request&, const std::string&)>& reject_;
+  const int n_slots_, n_micro_;
+  std::vector<Slot> slots_;
+  const int64_t block_len_;
+  const bool sharing_;
+  bool source_open_ = true;
+  std::optional<Request> held_;  // taken from the source, waiting for KV blocks to free up
+  int64_t reserved_ = 0;  // KV blocks the slots may hold: live ones to their end, finished ones what they keep
+  std::deque<std::vector<int>> flight_;  // slots of each step in flight, oldest first
+  int group_ = 0;
+  std::vector<int32_t> sampled_;
+};
+
+void Scheduler::run(const std::function<std::optional<Request>()>& next, const std::function<void(Finished&&)>& done,
+                    const std::function<void(const Request&, const std::string&)>& reject) {
+  Run(ex_, o_, next, done, reject).loop();
 }
 
 }  // namespace ranklm::runtime

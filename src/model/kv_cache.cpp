@@ -1,0 +1,110 @@
+#include "model/kv_cache.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "util/error.h"
+
+namespace ranklm {
+
+KvPool::KvPool(int64_t n_layer, int64_t kv_dim, int64_t max_blocks)
+    : n_layer_(n_layer), kv_dim_(kv_dim), max_blocks_(max_blocks) {
+  if (n_layer < 0 || kv_dim <= 0 || max_blocks < 1 || max_blocks > INT32_MAX) {
+    fail("KV pool: {} blocks of {} layers x {} values is not a pool (a bug)", max_blocks, n_layer, kv_dim);
+  }
+}
+
+int32_t KvPool::take() {
+  int32_t b;
+  if (!free_.empty()) {
+    b = free_.back();
+    free_.pop_back();
+  } else if (static_cast<int64_t>(data_.size()) < max_blocks_) {
+    const size_t n = static_cast<size_t>(block_bytes() / 2);
+    data_.push_back(std::make_unique<uint16_t[]>(n));  // zeroed: never-written rows read as 0
+    refs_.push_back(0);
+    b = static_cast<int32_t>(data_.size() - 1);
+  } else {
+    fail("KV cache full: all {} blocks of {} positions are in use (a bug: the scheduler admits sequences only "
+         "while their blocks are free)", max_blocks_, kKvBlockLen);
+  }
+  refs_[static_cast<size_t>(b)] = 1;
+  peak_ = std::max(peak_, ++in_use_);
+  return b;
+}
+
+void KvPool::retain(int32_t b) { ++refs_[static_cast<size_t>(b)]; }
+
+void KvPool::release(int32_t b) {
+  int32_t& r = refs_[static_cast<size_t>(b)];
+  if (r <= 0) fail("KV pool: block {} released more often than taken (a bug)", b);
+  if (--r == 0) {
+    free_.push_back(b);
+    --in_use_;
+  }
+}
+
+void KvPool::copy_block(int32_t from, int32_t to) {
+  std::memcpy(data_[static_cast<size_t>(to)].get(), data_[static_cast<size_t>(from)].get(),
+              static_cast<size_t>(block_bytes()));
+}
+
+KvCache::KvCache(std::shared_ptr<KvPool> pool, int64_t n_ctx_) : n_ctx(n_ctx_), pool_(std::move(pool)) {}
+
+KvCache::~KvCache() { clear(); }
+
+KvCache::KvCache(KvCache&& o) noexcept : n_ctx(o.n_ctx), pool_(std::move(o.pool_)), blocks_(std::move(o.blocks_)) {
+  o.blocks_.clear();
+}
+
+KvCache& KvCache::operator=(KvCache&& o) noexcept {
+  if (this != &o) {
+    clear();
+    n_ctx = o.n_ctx;
+    pool_ = std::move(o.pool_);
+    blocks_ = std::move(o.blocks_);
+    o.blocks_.clear();
+  }
+  return *this;
+}
+
+void KvCache::clear() {
+  if (pool_) {
+    for (int32_t b : blocks_) pool_->release(b);
+  }
+  blocks_.clear();
+}
+
+void KvCache::prepare(int64_t pos0, int64_t n) {
+  if (n <= 0) return;
+  const int64_t first = pos0 / kKvBlockLen, last = (pos0 + n - 1) / kKvBlockLen;
+  for (int64_t i = first; i <= last && i < static_cast<int64_t>(blocks_.size()); ++i) {
+    int32_t& b = blocks_[static_cast<size_t>(i)];
+    if (pool_->refs(b) > 1) {  // shared: this sequence writes into its own copy
+      const int32_t copy = pool_->take();
+      pool_->copy_block(b, copy);
+      pool_->release(b);
+      b = copy;
+    }
+  }
+  while (static_cast<int64_t>(blocks_.size()) <= last) blocks_.push_back(pool_->take());
+}
+
+void KvCache::share_from(const KvCache& src, int64_t n_pos) {
+  if (src.pool_ != pool_) fail("KV cache: sharing between two pools (a bug)");
+  const int64_t n = kv_blocks_for(n_pos);
+  if (n_pos < 0 || n > static_cast<int64_t>(src.blocks_.size()) || n_pos > n_ctx) {
+    fail("KV cache: sharing {} positions of a sequence that holds {} blocks (a bug)", n_pos, src.blocks_.size());
+  }
+  if (&src == this) {  // keeps its own first n_pos positions
+    for (size_t i = static_cast<size_t>(n); i < blocks_.size(); ++i) pool_->release(blocks_[i]);
+    blocks_.resize(static_cast<size_t>(n));
+    return;
+  }
+  clear();
+  blocks_.assign(src.blocks_.begin(), src.blocks_.begin() + n);
+  for (int32_t b : blocks_) pool_->retain(b);
+}
+
+}  // namespace ranklm
