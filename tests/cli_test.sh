@@ -139,6 +139,20 @@ check "--parallel 1000000: refused naming the bound" "[ $rc -eq 2 ] && grep -q '
 "$bin" run -m "$m" -f "$tmp/p.txt" -o "$tmp/r2.jsonl" -c 16000000 -n 2 > /dev/null 2> "$tmp/err"; rc=$?
 check "-c 16000000: one context's KV cache does not fit, refused before allocating" \
   "[ $rc -eq 2 ] && grep -q 'one sequence of 16000000 positions' '$tmp/err' && grep -q 'lower --ctx-size' '$tmp/err'"
+# Prompts that start alike share their prefix's KV blocks: the same text as computing each
+# prompt whole, and the reused tokens in every record's usage and in the summary.
+for i in 1 2 3 4 5 6; do echo "the quick brown fox jumps over the lazy dog and then the dog sleeps while the fox runs far away, question $i"; done > "$tmp/shared.txt"
+"$bin" run -m "$m" -f "$tmp/shared.txt" -o "$tmp/sh1.jsonl" --temp 0 -n 6 --parallel 3 --progress log 2> "$tmp/sh1.err" > /dev/null
+"$bin" run -m "$m" -f "$tmp/shared.txt" -o "$tmp/sh2.jsonl" --temp 0 -n 6 --parallel 3 --no-prefix-sharing --progress none 2> /dev/null > /dev/null
+check "shared prompt prefixes: same text as without sharing, cached_tokens in usage and in the summary" "python3 - '$tmp/sh1.jsonl' '$tmp/sh2.jsonl' <<'PY' && grep -q ' from shared prefixes' '$tmp/sh1.err'
+import json, sys
+a, b = ({(r := json.loads(l))['custom_id']: r['response']['body'] for l in open(p)} for p in sys.argv[1:3])
+assert a.keys() == b.keys() and len(a) == 6
+assert all(a[k]['choices'][0]['text'] == b[k]['choices'][0]['text'] for k in a)
+cached = [a[k]['usage']['prompt_tokens_details']['cached_tokens'] for k in a]
+assert sum(1 for c in cached if c >= 16) >= 4, cached
+assert all(b[k]['usage']['prompt_tokens_details']['cached_tokens'] == 0 for k in b)
+PY"
 "$bin" run -m "$m" -f "$tmp/p.txt" -o "$tmp/r3.jsonl" -c 100000 -n 2 --progress none > /dev/null 2> "$tmp/err"; rc=$?
 check "a context past the trained one runs with a warning" "[ $rc -eq 0 ] && grep -q 'more than the model was trained on' '$tmp/err'"
 "$bin" run -m "$m" -f "$tmp" -o "$tmp/r4.jsonl" > /dev/null 2> "$tmp/err"; rc=$?

@@ -41,7 +41,7 @@ std::mutex hdf5_mu;  // HDF5 (serial build) is not thread-safe; loading is seria
 // Runs plan p over shards of `model_path` with one thread per rank: rank 0 runs body(executor),
 // the others serve.
 void run_ranks(const std::string& model_path, const plan::Plan& p, comm::Compression z, int n_slots, int64_t n_ctx,
-               const std::function<void(runtime::Executor&)>& body) {
+               const std::function<void(runtime::Executor&)>& body, int64_t kv_blocks = 0) {
   test::TempDir dir;
   {
     auto f = gguf::File::open(model_path);
@@ -63,7 +63,7 @@ void run_ranks(const std::string& model_path, const plan::Plan& p, comm::Compres
           rf = std::make_unique<shard::RankFile>(shard::load_rank_file(dir.str(), r, p.world_size));
           be = std::make_unique<backend::CpuBackend>(Model::load(*rf->file, plan::model_part(rf->plan, r, *rf->model)), 1);
         }
-        runtime::Executor ex(c, comm::Layout::of(rf->plan, r), *be, n_slots, n_ctx, z);
+        runtime::Executor ex(c, comm::Layout::of(rf->plan, r), *be, n_slots, n_ctx, z, kv_blocks);
         if (r == 0) {
           body(ex);
           ex.stop();
@@ -131,9 +131,10 @@ plan::Plan exact_plan(const plan::ModelIdentity& id, const Layout& l) {
 std::map<int64_t, std::vector<int32_t>> schedule(const std::string& path, const plan::Plan& p, int n_slots,
                                                  const runtime::SchedulerOptions& o,
                                                  const std::vector<runtime::Request>& reqs,
-                                                 const std::function<void(const runtime::Finished&)>& check = {}) {
+                                                 const std::function<void(const runtime::Finished&)>& check = {},
+                                                 int64_t n_ctx = 32, int64_t kv_blocks = 0) {
   std::map<int64_t, std::vector<int32_t>> got;
-  run_ranks(path, p, comm::Compression::kNone, n_slots, 32, [&](runtime::Executor& ex) {
+  run_ranks(path, p, comm::Compression::kNone, n_slots, n_ctx, [&](runtime::Executor& ex) {
     size_t next = 0;
     runtime::Scheduler(ex, o).run(
         [&]() -> std::optional<runtime::Request> {
@@ -145,7 +146,7 @@ std::map<int64_t, std::vector<int32_t>> schedule(const std::string& path, const 
           EXPECT_TRUE(got.emplace(fin.id, fin.tokens).second) << "request " << fin.id << " finished twice";
         },
         [&](const runtime::Request& r, const std::string& why) { ADD_FAILURE() << r.id << ": " << why; });
-  });
+  }, kv_blocks);
   return got;
 }
 
@@ -274,6 +275,96 @@ TEST(Executor, ContinuousBatchingGivesEachRequestItsOwnGreedyTokens) {
                         [](const runtime::Finished& fin) { EXPECT_EQ(fin.finish_reason, "length"); });
     ASSERT_EQ(got.size(), reqs.size());
     for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[static_cast<int64_t>(i)], want[i]) << "request " << i;
+  }
+}
+
+// Blocks are reference-counted: a shared prefix is held once, a write into a shared block goes
+// to a copy, and every block comes back when its last holder lets go.
+TEST(KvCache, SharedBlocksAreCopiedOnWriteAndGivenBack) {
+  auto pool = std::make_shared<KvPool>(2, 8, 10);
+  KvCache a(pool, 100), b(pool, 100);
+  a.prepare(0, 40);  // 3 blocks
+  ASSERT_EQ(a.blocks().size(), 3u);
+  for (int32_t blk : a.blocks()) {
+    for (int64_t il = 0; il < 2; ++il) {
+      for (int64_t i = 0; i < kKvBlockLen * 8; ++i) pool->k(blk, il)[i] = static_cast<uint16_t>(blk * 1000 + il * 100 + i);
+    }
+  }
+  b.share_from(a, 37);  // positions 0..36: all three blocks, the last one partly
+  EXPECT_EQ(pool->in_use(), 3);
+  EXPECT_EQ(b.blocks(), a.blocks());
+  const int32_t last = a.blocks()[2];
+  b.prepare(37, 15);  // writes into the shared third block, then a fourth
+  EXPECT_NE(b.blocks()[2], last);
+  EXPECT_EQ(b.blocks()[0], a.blocks()[0]);
+  EXPECT_EQ(pool->in_use(), 5);
+  EXPECT_EQ(pool->refs(a.blocks()[0]), 2);
+  EXPECT_EQ(pool->refs(last), 1);
+  // The copy holds what the shared block held, every layer.
+  for (int64_t il = 0; il < 2; ++il) {
+    for (int64_t i = 0; i < kKvBlockLen * 8; ++i) ASSERT_EQ(pool->k(b.blocks()[2], il)[i], pool->k(last, il)[i]);
+  }
+  b.share_from(b, 16);  // keeps its first block only
+  EXPECT_EQ(b.blocks().size(), 1u);
+  EXPECT_EQ(pool->in_use(), 3);
+  a.clear();
+  EXPECT_EQ(pool->in_use(), 1);  // b's first block
+  b.clear();
+  EXPECT_EQ(pool->in_use(), 0);
+  EXPECT_EQ(pool->peak(), 5);
+  // The pool's limit holds.
+  KvCache c(pool, 1000);
+  c.prepare(0, 160);
+  EXPECT_THROW(c.prepare(160, 1), Error);
+}
+
+// Prompts that start alike share their prefix's KV blocks; each request still gets exactly the
+// greedy tokens one model gives it alone, on every layout, with sharing on or off, and with a
+// KV pool so small that requests wait for blocks.
+TEST(Executor, SharedPromptPrefixesGiveTheSameTokensAsComputingThemAgain) {
+  const std::string path = test::fixture("models/tiny-llama-q4_0.gguf");
+  auto f = gguf::File::open(path);
+  auto one = Model::load(*f);
+  kern::ThreadPool pool(1);
+  std::mt19937 rng(11);
+  std::vector<int32_t> header(37);
+  for (int32_t& t : header) t = static_cast<int32_t>(1 + rng() % 200);
+  std::vector<runtime::Request> reqs;
+  std::vector<std::vector<int32_t>> want;
+  for (int i = 0; i < 9; ++i) {
+    runtime::Request r;
+    r.id = i;
+    r.prompt = header;
+    if (i == 3) r.prompt = reqs[1].prompt;  // the same prompt twice
+    if (i == 5) r.prompt.resize(20);        // a prefix of the others, ending inside a block
+    for (int k = 0; k < i % 4 && i != 3; ++k) r.prompt.push_back(static_cast<int32_t>(1 + rng() % 200));
+    r.max_tokens = static_cast<int>(3 + rng() % 5);
+    r.sampling.temperature = 0;
+    want.push_back(compute_logits_report(*one, r.prompt, r.max_tokens, pool).greedy);
+    reqs.push_back(r);
+  }
+  const plan::ModelIdentity id = plan::model_identity(*f);
+  struct Case { Layout layout; bool share; int64_t kv_blocks; };
+  for (const Case& c : {Case{{"1 rank", 1, 1, 1, {}}, true, 0}, Case{{"1 rank", 1, 1, 1, {}}, false, 0},
+                        Case{{"1 rank", 1, 1, 1, {}}, true, 8}, Case{kLayouts[0], true, 0}, Case{kLayouts[3], true, 7}}) {
+    SCOPED_TRACE(std::string(c.layout.label) + (c.share ? " sharing" : " not sharing") + " kv blocks " +
+                 std::to_string(c.kv_blocks));
+    runtime::SchedulerOptions o{2, 8, c.share};
+    int64_t cached = 0;
+    auto got = schedule(path, exact_plan(id, c.layout), 3, o, reqs,
+                        [&](const runtime::Finished& fin) {
+                          cached += fin.n_cached;
+                          EXPECT_LT(fin.n_cached, fin.n_prompt);
+                          EXPECT_EQ(fin.finish_reason, "length");
+                        },
+                        64, c.kv_blocks);
+    ASSERT_EQ(got.size(), reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[static_cast<int64_t>(i)], want[i]) << "request " << i;
+    if (c.share) {
+      EXPECT_GE(cached, 6 * 32) << "most requests share the 37-token header";
+    } else {
+      EXPECT_EQ(cached, 0);
+    }
   }
 }
 
