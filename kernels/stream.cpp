@@ -8,8 +8,10 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "cpu.h"
+#include "matmul.h"
 
 namespace ranklm::kern {
 
@@ -71,6 +73,31 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int passes) {
     });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, static_cast<double>(per * static_cast<size_t>(n_chunks)) / s);
+  }
+  return best;
+}
+
+double measure_compute_rate(ThreadPool& pool, int passes) {
+  constexpr int64_t kRows = 1024, kCols = 2048, kTok = 64;
+  const TypeTraits& t = traits(GgmlType::Q4_0);
+  std::vector<uint8_t> w(row_bytes(t, kCols) * kRows);
+  uint32_t state = 12345;
+  auto next = [&] { return state = state * 1664525u + 1013904223u; };
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<uint8_t>(next() >> 24);
+  for (int64_t b = 0; b < kRows * kCols / QK; ++b) {  // sane fp16 scales (0x2000: about 0.0078)
+    w[static_cast<size_t>(b) * t.type_size] = 0x00;
+    w[static_cast<size_t>(b) * t.type_size + 1] = 0x20;
+  }
+  std::vector<float> x(static_cast<size_t>(kTok * kCols)), y(static_cast<size_t>(kTok * kRows));
+  for (float& v : x) v = static_cast<float>(static_cast<int32_t>(next() >> 16) - 32768) / 32768.0f;
+  std::vector<uint8_t> storage, scratch;
+  const MatrixView mv = pack_matrix(MatrixView{GgmlType::Q4_0, w.data(), kRows, kCols}, storage);
+  double best = 0;
+  for (int p = 0; p < passes; ++p) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 4; ++i) matmul(mv, x.data(), kTok, y.data(), pool, scratch);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 4.0 * kRows * kCols * kTok / s);
   }
   return best;
 }

@@ -11,4 +11,9 @@ namespace ranklm::kern {
 // Bytes per second: the best of `passes` parallel reads of a `bytes`-sized buffer.
 double measure_read_bandwidth(ThreadPool& pool, size_t bytes = size_t{1} << 30, int passes = 3);
 
+// Multiply-adds per second of the batched quantized product at its best: a packed Q4_0 matrix
+// small enough to stay in cache (1024 x 2048) times 64 tokens, the best of `passes` runs. The
+// compute roof of a batched step (ranklm bench).
+double measure_compute_rate(ThreadPool& pool, int passes = 5);
+
 }  // namespace ranklm::kern

@@ -65,13 +65,14 @@ uint64_t rss_bytes() {
 
 struct Row {
   std::string model, model_type, isa;
-  uint64_t model_size = 0, n_params = 0, bytes_per_token = 0;
+  uint64_t model_size = 0, n_params = 0, bytes_per_token = 0, macs_per_token = 0;
+  double compute_rate = 0;  // multiply-adds per second of the batched kernel (kern::measure_compute_rate)
   int threads = 0;
   int64_t n_prompt = 0, n_gen = 0;
   std::vector<double> samples_ns;
   double avg_ts = 0, stddev_ts = 0, avg_ns = 0, stddev_ns = 0;
   double gbps = 0, mem_bw_gbps = 0;
-  uint64_t rss = 0, kv_bytes = 0;
+  uint64_t rss = 0, kv_bytes = 0;  // KV: blocks rank 0's sequences hold at the test's end
   // Ranks, layout, sequences run together, and per rank the seconds per repetition spent
   // computing and communicating/waiting (min, avg, max).
   int n_ranks = 1, n_parallel = 1;
@@ -97,6 +98,24 @@ struct Row {
   std::string test() const {
     return n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
   }
+
+  // The roof of a step of T tokens (n_parallel sequences, each a whole prompt or one decode
+  // token): it reads every weight once (bytes / bandwidth) and does T x macs_per_token
+  // multiply-adds (/ compute rate), so it takes at least the larger of the two. Attention and
+  // everything else are left out: the roof is what the weight products alone allow.
+  double roof_ts() const {
+    const double t = static_cast<double>(n_parallel) * static_cast<double>(n_prompt > 0 ? n_prompt : 1);
+    const double mem_s = mem_bw_gbps > 0 ? static_cast<double>(bytes_per_token) / (mem_bw_gbps * 1e9) : 0.0;
+    const double mac_s = compute_rate > 0 ? t * static_cast<double>(macs_per_token) / compute_rate : 0.0;
+    const double step = std::max(mem_s, mac_s);
+    return step > 0 ? t / step : 0.0;
+  }
+  const char* roof_bound() const {
+    const double t = static_cast<double>(n_parallel) * static_cast<double>(n_prompt > 0 ? n_prompt : 1);
+    return static_cast<double>(bytes_per_token) / (mem_bw_gbps * 1e9) >= t * static_cast<double>(macs_per_token) / compute_rate
+               ? "memory"
+               : "compute";
+  }
 };
 
 void finish(Row& r) {
@@ -115,6 +134,8 @@ void finish(Row& r) {
   mean_sd(r.samples_ns, r.avg_ns, r.stddev_ns);
   if (r.n_gen > 0) r.gbps = r.avg_ts * static_cast<double>(r.bytes_per_token) / 1e9;
 }
+
+std::string mib(uint64_t b) { return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1 << 20)); }
 
 std::string human_size(uint64_t b) {
   char buf[32];
@@ -144,6 +165,11 @@ nlohmann::ordered_json row_json(const Row& r) {
   j["achieved_gbps"] = r.gbps;
   j["mem_bw_gbps"] = r.mem_bw_gbps;
   j["bw_limit_ts"] = r.bytes_per_token ? r.mem_bw_gbps * 1e9 / static_cast<double>(r.bytes_per_token) : 0.0;
+  j["macs_per_token"] = r.macs_per_token;
+  j["compute_macs_per_s"] = r.compute_rate;
+  j["roof_ts"] = r.roof_ts();
+  j["roof_bound"] = r.roof_bound();
+  j["roof_share"] = r.roof_ts() > 0 ? r.avg_ts / r.roof_ts() : 0.0;
   j["rss_bytes"] = r.rss;
   j["kv_cache_bytes"] = r.kv_bytes;
   j["n_parallel"] = r.n_parallel;
@@ -161,12 +187,14 @@ nlohmann::ordered_json row_json(const Row& r) {
 }
 
 // Prints the table footer (md) or every row (json, csv).
-void print_rows(const std::vector<Row>& rows, const std::string& out, const std::map<int, double>& bw) {
+void print_rows(const std::vector<Row>& rows, const std::string& out, const std::map<int, double>& bw,
+                const std::map<int, double>& rate) {
   if (out == "md") {
     std::printf("\nbuild %s, %s, CPU %s", RANKLM_COMMIT, __VERSION__, cpu_name().c_str());
-    if (!bw.empty()) std::printf("; read bandwidth measured:");
-    for (auto [t, g] : bw) std::printf(" %.1f GB/s at %d thread%s;", g, t, t > 1 ? "s" : "");
-    std::printf("\n");
+    if (!bw.empty()) std::printf("; measured (read bandwidth, batched Q4_0 product):");
+    for (auto [t, g] : bw) std::printf(" %.1f GB/s and %.1f G multiply-adds/s at %d thread%s;", g, rate.at(t) / 1e9, t, t > 1 ? "s" : "");
+    std::printf("\nroof: a step reads every weight once and does its tokens' multiply-adds; the larger of the two "
+                "times bounds it (attention left out)\n");
   } else if (out == "json") {
     nlohmann::ordered_json j = nlohmann::ordered_json::array();
     for (const Row& r : rows) j.push_back(row_json(r));
@@ -212,16 +240,19 @@ struct BenchOptions {
 // The md table's line for a row (the header first, with the first row).
 void print_md_row(const Row& r, bool first) {
   if (first) {
-    std::printf("| model | size | ranks | layout | threads | isa | test | npl | t/s | GB/s | bw limit t/s | "
-                "compute s/rep (min/avg/max) | comm+wait s/rep (min/avg/max) | RSS |\n");
-    std::printf("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |\n");
+    std::printf("| model | size | ranks | layout | threads | isa | test | npl | t/s | GB/s | bw limit t/s | roof t/s (share) | "
+                "compute s/rep (min/avg/max) | comm+wait s/rep (min/avg/max) | KV | RSS |\n");
+    std::printf("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |\n");
   }
   const double limit = r.bytes_per_token ? r.mem_bw_gbps * 1e9 / static_cast<double>(r.bytes_per_token) : 0.0;
-  std::printf("| %s | %s | %d | %s | %d | %s | %s | %d | %.2f ± %.2f | %s | %s | %.3f / %.3f / %.3f | %.3f / %.3f / %.3f | %s |\n",
+  const double roof = r.roof_ts();
+  const std::string roof_s = roof > 0 ? fmt::format("{:.1f} {} ({:.0f}%)", roof, r.roof_bound(), 100 * r.avg_ts / roof) : "";
+  std::printf("| %s | %s | %d | %s | %d | %s | %s | %d | %.2f ± %.2f | %s | %s | %s | %.3f / %.3f / %.3f | %.3f / %.3f / %.3f | %s | %s |\n",
               r.model.c_str(), human_size(r.model_size).c_str(), r.n_ranks, r.layout.c_str(), r.threads, r.isa.c_str(),
               r.test().c_str(), r.n_parallel, r.avg_ts, r.stddev_ts, r.n_gen > 0 ? fmt::format("{:.1f}", r.gbps).c_str() : "",
-              r.n_gen > 0 && r.n_parallel == 1 ? fmt::format("{:.1f}", limit).c_str() : "", r.compute_s[0], r.compute_s[1],
-              r.compute_s[2], r.comm_s[0], r.comm_s[1], r.comm_s[2], human_size(r.rss).c_str());
+              r.n_gen > 0 && r.n_parallel == 1 ? fmt::format("{:.1f}", limit).c_str() : "", roof_s.c_str(), r.compute_s[0],
+              r.compute_s[1], r.compute_s[2], r.comm_s[0], r.comm_s[1], r.comm_s[2], mib(r.kv_bytes).c_str(),
+              human_size(r.rss).c_str());
   std::fflush(stdout);
 }
 
@@ -282,13 +313,15 @@ void run_test(Engine& e, const BenchOptions& o, Row r, int64_t npl, std::mt19937
     r.comm_by_rank.push_back(x.comm_s / o.reps);
   }
   r.rss = rss_bytes();
+  const runtime::KvStats kv = ex.kv_stats();  // the test's sequences keep their blocks to the end
+  r.kv_bytes = static_cast<uint64_t>(kv.in_use * kv.block_bytes);
   rows.push_back(r);
   if (o.out == "md") print_md_row(r, rows.size() == 1);
 }
 
 // Every test of one model source at one thread count. Every rank calls it; rank 0 drives.
 void bench_source(comm::World& world, const ModelSource& src, int threads, const BenchOptions& o, double bw_gbps,
-                  std::vector<Row>& rows) {
+                  double compute_rate, std::vector<Row>& rows) {
   int64_t n_ctx = 16, max_npl = 1;
   for (auto p : o.pps) n_ctx = std::max(n_ctx, p + 2);
   for (auto n : o.tgs) n_ctx = std::max(n_ctx, n + 2);
@@ -304,23 +337,26 @@ void bench_source(comm::World& world, const ModelSource& src, int threads, const
   std::string layout;
   for (const plan::Stage& st : p.stages) layout += (layout.empty() ? "" : "+") + fmt::format("{}x{}", st.layer_end - st.layer_begin, st.tp());
   layout = fmt::format("pp{} [{}]", p.stages.size(), layout);
-  uint64_t size = 0, n_params = 0, embd_bytes = 0;
+  uint64_t size = 0, n_params = 0, embd_bytes = 0, macs = 0;
+  // Decode streams every weight once per token except the embedding table (one row), which
+  // is read in full only when it doubles as the output matrix.
+  const bool tied = header.find_tensor("output.weight") == nullptr;
   for (const auto& ti : header.tensors()) {
     size += ti.n_bytes;
     n_params += static_cast<uint64_t>(ti.n_elements());
     if (ti.name == "token_embd.weight") embd_bytes = ti.n_bytes;
+    // Multiply-adds per token: one per element of every matrix a token is multiplied by.
+    if (ti.ne.size() == 2 && (ti.name != "token_embd.weight" || tied)) macs += static_cast<uint64_t>(ti.n_elements());
   }
-  // Decode streams every weight once per token except the embedding table (one row), which
-  // is read in full only when it doubles as the output matrix.
-  const bool tied = header.find_tensor("output.weight") == nullptr;
   const uint64_t per_token = tied ? size : size - embd_bytes;
   const std::string type = header.get_string_opt("general.name").value_or(p.model.arch);
   std::mt19937 rng(o.seed);
   auto row = [&](int64_t n_prompt, int64_t n_gen) {
     Row r = Row::of(src.label(), type, size, n_params, threads, n_prompt, n_gen);
     r.bytes_per_token = per_token;
+    r.macs_per_token = macs;
+    r.compute_rate = compute_rate;
     r.mem_bw_gbps = bw_gbps;
-    r.kv_bytes = static_cast<uint64_t>(e->kv_bytes(n_ctx));  // per sequence, rank 0's layers
     r.n_ranks = p.world_size;
     r.layout = layout;
     return r;
@@ -372,17 +408,18 @@ int cmd_bench(const std::vector<std::string>& args) {
 
   return with_world("bench", [&](comm::World& world) {
     std::vector<Row> rows;
-    std::map<int, double> bw;  // threads -> GB/s, measured on rank 0
+    std::map<int, double> bw, rate;  // threads -> GB/s, and multiply-adds/s, measured on rank 0
     if (world.comm().rank() == 0) {
       for (int t : o.threads) {
         kern::ThreadPool pool(t, sys::core_binder(t));
         bw[t] = kern::measure_read_bandwidth(pool) / 1e9;
+        rate[t] = kern::measure_compute_rate(pool);
       }
     }
     for (const ModelSource& s : sources) {
-      for (int t : o.threads) bench_source(world, s, t, o, bw[t], rows);
+      for (int t : o.threads) bench_source(world, s, t, o, bw[t], rate[t], rows);
     }
-    if (world.comm().rank() == 0) print_rows(rows, o.out, bw);
+    if (world.comm().rank() == 0) print_rows(rows, o.out, bw, rate);
     return kExitOk;
   });
 }
