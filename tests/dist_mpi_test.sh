@@ -93,9 +93,16 @@ else
 fi
 
 # ranklm plan under mpirun: every rank reports (here as the 2-socket machine of an hwloc XML
-# topology), rank 0 writes a placed plan and the inventory; shards of that plan run.
+# topology), rank 0 writes a placed plan and the inventory; shards of that plan run. On one
+# host it picks one rank with every core (and says why); --layout spread uses both ranks.
 topo="$here/data/topologies/two-socket-32c-128g.xml"
-if timeout 120 "${mpi[@]}" -np 2 "$bin" plan -m "$q8" -t 1 --topology "$topo" --save-inventory "$tmp/inv.json" -o "$tmp/placed.json" > "$tmp/out" 2> "$tmp/err" \
+if timeout 120 "${mpi[@]}" -np 2 "$bin" plan -m "$q8" -t 1 --topology "$topo" -o "$tmp/one.json" > "$tmp/out" 2> "$tmp/err" \
+   && grep -q 'layout: one rank with all' "$tmp/out" && grep -q '"world_size": 1' "$tmp/one.json" && grep -q 'KV blocks' "$tmp/out"; then
+  echo "ok   plan under mpirun on one host: one rank with every core, the reason and KV blocks in the table"
+else
+  echo "FAIL: plan under mpirun on one host (auto layout)"; cat "$tmp/out"; tail -5 "$tmp/err"; fails=$((fails + 1))
+fi
+if timeout 120 "${mpi[@]}" -np 2 "$bin" plan -m "$q8" -t 1 --layout spread --topology "$topo" --save-inventory "$tmp/inv.json" -o "$tmp/placed.json" > "$tmp/out" 2> "$tmp/err" \
    && grep -q '"memory_bytes": 137438953472' "$tmp/inv.json" && grep -q '"placement"' "$tmp/placed.json" && grep -q '128.00 GiB' "$tmp/out"; then
   rm -rf "$tmp/s"; "$repack" -m "$q8" --plan "$tmp/placed.json" -o "$tmp/s" 2> /dev/null
   "$bin" logits -m "$q8" --tokens "$toks" --greedy 6 -t 1 > "$tmp/ref.json" 2> /dev/null

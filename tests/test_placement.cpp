@@ -190,3 +190,36 @@ TEST(Placement, InventoryJsonRoundTripAndErrors) {
   msg = test::error_message_of<Error>([&] { inventory_from_json(j, "inv.json"); });
   EXPECT_NE(msg.find("'speed_gbps' must be a number"), std::string::npos) << msg;
 }
+
+// On one host a batch job runs fastest as one rank with all the cores (measured in
+// docs/PERFORMANCE.md): the plan says so and why, counts the KV blocks that rank's memory
+// holds, and spreads over every rank only when asked or when the model does not fit one rank.
+TEST(Placement, OneHostGetsOneRankWithEveryCoreWhenTheModelFits) {
+  const Inventory inv = inventory({{"a", 2, 16 * kGiB, 10}});
+  const Plan p = place(tinyllama(), sizes(), shape(), inv, {});
+  ASSERT_EQ(p.world_size, 1);
+  ASSERT_EQ(p.stages.size(), 1u);
+  EXPECT_EQ(layers_of(p, 0), 22);
+  EXPECT_EQ(p.placement[0].cores, 8);
+  EXPECT_NE(p.why.find("one rank with all 8 cores of host a"), std::string::npos) << p.why;
+  EXPECT_NE(plan_table(p).find("layout: one rank"), std::string::npos);
+  // KV blocks: (85% of 16 GiB - weights) / (22 layers x 16 positions x 1 KiB per position and layer).
+  const uint64_t weights = 22 * (uint64_t{27} << 20) + (uint64_t{175} << 20);
+  const uint64_t block = 22 * 16 * 1024;
+  EXPECT_EQ(p.placement[0].kv_blocks, static_cast<int64_t>((static_cast<uint64_t>(16 * kGiB * 0.85) - weights) / block));
+
+  PlaceOptions spread;
+  spread.one_rank_per_host = false;
+  const Plan q = place(tinyllama(), sizes(), shape(), inv, spread);
+  EXPECT_EQ(q.world_size, 2);
+  EXPECT_NE(q.why.find("every rank of the job, as asked"), std::string::npos) << q.why;
+  PlaceOptions tp2;
+  tp2.tp = 2;
+  EXPECT_EQ(place(tinyllama(), sizes(), shape(), inv, tp2).world_size, 2);
+
+  // 22 x 27 MB of layers plus 175 MB do not fit 85% of 0.7 GiB, but half of them do.
+  const Plan big = place(tinyllama(), sizes(), shape(), inventory({{"a", 2, kGiB * 7 / 10, 10}}), {});
+  EXPECT_EQ(big.world_size, 2);
+  EXPECT_NE(big.why.find("does not fit one rank's memory"), std::string::npos) << big.why;
+  for (const RankPlacement& x : big.placement) EXPECT_GT(x.kv_blocks, 0);
+}

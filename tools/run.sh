@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Sets up, builds, fetches the default model (SmolLM2-135M-Instruct Q4_1), plans it over 2 MPI
-# ranks (each rank reports its machine; the plan places the model), repacks one HDF5 shard per
-# rank, and answers a chat prompt with `mpirun -np 2 ranklm generate --shards`. Extra arguments
-# are passed to 'ranklm generate'.
+# Sets up, builds, fetches the default model (SmolLM2-135M-Instruct Q4_1), plans it under mpirun
+# (each rank reports its machine; the plan picks the layout: on one host, one rank with every
+# core), repacks one HDF5 shard per rank of the plan, and runs the batch job of
+# jobs/examples/prompts.txt with `mpirun -np <ranks> ranklm run --shards`. Extra arguments are
+# passed to 'ranklm run'.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -13,25 +14,34 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build -j"$(nproc)" --target ranklm ranklm-repack
 echo "[run] step 3/6: fetching the default model"
 model="$(bash tools/fetch_model.sh)"
-ranks=2
-threads=$(( $(nproc) / ranks )); [ "$threads" -ge 1 ] || threads=1
-mpi=(mpirun -np "$ranks")
+# The plan is made under mpirun with one rank per core (each reports its place); on one host it
+# picks what serves a batch job fastest (one rank with every core, when the model fits) and the
+# job runs with the ranks and threads it picked.
+probe_ranks=2
+[ "$(nproc)" -ge 2 ] || probe_ranks=1
+mpi=(mpirun)
 [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
-[ "$(nproc)" -lt "$ranks" ] && mpi+=(--oversubscribe)
+[ "$(nproc)" -lt "$probe_ranks" ] && mpi+=(--oversubscribe)
 work="build/run"
 mkdir -p "$work"
-echo "[run] step 4/6: ${mpi[*]} ranklm plan --model $model -t $threads -o $work/plan.json"
-"${mpi[@]}" ./build/bin/ranklm plan --model "$model" -t "$threads" -o "$work/plan.json"
-echo "[run] step 5/6: ${mpi[*]} ranklm-repack --model $model --plan $work/plan.json -o $work/shards"
+echo "[run] step 4/6: ${mpi[*]} -np $probe_ranks ranklm plan --model $model -t 1 -o $work/plan.json"
+"${mpi[@]}" -np "$probe_ranks" ./build/bin/ranklm plan --model "$model" -t 1 -o "$work/plan.json"
+read -r ranks threads < <(python3 -c '
+import json, sys
+p = json.load(open(sys.argv[1]))
+print(p["world_size"], min(x["cores"] for x in p["placement"]) if p.get("placement") else 1)' "$work/plan.json")
+# Each rank gets its threads' cores (mpirun would otherwise bind a rank to one core).
+mpi+=(--map-by "slot:PE=$threads")
+echo "[run] step 5/6: ${mpi[*]} -np $ranks ranklm-repack --model $model --plan $work/plan.json -o $work/shards"
 rm -rf "$work/shards"
-"${mpi[@]}" ./build/bin/ranklm-repack --model "$model" --plan "$work/plan.json" -o "$work/shards"
+"${mpi[@]}" -np "$ranks" ./build/bin/ranklm-repack --model "$model" --plan "$work/plan.json" -o "$work/shards"
 system="You are a helpful assistant."
 prompts=jobs/examples/prompts.txt
 results="$work/results.jsonl"
 rm -f "$results"
-echo "[run] step 6/6: ${mpi[*]} ranklm run --shards $work/shards -t $threads --prompts $prompts --chat --system \"$system\" --temp 0 -n 64 --out $results"
-"${mpi[@]}" ./build/bin/ranklm run --shards "$work/shards" -t "$threads" --prompts "$prompts" --chat --system "$system" \
-  --temp 0 -n 64 --out "$results" "$@"
+echo "[run] step 6/6: ${mpi[*]} -np $ranks ranklm run --shards $work/shards -t $threads --parallel 16 --prompts $prompts --chat --system \"$system\" --temp 0 -n 64 --out $results"
+"${mpi[@]}" -np "$ranks" ./build/bin/ranklm run --shards "$work/shards" -t "$threads" --parallel 16 --prompts "$prompts" --chat \
+  --system "$system" --temp 0 -n 64 --out "$results" "$@"
 echo "[run] the first answers (all of them, with usage and timing, are in $results):"
 python3 - "$results" <<'PY'
 import json, sys

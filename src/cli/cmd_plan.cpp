@@ -36,7 +36,7 @@ plan::PlaceOptions po_with_tp(plan::PlaceOptions o, int tp) {
 
 int cmd_plan(const std::vector<std::string>& args) {
   po::options_description desc("plan options");
-  std::string model, out, layers_s, inventory, save_inventory, topology, tp_mode = "exact";
+  std::string model, out, layers_s, inventory, save_inventory, topology, tp_mode = "exact", layout = "auto";
   int ranks = 0, pp = 0, tp = 0, threads = default_threads();
   plan::PlaceOptions po_;
   desc.add_options()
@@ -54,7 +54,8 @@ int cmd_plan(const std::vector<std::string>& args) {
       ("ctx-size,c", po::value(&po_.n_ctx)->default_value(4096), "placed plans: KV positions to reserve per sequence")
       ("parallel", po::value(&po_.n_seq)->default_value(1), "placed plans: sequences in flight (KV slots)")
       ("memory-fraction", po::value(&po_.memory_fraction)->default_value(0.85), "placed plans: share of a rank's memory to use")
-      ("tp-latency-us", po::value(&po_.tp_latency_us)->default_value(0.0), "placed plans: hosts closer than this may share a TP group");
+      ("tp-latency-us", po::value(&po_.tp_latency_us)->default_value(0.0), "placed plans: hosts closer than this may share a TP group")
+      ("layout", po::value(&layout)->default_value("auto"), "placed plans: auto (on one host, one rank with every core when the model fits; what serves a batch job fastest) or spread (every rank of the job)");
   po::variables_map vm;
   if (!parse_options("plan", "--model M.gguf (--ranks N [--pp S] [--layers 10,12] | --inventory FILE | under mpirun) [--tp T] [-o plan.json]",
                      desc, args, vm)) {
@@ -62,6 +63,8 @@ int cmd_plan(const std::vector<std::string>& args) {
   }
   const auto layers = parse_int_list<int64_t>("--layers", layers_s, 1, 1 << 20);
   if (tp_mode != "exact" && tp_mode != "sum") usage_fail("--tp-mode: '{}' is not a TP mode (exact or sum)", tp_mode);
+  if (layout != "auto" && layout != "spread") usage_fail("--layout: '{}' is not a layout choice (auto or spread)", layout);
+  po_.one_rank_per_host = layout == "auto";
   if (po_.n_ctx < 1 || po_.n_seq < 1 || !(po_.memory_fraction > 0 && po_.memory_fraction <= 1)) {
     usage_fail("--ctx-size and --parallel must be >= 1 and --memory-fraction in (0, 1]");
   }

@@ -159,10 +159,9 @@ std::vector<std::vector<int>> tp_groups(const Inventory& inv, const std::vector<
   return groups;
 }
 
-}  // namespace
-
-Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape, const Inventory& inv,
-           const PlaceOptions& o) {
+// Every rank of the inventory: TP groups inside hosts, pipeline stages across them.
+Plan place_spread(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape, const Inventory& inv,
+                  const PlaceOptions& o) {
   const int n = static_cast<int>(inv.ranks.size());
   if (n < 1) fail("the inventory lists no ranks");
   if (static_cast<int64_t>(sizes.layer_bytes.size()) != m.n_layer) fail("model sizes do not match the model's {} layers", m.n_layer);
@@ -275,6 +274,62 @@ Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape
   }
   for (int r = 0; r < n; ++r) p.placement[static_cast<size_t>(r)].estimated_bytes = rank_bytes(p, sizes, r, o);
   validate(p, "placed plan");
+  return p;
+}
+
+// KV blocks each rank's memory holds beside its weights (what the plan does not use of it).
+void count_kv_blocks(Plan& p, const ModelSizes& sizes, const PlaceOptions& o) {
+  for (int r = 0; r < p.world_size; ++r) {
+    RankPlacement& x = p.placement[static_cast<size_t>(r)];
+    const auto [stage, tpi] = p.where(r);
+    const Stage& st = p.stages[static_cast<size_t>(stage)];
+    const uint64_t block = sizes.kv_bytes_per_token_layer * 16 * static_cast<uint64_t>(st.layer_end - st.layer_begin) /
+                           static_cast<uint64_t>(st.tp());
+    const uint64_t kv_planned = block / 16 * static_cast<uint64_t>(o.n_ctx) * static_cast<uint64_t>(o.n_seq);
+    const uint64_t weights = x.estimated_bytes > kv_planned ? x.estimated_bytes - kv_planned : 0;
+    const uint64_t room = static_cast<uint64_t>(static_cast<double>(x.memory_bytes) * o.memory_fraction);
+    x.kv_blocks = block > 0 && room > weights ? static_cast<int64_t>((room - weights) / block) : 0;
+  }
+}
+
+}  // namespace
+
+Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape, const Inventory& inv,
+           const PlaceOptions& o) {
+  std::map<std::string, int> cores;
+  for (const RankInfo& r : inv.ranks) cores[r.host] += r.cores;
+  const int n = static_cast<int>(inv.ranks.size());
+  if (n > 1 && cores.size() == 1 && o.one_rank_per_host && o.tp == 0) {
+    // One host: one rank with all the job's cores, if the model fits its memory.
+    Inventory one;
+    one.ranks.push_back(inv.ranks.front());
+    RankInfo& r0 = one.ranks.front();
+    r0.cores = cores.begin()->second;
+    for (const RankInfo& r : inv.ranks) {
+      r0.memory_bytes = std::max(r0.memory_bytes, r.memory_bytes);
+      r0.speed_gbps = std::max(r0.speed_gbps, r.speed_gbps);
+    }
+    try {
+      Plan p = place_spread(m, sizes, shape, one, o);
+      count_kv_blocks(p, sizes, o);
+      p.why = fmt::format("one rank with all {} cores of host {}: on one host a batch job runs fastest so (no pipeline "
+                          "bubbles, no transfers or collectives; docs/PERFORMANCE.md) and the model fits its memory; "
+                          "start it with mpirun -np 1 (or without mpirun) and -t {} (--layout spread uses all {} ranks)",
+                          r0.cores, r0.host, r0.cores, n);
+      return p;
+    } catch (const Error&) {
+      // Too big for one rank's memory: spread it over every rank below.
+    }
+  }
+  Plan p = place_spread(m, sizes, shape, inv, o);
+  count_kv_blocks(p, sizes, o);
+  if (cores.size() == 1 && n > 1) {
+    p.why = o.tp != 0 || !o.one_rank_per_host ? fmt::format("every rank of the job, as asked ({} ranks on host {})", n, cores.begin()->first)
+                                              : fmt::format("the model does not fit one rank's memory: spread over the {} ranks of host {}", n,
+                                                            cores.begin()->first);
+  } else if (cores.size() > 1) {
+    p.why = fmt::format("{} hosts: TP groups inside hosts, pipeline stages across them", cores.size());
+  }
   return p;
 }
 

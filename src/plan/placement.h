@@ -61,9 +61,15 @@ struct PlaceOptions {
   int n_seq = 1;              // sequences in flight (KV slots)
   double memory_fraction = 0.85;  // of a rank's memory the plan may use
   double tp_latency_us = 0;   // hosts closer than this may share a TP group (0: never)
+  // On one host, without a TP size given: one rank with every core of the job when the model
+  // fits its memory (a batch job runs fastest so: no pipeline bubbles, no transfers or
+  // collectives; docs/PERFORMANCE.md). false: always use every rank of the job.
+  bool one_rank_per_host = true;
 };
 
-// The plan, with per-rank placement (host, cores, memory, estimated use) filled in.
+// The plan, with per-rank placement (host, cores, memory, estimated use, KV blocks) and why
+// it has this layout filled in. Its world size may be smaller than the inventory's (one rank
+// with all of a host's cores).
 Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape, const Inventory& inv,
            const PlaceOptions& o);
 

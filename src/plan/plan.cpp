@@ -274,8 +274,8 @@ std::string plan_table(const Plan& p) {
     out += fmt::format("plan for {} ({}, {} layers, {} heads / {} KV heads): {} ranks, {} pipeline stage{}\n",
                        m.name.empty() ? "model" : m.name, m.arch, m.n_layer, m.n_head, m.n_head_kv, p.world_size,
                        p.stages.size(), p.stages.size() == 1 ? "" : "s");
-    out += fmt::format("{:>5}  {:>4}  {:<20}  {:>5}  {:>9}  {:>6}  {:>3}  {:>6}  {:>10}  {:>10}  {}\n", "stage", "rank",
-                       "host", "cores", "layers", "count", "tp", "tp idx", "memory", "plan uses", "holds");
+    out += fmt::format("{:>5}  {:>4}  {:<20}  {:>5}  {:>9}  {:>6}  {:>3}  {:>6}  {:>10}  {:>10}  {:>9}  {}\n", "stage", "rank",
+                       "host", "cores", "layers", "count", "tp", "tp idx", "memory", "plan uses", "KV blocks", "holds");
     for (size_t s = 0; s < p.stages.size(); ++s) {
       const Stage& st = p.stages[s];
       std::string holds;
@@ -283,13 +283,14 @@ std::string plan_table(const Plan& p) {
       if (static_cast<int>(s) == p.output_stage) holds += std::string(holds.empty() ? "" : ", ") + "output head";
       for (int i = 0; i < st.tp(); ++i) {
         const RankPlacement& x = p.placement[static_cast<size_t>(st.ranks[static_cast<size_t>(i)])];
-        out += fmt::format("{:>5}  {:>4}  {:<20}  {:>5}  {:>9}  {:>6}  {:>3}  {:>6}  {:>10}  {:>10}  {}\n", s,
+        out += fmt::format("{:>5}  {:>4}  {:<20}  {:>5}  {:>9}  {:>6}  {:>3}  {:>6}  {:>10}  {:>10}  {:>9}  {}\n", s,
                            st.ranks[static_cast<size_t>(i)], x.host, x.cores,
                            fmt::format("{}-{}", st.layer_begin, st.layer_end - 1), st.layer_end - st.layer_begin, st.tp(),
                            i, fmt::format("{:.2f} GiB", x.memory_bytes / 1073741824.0),
-                           fmt::format("{:.2f} GiB", x.estimated_bytes / 1073741824.0), holds);
+                           fmt::format("{:.2f} GiB", x.estimated_bytes / 1073741824.0), x.kv_blocks, holds);
       }
     }
+    if (!p.why.empty()) out += "layout: " + p.why + "\n";
     return out;
   }
   for (size_t s = 0; s < p.stages.size(); ++s) {

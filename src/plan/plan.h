@@ -40,6 +40,9 @@ struct RankPlacement {
   int cores = 0;
   uint64_t memory_bytes = 0;     // the rank's memory
   uint64_t estimated_bytes = 0;  // what this plan puts there (weights, KV cache)
+  // KV blocks (16 positions of the rank's layers) the memory left beside its weights holds;
+  // shown in the table, not stored in plan.json.
+  int64_t kv_blocks = 0;
 };
 
 struct Plan {
@@ -53,6 +56,8 @@ struct Plan {
   // field existed have none and mean "sum"; it is written only when it is "exact".
   TpMode tp_mode = TpMode::kSum;
   std::vector<RankPlacement> placement;  // per rank; empty for plans made without an inventory
+  // Why a placed plan has this layout (shown in the table; not stored in plan.json).
+  std::string why;
 
   // (stage, tp index) of a world rank; throws if the rank is not in the plan.
   std::pair<int, int> where(int rank) const;
