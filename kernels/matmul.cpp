@@ -39,9 +39,9 @@ size_t convert_activations(const TypeTraits& wt, const float* x, int64_t n_tok, 
 }  // namespace
 
 MatrixView pack_matrix(const MatrixView& w, std::vector<uint8_t>& storage) {
-  const TypeTraits& wt = checked_traits(w);
+  checked_traits(w);
   if (w.packed || !packable(w.type, active_isa())) return w;
-  storage.resize(row_bytes(wt, w.cols) * static_cast<size_t>(w.rows));
+  storage.resize(packed_row_bytes(w.type, w.cols) * static_cast<size_t>(w.rows));
   pack_rows(w.type, w.data, storage.data(), w.rows, w.cols);
   MatrixView p = w;
   p.data = storage.data();
@@ -57,12 +57,12 @@ void matmul_packed(const MatrixView& w, const float* x, int64_t n_tok, float* y,
   const int64_t cols = w.cols;
   const size_t arow = act_q8_bytes(cols);
   scratch.resize(arow * static_cast<size_t>(n_tok));
-  const int bias = act_bias(w.type);
+  const ActQ8Format af = act_format(w.type);
   uint8_t* act = scratch.data();
   pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t) quantize_act_q8(x + t * cols, cols, bias, act + t * arow);
+    for (int64_t t = t0; t < t1; ++t) quantize_act_q8(x + t * cols, cols, af, act + t * arow);
   });
-  const size_t wrow = row_bytes(traits(w.type), cols);
+  const size_t wrow = packed_row_bytes(w.type, cols);
   const auto* wbase = static_cast<const uint8_t*>(w.data);
   const int64_t rows = w.rows;
   pool.parallel_for(rows, [&](int64_t r0, int64_t r1, int) {
@@ -183,14 +183,19 @@ void matmul_reference(const MatrixView& w, const float* x, int64_t n_tok, float*
   }
 }
 
+size_t view_row_bytes(const MatrixView& w) {
+  return w.packed ? packed_row_bytes(w.type, w.cols) : row_bytes(traits(w.type), w.cols);
+}
+
 void get_row(const MatrixView& w, int64_t row, float* out) {
   const TypeTraits& wt = checked_traits(w);
-  const size_t wrow = row_bytes(wt, w.cols);
   if (w.packed) {
+    const size_t wrow = packed_row_bytes(w.type, w.cols);
     dequantize_packed_row(w.type, static_cast<const uint8_t*>(w.data) + static_cast<size_t>(row) * wrow,
                           out, w.cols);
     return;
   }
+  const size_t wrow = row_bytes(wt, w.cols);
   wt.dequantize(static_cast<const uint8_t*>(w.data) + static_cast<size_t>(row) * wrow, out, w.cols);
 }
 

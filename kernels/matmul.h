@@ -21,7 +21,7 @@ struct MatrixView {
 };
 
 // Packs `w` into `storage` for the active instruction set when the type has a packed layout
-// (Q4_0, Q4_1, Q8_0 on AVX2 / AVX-512) and returns the view to use; otherwise returns `w` unchanged.
+// (Q4_0, Q4_1, Q4_K, Q8_0 on AVX2 / AVX-512) and returns the view to use; otherwise returns `w` unchanged.
 MatrixView pack_matrix(const MatrixView& w, std::vector<uint8_t>& storage);
 
 // y[t, r] = sum_c W[r, c] * x[t, c] for t < n_tok.   x: [n_tok, cols]  y: [n_tok, rows]
@@ -31,6 +31,9 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
 
 // Reference twin: float64 dot of dequantized rows (same activation conversion).
 void matmul_reference(const MatrixView& w, const float* x, int64_t n_tok, float* y);
+
+// Bytes from one row of the view to the next (its packed layout's where packed).
+size_t view_row_bytes(const MatrixView& w);
 
 // One row of an embedding table (any supported type) as floats.   out: [cols]
 void get_row(const MatrixView& w, int64_t row, float* out);

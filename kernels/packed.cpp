@@ -18,9 +18,10 @@ bool packable(GgmlType t, Isa isa) {
   return isa != Isa::Scalar && packed_gemm(t, isa) != nullptr;
 }
 
-int act_bias(GgmlType t) {
-  if (t == GgmlType::Q4_1) return 0;
-  return t == GgmlType::Q4_0 ? 8 : 128;
+ActQ8Format act_format(GgmlType t) {
+  if (t == GgmlType::Q4_1) return {0, true};
+  if (t == GgmlType::Q4_K) return {0, false, true};
+  return {t == GgmlType::Q4_0 ? 8 : 128, true};
 }
 
 namespace {
@@ -54,10 +55,80 @@ void pack_row(const Block* src, uint8_t* dst, int64_t nb) {
               static_cast<size_t>(nb - nc * kChunk) * sizeof(Block));
 }
 
+// Q4_K: the 6-bit scale and min of sub-block j (0..7) of a super-block.
+void q4k_scale_min(const uint8_t* q, int j, uint8_t& sc, uint8_t& mn) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    mn = q[j + 4] & 63;
+  } else {
+    sc = static_cast<uint8_t>((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
+    mn = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+// Element e (0..31) of sub-block s (0..7) of a GGUF Q4_K super-block: a nibble 0..15.
+inline uint8_t q4k_nibble(const BlockQ4_K& b, int s, int e) {
+  return static_cast<uint8_t>((b.qs[32 * (s / 2) + e] >> (4 * (s % 2))) & 0x0F);
+}
+
+// Q4_K rows: two super-blocks per chunk (layout in packed.h), an odd last one copied as it is.
+void pack_row_q4k(const BlockQ4_K* src, uint8_t* dst, int64_t nsb) {
+  const int64_t nc = nsb / 2;
+  for (int64_t c = 0; c < nc; ++c) {
+    uint8_t* q = dst + c * static_cast<int64_t>(kQ4KChunkBytes);
+    for (int64_t j = 0; j < kChunk; ++j) {
+      const BlockQ4_K& sb = src[2 * c + j / 8];
+      const int s = static_cast<int>(j % 8);
+      for (int m = 0; m < 4; ++m) {
+        for (int i = 0; i < 4; ++i) {
+          q[(m * kChunk + j) * 4 + i] =
+              static_cast<uint8_t>(q4k_nibble(sb, s, 4 * m + i) | (q4k_nibble(sb, s, 16 + 4 * m + i) << 4));
+        }
+      }
+      q4k_scale_min(sb.scales, s, q[256 + j], q[272 + j]);
+    }
+    std::memcpy(q + 288, &src[2 * c].d, 2);
+    std::memcpy(q + 290, &src[2 * c + 1].d, 2);
+    std::memcpy(q + 292, &src[2 * c].dmin, 2);
+    std::memcpy(q + 294, &src[2 * c + 1].dmin, 2);
+  }
+  if (nsb % 2) std::memcpy(dst + nc * static_cast<int64_t>(kQ4KChunkBytes), src + 2 * nc, sizeof(BlockQ4_K));
+}
+
+// Sub-block b of a packed Q4_K row: nibbles 0..15, d sc (returned) and -dmin mn (in *m).
+float unpack_q4k(const uint8_t* row, int64_t nb, int64_t b, int8_t* out, float* m) {
+  const int64_t nc = nb / kChunk, c = b / kChunk, j = b % kChunk;
+  uint16_t d, dmin;
+  uint8_t sc, mn;
+  if (c < nc) {
+    const uint8_t* chunk = row + c * static_cast<int64_t>(kQ4KChunkBytes);
+    for (int e = 0; e < 16; ++e) {
+      const uint8_t v = chunk[((e / 4) * kChunk + j) * 4 + e % 4];
+      out[e] = static_cast<int8_t>(v & 0x0F);
+      out[e + 16] = static_cast<int8_t>(v >> 4);
+    }
+    sc = chunk[256 + j];
+    mn = chunk[272 + j];
+    std::memcpy(&d, chunk + 288 + 2 * (j / 8), 2);
+    std::memcpy(&dmin, chunk + 292 + 2 * (j / 8), 2);
+  } else {
+    BlockQ4_K blk;
+    std::memcpy(&blk, row + nc * static_cast<int64_t>(kQ4KChunkBytes), sizeof blk);
+    const int s = static_cast<int>((b - nc * kChunk) % 8);
+    for (int e = 0; e < 32; ++e) out[e] = static_cast<int8_t>(q4k_nibble(blk, s, e));
+    q4k_scale_min(blk.scales, s, sc, mn);
+    d = blk.d;
+    dmin = blk.dmin;
+  }
+  if (m) *m = -(fp16_to_fp32(dmin) * static_cast<float>(mn));
+  return fp16_to_fp32(d) * static_cast<float>(sc);
+}
+
 // Block b of a packed row as integers and its scale d (and min m: Q4_1's d q + m; 0 for the
 // others); the layouts' single decoder, used by the embedding lookup and the scalar kernel.
 // Q4_0 comes back as -8..7, Q4_1 as 0..15, Q8_0 as stored.
 float unpack_block(GgmlType t, const uint8_t* row, int64_t nb, int64_t b, int8_t* out, float* m = nullptr) {
+  if (t == GgmlType::Q4_K) return unpack_q4k(row, nb, b, out, m);
   const int64_t c = b / kChunk, j = b % kChunk;
   if (m) *m = 0.0f;
   if (t == GgmlType::Q4_0 || t == GgmlType::Q4_1) {
@@ -101,22 +172,32 @@ float unpack_block(GgmlType t, const uint8_t* row, int64_t nb, int64_t b, int8_t
 }
 
 void check_packed_type(GgmlType t, const char* what) {
-  if (t != GgmlType::Q4_0 && t != GgmlType::Q4_1 && t != GgmlType::Q8_0) {
+  if (t != GgmlType::Q4_0 && t != GgmlType::Q4_1 && t != GgmlType::Q4_K && t != GgmlType::Q8_0) {
     throw std::invalid_argument(std::string(what) + ": type has no packed layout");
   }
 }
 
 }  // namespace
 
+size_t packed_row_bytes(GgmlType t, int64_t cols) {
+  if (t == GgmlType::Q4_K) {
+    const int64_t nsb = cols / QK_K;
+    return static_cast<size_t>(nsb / 2) * kQ4KChunkBytes + static_cast<size_t>(nsb % 2) * sizeof(BlockQ4_K);
+  }
+  return row_bytes(traits(t), cols);
+}
+
 void pack_rows(GgmlType t, const void* src, void* dst, int64_t rows, int64_t cols) {
   const int64_t nb = cols / QK;
-  if (cols % QK != 0) throw std::invalid_argument("pack_rows: row length not a whole number of blocks");
+  if (cols % traits(t).block_size != 0) throw std::invalid_argument("pack_rows: row length not a whole number of blocks");
   check_packed_type(t, "pack_rows");
   const auto* s = static_cast<const uint8_t*>(src);
   auto* o = static_cast<uint8_t*>(dst);
-  const size_t rb = row_bytes(traits(t), cols);
+  const size_t rb = row_bytes(traits(t), cols), pb = packed_row_bytes(t, cols);
   for (int64_t r = 0; r < rows; ++r) {
-    if (t == GgmlType::Q4_0) {
+    if (t == GgmlType::Q4_K) {
+      pack_row_q4k(reinterpret_cast<const BlockQ4_K*>(s + r * rb), o + r * pb, cols / QK_K);
+    } else if (t == GgmlType::Q4_0) {
       pack_row(reinterpret_cast<const BlockQ4_0*>(s + r * rb), o + r * rb, nb);
     } else if (t == GgmlType::Q4_1) {
       pack_row(reinterpret_cast<const BlockQ4_1*>(s + r * rb), o + r * rb, nb);
@@ -137,12 +218,50 @@ void dequantize_packed_row(GgmlType t, const void* src, float* dst, int64_t cols
   }
 }
 
-void quantize_act_q8(const float* x, int64_t cols, int bias, uint8_t* dst) {
-  quantize_act_q8_at(active_isa(), x, cols, bias, dst);
+void quantize_act_q8(const float* x, int64_t cols, ActQ8Format f, uint8_t* dst) {
+  quantize_act_q8_at(active_isa(), x, cols, f, dst);
 }
 
-void quantize_act_q8_at(Isa isa, const float* x, int64_t cols, int bias, uint8_t* dst) {
-  if (isa >= Isa::Avx2) return quantize_act_q8_avx2(x, cols, bias, dst);
+namespace {
+
+// Int8 values of block b in their ActQ8 place (chunk order, or natural past the last chunk).
+void place_block(int8_t* q, int64_t b, int64_t nc, const int8_t* qs) {
+  const int64_t c = b / kChunk;
+  if (c < nc) {
+    int8_t* chunk = q + c * kChunk * QK;
+    for (int k = 0; k < 8; ++k) std::memcpy(chunk + (k * kChunk + b % kChunk) * 4, qs + 4 * k, 4);
+  } else {
+    std::memcpy(q + b * QK, qs, QK);
+  }
+}
+
+// The Q8_K rounding (the reference quantizer, bit for bit) in the ActQ8 layout; cols a
+// multiple of 256. One implementation for every level.
+void quantize_act_q8_k(const float* x, int64_t cols, uint8_t* dst) {
+  const int64_t nb = cols / QK, nc = nb / kChunk;
+  auto* q = reinterpret_cast<int8_t*>(dst);
+  auto* corr = reinterpret_cast<int32_t*>(dst + cols);
+  auto* dl = reinterpret_cast<float*>(dst + cols + 4 * nb);
+  auto* sl = dl + nb;
+  const TypeTraits& q8k = traits(GgmlType::Q8_K);
+  BlockQ8_K blk;
+  for (int64_t sb = 0; sb < cols / QK_K; ++sb) {
+    q8k.quantize(x + sb * QK_K, &blk, QK_K);
+    for (int j = 0; j < QK_K / QK; ++j) {
+      const int64_t b = sb * (QK_K / QK) + j;
+      place_block(q, b, nc, blk.qs + j * QK);
+      corr[b] = 0;
+      dl[b] = blk.d;
+      sl[b] = blk.d * static_cast<float>(blk.bsums[2 * j] + blk.bsums[2 * j + 1]);
+    }
+  }
+}
+
+}  // namespace
+
+void quantize_act_q8_at(Isa isa, const float* x, int64_t cols, ActQ8Format f, uint8_t* dst) {
+  if (f.q8_k) return quantize_act_q8_k(x, cols, dst);
+  if (isa >= Isa::Avx2) return quantize_act_q8_avx2(x, cols, f, dst);
   const int64_t nb = cols / QK, nc = nb / kChunk;
   auto* q = reinterpret_cast<int8_t*>(dst);
   auto* corr = reinterpret_cast<int32_t*>(dst + cols);
@@ -154,18 +273,12 @@ void quantize_act_q8_at(Isa isa, const float* x, int64_t cols, int bias, uint8_t
     q8.quantize(x + b * QK, &blk, QK);  // the reference Q8_0 rounding, bit for bit
     float amax = 0.0f;
     for (int e = 0; e < QK; ++e) amax = std::max(amax, std::fabs(x[b * QK + e]));
-    const int64_t c = b / kChunk;
-    if (c < nc) {
-      int8_t* chunk = q + c * kChunk * QK;
-      for (int k = 0; k < 8; ++k) std::memcpy(chunk + (k * kChunk + b % kChunk) * 4, blk.qs + 4 * k, 4);
-    } else {
-      std::memcpy(q + b * QK, blk.qs, QK);
-    }
+    place_block(q, b, nc, blk.qs);
     int32_t sum = 0;
     for (int e = 0; e < QK; ++e) sum += blk.qs[e];
-    corr[b] = -bias * sum;
+    corr[b] = -f.bias * sum;
     dl[b] = fp16_to_fp32(blk.d);
-    sl[b] = fp16_to_fp32(fp32_to_fp16(amax / 127.0f * static_cast<float>(sum)));
+    sl[b] = f.s_fp16 ? fp16_to_fp32(fp32_to_fp16(amax / 127.0f * static_cast<float>(sum))) : dl[b] * static_cast<float>(sum);
   }
 }
 
@@ -210,6 +323,10 @@ void gemm_scalar_q4_1(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64
                       const uint8_t* act, int64_t n_tok, float* y, int64_t ldy) {
   gemm_scalar(GgmlType::Q4_1, w, rb, r0, r1, cols, act, n_tok, y, ldy);
 }
+void gemm_scalar_q4_k(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t cols,
+                      const uint8_t* act, int64_t n_tok, float* y, int64_t ldy) {
+  gemm_scalar(GgmlType::Q4_K, w, rb, r0, r1, cols, act, n_tok, y, ldy);
+}
 void gemm_scalar_q8_0(const uint8_t* w, size_t rb, int64_t r0, int64_t r1, int64_t cols,
                       const uint8_t* act, int64_t n_tok, float* y, int64_t ldy) {
   gemm_scalar(GgmlType::Q8_0, w, rb, r0, r1, cols, act, n_tok, y, ldy);
@@ -224,6 +341,7 @@ PackedGemmFn packed_gemm(GgmlType t, Isa isa) {
     case Isa::Scalar:
       if (t == GgmlType::Q4_0) return &gemm_scalar_q4_0;
       if (t == GgmlType::Q4_1) return &gemm_scalar_q4_1;
+      if (t == GgmlType::Q4_K) return &gemm_scalar_q4_k;
       if (t == GgmlType::Q8_0) return &gemm_scalar_q8_0;
       return nullptr;
   }

@@ -11,6 +11,11 @@
 //         low nibble is element 4m + i, its high nibble element 16 + 4m + i.
 //   Q4_1 chunk (320 B): [quants, 256 B][d, fp16, 32 B][m, fp16, 32 B], quants as Q4_0's (the
 //         nibbles 0..15 stand for d q + m, so no bias).
+//   Q4_K chunk (296 B; two super-blocks, their 16 sub-blocks of 32 as the 16 blocks):
+//         [quants, 256 B, as Q4_0's][sc: 16 x u8][mn: 16 x u8][d: 2 x fp16][dmin: 2 x fp16],
+//         the 6-bit scales and mins unpacked; block j stands for (d[j/8] sc[j]) q - dmin[j/8] mn[j]
+//         (both products exact in float). A row is 8 bytes per chunk longer than in GGUF
+//         (packed_row_bytes); an odd last super-block stays a GGUF block.
 //   Q8_0 chunk (544 B): [quants, 512 B][d of the 16 blocks, fp16, 32 B]
 //         quant byte (k * 16 + j) * 4 + i = element 4k + i of block j (k 0..7).
 //   Blocks past the last whole chunk (blocks per row not a multiple of 16) stay GGUF blocks.
@@ -22,8 +27,11 @@
 // last chunk. corr[b] = -bias * (sum of block b's q), so an integer dot product of unsigned
 // (biased) weights started at corr gives the signed result. bias is 8 for Q4_0 (nibbles 0..15
 // stand for -8..7), 128 for Q8_0 (weights offset by 128 to become unsigned for VNNI) and 0 for
-// Q4_1. s[b] is Q8_1's: d * sum(q) rounded to fp16, with d = amax / 127 before its own fp16
-// rounding (the min term m_w * s of a Q4_1 block product).
+// Q4_1 and Q4_K. s[b] is the block's sum for the min term m_w * s of Q4_1 and Q4_K products:
+// for Q4_1, Q8_1's d * sum(q) rounded to fp16, with d = amax / 127 before its own fp16 rounding
+// (as llama.cpp pairs Q4_1 with Q8_1); for Q4_K, exactly the sum of the block's dequantized
+// values (d times sum(q), exact in float), with q and d rounded as Q8_K rounds them (one scale
+// per 256 elements, as llama.cpp pairs Q4_K with Q8_K).
 #pragma once
 
 #include <cstddef>
@@ -37,7 +45,11 @@ namespace ranklm::kern {
 // Whether `t` has a packed layout and SIMD kernels at level `isa`.
 bool packable(GgmlType t, Isa isa);
 
-// Packs `rows` rows of `cols` elements from GGUF layout into `dst` (same size as the source).
+// Bytes of one packed row (the GGUF row's size, except Q4_K's: 8 more per chunk).
+size_t packed_row_bytes(GgmlType t, int64_t cols);
+constexpr size_t kQ4KChunkBytes = 296;
+
+// Packs `rows` rows of `cols` elements from GGUF layout into `dst` (rows of packed_row_bytes).
 void pack_rows(GgmlType t, const void* src, void* dst, int64_t rows, int64_t cols);
 
 // One packed row back to floats (embedding lookup on a packed table, and tests).
@@ -47,12 +59,19 @@ void dequantize_packed_row(GgmlType t, const void* src, float* dst, int64_t cols
 inline size_t act_q8_bytes(int64_t cols) { return static_cast<size_t>(cols) + static_cast<size_t>(cols) * 3 / 8; }
 
 constexpr int kChunkBlocks = 16;  // blocks per interleaved chunk
-int act_bias(GgmlType t);
-void quantize_act_q8(const float* x, int64_t cols, int bias, uint8_t* dst);
+struct ActQ8Format {
+  int bias = 0;         // corr = -bias * sum(q)
+  bool s_fp16 = true;   // s as Q8_1 has it (Q4_1), else exact (Q4_K)
+  // Q8_K's rounding (one float scale per 256 elements, as llama.cpp pairs K-quants with):
+  // q and s are Q8_K's, d is its scale repeated for the 8 blocks of 32.
+  bool q8_k = false;
+};
+ActQ8Format act_format(GgmlType t);
+void quantize_act_q8(const float* x, int64_t cols, ActQ8Format f, uint8_t* dst);
 // The same at a given level (quantize_act_q8 uses the active one); every level writes the
 // same bytes.
-void quantize_act_q8_at(Isa isa, const float* x, int64_t cols, int bias, uint8_t* dst);
-void quantize_act_q8_avx2(const float* x, int64_t cols, int bias, uint8_t* dst);
+void quantize_act_q8_at(Isa isa, const float* x, int64_t cols, ActQ8Format f, uint8_t* dst);
+void quantize_act_q8_avx2(const float* x, int64_t cols, ActQ8Format f, uint8_t* dst);
 
 // y[t * ldy + r] = row r of the packed matrix . token t's activations, for r in [r0, r1) and
 // t < n_tok. act holds n_tok ActQ8 rows of act_q8_bytes(cols) each.

@@ -1,4 +1,4 @@
-// AVX2 kernels for packed Q4_0 / Q4_1 / Q8_0 weights (layouts in packed.h). Compiled with -mavx2 -mfma
+// AVX2 kernels for packed Q4_0 / Q4_1 / Q4_K / Q8_0 weights (layouts in packed.h). Compiled with -mavx2 -mfma
 // -mf16c and called only when the CPU has them. Like packed_avx512.cpp, this file calls no
 // inline functions from ordinary shared headers (packed_tiles.h has internal linkage).
 //
@@ -21,8 +21,10 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
 }
 
 // The 16-lane chunk layout read as two 8-lane halves: half h (bytes 32h..32h+31 of each
-// 64-byte vector) covers blocks 8h..8h+7.
-template <int TT, bool kMin>
+// 64-byte vector) covers blocks 8h..8h+7 (for Q4_K, super-block h of the chunk).
+enum Q4Kind { kQ4_0, kQ4_1, kQ4_K };
+
+template <int TT, Q4Kind kKind>
 void q4_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
                int64_t ldy, int64_t r) {
   const int64_t nb = cols / 32, nc = nb / 16;
@@ -34,7 +36,8 @@ void q4_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, fl
     a[t] = act_row(act, cols, t0 + t);
     acc[t] = _mm256_setzero_ps();
   }
-  constexpr int kBytes = kMin ? 320 : 288;  // Q4_1 chunks carry 16 fp16 mins after the scales
+  constexpr bool kMin = kKind != kQ4_0;
+  constexpr int kBytes = kKind == kQ4_0 ? 288 : kKind == kQ4_1 ? 320 : 296;
   for (int64_t c = 0; c < nc; ++c) {
     const uint8_t* p = wr + c * kBytes;
     for (int h = 0; h < 2; ++h) {
@@ -44,9 +47,18 @@ void q4_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, fl
         w[m] = _mm256_and_si256(v, m4);
         w[m + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       }
-      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 256 + 16 * h)));
-      const __m256 mw = kMin ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 288 + 16 * h)))
-                             : _mm256_setzero_ps();
+      __m256 dw, mw = _mm256_setzero_ps();
+      if constexpr (kKind == kQ4_K) {  // d sc and -dmin mn of super-block h's 8 sub-blocks
+        const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 256 + 8 * h))));
+        const __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 272 + 8 * h))));
+        const float d = _cvtsh_ss(static_cast<uint16_t>(p[288 + 2 * h] | (p[289 + 2 * h] << 8)));
+        const float dmin = _cvtsh_ss(static_cast<uint16_t>(p[292 + 2 * h] | (p[293 + 2 * h] << 8)));
+        dw = _mm256_mul_ps(_mm256_set1_ps(d), sc);
+        mw = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(_mm256_set1_ps(dmin), mn));
+      } else {
+        dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 256 + 16 * h)));
+        if constexpr (kKind == kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 288 + 16 * h)));
+      }
       for (int t = 0; t < TT; ++t) {
         const int8_t* q = a[t].q + c * 512 + 32 * h;
         // Nibble (<= 15) times int8 (|x| <= 127): eight pair sums stay below 2^15 in int16.
@@ -66,7 +78,10 @@ void q4_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, fl
   for (int t = 0; t < TT; ++t) {
     float s = hsum256(acc[t]);
     if (nb > 16 * nc) {
-      s += kMin ? q4_1_tail(wr + nc * kBytes, 16 * nc, nb, a[t]) : q4_0_tail(wr + nc * kBytes, 16 * nc, nb, a[t]);
+      const uint8_t* tail = wr + nc * kBytes;
+      s += kKind == kQ4_K ? q4_k_tail(tail, 16 * nc, nb, a[t])
+           : kMin         ? q4_1_tail(tail, 16 * nc, nb, a[t])
+                          : q4_0_tail(tail, 16 * nc, nb, a[t]);
     }
     y[(t0 + t) * ldy + r] = s;
   }
@@ -107,7 +122,7 @@ void q8_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
 
 }  // namespace
 
-void quantize_act_q8_avx2(const float* x, int64_t cols, int bias, uint8_t* dst) {
+void quantize_act_q8_avx2(const float* x, int64_t cols, ActQ8Format f, uint8_t* dst) {
   // Bit for bit the scalar conversion: the same amax, d = amax / 127, fp16 d, 1/d and
   // round-half-to-even of x / d (VROUNDPS in the default rounding mode, like nearbyint).
   const int64_t nb = cols / 32, nc = nb / 16;
@@ -143,9 +158,10 @@ void quantize_act_q8_avx2(const float* x, int64_t cols, int bias, uint8_t* dst) 
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
     const int32_t sum = _mm_cvtsi128_si32(s4);
-    corr[b] = -bias * sum;
+    corr[b] = -f.bias * sum;
     dl[b] = _cvtsh_ss(dh);
-    sl[b] = _cvtsh_ss(_cvtss_sh(d * static_cast<float>(sum), _MM_FROUND_TO_NEAREST_INT));
+    sl[b] = f.s_fp16 ? _cvtsh_ss(_cvtss_sh(d * static_cast<float>(sum), _MM_FROUND_TO_NEAREST_INT))
+                     : dl[b] * static_cast<float>(sum);
     if (b < nc * 16) {
       int8_t* c = q + (b / 16) * 512 + (b % 16) * 4;
       alignas(32) int32_t g[8];
@@ -158,8 +174,9 @@ void quantize_act_q8_avx2(const float* x, int64_t cols, int bias, uint8_t* dst) 
 }
 
 PackedGemmFn packed_gemm_avx2(GgmlType t) {
-  if (t == GgmlType::Q4_0) return &gemm_tiles<q4_tile<1, false>, q4_tile<2, false>, q4_tile<4, false>, q4_tile<8, false>>;
-  if (t == GgmlType::Q4_1) return &gemm_tiles<q4_tile<1, true>, q4_tile<2, true>, q4_tile<4, true>, q4_tile<8, true>>;
+  if (t == GgmlType::Q4_0) return &gemm_tiles<q4_tile<1, kQ4_0>, q4_tile<2, kQ4_0>, q4_tile<4, kQ4_0>, q4_tile<8, kQ4_0>>;
+  if (t == GgmlType::Q4_1) return &gemm_tiles<q4_tile<1, kQ4_1>, q4_tile<2, kQ4_1>, q4_tile<4, kQ4_1>, q4_tile<8, kQ4_1>>;
+  if (t == GgmlType::Q4_K) return &gemm_tiles<q4_tile<1, kQ4_K>, q4_tile<2, kQ4_K>, q4_tile<4, kQ4_K>, q4_tile<8, kQ4_K>>;
   if (t == GgmlType::Q8_0) return &gemm_tiles<q8_0_tile<1>, q8_0_tile<2>, q8_0_tile<4>, q8_0_tile<8>>;
   return nullptr;
 }

@@ -1,4 +1,4 @@
-// AVX-512 VNNI kernels for packed Q4_0 / Q4_1 / Q8_0 weights (layouts in packed.h). Compiled with
+// AVX-512 VNNI kernels for packed Q4_0 / Q4_1 / Q4_K / Q8_0 weights (layouts in packed.h). Compiled with
 // -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma -mf16c and called only when the CPU has
 // them. It calls no inline functions from ordinary shared headers (the linker could keep this
 // file's AVX-512 copy for the whole program); packed_tiles.h is built for that (internal linkage).
@@ -51,8 +51,8 @@ inline void chunk_scale(const __m512i (&i)[TT], const Act (&a)[TT], int64_t c, _
 
 // How each type's 16-block chunk becomes eight unsigned-byte vectors (lane j: 4 weights of
 // block j) plus where its scales sit, and its GGUF-block tail.
-// kMin: the chunk carries Q4_1's mins after the scales (no bias, so no corr start, and a
-// min term m_w s_x per block).
+// kMin: the chunk carries mins (Q4_1, Q4_K: no bias, so no corr start, and a min term m_w s_x
+// per block). scales() gives the 16 blocks' d_w (and m_w).
 inline void unpack_nibbles(const uint8_t* p, __m512i (&w)[8]) {
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   for (int m = 0; m < 4; ++m) {
@@ -62,10 +62,13 @@ inline void unpack_nibbles(const uint8_t* p, __m512i (&w)[8]) {
   }
 }
 
+inline __m512 load_ph16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+
 struct Q4_0Chunk {
   static constexpr int kBytes = 288, kQuants = 256;
   static constexpr bool kMin = false;
   static void unpack(const uint8_t* p, __m512i (&w)[8]) { unpack_nibbles(p, w); }
+  static void scales(const uint8_t* p, __m512& dw, __m512&) { dw = load_ph16(p + kQuants); }
   static float tail(const uint8_t* t, int64_t b0, int64_t nb, const Act& a) { return q4_0_tail(t, b0, nb, a); }
 };
 
@@ -73,12 +76,38 @@ struct Q4_1Chunk {
   static constexpr int kBytes = 320, kQuants = 256;
   static constexpr bool kMin = true;
   static void unpack(const uint8_t* p, __m512i (&w)[8]) { unpack_nibbles(p, w); }
+  static void scales(const uint8_t* p, __m512& dw, __m512& mw) {
+    dw = load_ph16(p + kQuants);
+    mw = load_ph16(p + kQuants + 32);
+  }
   static float tail(const uint8_t* t, int64_t b0, int64_t nb, const Act& a) { return q4_1_tail(t, b0, nb, a); }
+};
+
+// Q4_K: d sc and -dmin mn of each block from the unpacked 6-bit values and the two
+// super-blocks' fp16 d and dmin (lanes 0-7 the first super-block, 8-15 the second).
+struct Q4_KChunk {
+  static constexpr int kBytes = 296, kQuants = 256;
+  static constexpr bool kMin = true;
+  static void unpack(const uint8_t* p, __m512i (&w)[8]) { unpack_nibbles(p, w); }
+  static void scales(const uint8_t* p, __m512& dw, __m512& mw) {
+    const __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 256))));
+    const __m512 mn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 272))));
+    // [d0 d1 dmin0 dmin1] as fp16 -> lanes of d (0-7: d0, 8-15: d1) and of dmin.
+    const __m128 h = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 288)));
+    const __m512 d = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(_mm_cvtss_f32(h)),
+                                          _mm512_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(h, h, 1))));
+    const __m512 dmin = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(h, h, 2))),
+                                             _mm512_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(h, h, 3))));
+    dw = _mm512_mul_ps(d, sc);
+    mw = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(dmin, mn));
+  }
+  static float tail(const uint8_t* t, int64_t b0, int64_t nb, const Act& a) { return q4_k_tail(t, b0, nb, a); }
 };
 
 struct Q8_0Chunk {
   static constexpr int kBytes = 544, kQuants = 512;
   static constexpr bool kMin = false;
+  static void scales(const uint8_t* p, __m512& dw, __m512&) { dw = load_ph16(p + kQuants); }
   static void unpack(const uint8_t* p, __m512i (&w)[8]) {
     const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
     for (int k = 0; k < 8; ++k) w[k] = _mm512_xor_si512(load(p + 64 * k), bias);  // w + 128
@@ -101,13 +130,12 @@ void tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float
     if (TT == 1) prefetch_chunk(p, Chunk::kBytes);
     __m512i w[8];
     Chunk::unpack(p, w);
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + Chunk::kQuants)));
+    __m512 dw, mw = _mm512_setzero_ps();
+    Chunk::scales(p, dw, mw);
     __m512i i[TT];
     chunk_dots<TT, !Chunk::kMin>(w, a, c, i);
     chunk_scale<TT>(i, a, c, dw, acc);
     if constexpr (Chunk::kMin) {
-      const __m512 mw =
-          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + Chunk::kQuants + 32)));
 #pragma GCC unroll 8
       for (int t = 0; t < TT; ++t) acc[t] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[t].s + c * 16), acc[t]);
     }
@@ -127,6 +155,7 @@ constexpr PackedGemmFn gemm_for = &gemm_tiles<tile<Chunk, 1>, tile<Chunk, 2>, ti
 PackedGemmFn packed_gemm_avx512(GgmlType t) {
   if (t == GgmlType::Q4_0) return gemm_for<Q4_0Chunk>;
   if (t == GgmlType::Q4_1) return gemm_for<Q4_1Chunk>;
+  if (t == GgmlType::Q4_K) return gemm_for<Q4_KChunk>;
   if (t == GgmlType::Q8_0) return gemm_for<Q8_0Chunk>;
   return nullptr;
 }

@@ -78,6 +78,31 @@ inline float q4_1_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a
   return s;
 }
 
+// The same for Q4_K super-blocks in GGUF layout (an odd last one of a packed row): per
+// sub-block s, (d sc_s) sum(q x) d_x - (dmin mn_s) s_x, 6-bit scales decoded as GGUF does.
+inline float q4_k_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  float s = 0.0f;
+  for (int64_t b = b0; b < nb; b += 8) {
+    const uint8_t* blk = tail + (b - b0) / 8 * 144;  // fp16 d, fp16 dmin, 12 bytes of scales, 128 of nibbles
+    const float d = _cvtsh_ss(static_cast<uint16_t>(blk[0] | (blk[1] << 8)));
+    const float dmin = _cvtsh_ss(static_cast<uint16_t>(blk[2] | (blk[3] << 8)));
+    const uint8_t* q = blk + 4;
+    for (int j = 0; j < 8; ++j) {
+      const int sc = j < 4 ? q[j] & 63 : (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+      const int mn = j < 4 ? q[j + 4] & 63 : (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * (j / 2)));
+      const __m256i w = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, low4);
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + (b + j) * 32));
+      const int32_t dot = hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones16));
+      s += d * static_cast<float>(sc) * a.d[b + j] * static_cast<float>(dot) -
+           dmin * static_cast<float>(mn) * a.s[b + j];
+    }
+  }
+  return s;
+}
+
 // The same for Q8_0 (signed weights): |w| times x with w's sign moved onto x.
 inline float q8_0_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a) {
   const __m256i ones16 = _mm256_set1_epi16(1);

@@ -150,7 +150,10 @@ TEST_P(PackedTest, MatchesReference) {
     GTEST_SKIP() << "this CPU lacks " << isa_name(isa);
   }
   const TypeTraits& wt = traits(type);
-  for (const int64_t cols : {128, 512, 256 + 64, 32, 96, 1024 + 32 * 3, 2048 + 512 + 32 * 15}) {
+  const bool k_quant = type == GgmlType::Q4_K;  // rows of whole 256-element super-blocks, Q8_K activations
+  const std::vector<int64_t> shapes = k_quant ? std::vector<int64_t>{256, 512, 768, 2048 + 256, 4096}
+                                              : std::vector<int64_t>{128, 512, 256 + 64, 32, 96, 1024 + 32 * 3, 2048 + 512 + 32 * 15};
+  for (const int64_t cols : shapes) {
     for (const int64_t n_tok : {1, 3, 8, 15, 71}) {
       const int64_t rows = 19;
       const auto w = random_row(type, rows * cols, static_cast<uint32_t>(cols + n_tok));
@@ -188,13 +191,15 @@ TEST(Packed, ActivationConversionIsTheSameAtEveryLevel) {
     for (int i = 0; i < 32; ++i) x[64 + i] = 0.0f;
     x[128] = 127.0f * scale;
     x[129] = 2.5f * scale;  // 2.5 with d = scale: a tie
-    std::vector<uint8_t> ref(act_q8_bytes(cols));
-    quantize_act_q8_at(Isa::Scalar, x.data(), cols, 8, ref.data());
-    for (const Isa isa : {Isa::Avx2, Isa::Avx512}) {
-      if (isa > detected_isa()) continue;
-      std::vector<uint8_t> got(ref.size(), 0xAA);
-      quantize_act_q8_at(isa, x.data(), cols, 8, got.data());
-      ASSERT_EQ(got, ref) << isa_name(isa) << " scale " << scale;
+    for (const ActQ8Format f : {ActQ8Format{8, true}, ActQ8Format{0, false}}) {
+      std::vector<uint8_t> ref(act_q8_bytes(cols));
+      quantize_act_q8_at(Isa::Scalar, x.data(), cols, f, ref.data());
+      for (const Isa isa : {Isa::Avx2, Isa::Avx512}) {
+        if (isa > detected_isa()) continue;
+        std::vector<uint8_t> got(ref.size(), 0xAA);
+        quantize_act_q8_at(isa, x.data(), cols, f, got.data());
+        ASSERT_EQ(got, ref) << isa_name(isa) << " scale " << scale << " bias " << f.bias;
+      }
     }
   }
 }
@@ -204,6 +209,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(PackedCase{GgmlType::Q4_0, Isa::Scalar}, PackedCase{GgmlType::Q4_0, Isa::Avx2},
                       PackedCase{GgmlType::Q4_0, Isa::Avx512}, PackedCase{GgmlType::Q4_1, Isa::Scalar},
                       PackedCase{GgmlType::Q4_1, Isa::Avx2}, PackedCase{GgmlType::Q4_1, Isa::Avx512},
+                      PackedCase{GgmlType::Q4_K, Isa::Scalar}, PackedCase{GgmlType::Q4_K, Isa::Avx2},
+                      PackedCase{GgmlType::Q4_K, Isa::Avx512},
                       PackedCase{GgmlType::Q8_0, Isa::Scalar},
                       PackedCase{GgmlType::Q8_0, Isa::Avx2}, PackedCase{GgmlType::Q8_0, Isa::Avx512}),
     [](const auto& info) {

@@ -495,7 +495,7 @@ void Model::head(const float* x, const int64_t* rows, int64_t n_rows, float* log
   kern::MatrixView w = output;
   if (part_.vocab_begin > 0 || part_.vocab_end < output.rows) {
     w.data = static_cast<const uint8_t*>(output.data) +
-             static_cast<size_t>(part_.vocab_begin) * kern::row_bytes(kern::traits(output.type), output.cols);
+             static_cast<size_t>(part_.vocab_begin) * kern::view_row_bytes(output);
     w.rows = part_.vocab_end - part_.vocab_begin;
   }
   if (!per_token_exact(w.type)) {
