@@ -21,7 +21,7 @@ struct MatrixView {
 };
 
 // Packs `w` into `storage` for the active instruction set when the type has a packed layout
-// (Q4_0, Q4_1, Q4_K, Q8_0 on AVX2 / AVX-512) and returns the view to use; otherwise returns `w` unchanged.
+// (Q4_0, Q4_1, Q4_K, Q6_K, Q8_0 on AVX2 / AVX-512) and returns the view to use; otherwise returns `w` unchanged.
 MatrixView pack_matrix(const MatrixView& w, std::vector<uint8_t>& storage);
 
 // y[t, r] = sum_c W[r, c] * x[t, c] for t < n_tok.   x: [n_tok, cols]  y: [n_tok, rows]

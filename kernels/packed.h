@@ -16,12 +16,18 @@
 //         the 6-bit scales and mins unpacked; block j stands for (d[j/8] sc[j]) q - dmin[j/8] mn[j]
 //         (both products exact in float). A row is 8 bytes per chunk longer than in GGUF
 //         (packed_row_bytes); an odd last super-block stays a GGUF block.
+//   Q6_K chunk (420 B, the size of two GGUF super-blocks; 16 blocks of 32 as for Q4_K):
+//         [low 4 bits, 256 B, as Q4_0's nibbles][high 2 bits, 128 B: two 64-byte vectors; in
+//         vector p, byte (j, i) = lane j's byte i holds, from bit 0, the high bits of elements
+//         4m+i, 16+4m+i, 4(m+1)+i, 16+4(m+1)+i of block j, m = 2p][sc_lo: 16 x int8 (elements
+//         0-15 of each block)][sc_hi: 16 x int8 (16-31)][d: 2 x fp16]; weights 0..63 for
+//         d sc (q - 32): the activation's corr and corr2 start each half at -32 sum(x).
 //   Q8_0 chunk (544 B): [quants, 512 B][d of the 16 blocks, fp16, 32 B]
 //         quant byte (k * 16 + j) * 4 + i = element 4k + i of block j (k 0..7).
 //   Blocks past the last whole chunk (blocks per row not a multiple of 16) stay GGUF blocks.
 //
 // Activations (ActQ8), per token row of `cols` elements (nb = cols / 32 blocks):
-//   [q: cols x int8][corr: nb x int32][d: nb x float][s: nb x float]
+//   [q: cols x int8][corr: nb x int32][d: nb x float][s: nb x float][corr2: nb x int32]
 // q and d are exactly Q8_0's (same rounding). q is ordered like the Q8_0 chunk above (element
 // 4k + i of block j of a chunk at (k * 16 + j) * 4 + i), and natural in the blocks past the
 // last chunk. corr[b] = -bias * (sum of block b's q), so an integer dot product of unsigned
@@ -31,7 +37,8 @@
 // for Q4_1, Q8_1's d * sum(q) rounded to fp16, with d = amax / 127 before its own fp16 rounding
 // (as llama.cpp pairs Q4_1 with Q8_1); for Q4_K, exactly the sum of the block's dequantized
 // values (d times sum(q), exact in float), with q and d rounded as Q8_K rounds them (one scale
-// per 256 elements, as llama.cpp pairs Q4_K with Q8_K).
+// per 256 elements, as llama.cpp pairs Q4_K with Q8_K). For Q6_K (Q8_K rounding too), corr and
+// corr2 are -32 times the sums of each block's first and last 16 values; corr2 is 0 otherwise.
 #pragma once
 
 #include <cstddef>
@@ -48,6 +55,7 @@ bool packable(GgmlType t, Isa isa);
 // Bytes of one packed row (the GGUF row's size, except Q4_K's: 8 more per chunk).
 size_t packed_row_bytes(GgmlType t, int64_t cols);
 constexpr size_t kQ4KChunkBytes = 296;
+constexpr size_t kQ6KChunkBytes = 420;
 
 // Packs `rows` rows of `cols` elements from GGUF layout into `dst` (rows of packed_row_bytes).
 void pack_rows(GgmlType t, const void* src, void* dst, int64_t rows, int64_t cols);
@@ -56,7 +64,7 @@ void pack_rows(GgmlType t, const void* src, void* dst, int64_t rows, int64_t col
 void dequantize_packed_row(GgmlType t, const void* src, float* dst, int64_t cols);
 
 // Bytes of one ActQ8 row, and the conversion of one float row (cols a multiple of 32).
-inline size_t act_q8_bytes(int64_t cols) { return static_cast<size_t>(cols) + static_cast<size_t>(cols) * 3 / 8; }
+inline size_t act_q8_bytes(int64_t cols) { return static_cast<size_t>(cols) + static_cast<size_t>(cols) / 2; }
 
 constexpr int kChunkBlocks = 16;  // blocks per interleaved chunk
 struct ActQ8Format {
@@ -65,6 +73,7 @@ struct ActQ8Format {
   // Q8_K's rounding (one float scale per 256 elements, as llama.cpp pairs K-quants with):
   // q and s are Q8_K's, d is its scale repeated for the 8 blocks of 32.
   bool q8_k = false;
+  bool q6_k = false;    // corr, corr2: -32 x the sums of each block's halves (with q8_k)
 };
 ActQ8Format act_format(GgmlType t);
 void quantize_act_q8(const float* x, int64_t cols, ActQ8Format f, uint8_t* dst);

@@ -1,4 +1,4 @@
-// AVX2 kernels for packed Q4_0 / Q4_1 / Q4_K / Q8_0 weights (layouts in packed.h). Compiled with -mavx2 -mfma
+// AVX2 kernels for packed Q4_0 / Q4_1 / Q4_K / Q6_K / Q8_0 weights (layouts in packed.h). Compiled with -mavx2 -mfma
 // -mf16c and called only when the CPU has them. Like packed_avx512.cpp, this file calls no
 // inline functions from ordinary shared headers (packed_tiles.h has internal linkage).
 //
@@ -87,6 +87,57 @@ void q4_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, fl
   }
 }
 
+// Q6_K (layout in packed.h), as the AVX-512 kernel does it, on 8-lane halves: six-bit weights
+// times int8 in VPMADDUBSW (two pair sums still fit int16), each block's halves in their own
+// int32 sums started from corr / corr2, multiplied by their scales in int32, then d_w d_x.
+template <int TT>
+void q6k_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y, int64_t ldy, int64_t r) {
+  const int64_t nb = cols / 32, nc = nb / 16;
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+  Act a[TT];
+  __m256 acc[TT];
+  for (int t = 0; t < TT; ++t) {
+    a[t] = act_row(act, cols, t0 + t);
+    acc[t] = _mm256_setzero_ps();
+  }
+  for (int64_t c = 0; c < nc; ++c) {
+    const uint8_t* p = wr + c * 420;
+    for (int h = 0; h < 2; ++h) {
+      __m256i w[8];
+      for (int m = 0; m < 4; ++m) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * m + 32 * h));
+        const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 256 + 64 * (m / 2) + 32 * h));
+        const __m256i hl = m % 2 == 0 ? _mm256_slli_epi16(hb, 4) : hb;
+        const __m256i hh = m % 2 == 0 ? _mm256_slli_epi16(hb, 2) : _mm256_srli_epi16(hb, 2);
+        w[m] = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hl, m30));
+        w[m + 4] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(hh, m30));
+      }
+      const __m256i sl = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 384 + 8 * h)));
+      const __m256i sh = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 400 + 8 * h)));
+      const __m256 dw = _mm256_set1_ps(_cvtsh_ss(static_cast<uint16_t>(p[416 + 2 * h] | (p[417 + 2 * h] << 8))));
+      const __m256i ones = _mm256_set1_epi16(1);
+      for (int t = 0; t < TT; ++t) {
+        const int8_t* q = a[t].q + c * 512 + 32 * h;
+        auto x = [&](int k) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k)); };
+        auto half = [&](int k0) {  // elements of groups k0..k0+3: two pairs of VPMADDUBSW per int16 sum
+          const __m256i s0 = _mm256_add_epi16(_mm256_maddubs_epi16(w[k0], x(k0)), _mm256_maddubs_epi16(w[k0 + 1], x(k0 + 1)));
+          const __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(w[k0 + 2], x(k0 + 2)), _mm256_maddubs_epi16(w[k0 + 3], x(k0 + 3)));
+          return _mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones));
+        };
+        const __m256i lo = _mm256_add_epi32(half(0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].corr + c * 16 + 8 * h)));
+        const __m256i hi = _mm256_add_epi32(half(4), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].corr2 + c * 16 + 8 * h)));
+        const __m256i i = _mm256_add_epi32(_mm256_mullo_epi32(lo, sl), _mm256_mullo_epi32(hi, sh));
+        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_loadu_ps(a[t].d + c * 16 + 8 * h)), dw, acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < TT; ++t) {
+    float s = hsum256(acc[t]);
+    if (nb > 16 * nc) s += q6_k_tail(wr + nc * 420, 16 * nc, nb, a[t]);
+    y[(t0 + t) * ldy + r] = s;
+  }
+}
+
 template <int TT>
 void q8_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
                int64_t ldy, int64_t r) {
@@ -130,6 +181,8 @@ void quantize_act_q8_avx2(const float* x, int64_t cols, ActQ8Format f, uint8_t* 
   auto* corr = reinterpret_cast<int32_t*>(dst + cols);
   auto* dl = reinterpret_cast<float*>(dst + cols + 4 * nb);
   auto* sl = dl + nb;
+  auto* corr2 = reinterpret_cast<int32_t*>(sl + nb);
+  for (int64_t b = 0; b < nb; ++b) corr2[b] = 0;
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int64_t b = 0; b < nb; ++b) {
@@ -177,6 +230,7 @@ PackedGemmFn packed_gemm_avx2(GgmlType t) {
   if (t == GgmlType::Q4_0) return &gemm_tiles<q4_tile<1, kQ4_0>, q4_tile<2, kQ4_0>, q4_tile<4, kQ4_0>, q4_tile<8, kQ4_0>>;
   if (t == GgmlType::Q4_1) return &gemm_tiles<q4_tile<1, kQ4_1>, q4_tile<2, kQ4_1>, q4_tile<4, kQ4_1>, q4_tile<8, kQ4_1>>;
   if (t == GgmlType::Q4_K) return &gemm_tiles<q4_tile<1, kQ4_K>, q4_tile<2, kQ4_K>, q4_tile<4, kQ4_K>, q4_tile<8, kQ4_K>>;
+  if (t == GgmlType::Q6_K) return &gemm_tiles<q6k_tile<1>, q6k_tile<2>, q6k_tile<4>, q6k_tile<8>>;
   if (t == GgmlType::Q8_0) return &gemm_tiles<q8_0_tile<1>, q8_0_tile<2>, q8_0_tile<4>, q8_0_tile<8>>;
   return nullptr;
 }

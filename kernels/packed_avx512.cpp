@@ -1,4 +1,4 @@
-// AVX-512 VNNI kernels for packed Q4_0 / Q4_1 / Q4_K / Q8_0 weights (layouts in packed.h). Compiled with
+// AVX-512 VNNI kernels for packed Q4_0 / Q4_1 / Q4_K / Q6_K / Q8_0 weights (layouts in packed.h). Compiled with
 // -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma -mf16c and called only when the CPU has
 // them. It calls no inline functions from ordinary shared headers (the linker could keep this
 // file's AVX-512 copy for the whole program); packed_tiles.h is built for that (internal linkage).
@@ -147,6 +147,69 @@ void tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float
   }
 }
 
+// Q6_K (layout in packed.h): six-bit weights 0..63 from the nibbles and the high-bit vectors;
+// each token's two halves (elements 0-15 and 16-31 of every block) go to their own
+// accumulators, started from corr and corr2 (-32 sum(x): the weights' offset), are multiplied
+// by their int8 scales in int32 (exact) and added, then scaled by d_w d_x.
+inline void unpack_q6(const uint8_t* p, __m512i (&w)[8]) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+  const __m512i h0 = load(p + 256), h1 = load(p + 320);
+  for (int m = 0; m < 4; ++m) {
+    const __m512i v = load(p + 64 * m);
+    const __m512i h = m < 2 ? h0 : h1;
+    const __m512i hl = m % 2 == 0 ? _mm512_slli_epi16(h, 4) : h;                     // bits 0-1 (4-5) -> 4-5
+    const __m512i hh = m % 2 == 0 ? _mm512_slli_epi16(h, 2) : _mm512_srli_epi16(h, 2);  // bits 2-3 (6-7) -> 4-5
+    w[m] = _mm512_or_si512(_mm512_and_si512(v, m4), _mm512_and_si512(hl, m30));
+    w[m + 4] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), _mm512_and_si512(hh, m30));
+  }
+}
+
+template <int TT>
+void tile_q6k(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y, int64_t ldy, int64_t r) {
+  const int64_t nb = cols / 32, nc = nb / 16;
+  Act a[TT];
+  __m512 acc[TT];
+  for (int t = 0; t < TT; ++t) {
+    a[t] = act_row(act, cols, t0 + t);
+    acc[t] = _mm512_setzero_ps();
+  }
+  for (int64_t c = 0; c < nc; ++c) {
+    const uint8_t* p = wr + c * 420;
+    if (TT == 1) prefetch_chunk(p, 420);
+    __m512i w[8];
+    unpack_q6(p, w);
+    const __m512i sl = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 384)));
+    const __m512i sh = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 400)));
+    const __m128 h = _mm_cvtph_ps(_mm_loadu_si32(p + 416));  // d0 d1
+    const __m512 dw = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(_mm_cvtss_f32(h)),
+                                           _mm512_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(h, h, 1))));
+    __m512i lo[TT], hi[TT];
+#pragma GCC unroll 8
+    for (int t = 0; t < TT; ++t) {
+      lo[t] = load(a[t].corr + c * 16);
+      hi[t] = load(a[t].corr2 + c * 16);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+#pragma GCC unroll 8
+      for (int t = 0; t < TT; ++t) {
+        lo[t] = _mm512_dpbusd_epi32(lo[t], w[k], load(a[t].q + c * 512 + 64 * k));
+        hi[t] = _mm512_dpbusd_epi32(hi[t], w[k + 4], load(a[t].q + c * 512 + 64 * (k + 4)));
+      }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < TT; ++t) {
+      const __m512i i = _mm512_add_epi32(_mm512_mullo_epi32(lo[t], sl), _mm512_mullo_epi32(hi[t], sh));
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_loadu_ps(a[t].d + c * 16)), dw, acc[t]);
+    }
+  }
+  for (int t = 0; t < TT; ++t) {
+    float s = _mm512_reduce_add_ps(acc[t]);
+    if (nb > 16 * nc) s += q6_k_tail(wr + nc * 420, 16 * nc, nb, a[t]);
+    y[(t0 + t) * ldy + r] = s;
+  }
+}
+
 template <class Chunk>
 constexpr PackedGemmFn gemm_for = &gemm_tiles<tile<Chunk, 1>, tile<Chunk, 2>, tile<Chunk, 4>, tile<Chunk, 8>>;
 
@@ -156,6 +219,7 @@ PackedGemmFn packed_gemm_avx512(GgmlType t) {
   if (t == GgmlType::Q4_0) return gemm_for<Q4_0Chunk>;
   if (t == GgmlType::Q4_1) return gemm_for<Q4_1Chunk>;
   if (t == GgmlType::Q4_K) return gemm_for<Q4_KChunk>;
+  if (t == GgmlType::Q6_K) return &gemm_tiles<tile_q6k<1>, tile_q6k<2>, tile_q6k<4>, tile_q6k<8>>;
   if (t == GgmlType::Q8_0) return gemm_for<Q8_0Chunk>;
   return nullptr;
 }

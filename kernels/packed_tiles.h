@@ -21,13 +21,15 @@ struct Act {
   const int32_t* corr;
   const float* d;
   const float* s;
+  const int32_t* corr2;
 };
 
 inline Act act_row(const uint8_t* act, int64_t cols, int64_t t) {
   const int64_t nb = cols / 32;
-  const uint8_t* a = act + t * (cols + cols * 3 / 8);
+  const uint8_t* a = act + t * (cols + cols / 2);
   const float* d = reinterpret_cast<const float*>(a + cols + 4 * nb);
-  return {reinterpret_cast<const int8_t*>(a), reinterpret_cast<const int32_t*>(a + cols), d, d + nb};
+  return {reinterpret_cast<const int8_t*>(a), reinterpret_cast<const int32_t*>(a + cols), d, d + nb,
+          reinterpret_cast<const int32_t*>(d + 2 * nb)};
 }
 
 // Horizontal sum of 8 int32 lanes.
@@ -98,6 +100,31 @@ inline float q4_k_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a
       const int32_t dot = hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones16));
       s += d * static_cast<float>(sc) * a.d[b + j] * static_cast<float>(dot) -
            dmin * static_cast<float>(mn) * a.s[b + j];
+    }
+  }
+  return s;
+}
+
+// The same for Q6_K super-blocks in GGUF layout: per block of 32, d d_x (sc_lo dot_lo + sc_hi
+// dot_hi), each half's integer dot product of q - 32 with the activations (scalar: rare tails).
+inline float q6_k_tail(const uint8_t* tail, int64_t b0, int64_t nb, const Act& a) {
+  float s = 0.0f;
+  for (int64_t b = b0; b < nb; b += 8) {
+    const uint8_t* blk = tail + (b - b0) / 8 * 210;  // ql[128], qh[64], scales[16] int8, fp16 d
+    const uint8_t* ql = blk;
+    const uint8_t* qh = blk + 128;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
+    const float d = _cvtsh_ss(static_cast<uint16_t>(blk[208] | (blk[209] << 8)));
+    for (int j = 0; j < 8; ++j) {
+      int32_t dot[2] = {0, 0};
+      for (int e = 0; e < 32; ++e) {
+        const int v = 32 * j + e, h = v / 128, r = v % 128, g = r / 32, l = r % 32;
+        const int q = ql[64 * h + l + 32 * (g % 2)];
+        const int lo = g < 2 ? q & 0x0F : q >> 4;
+        const int w = (lo | (((qh[32 * h + l] >> (2 * g)) & 3) << 4)) - 32;
+        dot[e / 16] += w * a.q[(b + j) * 32 + e];
+      }
+      s += d * a.d[b + j] * static_cast<float>(dot[0] * sc[2 * j] + dot[1] * sc[2 * j + 1]);
     }
   }
   return s;
