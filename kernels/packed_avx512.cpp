@@ -210,8 +210,86 @@ void tile_q6k(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, f
   }
 }
 
+// Two rows at once (rows r and r + 1, row_bytes apart) for TT tokens: each activation vector
+// loaded feeds both rows' VPDPBUSD, halving the loads per product of the one-row tile.
+template <class Chunk, int TT>
+void tile2(const uint8_t* wr, size_t row_bytes, int64_t cols, const uint8_t* act, int64_t t0, float* y, int64_t ldy,
+           int64_t r) {
+  const int64_t nb = cols / 32, nc = nb / 16;
+  Act a[TT];
+  __m512 acc0[TT], acc1[TT];
+  for (int t = 0; t < TT; ++t) {
+    a[t] = act_row(act, cols, t0 + t);
+    acc0[t] = _mm512_setzero_ps();
+    acc1[t] = _mm512_setzero_ps();
+  }
+  const uint8_t* wr1 = wr + row_bytes;
+  for (int64_t c = 0; c < nc; ++c) {
+    const uint8_t* p0 = wr + c * Chunk::kBytes;
+    const uint8_t* p1 = wr1 + c * Chunk::kBytes;
+    __m512i w0[8], w1[8];
+    Chunk::unpack(p0, w0);
+    Chunk::unpack(p1, w1);
+    __m512 dw0, dw1, mw0 = _mm512_setzero_ps(), mw1 = _mm512_setzero_ps();
+    Chunk::scales(p0, dw0, mw0);
+    Chunk::scales(p1, dw1, mw1);
+    for (int t = 0; t < TT; ++t) {
+      __m512i i0 = Chunk::kMin ? _mm512_setzero_si512() : load(a[t].corr + c * 16);
+      __m512i i1 = i0;
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        const __m512i x = load(a[t].q + c * 512 + 64 * k);
+        i0 = _mm512_dpbusd_epi32(i0, w0[k], x);
+        i1 = _mm512_dpbusd_epi32(i1, w1[k], x);
+      }
+      const __m512 dx = _mm512_loadu_ps(a[t].d + c * 16);
+      acc0[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i0), dx), dw0, acc0[t]);
+      acc1[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i1), dx), dw1, acc1[t]);
+      if constexpr (Chunk::kMin) {
+        const __m512 sx = _mm512_loadu_ps(a[t].s + c * 16);
+        acc0[t] = _mm512_fmadd_ps(mw0, sx, acc0[t]);
+        acc1[t] = _mm512_fmadd_ps(mw1, sx, acc1[t]);
+      }
+    }
+  }
+  for (int t = 0; t < TT; ++t) {
+    float s0 = _mm512_reduce_add_ps(acc0[t]), s1 = _mm512_reduce_add_ps(acc1[t]);
+    if (nb > 16 * nc) {
+      s0 += Chunk::tail(wr + nc * Chunk::kBytes, 16 * nc, nb, a[t]);
+      s1 += Chunk::tail(wr1 + nc * Chunk::kBytes, 16 * nc, nb, a[t]);
+    }
+    y[(t0 + t) * ldy + r] = s0;
+    y[(t0 + t) * ldy + r + 1] = s1;
+  }
+}
+
+// Rows [r0, r1) x all tokens, blocked as gemm_tiles does; batches of 4 or more tokens take rows in
+// pairs (tile2), one sequence the one-row tile (it streams weights; loads are not its limit).
 template <class Chunk>
-constexpr PackedGemmFn gemm_for = &gemm_tiles<tile<Chunk, 1>, tile<Chunk, 2>, tile<Chunk, 4>, tile<Chunk, 8>>;
+void gemm_pairs(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols, const uint8_t* act,
+                int64_t n_tok, float* y, int64_t ldy) {
+  if (n_tok < 4) {
+    return gemm_tiles<tile<Chunk, 1>, tile<Chunk, 2>, tile<Chunk, 4>, tile<Chunk, 8>>(w, row_bytes, r0, r1, cols, act,
+                                                                                        n_tok, y, ldy);
+  }
+  for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
+    const int64_t re = r1 < rb + kRowBlock ? r1 : rb + kRowBlock;
+    int64_t t = 0;
+    auto pass = [&](auto f2, auto f1, int64_t tt) {
+      for (; t + tt <= n_tok; t += tt) {
+        int64_t r = rb;
+        for (; r + 2 <= re; r += 2) f2(w + r * static_cast<int64_t>(row_bytes), row_bytes, cols, act, t, y, ldy, r);
+        if (r < re) f1(w + r * static_cast<int64_t>(row_bytes), cols, act, t, y, ldy, r);
+      }
+    };
+    pass(tile2<Chunk, 4>, tile<Chunk, 4>, 4);
+    pass(tile2<Chunk, 2>, tile<Chunk, 2>, 2);
+    pass(tile2<Chunk, 1>, tile<Chunk, 1>, 1);
+  }
+}
+
+template <class Chunk>
+constexpr PackedGemmFn gemm_for = &gemm_pairs<Chunk>;
 
 }  // namespace
 
