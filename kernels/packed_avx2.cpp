@@ -32,10 +32,7 @@ void q4_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, fl
   const __m256i ones = _mm256_set1_epi16(1);
   Act a[TT];
   __m256 acc[TT];
-  for (int t = 0; t < TT; ++t) {
-    a[t] = act_row(act, cols, t0 + t);
-    acc[t] = _mm256_setzero_ps();
-  }
+  tile_start(act, cols, t0, a, acc, _mm256_setzero_ps());
   constexpr bool kMin = kKind != kQ4_0;
   constexpr int kBytes = kKind == kQ4_0 ? 288 : kKind == kQ4_1 ? 320 : 296;
   for (int64_t c = 0; c < nc; ++c) {
@@ -96,10 +93,7 @@ void q6k_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, f
   const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
   Act a[TT];
   __m256 acc[TT];
-  for (int t = 0; t < TT; ++t) {
-    a[t] = act_row(act, cols, t0 + t);
-    acc[t] = _mm256_setzero_ps();
-  }
+  tile_start(act, cols, t0, a, acc, _mm256_setzero_ps());
   for (int64_t c = 0; c < nc; ++c) {
     const uint8_t* p = wr + c * 420;
     for (int h = 0; h < 2; ++h) {
@@ -144,10 +138,7 @@ void q8_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, 
   const int64_t nb = cols / 32, nc = nb / 16;
   Act a[TT];
   __m256 acc[TT];
-  for (int t = 0; t < TT; ++t) {
-    a[t] = act_row(act, cols, t0 + t);
-    acc[t] = _mm256_setzero_ps();
-  }
+  tile_start(act, cols, t0, a, acc, _mm256_setzero_ps());
   for (int64_t c = 0; c < nc; ++c) {
     const uint8_t* p = wr + c * 544;
     for (int h = 0; h < 2; ++h) {

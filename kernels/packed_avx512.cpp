@@ -121,10 +121,7 @@ void tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float
   const int64_t nb = cols / 32, nc = nb / 16;
   Act a[TT];
   __m512 acc[TT];
-  for (int t = 0; t < TT; ++t) {
-    a[t] = act_row(act, cols, t0 + t);
-    acc[t] = _mm512_setzero_ps();
-  }
+  tile_start(act, cols, t0, a, acc, _mm512_setzero_ps());
   for (int64_t c = 0; c < nc; ++c) {
     const uint8_t* p = wr + c * Chunk::kBytes;
     if (TT == 1) prefetch_chunk(p, Chunk::kBytes);
@@ -169,10 +166,7 @@ void tile_q6k(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, f
   const int64_t nb = cols / 32, nc = nb / 16;
   Act a[TT];
   __m512 acc[TT];
-  for (int t = 0; t < TT; ++t) {
-    a[t] = act_row(act, cols, t0 + t);
-    acc[t] = _mm512_setzero_ps();
-  }
+  tile_start(act, cols, t0, a, acc, _mm512_setzero_ps());
   for (int64_t c = 0; c < nc; ++c) {
     const uint8_t* p = wr + c * 420;
     if (TT == 1) prefetch_chunk(p, 420);

@@ -32,6 +32,15 @@ inline Act act_row(const uint8_t* act, int64_t cols, int64_t t) {
           reinterpret_cast<const int32_t*>(d + 2 * nb)};
 }
 
+// A tile's start: the activation rows of tokens t0..t0+TT-1 and their accumulators at zero.
+template <int TT, typename Acc>
+inline void tile_start(const uint8_t* act, int64_t cols, int64_t t0, Act (&a)[TT], Acc (&acc)[TT], Acc zero) {
+  for (int t = 0; t < TT; ++t) {
+    a[t] = act_row(act, cols, t0 + t);
+    acc[t] = zero;
+  }
+}
+
 // Horizontal sum of 8 int32 lanes.
 inline int32_t hsum_i32x8(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
