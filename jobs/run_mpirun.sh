@@ -26,9 +26,11 @@ if [ -z "${HOSTFILE:-}" ] && [ $((NP * THREADS)) -gt "$(nproc)" ]; then
   mpi=(mpirun -np "$NP" --oversubscribe --bind-to none); [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
 fi
 
+# --layout spread: the job runs the NP ranks it starts (on one host the default layout is one
+# rank with every core, for a job started with one rank).
 if [ ! -f "$PLAN" ]; then
-  echo "[job] plan: ${mpi[*]} ranklm plan --model $MODEL -t $THREADS -o $PLAN"
-  "${mpi[@]}" "$bin/ranklm" plan --model "$MODEL" -t "$THREADS" -o "$PLAN"
+  echo "[job] plan: ${mpi[*]} ranklm plan --model $MODEL -t $THREADS --layout spread -o $PLAN"
+  "${mpi[@]}" "$bin/ranklm" plan --model "$MODEL" -t "$THREADS" --layout spread -o "$PLAN"
 fi
 if [ ! -f "$SHARDS/manifest.json" ] || ! grep -q '"complete": *true' "$SHARDS/manifest.json"; then
   echo "[job] shards: ${mpi[*]} ranklm-repack --model $MODEL --plan $PLAN -o $SHARDS"
