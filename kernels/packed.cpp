@@ -56,14 +56,12 @@ void pack_row(const Block* src, uint8_t* dst, int64_t nb) {
               static_cast<size_t>(nb - nc * kChunk) * sizeof(Block));
 }
 
-// Q4_K: the 6-bit scale and min of sub-block j (0..7) of a super-block.
-void q4k_scale_min(const uint8_t* q, int j, uint8_t& sc, uint8_t& mn) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    mn = q[j + 4] & 63;
-  } else {
-    sc = static_cast<uint8_t>((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
-    mn = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+// The 32 nibbles of block j of a chunk in the Q4_0 quant order (Q4_0, Q4_1, Q4_K), minus off.
+void chunk_nibbles(const uint8_t* chunk, int64_t j, int off, int8_t* out) {
+  for (int e = 0; e < 16; ++e) {
+    const uint8_t v = chunk[((e / 4) * kChunk + j) * 4 + e % 4];
+    out[e] = static_cast<int8_t>((v & 0x0F) - off);
+    out[e + 16] = static_cast<int8_t>((v >> 4) - off);
   }
 }
 
@@ -86,7 +84,10 @@ void pack_row_q4k(const BlockQ4_K* src, uint8_t* dst, int64_t nsb) {
               static_cast<uint8_t>(q4k_nibble(sb, s, 4 * m + i) | (q4k_nibble(sb, s, 16 + 4 * m + i) << 4));
         }
       }
-      q4k_scale_min(sb.scales, s, q[256 + j], q[272 + j]);
+      int32_t sc, mn;
+      scale_min_k4(s, sb.scales, sc, mn);
+      q[256 + j] = static_cast<uint8_t>(sc);
+      q[272 + j] = static_cast<uint8_t>(mn);
     }
     std::memcpy(q + 288, &src[2 * c].d, 2);
     std::memcpy(q + 290, &src[2 * c + 1].d, 2);
@@ -100,14 +101,10 @@ void pack_row_q4k(const BlockQ4_K* src, uint8_t* dst, int64_t nsb) {
 float unpack_q4k(const uint8_t* row, int64_t nb, int64_t b, int8_t* out, float* m) {
   const int64_t nc = nb / kChunk, c = b / kChunk, j = b % kChunk;
   uint16_t d, dmin;
-  uint8_t sc, mn;
+  int32_t sc, mn;
   if (c < nc) {
     const uint8_t* chunk = row + c * static_cast<int64_t>(kQ4KChunkBytes);
-    for (int e = 0; e < 16; ++e) {
-      const uint8_t v = chunk[((e / 4) * kChunk + j) * 4 + e % 4];
-      out[e] = static_cast<int8_t>(v & 0x0F);
-      out[e + 16] = static_cast<int8_t>(v >> 4);
-    }
+    chunk_nibbles(chunk, j, 0, out);
     sc = chunk[256 + j];
     mn = chunk[272 + j];
     std::memcpy(&d, chunk + 288 + 2 * (j / 8), 2);
@@ -117,7 +114,7 @@ float unpack_q4k(const uint8_t* row, int64_t nb, int64_t b, int8_t* out, float* 
     std::memcpy(&blk, row + nc * static_cast<int64_t>(kQ4KChunkBytes), sizeof blk);
     const int s = static_cast<int>((b - nc * kChunk) % 8);
     for (int e = 0; e < 32; ++e) out[e] = static_cast<int8_t>(q4k_nibble(blk, s, e));
-    q4k_scale_min(blk.scales, s, sc, mn);
+    scale_min_k4(s, blk.scales, sc, mn);
     d = blk.d;
     dmin = blk.dmin;
   }
@@ -201,11 +198,7 @@ float unpack_block(GgmlType t, const uint8_t* row, int64_t nb, int64_t b, int8_t
     const uint8_t* chunk = row + c * kChunk * bsz;
     uint16_t d, mh = 0;
     if (c < nb / kChunk) {
-      for (int e = 0; e < 16; ++e) {
-        const uint8_t v = chunk[((e / 4) * kChunk + j) * 4 + e % 4];
-        out[e] = static_cast<int8_t>((v & 0x0F) - off);
-        out[e + 16] = static_cast<int8_t>((v >> 4) - off);
-      }
+      chunk_nibbles(chunk, j, off, out);
       std::memcpy(&d, chunk + kChunk * 16 + j * 2, 2);
       if (q41) std::memcpy(&mh, chunk + kChunk * 18 + j * 2, 2);
     } else {

@@ -158,17 +158,6 @@ void unpack_q3_k(const BlockQ3_K& b, Unpacked& u) {
   }
 }
 
-// 6-bit scale and min j (0..7) of the Q4_K / Q5_K 12-byte scale field.
-inline void scale_min_k4(int j, const uint8_t* q, int32_t& d, int32_t& m) {
-  if (j < 4) {
-    d = q[j] & 63;
-    m = q[j + 4] & 63;
-  } else {
-    d = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 void unpack_q4_k(const BlockQ4_K& b, Unpacked& u) {
   u.d = fp16_to_fp32(b.d);
   u.dmin = fp16_to_fp32(b.dmin);
@@ -499,6 +488,16 @@ VecDotFn fast_vec_dot(GgmlType t) {
     if (VecDotFn f = vec_dot_float_avx2(t)) return f;
   }
   return traits(t).vec_dot;
+}
+
+void scale_min_k4(int j, const uint8_t* q, int32_t& d, int32_t& m) {
+  if (j < 4) {
+    d = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    d = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
 }
 
 }  // namespace ranklm::kern

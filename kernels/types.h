@@ -83,6 +83,9 @@ inline size_t row_bytes(const TypeTraits& t, int64_t n) {
 // dequantizers, multiply and sum in double. The twin every fast vec_dot is tested against.
 double vec_dot_reference(GgmlType wtype, int64_t n, const void* w, const void* a);
 
+// 6-bit scale and min j (0..7) of the Q4_K / Q5_K 12-byte scale field.
+void scale_min_k4(int j, const uint8_t* q, int32_t& d, int32_t& m);
+
 // The fastest dot product for a weight type at the active instruction-set level (cpu.h):
 // SIMD where there is one, else the table's portable vec_dot.
 VecDotFn fast_vec_dot(GgmlType t);

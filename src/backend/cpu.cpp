@@ -58,12 +58,7 @@ void CpuBackend::kv_free(runtime::KvHandle kv) {
 }
 
 void CpuBackend::kv_share(runtime::KvHandle src, runtime::KvHandle dst, int64_t n_pos) {
-  KvCache& d = cache(dst);
-  if (n_pos == 0) {
-    d.clear();
-    return;
-  }
-  d.share_from(cache(src), n_pos);
+  cache(dst).share_from(cache(src), n_pos);
 }
 
 runtime::KvStats CpuBackend::kv_stats() const {

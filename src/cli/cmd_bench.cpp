@@ -103,18 +103,16 @@ struct Row {
   // token): it reads every weight once (bytes / bandwidth) and does T x macs_per_token
   // multiply-adds (/ compute rate), so it takes at least the larger of the two. Attention and
   // everything else are left out: the roof is what the weight products alone allow.
-  double roof_ts() const {
+  struct Roof {
+    double ts = 0;             // tokens/s the roof allows (0: not measured)
+    const char* bound = "";    // "memory" or "compute"
+  };
+  Roof roof() const {
     const double t = static_cast<double>(n_parallel) * static_cast<double>(n_prompt > 0 ? n_prompt : 1);
     const double mem_s = mem_bw_gbps > 0 ? static_cast<double>(bytes_per_token) / (mem_bw_gbps * 1e9) : 0.0;
     const double mac_s = compute_rate > 0 ? t * static_cast<double>(macs_per_token) / compute_rate : 0.0;
     const double step = std::max(mem_s, mac_s);
-    return step > 0 ? t / step : 0.0;
-  }
-  const char* roof_bound() const {
-    const double t = static_cast<double>(n_parallel) * static_cast<double>(n_prompt > 0 ? n_prompt : 1);
-    return static_cast<double>(bytes_per_token) / (mem_bw_gbps * 1e9) >= t * static_cast<double>(macs_per_token) / compute_rate
-               ? "memory"
-               : "compute";
+    return step > 0 ? Roof{t / step, mem_s >= mac_s ? "memory" : "compute"} : Roof{};
   }
 };
 
@@ -167,9 +165,10 @@ nlohmann::ordered_json row_json(const Row& r) {
   j["bw_limit_ts"] = r.bytes_per_token ? r.mem_bw_gbps * 1e9 / static_cast<double>(r.bytes_per_token) : 0.0;
   j["macs_per_token"] = r.macs_per_token;
   j["compute_macs_per_s"] = r.compute_rate;
-  j["roof_ts"] = r.roof_ts();
-  j["roof_bound"] = r.roof_bound();
-  j["roof_share"] = r.roof_ts() > 0 ? r.avg_ts / r.roof_ts() : 0.0;
+  const Row::Roof roof = r.roof();
+  j["roof_ts"] = roof.ts;
+  j["roof_bound"] = roof.bound;
+  j["roof_share"] = roof.ts > 0 ? r.avg_ts / roof.ts : 0.0;
   j["rss_bytes"] = r.rss;
   j["kv_cache_bytes"] = r.kv_bytes;
   j["n_parallel"] = r.n_parallel;
@@ -245,8 +244,8 @@ void print_md_row(const Row& r, bool first) {
     std::printf("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |\n");
   }
   const double limit = r.bytes_per_token ? r.mem_bw_gbps * 1e9 / static_cast<double>(r.bytes_per_token) : 0.0;
-  const double roof = r.roof_ts();
-  const std::string roof_s = roof > 0 ? fmt::format("{:.1f} {} ({:.0f}%)", roof, r.roof_bound(), 100 * r.avg_ts / roof) : "";
+  const Row::Roof roof = r.roof();
+  const std::string roof_s = roof.ts > 0 ? fmt::format("{:.1f} {} ({:.0f}%)", roof.ts, roof.bound, 100 * r.avg_ts / roof.ts) : "";
   std::printf("| %s | %s | %d | %s | %d | %s | %s | %d | %.2f ± %.2f | %s | %s | %s | %.3f / %.3f / %.3f | %.3f / %.3f / %.3f | %s | %s |\n",
               r.model.c_str(), human_size(r.model_size).c_str(), r.n_ranks, r.layout.c_str(), r.threads, r.isa.c_str(),
               r.test().c_str(), r.n_parallel, r.avg_ts, r.stddev_ts, r.n_gen > 0 ? fmt::format("{:.1f}", r.gbps).c_str() : "",

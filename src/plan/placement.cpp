@@ -279,14 +279,15 @@ Plan place_spread(const ModelIdentity& m, const ModelSizes& sizes, const TpShape
 
 // KV blocks each rank's memory holds beside its weights (what the plan does not use of it).
 void count_kv_blocks(Plan& p, const ModelSizes& sizes, const PlaceOptions& o) {
+  PlaceOptions weights_only = o;
+  weights_only.n_seq = 0;  // rank_bytes without a KV cache
   for (int r = 0; r < p.world_size; ++r) {
     RankPlacement& x = p.placement[static_cast<size_t>(r)];
     const auto [stage, tpi] = p.where(r);
     const Stage& st = p.stages[static_cast<size_t>(stage)];
     const uint64_t block = sizes.kv_bytes_per_token_layer * 16 * static_cast<uint64_t>(st.layer_end - st.layer_begin) /
                            static_cast<uint64_t>(st.tp());
-    const uint64_t kv_planned = block / 16 * static_cast<uint64_t>(o.n_ctx) * static_cast<uint64_t>(o.n_seq);
-    const uint64_t weights = x.estimated_bytes > kv_planned ? x.estimated_bytes - kv_planned : 0;
+    const uint64_t weights = rank_bytes(p, sizes, r, weights_only);
     const uint64_t room = static_cast<uint64_t>(static_cast<double>(x.memory_bytes) * o.memory_fraction);
     x.kv_blocks = block > 0 && room > weights ? static_cast<int64_t>((room - weights) / block) : 0;
   }

@@ -88,6 +88,15 @@ class Scheduler::Run {
   int64_t blocks_for(int64_t n) const { return (n + block_len_ - 1) / block_len_; }
   Slot& slot(int s) { return slots_[static_cast<size_t>(s)]; }
 
+  // A slot emptied of its request; it keeps its KV (tokens and the blocks they may hold).
+  static void clear_request(Slot& sl) {
+    std::vector<int32_t> kv = std::move(sl.kv);
+    const int64_t reserve = sl.reserve;
+    sl = Slot{};
+    sl.kv = std::move(kv);
+    sl.reserve = reserve;
+  }
+
   void set_reserve(Slot& sl, int64_t blocks) {
     reserved_ += blocks - sl.reserve;
     sl.reserve = blocks;
@@ -149,10 +158,11 @@ class Scheduler::Run {
 
   // Frees the KV kept by finished slots (other than `keep`) until `need` more blocks fit.
   bool make_room(int64_t need, int keep) {
+    if (reserved_ + need <= ex_.kv_budget()) return true;
+    resolve_waits();  // anyone still to share from a finished slot does so first
     for (int t = 0; t < n_slots_ && reserved_ + need > ex_.kv_budget(); ++t) {
       Slot& o = slot(t);
       if (t == keep || o.req || o.kv.empty()) continue;
-      resolve_waits();  // anyone still to share from it does so first
       bool needed = false;
       for (const Slot& w : slots_) needed = needed || w.wait_src == t;
       if (needed) continue;
@@ -196,11 +206,7 @@ class Scheduler::Run {
           return;
         }
         resolve_waits();  // sequences still to share from this slot's old KV do so first
-        std::vector<int32_t> keep_kv = std::move(sl.kv);
-        const int64_t keep_reserve = sl.reserve;
-        sl = Slot{};
-        sl.kv = std::move(keep_kv);
-        sl.reserve = keep_reserve;
+        clear_request(sl);
         sl.req = std::make_unique<Request>(std::move(*r));
         set_reserve(sl, blocks);
         place(s);
@@ -221,11 +227,7 @@ class Scheduler::Run {
     f.first_token_s = std::chrono::duration<double>(sl.t_first - sl.t0).count();
     f.total_s = std::chrono::duration<double>(clock::now() - sl.t0).count();
     // The slot keeps its KV (for later prompts that start alike) until it takes another request.
-    std::vector<int32_t> kv = std::move(sl.kv);
-    const int64_t reserve = sl.reserve;
-    sl = Slot{};
-    sl.kv = std::move(kv);
-    sl.reserve = reserve;
+    clear_request(sl);
     set_reserve(sl, blocks_for(static_cast<int64_t>(sl.kv.size())));
     done_(std::move(f));
   }
