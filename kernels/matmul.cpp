@@ -41,7 +41,7 @@ size_t convert_activations(const TypeTraits& wt, const float* x, int64_t n_tok, 
 MatrixView pack_matrix(const MatrixView& w, std::vector<uint8_t>& storage) {
   checked_traits(w);
   if (w.packed || !packable(w.type, active_isa())) return w;
-  storage.resize(packed_row_bytes(w.type, w.cols) * static_cast<size_t>(w.rows));
+  storage.resize(packed_bytes(w.type, w.rows, w.cols));
   pack_rows(w.type, w.data, storage.data(), w.rows, w.cols);
   MatrixView p = w;
   p.data = storage.data();
@@ -64,9 +64,12 @@ void matmul_packed(const MatrixView& w, const float* x, int64_t n_tok, float* y,
   });
   const size_t wrow = packed_row_bytes(w.type, cols);
   const auto* wbase = static_cast<const uint8_t*>(w.data);
-  const int64_t rows = w.rows;
-  pool.parallel_for(rows, [&](int64_t r0, int64_t r1, int) {
-    fn(wbase, wrow, r0, r1, cols, act, n_tok, y, rows);
+  // Threads take whole row groups (a group cut in two would be computed twice).
+  const int64_t rows = w.rows, first = w.row0, last = w.row0 + rows;
+  const int64_t g0 = first / kGroupRows, g1 = (last + kGroupRows - 1) / kGroupRows;
+  pool.parallel_for(g1 - g0, [&](int64_t a, int64_t b, int) {
+    const int64_t r0 = std::max(first, (g0 + a) * kGroupRows), r1 = std::min(last, (g0 + b) * kGroupRows);
+    if (r0 < r1) fn(wbase, wrow, r0, r1, cols, act, n_tok, y + (r0 - first), rows);
   });
 }
 
@@ -183,18 +186,21 @@ void matmul_reference(const MatrixView& w, const float* x, int64_t n_tok, float*
   }
 }
 
-size_t view_row_bytes(const MatrixView& w) {
-  return w.packed ? packed_row_bytes(w.type, w.cols) : row_bytes(traits(w.type), w.cols);
+MatrixView row_range(const MatrixView& w, int64_t begin, int64_t end) {
+  if (begin < 0 || begin > end || end > w.rows) throw std::invalid_argument("row_range: rows out of the matrix");
+  MatrixView v = w;
+  v.rows = end - begin;
+  if (w.packed) {
+    v.row0 = w.row0 + begin;
+  } else {
+    v.data = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(begin) * row_bytes(traits(w.type), w.cols);
+  }
+  return v;
 }
 
 void get_row(const MatrixView& w, int64_t row, float* out) {
   const TypeTraits& wt = checked_traits(w);
-  if (w.packed) {
-    const size_t wrow = packed_row_bytes(w.type, w.cols);
-    dequantize_packed_row(w.type, static_cast<const uint8_t*>(w.data) + static_cast<size_t>(row) * wrow,
-                          out, w.cols);
-    return;
-  }
+  if (w.packed) return dequantize_packed_row(w.type, w.data, w.row0 + row, out, w.cols);
   const size_t wrow = row_bytes(wt, w.cols);
   wt.dequantize(static_cast<const uint8_t*>(w.data) + static_cast<size_t>(row) * wrow, out, w.cols);
 }

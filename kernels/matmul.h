@@ -18,6 +18,9 @@ struct MatrixView {
   int64_t rows;
   int64_t cols;
   bool packed = false;  // data is in the packed layout of packed.h (see pack_matrix)
+  // Packed views: the view's first row inside the packed matrix at `data` (row groups cannot be
+  // cut by moving `data`; see row_range).
+  int64_t row0 = 0;
 };
 
 // Packs `w` into `storage` for the active instruction set when the type has a packed layout
@@ -32,8 +35,8 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
 // Reference twin: float64 dot of dequantized rows (same activation conversion).
 void matmul_reference(const MatrixView& w, const float* x, int64_t n_tok, float* y);
 
-// Bytes from one row of the view to the next (its packed layout's where packed).
-size_t view_row_bytes(const MatrixView& w);
+// Rows [begin, end) of `w` as a view of their own (packed or not).
+MatrixView row_range(const MatrixView& w, int64_t begin, int64_t end);
 
 // One row of an embedding table (any supported type) as floats.   out: [cols]
 void get_row(const MatrixView& w, int64_t row, float* out);

@@ -1,11 +1,14 @@
-// AVX2 kernels for packed Q4_0 / Q4_1 / Q4_K / Q6_K / Q8_0 weights (layouts in packed.h). Compiled with -mavx2 -mfma
-// -mf16c and called only when the CPU has them. Like packed_avx512.cpp, this file calls no
-// inline functions from ordinary shared headers (packed_tiles.h has internal linkage).
+// AVX2 kernels for packed Q4_0 / Q4_1 / Q4_K / Q6_K / Q8_0 weights (layouts in packed.h). Compiled
+// with -mavx2 -mfma -mf16c and called only when the CPU has them. Like packed_avx512.cpp, this
+// file calls no inline functions from ordinary shared headers (packed_tiles.h has internal
+// linkage).
 //
-// Without VNNI, products of unsigned and signed bytes go through VPMADDUBSW (pairs into int16)
-// and VPMADDWD (pairs into int32): Q4_0 nibbles (0..15) are small enough not to saturate and
-// start from the activation's `corr` lanes as in the AVX-512 kernel; Q8_0 uses |w| and the
-// activation with w's sign moved onto it, so no bias is needed.
+// A group's 16 rows go as two halves of 8 (an 8-lane vector each). Without VNNI, products of
+// unsigned and signed bytes go through VPMADDUBSW (pairs into int16) and VPMADDWD (pairs into
+// int32), with 4 activation bytes broadcast to every lane: 4-bit weights (0..15) are small
+// enough for a block's eight pair sums to stay in int16; Q6_K (0..63) sums two at a time; Q8_0
+// uses |w| and the activation with w's sign moved onto it. The integer block products and the
+// float steps are those of the AVX-512 kernels and the scalar twin, so the bits are the same.
 #include <immintrin.h>
 
 #include "packed.h"
@@ -15,159 +18,137 @@ namespace ranklm::kern {
 
 namespace {
 
-// 32 unsigned bytes . 32 signed bytes -> 8 int32 lanes of 4 products each.
-inline __m256i dot_u8s8(__m256i u, __m256i s) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+inline __m256i load(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline __m256 load_ph8(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256 load_u8_ps(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
+inline __m256i bcast(const int8_t* q) { return _mm256_set1_epi32(act4(q)); }
+inline __m256i madd1(__m256i s16) { return _mm256_madd_epi16(s16, _mm256_set1_epi16(1)); }
 
-// The 16-lane chunk layout read as two 8-lane halves: half h (bytes 32h..32h+31 of each
-// 64-byte vector) covers blocks 8h..8h+7 (for Q4_K, super-block h of the chunk).
-enum Q4Kind { kQ4_0, kQ4_1, kQ4_K };
-
-template <int TT, Q4Kind kKind>
-void q4_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
-               int64_t ldy, int64_t r) {
-  const int64_t nb = cols / 32, nc = nb / 16;
+// Nibble plane, rows 8h..8h+7 -> w[m]: elements 4m..4m+3, w[m + 4]: elements 16+4m..16+4m+3.
+inline void unpack_nibbles(const uint8_t* p, int h, __m256i (&w)[8]) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  const __m256i ones = _mm256_set1_epi16(1);
-  Act a[TT];
-  __m256 acc[TT];
-  tile_start(act, cols, t0, a, acc, _mm256_setzero_ps());
-  constexpr bool kMin = kKind != kQ4_0;
-  constexpr int kBytes = kKind == kQ4_0 ? 288 : kKind == kQ4_1 ? 320 : 296;
-  for (int64_t c = 0; c < nc; ++c) {
-    const uint8_t* p = wr + c * kBytes;
-    for (int h = 0; h < 2; ++h) {
-      __m256i w[8];
-      for (int m = 0; m < 4; ++m) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * m + 32 * h));
-        w[m] = _mm256_and_si256(v, m4);
-        w[m + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-      }
-      __m256 dw, mw = _mm256_setzero_ps();
-      if constexpr (kKind == kQ4_K) {  // d sc and -dmin mn of super-block h's 8 sub-blocks
-        const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 256 + 8 * h))));
-        const __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 272 + 8 * h))));
-        const float d = _cvtsh_ss(static_cast<uint16_t>(p[288 + 2 * h] | (p[289 + 2 * h] << 8)));
-        const float dmin = _cvtsh_ss(static_cast<uint16_t>(p[292 + 2 * h] | (p[293 + 2 * h] << 8)));
-        dw = _mm256_mul_ps(_mm256_set1_ps(d), sc);
-        mw = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(_mm256_set1_ps(dmin), mn));
-      } else {
-        dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 256 + 16 * h)));
-        if constexpr (kKind == kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 288 + 16 * h)));
-      }
-      for (int t = 0; t < TT; ++t) {
-        const int8_t* q = a[t].q + c * 512 + 32 * h;
-        // Nibble (<= 15) times int8 (|x| <= 127): eight pair sums stay below 2^15 in int16.
-        __m256i s16 = _mm256_maddubs_epi16(w[0], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
-        for (int k = 1; k < 8; ++k) {
-          s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k))));
-        }
-        __m256i i = _mm256_madd_epi16(s16, ones);
-        if constexpr (!kMin) {
-          i = _mm256_add_epi32(i, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].corr + c * 16 + 8 * h)));
-        }
-        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_loadu_ps(a[t].d + c * 16 + 8 * h)), dw, acc[t]);
-        if constexpr (kMin) acc[t] = _mm256_fmadd_ps(mw, _mm256_loadu_ps(a[t].s + c * 16 + 8 * h), acc[t]);
-      }
-    }
-  }
-  for (int t = 0; t < TT; ++t) {
-    float s = hsum256(acc[t]);
-    if (nb > 16 * nc) {
-      const uint8_t* tail = wr + nc * kBytes;
-      s += kKind == kQ4_K ? q4_k_tail(tail, 16 * nc, nb, a[t])
-           : kMin         ? q4_1_tail(tail, 16 * nc, nb, a[t])
-                          : q4_0_tail(tail, 16 * nc, nb, a[t]);
-    }
-    y[(t0 + t) * ldy + r] = s;
+  for (int m = 0; m < 4; ++m) {
+    const __m256i v = load(p + 64 * m + 32 * h);
+    w[m] = _mm256_and_si256(v, m4);
+    w[m + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
   }
 }
 
-// Q6_K (layout in packed.h), as the AVX-512 kernel does it, on 8-lane halves: six-bit weights
-// times int8 in VPMADDUBSW (two pair sums still fit int16), each block's halves in their own
-// int32 sums started from corr / corr2, multiplied by their scales in int32, then d_w d_x.
-template <int TT>
-void q6k_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y, int64_t ldy, int64_t r) {
-  const int64_t nb = cols / 32, nc = nb / 16;
-  const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-  Act a[TT];
-  __m256 acc[TT];
-  tile_start(act, cols, t0, a, acc, _mm256_setzero_ps());
-  for (int64_t c = 0; c < nc; ++c) {
-    const uint8_t* p = wr + c * 420;
-    for (int h = 0; h < 2; ++h) {
-      __m256i w[8];
-      for (int m = 0; m < 4; ++m) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * m + 32 * h));
-        const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 256 + 64 * (m / 2) + 32 * h));
-        const __m256i hl = m % 2 == 0 ? _mm256_slli_epi16(hb, 4) : hb;
-        const __m256i hh = m % 2 == 0 ? _mm256_slli_epi16(hb, 2) : _mm256_srli_epi16(hb, 2);
-        w[m] = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hl, m30));
-        w[m + 4] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(hh, m30));
-      }
-      const __m256i sl = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 384 + 8 * h)));
-      const __m256i sh = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 400 + 8 * h)));
-      const __m256 dw = _mm256_set1_ps(_cvtsh_ss(static_cast<uint16_t>(p[416 + 2 * h] | (p[417 + 2 * h] << 8))));
-      const __m256i ones = _mm256_set1_epi16(1);
-      for (int t = 0; t < TT; ++t) {
-        const int8_t* q = a[t].q + c * 512 + 32 * h;
-        auto x = [&](int k) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k)); };
-        auto half = [&](int k0) {  // elements of groups k0..k0+3: two pairs of VPMADDUBSW per int16 sum
-          const __m256i s0 = _mm256_add_epi16(_mm256_maddubs_epi16(w[k0], x(k0)), _mm256_maddubs_epi16(w[k0 + 1], x(k0 + 1)));
-          const __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(w[k0 + 2], x(k0 + 2)), _mm256_maddubs_epi16(w[k0 + 3], x(k0 + 3)));
-          return _mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones));
-        };
-        const __m256i lo = _mm256_add_epi32(half(0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].corr + c * 16 + 8 * h)));
-        const __m256i hi = _mm256_add_epi32(half(4), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].corr2 + c * 16 + 8 * h)));
-        const __m256i i = _mm256_add_epi32(_mm256_mullo_epi32(lo, sl), _mm256_mullo_epi32(hi, sh));
-        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_loadu_ps(a[t].d + c * 16 + 8 * h)), dw, acc[t]);
-      }
+struct Scales {
+  __m256 dw, mw;
+  __m256i sl, sh;
+};
+
+// Each type's block b, half h of a group (as in packed_avx512.cpp; Q8_0 keeps signed weights).
+enum class Kind { kQ4_0, kQ4_1, kQ4_K, kQ6_K, kQ8_0 };
+
+template <Kind K>
+void unpack(const uint8_t* g, int64_t b, int h, __m256i (&w)[8], Scales& s) {
+  if constexpr (K == Kind::kQ4_0 || K == Kind::kQ4_1) {
+    const uint8_t* p = g + b * (K == Kind::kQ4_0 ? 288 : 320);
+    unpack_nibbles(p, h, w);
+    s.dw = load_ph8(p + 256 + 16 * h);
+    if constexpr (K == Kind::kQ4_1) s.mw = load_ph8(p + 288 + 16 * h);
+  } else if constexpr (K == Kind::kQ8_0) {
+    const uint8_t* p = g + b * 544;
+    for (int k = 0; k < 8; ++k) w[k] = load(p + 64 * k + 32 * h);
+    s.dw = load_ph8(p + 512 + 16 * h);
+  } else if constexpr (K == Kind::kQ4_K) {
+    const uint8_t* hd = g + (b / 8) * 2368;
+    const uint8_t* p = hd + 64 + 288 * (b % 8);
+    unpack_nibbles(p, h, w);
+    s.dw = _mm256_mul_ps(load_ph8(hd + 16 * h), load_u8_ps(p + 256 + 8 * h));
+    s.mw = _mm256_xor_ps(_mm256_mul_ps(load_ph8(hd + 32 + 16 * h), load_u8_ps(p + 272 + 8 * h)), _mm256_set1_ps(-0.0f));
+  } else {
+    const uint8_t* hd = g + (b / 8) * 3360;
+    const uint8_t* p = hd + 32 + 416 * (b % 8);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    for (int m = 0; m < 4; ++m) {
+      const __m256i v = load(p + 64 * m + 32 * h);
+      const __m256i hb = load(p + 256 + 64 * (m / 2) + 32 * h);
+      const __m256i hl = m % 2 == 0 ? _mm256_slli_epi16(hb, 4) : hb;
+      const __m256i hh = m % 2 == 0 ? _mm256_slli_epi16(hb, 2) : _mm256_srli_epi16(hb, 2);
+      w[m] = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hl, m30));
+      w[m + 4] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(hh, m30));
     }
-  }
-  for (int t = 0; t < TT; ++t) {
-    float s = hsum256(acc[t]);
-    if (nb > 16 * nc) s += q6_k_tail(wr + nc * 420, 16 * nc, nb, a[t]);
-    y[(t0 + t) * ldy + r] = s;
+    s.sl = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 384 + 8 * h)));
+    s.sh = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 400 + 8 * h)));
+    s.dw = load_ph8(hd + 16 * h);
   }
 }
 
-template <int TT>
-void q8_0_tile(const uint8_t* wr, int64_t cols, const uint8_t* act, int64_t t0, float* y,
-               int64_t ldy, int64_t r) {
-  const int64_t nb = cols / 32, nc = nb / 16;
-  Act a[TT];
-  __m256 acc[TT];
-  tile_start(act, cols, t0, a, acc, _mm256_setzero_ps());
-  for (int64_t c = 0; c < nc; ++c) {
-    const uint8_t* p = wr + c * 544;
-    for (int h = 0; h < 2; ++h) {
-      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 512 + 16 * h)));
-      for (int t = 0; t < TT; ++t) {
-        const int8_t* q = a[t].q + c * 512 + 32 * h;
-        __m256i i = _mm256_setzero_si256();
-        for (int k = 0; k < 8; ++k) {
-          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * k + 32 * h));
-          const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k));
-          i = _mm256_add_epi32(i, dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)));  // |w| * (x with w's sign)
-        }
-        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i), _mm256_loadu_ps(a[t].d + c * 16 + 8 * h)), dw, acc[t]);
-      }
+// Token a's integer dot products for one block of 8 rows.
+template <Kind K>
+inline __m256i block_dots(const __m256i (&w)[8], const Act& a, int64_t b, const Scales& s) {
+  const int8_t* q = a.q + b * 32;
+  if constexpr (K == Kind::kQ8_0) {
+    __m256i i = _mm256_setzero_si256();
+    for (int k = 0; k < 8; ++k) {
+      i = _mm256_add_epi32(i, madd1(_mm256_maddubs_epi16(_mm256_sign_epi8(w[k], w[k]), _mm256_sign_epi8(bcast(q + 4 * k), w[k]))));
     }
-  }
-  for (int t = 0; t < TT; ++t) {
-    float s = hsum256(acc[t]);
-    if (nb > 16 * nc) s += q8_0_tail(wr + nc * 544, 16 * nc, nb, a[t]);
-    y[(t0 + t) * ldy + r] = s;
+    return i;
+  } else if constexpr (K == Kind::kQ6_K) {
+    // Weights 0..63 times int8: two pair sums still fit int16.
+    auto two = [&](int k) {
+      return madd1(_mm256_add_epi16(_mm256_maddubs_epi16(w[k], bcast(q + 4 * k)), _mm256_maddubs_epi16(w[k + 1], bcast(q + 4 * k + 4))));
+    };
+    const __m256i lo = _mm256_add_epi32(_mm256_add_epi32(two(0), two(2)), _mm256_set1_epi32(a.corr[b]));
+    const __m256i hi = _mm256_add_epi32(_mm256_add_epi32(two(4), two(6)), _mm256_set1_epi32(a.corr2[b]));
+    return _mm256_add_epi32(_mm256_mullo_epi32(lo, s.sl), _mm256_mullo_epi32(hi, s.sh));
+  } else {
+    // Nibble (<= 15) times int8 (|x| <= 128): eight pair sums stay below 2^15 in int16.
+    __m256i s16 = _mm256_maddubs_epi16(w[0], bcast(q));
+    for (int k = 1; k < 8; ++k) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], bcast(q + 4 * k)));
+    const __m256i i = madd1(s16);
+    return K == Kind::kQ4_0 ? _mm256_add_epi32(i, _mm256_set1_epi32(a.corr[b])) : i;
   }
 }
+
+// TT tokens (at most 4: the eight weight vectors and TT accumulators stay in registers).
+template <Kind K, int TT>
+void tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
+  constexpr bool kMin = K == Kind::kQ4_1 || K == Kind::kQ4_K;
+  const int64_t nb = cols / 32;
+  Act a[TT];
+  for (int t = 0; t < TT; ++t) a[t] = act_row(act, cols, t0 + t);
+  for (int h = 0; h < 2; ++h) {
+    __m256 f[TT];
+    for (int t = 0; t < TT; ++t) f[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256i w[8];
+      Scales s;
+      unpack<K>(g, b, h, w, s);
+      for (int t = 0; t < TT; ++t) {
+        const __m256i i = block_dots<K>(w, a[t], b, s);
+        f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(s.dw, _mm256_set1_ps(a[t].d[b])), f[t]);
+        if constexpr (kMin) f[t] = _mm256_fmadd_ps(s.mw, _mm256_set1_ps(a[t].s[b]), f[t]);
+      }
+    }
+    for (int t = 0; t < TT; ++t) {
+      alignas(32) float v[8];
+      _mm256_store_ps(v, f[t]);
+      out.put(t0 + t, row0 + 8 * h, v, 8);
+    }
+  }
+}
+
+template <Kind K>
+void tile8(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
+  tile<K, 4>(g, cols, act, t0, row0, out);
+  tile<K, 4>(g, cols, act, t0 + 4, row0, out);
+}
+
+template <Kind K>
+constexpr PackedGemmFn gemm_for = &gemm_groups<tile<K, 1>, tile<K, 2>, tile<K, 4>, tile8<K>>;
 
 }  // namespace
 
 void quantize_act_q8_avx2(const float* x, int64_t cols, ActQ8Format f, uint8_t* dst) {
   // Bit for bit the scalar conversion: the same amax, d = amax / 127, fp16 d, 1/d and
   // round-half-to-even of x / d (VROUNDPS in the default rounding mode, like nearbyint).
-  const int64_t nb = cols / 32, nc = nb / 16;
+  const int64_t nb = cols / 32;
   auto* q = reinterpret_cast<int8_t*>(dst);
   auto* corr = reinterpret_cast<int32_t*>(dst + cols);
   auto* dl = reinterpret_cast<float*>(dst + cols + 4 * nb);
@@ -206,23 +187,16 @@ void quantize_act_q8_avx2(const float* x, int64_t cols, ActQ8Format f, uint8_t* 
     dl[b] = _cvtsh_ss(dh);
     sl[b] = f.s_fp16 ? _cvtsh_ss(_cvtss_sh(d * static_cast<float>(sum), _MM_FROUND_TO_NEAREST_INT))
                      : dl[b] * static_cast<float>(sum);
-    if (b < nc * 16) {
-      int8_t* c = q + (b / 16) * 512 + (b % 16) * 4;
-      alignas(32) int32_t g[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(g), i8);
-      for (int k = 0; k < 8; ++k) __builtin_memcpy(c + 64 * k, g + k, 4);
-    } else {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * 32), i8);
-    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * 32), i8);
   }
 }
 
 PackedGemmFn packed_gemm_avx2(GgmlType t) {
-  if (t == GgmlType::Q4_0) return &gemm_tiles<q4_tile<1, kQ4_0>, q4_tile<2, kQ4_0>, q4_tile<4, kQ4_0>, q4_tile<8, kQ4_0>>;
-  if (t == GgmlType::Q4_1) return &gemm_tiles<q4_tile<1, kQ4_1>, q4_tile<2, kQ4_1>, q4_tile<4, kQ4_1>, q4_tile<8, kQ4_1>>;
-  if (t == GgmlType::Q4_K) return &gemm_tiles<q4_tile<1, kQ4_K>, q4_tile<2, kQ4_K>, q4_tile<4, kQ4_K>, q4_tile<8, kQ4_K>>;
-  if (t == GgmlType::Q6_K) return &gemm_tiles<q6k_tile<1>, q6k_tile<2>, q6k_tile<4>, q6k_tile<8>>;
-  if (t == GgmlType::Q8_0) return &gemm_tiles<q8_0_tile<1>, q8_0_tile<2>, q8_0_tile<4>, q8_0_tile<8>>;
+  if (t == GgmlType::Q4_0) return gemm_for<Kind::kQ4_0>;
+  if (t == GgmlType::Q4_1) return gemm_for<Kind::kQ4_1>;
+  if (t == GgmlType::Q4_K) return gemm_for<Kind::kQ4_K>;
+  if (t == GgmlType::Q6_K) return gemm_for<Kind::kQ6_K>;
+  if (t == GgmlType::Q8_0) return gemm_for<Kind::kQ8_0>;
   return nullptr;
 }
 

@@ -129,9 +129,9 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, TypeTest, ::testing::ValuesIn(kWeightTypes),
                          [](const auto& info) { return std::string(type_name(info.param)); });
 
 // Packed layouts: every compiled level (scalar twin, AVX2, AVX-512 VNNI, as far as this CPU
-// goes) against the float64 reference on the GGUF layout. Shapes cover whole groups of four
-// blocks, a tail, token counts that use every tile size (1, 2, 4, 8 and remainders) and more
-// than one 64-token slab.
+// goes) against the float64 reference on the GGUF layout, and bit for bit against the scalar
+// twin. 19 rows: a whole group of 16 and a padded one; token counts use every tile size (1, 2,
+// 4, 8 and remainders); row lengths from one block (or super-block) up.
 struct PackedCase {
   GgmlType type;
   Isa isa;
@@ -174,9 +174,32 @@ TEST_P(PackedTest, MatchesReference) {
       ASSERT_GT(mag, 0.0);
       EXPECT_LT(std::sqrt(err / mag), 1e-5) << wt.name << " " << isa_name(isa) << " cols " << cols
                                             << " n_tok " << n_tok;
-      // The packed embedding lookup gives the reference dequantization exactly.
-      get_row(pv, 5, row.data());
-      wt.dequantize(w.data() + 5 * row_bytes(wt, cols), rowr.data(), cols);
+      // Every level gives the scalar twin's bits (same integer products, same float steps).
+      if (isa != Isa::Scalar) {
+        std::vector<float> ys(y.size());
+        set_isa(Isa::Scalar);
+        matmul(pv, x.data(), n_tok, ys.data(), pool, scratch);
+        set_isa(isa);
+        ASSERT_EQ(y, ys) << wt.name << " " << isa_name(isa) << " cols " << cols << " n_tok " << n_tok;
+      }
+      // A range of rows that cuts both its row groups (as a rank's slice of the output head):
+      // the same values as those rows of the whole product.
+      const int64_t b = 3, e = 17;
+      const MatrixView part = row_range(pv, b, e);
+      std::vector<float> yp(n_tok * (e - b));
+      matmul(part, x.data(), n_tok, yp.data(), pool, scratch);
+      for (int64_t t = 0; t < n_tok; ++t) {
+        for (int64_t r = b; r < e; ++r) ASSERT_EQ(yp[t * (e - b) + r - b], y[t * rows + r]) << "row " << r << " token " << t;
+      }
+      // The packed embedding lookup gives the reference dequantization exactly (a row of the
+      // last, padded group too, and through the range view).
+      for (const int64_t r : {int64_t{5}, rows - 1}) {
+        get_row(pv, r, row.data());
+        wt.dequantize(w.data() + r * row_bytes(wt, cols), rowr.data(), cols);
+        EXPECT_EQ(row, rowr) << "row " << r;
+      }
+      get_row(part, 2, row.data());
+      wt.dequantize(w.data() + (b + 2) * row_bytes(wt, cols), rowr.data(), cols);
       EXPECT_EQ(row, rowr);
     }
   }

@@ -492,12 +492,7 @@ void Model::head(const float* x, const int64_t* rows, int64_t n_rows, float* log
   for (int64_t i = 0; i < n_rows; ++i) {
     kern::rms_norm(x + rows[i] * hp.n_embd, output_norm.data(), 1, hp.n_embd, hp.rms_eps, normed.data() + i * hp.n_embd);
   }
-  kern::MatrixView w = output;
-  if (part_.vocab_begin > 0 || part_.vocab_end < output.rows) {
-    w.data = static_cast<const uint8_t*>(output.data) +
-             static_cast<size_t>(part_.vocab_begin) * kern::view_row_bytes(output);
-    w.rows = part_.vocab_end - part_.vocab_begin;
-  }
+  const kern::MatrixView w = kern::row_range(output, part_.vocab_begin, part_.vocab_end);
   if (!per_token_exact(w.type)) {
     // One row at a time, so a row's logits do not depend on how many rows are asked (above).
     for (int64_t i = 0; i < n_rows; ++i) {
