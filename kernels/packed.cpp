@@ -19,10 +19,14 @@ bool packable(GgmlType t, Isa isa) {
 }
 
 ActQ8Format act_format(GgmlType t) {
-  if (t == GgmlType::Q4_1) return {0, true};
-  if (t == GgmlType::Q4_K) return {0, false, true, false};
-  if (t == GgmlType::Q6_K) return {0, false, true, true};
-  return {t == GgmlType::Q4_0 ? 8 : 128, true};
+  switch (t) {
+    case GgmlType::Q4_1: case GgmlType::Q5_1: return {0, true};
+    case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, false, true, false};
+    case GgmlType::Q6_K: return {0, false, true, true};
+    case GgmlType::Q4_0: return {8, true};
+    case GgmlType::Q5_0: return {16, true};
+    default: return {128, true};
+  }
 }
 
 namespace {
@@ -35,16 +39,35 @@ int64_t group_unit_bytes(GgmlType t) {
   switch (t) {
     case GgmlType::Q4_0: return 288;
     case GgmlType::Q4_1: return 320;
+    case GgmlType::Q5_0: return 352;
+    case GgmlType::Q5_1: return 384;
     case GgmlType::Q8_0: return 544;
     case GgmlType::Q4_K: return 2368;
+    case GgmlType::Q5_K: return 2880;
     case GgmlType::Q6_K: return 3360;
     default: throw std::invalid_argument("packed layout: type has no packed layout");
   }
 }
-int64_t group_unit_cols(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q6_K ? QK_K : QK; }
+int64_t group_unit_cols(GgmlType t) {
+  return t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K ? QK_K : QK;
+}
 
 // Row j's byte for elements (4m + i, 16 + 4m + i) in a nibble plane.
 inline uint8_t& nibble_byte(uint8_t* plane, int64_t j, int m, int i) { return plane[(m * kG + j) * 4 + i]; }
+
+// Row j of a 5-bit block (values 0..31): low 4 bits into the nibble plane, the fifth bits into
+// the high plane (64 bytes after it): byte 4j + i, bit m = element 4m + i, bit 4 + m = 16 + 4m + i.
+void place_5bit(uint8_t* plane, int64_t j, const uint8_t (&v)[QK]) {
+  uint8_t* high = plane + 256;
+  for (int i = 0; i < 4; ++i) high[4 * j + i] = 0;
+  for (int m = 0; m < 4; ++m) {
+    for (int i = 0; i < 4; ++i) {
+      const uint8_t lo = v[4 * m + i], hi = v[16 + 4 * m + i];
+      nibble_byte(plane, j, m, i) = static_cast<uint8_t>((lo & 0x0F) | ((hi & 0x0F) << 4));
+      high[4 * j + i] |= static_cast<uint8_t>(((lo >> 4) << m) | ((hi >> 4) << (4 + m)));
+    }
+  }
+}
 
 // Element e (0..31) of sub-block s (0..7) of a GGUF Q4_K super-block: a nibble 0..15.
 inline uint8_t q4k_nibble(const BlockQ4_K& b, int s, int e) {
@@ -70,6 +93,36 @@ void pack_group_row(GgmlType t, const uint8_t* src, uint8_t* group, int64_t j, i
       for (int m = 0; m < 4; ++m) std::memcpy(&nibble_byte(g, j, m, 0), blk + (q41 ? 4 : 2) + 4 * m, 4);
       std::memcpy(g + 256 + 2 * j, blk, 2);
       if (q41) std::memcpy(g + 288 + 2 * j, blk + 2, 2);
+    } else if (t == GgmlType::Q5_0 || t == GgmlType::Q5_1) {
+      const bool q51 = t == GgmlType::Q5_1;
+      const uint8_t* blk = src + u * (q51 ? 24 : 22);  // d, [m], qh (32 fifth bits), 16 bytes of nibbles
+      const uint8_t* qs = blk + (q51 ? 8 : 6);
+      uint32_t qh;
+      std::memcpy(&qh, blk + (q51 ? 4 : 2), 4);
+      uint8_t v[QK];
+      for (int e = 0; e < QK; ++e) {
+        v[e] = static_cast<uint8_t>(((e < 16 ? qs[e] : qs[e - 16] >> 4) & 0x0F) | (((qh >> e) & 1) << 4));
+      }
+      place_5bit(g, j, v);
+      std::memcpy(g + 320 + 2 * j, blk, 2);
+      if (q51) std::memcpy(g + 352 + 2 * j, blk + 2, 2);
+    } else if (t == GgmlType::Q5_K) {
+      BlockQ5_K sb;
+      std::memcpy(&sb, src + u * static_cast<int64_t>(sizeof sb), sizeof sb);
+      std::memcpy(g + 2 * j, &sb.d, 2);
+      std::memcpy(g + 32 + 2 * j, &sb.dmin, 2);
+      for (int s = 0; s < 8; ++s) {
+        uint8_t* blk = g + 64 + 352 * s;
+        uint8_t v[QK];
+        for (int e = 0; e < QK; ++e) {
+          v[e] = static_cast<uint8_t>(((sb.qs[32 * (s / 2) + e] >> (4 * (s % 2))) & 0x0F) | (((sb.qh[e] >> s) & 1) << 4));
+        }
+        place_5bit(blk, j, v);
+        int32_t sc, mn;
+        scale_min_k4(s, sb.scales, sc, mn);
+        blk[320 + j] = static_cast<uint8_t>(sc);
+        blk[336 + j] = static_cast<uint8_t>(mn);
+      }
     } else if (t == GgmlType::Q8_0) {
       const uint8_t* blk = src + u * 34;
       for (int k = 0; k < 8; ++k) std::memcpy(g + (k * kG + j) * 4, blk + 2 + 4 * k, 4);
@@ -138,8 +191,32 @@ void unpack_block(GgmlType t, const uint8_t* group, int64_t j, int64_t b, BlockI
       o.q[e + 16] = static_cast<int8_t>((v >> 4) - off);
     }
   };
+  auto fifth = [&](const uint8_t* plane, int off) {  // a 5-bit block: nibbles, then the high plane
+    nibbles(plane, 0);
+    for (int e = 0; e < 16; ++e) {
+      const uint8_t h = plane[256 + 4 * j + e % 4];
+      o.q[e] = static_cast<int8_t>(o.q[e] + (((h >> (e / 4)) & 1) << 4) - off);
+      o.q[e + 16] = static_cast<int8_t>(o.q[e + 16] + (((h >> (4 + e / 4)) & 1) << 4) - off);
+    }
+  };
   o.m = 0.0f;
   switch (t) {
+    case GgmlType::Q5_0:
+      fifth(g, 16);
+      o.d = half(g + 320, j);
+      return;
+    case GgmlType::Q5_1:
+      fifth(g, 0);
+      o.d = half(g + 320, j);
+      o.m = half(g + 352, j);
+      return;
+    case GgmlType::Q5_K: {
+      const uint8_t* blk = g + 64 + 352 * s;
+      fifth(blk, 0);
+      o.d = half(g, j) * static_cast<float>(blk[320 + j]);
+      o.m = -(half(g + 32, j) * static_cast<float>(blk[336 + j]));
+      return;
+    }
     case GgmlType::Q4_0:
       nibbles(g, 8);
       o.d = half(g + 256, j);
@@ -178,7 +255,10 @@ void unpack_block(GgmlType t, const uint8_t* group, int64_t j, int64_t b, BlockI
 }
 
 void check_packed_type(GgmlType t, const char* what) {
-  if (t != GgmlType::Q4_0 && t != GgmlType::Q4_1 && t != GgmlType::Q4_K && t != GgmlType::Q6_K && t != GgmlType::Q8_0) {
+  switch (t) {
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q8_0:
+    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return;
+    default:
     throw std::invalid_argument(std::string(what) + ": type has no packed layout");
   }
 }
@@ -282,7 +362,7 @@ namespace {
 template <GgmlType kType>
 void gemm_scalar(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols, const uint8_t* act,
                  int64_t n_tok, float* y, int64_t ldy) {
-  constexpr bool kMin = kType == GgmlType::Q4_1 || kType == GgmlType::Q4_K;
+  constexpr bool kMin = kType == GgmlType::Q4_1 || kType == GgmlType::Q5_1 || kType == GgmlType::Q4_K || kType == GgmlType::Q5_K;
   const int64_t nb = cols / QK;
   std::vector<BlockInts> blocks(static_cast<size_t>(nb));
   for (int64_t r = r0; r < r1; ++r) {
@@ -319,6 +399,9 @@ PackedGemmFn packed_gemm(GgmlType t, Isa isa) {
       if (t == GgmlType::Q4_K) return &gemm_scalar<GgmlType::Q4_K>;
       if (t == GgmlType::Q6_K) return &gemm_scalar<GgmlType::Q6_K>;
       if (t == GgmlType::Q8_0) return &gemm_scalar<GgmlType::Q8_0>;
+      if (t == GgmlType::Q5_0) return &gemm_scalar<GgmlType::Q5_0>;
+      if (t == GgmlType::Q5_1) return &gemm_scalar<GgmlType::Q5_1>;
+      if (t == GgmlType::Q5_K) return &gemm_scalar<GgmlType::Q5_K>;
       return nullptr;
   }
   return nullptr;

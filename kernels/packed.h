@@ -16,10 +16,16 @@
 //   Q4_1 (320 B = 16 x 20): [nibbles][d, fp16 x 16][m, fp16 x 16]; value d q + m.
 //   Q8_0 (544 B = 16 x 34): [int8, 512 B: byte (k * 16 + j) * 4 + i = element 4k + i of row j]
 //         [d, fp16 x 16].
+//   5-bit blocks: [nibbles (the low 4 bits)][high plane, 64 B: byte 4j + i, bit m = bit 4 of
+//         element 4m + i of row j, bit 4 + m = bit 4 of element 16 + 4m + i].
+//   Q5_0 (352 B = 16 x 22): [5-bit block][d, fp16 x 16]; values 0..31 stand for -16..15.
+//   Q5_1 (384 B = 16 x 24): [5-bit block][d, fp16 x 16][m, fp16 x 16]; value d q + m.
 // K-quants go by super-block (256 elements, 8 blocks), per group super-block:
 //   Q4_K (2368 B = 16 x 148, 4 B per row more than GGUF: the scales unpacked):
 //         [d, fp16 x 16][dmin, fp16 x 16], then per block [nibbles][sc: 16 x u8][mn: 16 x u8];
 //         block b of row j stands for (d_j sc_j) q - dmin_j mn_j (both products exact in float).
+//   Q5_K (2880 B = 16 x 180, 4 B per row more than GGUF): as Q4_K with 5-bit blocks:
+//         [d][dmin], then per block [5-bit block][sc: 16 x u8][mn: 16 x u8].
 //   Q6_K (3360 B = 16 x 210, GGUF's size): [d, fp16 x 16], then per block [low 4 bits as
 //         nibbles][high 2 bits, 128 B: two 64-byte vectors; in vector p, byte 4j + i holds, from
 //         bit 0, the high bits of elements 4m+i, 16+4m+i, 4(m+1)+i, 16+4(m+1)+i of row j,
@@ -30,12 +36,13 @@
 //   [q: cols x int8, natural order][corr: nb x int32][d: nb x float][s: nb x float][corr2: nb x int32]
 // q and d are exactly Q8_0's (same rounding). corr[b] = -bias * (sum of block b's q), so an
 // integer dot product of unsigned (biased) weights started at corr gives the signed result.
-// bias is 8 for Q4_0 (nibbles 0..15 stand for -8..7), 128 for Q8_0 (weights offset by 128 to
-// become unsigned for VNNI) and 0 for Q4_1 and Q4_K. s[b] is the block's sum for the min term
-// m_w * s of Q4_1 and Q4_K products: for Q4_1, Q8_1's d * sum(q) rounded to fp16, with d = amax /
-// 127 before its own fp16 rounding (as llama.cpp pairs Q4_1 with Q8_1); for Q4_K, exactly the sum
-// of the block's dequantized values (d times sum(q), exact in float), with q and d rounded as
-// Q8_K rounds them (one scale per 256 elements, as llama.cpp pairs Q4_K with Q8_K). For Q6_K (Q8_K
+// bias is 8 for Q4_0 (nibbles 0..15 stand for -8..7), 16 for Q5_0, 128 for Q8_0 (weights offset
+// by 128 to become unsigned for VNNI) and 0 for the types with mins. s[b] is the block's sum for
+// the min term m_w * s of Q4_1, Q5_1, Q4_K and Q5_K products: for Q4_1 and Q5_1, Q8_1's
+// d * sum(q) rounded to fp16, with d = amax / 127 before its own fp16 rounding (as llama.cpp
+// pairs them with Q8_1); for Q4_K and Q5_K, exactly the sum of the block's dequantized values
+// (d times sum(q), exact in float), with q and d rounded as Q8_K rounds them (one scale per 256
+// elements, as llama.cpp pairs K-quants with Q8_K). For Q6_K (Q8_K
 // rounding too), corr and corr2 are -32 times the sums of each block's first and last 16 values;
 // corr2 is 0 otherwise.
 //

@@ -1,4 +1,4 @@
-// AVX2 kernels for packed Q4_0 / Q4_1 / Q4_K / Q6_K / Q8_0 weights (layouts in packed.h). Compiled
+// AVX2 kernels for packed Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K weights (layouts in packed.h). Compiled
 // with -mavx2 -mfma -mf16c and called only when the CPU has them. Like packed_avx512.cpp, this
 // file calls no inline functions from ordinary shared headers (packed_tiles.h has internal
 // linkage).
@@ -6,7 +6,8 @@
 // A group's 16 rows go as two halves of 8 (an 8-lane vector each). Without VNNI, products of
 // unsigned and signed bytes go through VPMADDUBSW (pairs into int16) and VPMADDWD (pairs into
 // int32), with 4 activation bytes broadcast to every lane: 4-bit weights (0..15) are small
-// enough for a block's eight pair sums to stay in int16; Q6_K (0..63) sums two at a time; Q8_0
+// enough for a block's eight pair sums to stay in int16; 5-bit ones (0..31) sum four at a
+// time, Q6_K (0..63) two; Q8_0
 // uses |w| and the activation with w's sign moved onto it. The integer block products and the
 // float steps are those of the AVX-512 kernels and the scalar twin, so the bits are the same.
 #include <immintrin.h>
@@ -36,13 +37,25 @@ inline void unpack_nibbles(const uint8_t* p, int h, __m256i (&w)[8]) {
   }
 }
 
+// The same for a 5-bit block (high plane 256 bytes after the nibbles; see packed_avx512.cpp).
+inline void unpack_5bit(const uint8_t* p, int h, __m256i (&w)[8]) {
+  unpack_nibbles(p, h, w);
+  const __m256i hb = load(p + 256 + 32 * h), b4 = _mm256_set1_epi8(0x10);
+  for (int m = 0; m < 4; ++m) {
+    w[m] = _mm256_or_si256(w[m], _mm256_and_si256(_mm256_slli_epi16(hb, 4 - m), b4));
+    w[m + 4] = _mm256_or_si256(w[m + 4], _mm256_and_si256(_mm256_srli_epi16(hb, m), b4));
+  }
+}
+
 struct Scales {
   __m256 dw, mw;
   __m256i sl, sh;
 };
 
 // Each type's block b, half h of a group (as in packed_avx512.cpp; Q8_0 keeps signed weights).
-enum class Kind { kQ4_0, kQ4_1, kQ4_K, kQ6_K, kQ8_0 };
+enum class Kind { kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0, kQ4_K, kQ5_K, kQ6_K };
+constexpr bool has_min(Kind k) { return k == Kind::kQ4_1 || k == Kind::kQ5_1 || k == Kind::kQ4_K || k == Kind::kQ5_K; }
+constexpr bool five_bit(Kind k) { return k == Kind::kQ5_0 || k == Kind::kQ5_1 || k == Kind::kQ5_K; }
 
 template <Kind K>
 void unpack(const uint8_t* g, int64_t b, int h, __m256i (&w)[8], Scales& s) {
@@ -51,6 +64,17 @@ void unpack(const uint8_t* g, int64_t b, int h, __m256i (&w)[8], Scales& s) {
     unpack_nibbles(p, h, w);
     s.dw = load_ph8(p + 256 + 16 * h);
     if constexpr (K == Kind::kQ4_1) s.mw = load_ph8(p + 288 + 16 * h);
+  } else if constexpr (K == Kind::kQ5_0 || K == Kind::kQ5_1) {
+    const uint8_t* p = g + b * (K == Kind::kQ5_0 ? 352 : 384);
+    unpack_5bit(p, h, w);
+    s.dw = load_ph8(p + 320 + 16 * h);
+    if constexpr (K == Kind::kQ5_1) s.mw = load_ph8(p + 352 + 16 * h);
+  } else if constexpr (K == Kind::kQ5_K) {
+    const uint8_t* hd = g + (b / 8) * 2880;
+    const uint8_t* p = hd + 64 + 352 * (b % 8);
+    unpack_5bit(p, h, w);
+    s.dw = _mm256_mul_ps(load_ph8(hd + 16 * h), load_u8_ps(p + 320 + 8 * h));
+    s.mw = _mm256_xor_ps(_mm256_mul_ps(load_ph8(hd + 32 + 16 * h), load_u8_ps(p + 336 + 8 * h)), _mm256_set1_ps(-0.0f));
   } else if constexpr (K == Kind::kQ8_0) {
     const uint8_t* p = g + b * 544;
     for (int k = 0; k < 8; ++k) w[k] = load(p + 64 * k + 32 * h);
@@ -97,6 +121,15 @@ inline __m256i block_dots(const __m256i (&w)[8], const Act& a, int64_t b, const 
     const __m256i lo = _mm256_add_epi32(_mm256_add_epi32(two(0), two(2)), _mm256_set1_epi32(a.corr[b]));
     const __m256i hi = _mm256_add_epi32(_mm256_add_epi32(two(4), two(6)), _mm256_set1_epi32(a.corr2[b]));
     return _mm256_add_epi32(_mm256_mullo_epi32(lo, s.sl), _mm256_mullo_epi32(hi, s.sh));
+  } else if constexpr (five_bit(K)) {
+    // 5 bits (<= 31) times int8 (|x| <= 128): four pair sums stay below 2^15 in int16.
+    auto four = [&](int k) {
+      const __m256i a0 = _mm256_add_epi16(_mm256_maddubs_epi16(w[k], bcast(q + 4 * k)), _mm256_maddubs_epi16(w[k + 1], bcast(q + 4 * k + 4)));
+      const __m256i a1 = _mm256_add_epi16(_mm256_maddubs_epi16(w[k + 2], bcast(q + 4 * k + 8)), _mm256_maddubs_epi16(w[k + 3], bcast(q + 4 * k + 12)));
+      return madd1(_mm256_add_epi16(a0, a1));
+    };
+    const __m256i i = _mm256_add_epi32(four(0), four(4));
+    return K == Kind::kQ5_0 ? _mm256_add_epi32(i, _mm256_set1_epi32(a.corr[b])) : i;
   } else {
     // Nibble (<= 15) times int8 (|x| <= 128): eight pair sums stay below 2^15 in int16.
     __m256i s16 = _mm256_maddubs_epi16(w[0], bcast(q));
@@ -109,7 +142,7 @@ inline __m256i block_dots(const __m256i (&w)[8], const Act& a, int64_t b, const 
 // TT tokens (at most 4: the eight weight vectors and TT accumulators stay in registers).
 template <Kind K, int TT>
 void tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
-  constexpr bool kMin = K == Kind::kQ4_1 || K == Kind::kQ4_K;
+  constexpr bool kMin = has_min(K);
   const int64_t nb = cols / 32;
   Act a[TT];
   for (int t = 0; t < TT; ++t) a[t] = act_row(act, cols, t0 + t);
@@ -197,6 +230,9 @@ PackedGemmFn packed_gemm_avx2(GgmlType t) {
   if (t == GgmlType::Q4_K) return gemm_for<Kind::kQ4_K>;
   if (t == GgmlType::Q6_K) return gemm_for<Kind::kQ6_K>;
   if (t == GgmlType::Q8_0) return gemm_for<Kind::kQ8_0>;
+  if (t == GgmlType::Q5_0) return gemm_for<Kind::kQ5_0>;
+  if (t == GgmlType::Q5_1) return gemm_for<Kind::kQ5_1>;
+  if (t == GgmlType::Q5_K) return gemm_for<Kind::kQ5_K>;
   return nullptr;
 }
 

@@ -1,4 +1,4 @@
-// AVX-512 VNNI kernels for packed Q4_0 / Q4_1 / Q4_K / Q6_K / Q8_0 weights (layouts in packed.h).
+// AVX-512 VNNI kernels for packed Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K weights (layouts in packed.h).
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma -mf16c and called only when
 // the CPU has them. It calls no inline functions from ordinary shared headers (the linker could
 // keep this file's AVX-512 copy for the whole program); packed_tiles.h is built for that
@@ -41,6 +41,17 @@ inline void unpack_nibbles(const uint8_t* p, __m512i (&w)[8]) {
   }
 }
 
+// A 5-bit block: the nibbles, then bit 4 of each byte from the high plane (64 bytes after
+// them; byte 4j + i, bit m for element 4m + i, bit 4 + m for element 16 + 4m + i).
+inline void unpack_5bit(const uint8_t* p, __m512i (&w)[8]) {
+  unpack_nibbles(p, w);
+  const __m512i h = load(p + 256), b4 = _mm512_set1_epi8(0x10);
+  for (int m = 0; m < 4; ++m) {
+    w[m] = _mm512_or_si512(w[m], _mm512_and_si512(_mm512_slli_epi16(h, 4 - m), b4));
+    w[m + 4] = _mm512_or_si512(w[m + 4], _mm512_and_si512(_mm512_srli_epi16(h, m), b4));
+  }
+}
+
 // Each type's block b of a group: the eight weight vectors, d_w (and m_w where kMin), and for
 // Q6_K the halves' int8 scales. kCorr: the weights are biased (start from corr).
 struct Scales {
@@ -69,6 +80,27 @@ struct Q4_1G {
   }
 };
 
+struct Q5_0G {
+  static constexpr bool kMin = false, kCorr = true, kQ6 = false;
+  static constexpr int kBlockBytes = 352;
+  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+    const uint8_t* p = g + b * 352;
+    unpack_5bit(p, w);
+    s.dw = load_ph16(p + 320);
+  }
+};
+
+struct Q5_1G {
+  static constexpr bool kMin = true, kCorr = false, kQ6 = false;
+  static constexpr int kBlockBytes = 384;
+  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+    const uint8_t* p = g + b * 384;
+    unpack_5bit(p, w);
+    s.dw = load_ph16(p + 320);
+    s.mw = load_ph16(p + 352);
+  }
+};
+
 struct Q8_0G {
   static constexpr bool kMin = false, kCorr = true, kQ6 = false;
   static constexpr int kBlockBytes = 544;
@@ -90,6 +122,19 @@ struct Q4_KG {
     unpack_nibbles(p, w);
     s.dw = _mm512_mul_ps(load_ph16(h), load_u8_ps(p + 256));
     s.mw = neg(_mm512_mul_ps(load_ph16(h + 32), load_u8_ps(p + 272)));
+  }
+};
+
+// Q5_K: as Q4_K, with the fifth bits.
+struct Q5_KG {
+  static constexpr bool kMin = true, kCorr = false, kQ6 = false;
+  static constexpr int kBlockBytes = 360;
+  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+    const uint8_t* h = g + (b / 8) * 2880;
+    const uint8_t* p = h + 64 + 352 * (b % 8);
+    unpack_5bit(p, w);
+    s.dw = _mm512_mul_ps(load_ph16(h), load_u8_ps(p + 320));
+    s.mw = neg(_mm512_mul_ps(load_ph16(h + 32), load_u8_ps(p + 336)));
   }
 };
 
@@ -185,6 +230,9 @@ PackedGemmFn packed_gemm_avx512(GgmlType t) {
   if (t == GgmlType::Q4_K) return gemm_for<Q4_KG>;
   if (t == GgmlType::Q6_K) return gemm_for<Q6_KG>;
   if (t == GgmlType::Q8_0) return gemm_for<Q8_0G>;
+  if (t == GgmlType::Q5_0) return gemm_for<Q5_0G>;
+  if (t == GgmlType::Q5_1) return gemm_for<Q5_1G>;
+  if (t == GgmlType::Q5_K) return gemm_for<Q5_KG>;
   return nullptr;
 }
 

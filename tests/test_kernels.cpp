@@ -150,7 +150,7 @@ TEST_P(PackedTest, MatchesReference) {
     GTEST_SKIP() << "this CPU lacks " << isa_name(isa);
   }
   const TypeTraits& wt = traits(type);
-  const bool k_quant = type == GgmlType::Q4_K || type == GgmlType::Q6_K;  // rows of whole 256-element super-blocks, Q8_K activations
+  const bool k_quant = type == GgmlType::Q4_K || type == GgmlType::Q5_K || type == GgmlType::Q6_K;  // rows of whole 256-element super-blocks, Q8_K activations
   const std::vector<int64_t> shapes = k_quant ? std::vector<int64_t>{256, 512, 768, 2048 + 256, 4096}
                                               : std::vector<int64_t>{128, 512, 256 + 64, 32, 96, 1024 + 32 * 3, 2048 + 512 + 32 * 15};
   for (const int64_t cols : shapes) {
@@ -214,7 +214,7 @@ TEST(Packed, ActivationConversionIsTheSameAtEveryLevel) {
     for (int i = 0; i < 32; ++i) x[64 + i] = 0.0f;
     x[128] = 127.0f * scale;
     x[129] = 2.5f * scale;  // 2.5 with d = scale: a tie
-    for (const ActQ8Format f : {ActQ8Format{8, true}, ActQ8Format{0, false}}) {
+    for (const ActQ8Format f : {ActQ8Format{8, true}, ActQ8Format{16, true}, ActQ8Format{0, false}}) {
       std::vector<uint8_t> ref(act_q8_bytes(cols));
       quantize_act_q8_at(Isa::Scalar, x.data(), cols, f, ref.data());
       for (const Isa isa : {Isa::Avx2, Isa::Avx512}) {
@@ -236,7 +236,12 @@ INSTANTIATE_TEST_SUITE_P(
                       PackedCase{GgmlType::Q4_K, Isa::Avx512}, PackedCase{GgmlType::Q6_K, Isa::Scalar},
                       PackedCase{GgmlType::Q6_K, Isa::Avx2}, PackedCase{GgmlType::Q6_K, Isa::Avx512},
                       PackedCase{GgmlType::Q8_0, Isa::Scalar},
-                      PackedCase{GgmlType::Q8_0, Isa::Avx2}, PackedCase{GgmlType::Q8_0, Isa::Avx512}),
+                      PackedCase{GgmlType::Q8_0, Isa::Avx2}, PackedCase{GgmlType::Q8_0, Isa::Avx512},
+                      PackedCase{GgmlType::Q5_0, Isa::Scalar}, PackedCase{GgmlType::Q5_0, Isa::Avx2},
+                      PackedCase{GgmlType::Q5_0, Isa::Avx512}, PackedCase{GgmlType::Q5_1, Isa::Scalar},
+                      PackedCase{GgmlType::Q5_1, Isa::Avx2}, PackedCase{GgmlType::Q5_1, Isa::Avx512},
+                      PackedCase{GgmlType::Q5_K, Isa::Scalar}, PackedCase{GgmlType::Q5_K, Isa::Avx2},
+                      PackedCase{GgmlType::Q5_K, Isa::Avx512}),
     [](const auto& info) {
       return std::string(type_name(info.param.type)) + "_" + isa_name(info.param.isa);
     });
