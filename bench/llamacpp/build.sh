@@ -21,9 +21,13 @@ if [[ -z "${LLAMACPP_SRC:-}" ]]; then
   # path dies with SIGILL here because it never asks the kernel for the AMX tile state.
   # LLAMACPP_AVX512=OFF gives an AVX2-only build for comparisons on older nodes.
   avx512="${LLAMACPP_AVX512:-ON}"
-  echo "== building llama.cpp in $src/build (AVX2/FMA/F16C/BMI2, AVX-512=$avx512, AMX off)"
+  # AVX-VNNI (the VEX form of VPDPBUSD) is a separate feature: many AVX-512 CPUs (AMD Zen 4)
+  # lack it, and a build with it dies with SIGILL in the first dot product there.
+  avxvnni=OFF
+  if grep -qw avx_vnni /proc/cpuinfo; then avxvnni=ON; fi
+  echo "== building llama.cpp in $src/build (AVX2/FMA/F16C/BMI2, AVX-VNNI=$avxvnni, AVX-512=$avx512, AMX off)"
   cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON \
-    -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI="$avx512" \
+    -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI="$avxvnni" \
     -DGGML_AVX512="$avx512" -DGGML_AVX512_VNNI="$avx512" -DGGML_AVX512_VBMI="$avx512" \
     -DGGML_AVX512_BF16="$avx512" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
     -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
