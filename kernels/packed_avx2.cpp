@@ -69,22 +69,22 @@ void unpack(const uint8_t* g, int64_t b, int h, __m256i (&w)[8], Scales& s) {
     unpack_5bit(p, h, w);
     s.dw = load_ph8(p + 320 + 16 * h);
     if constexpr (K == Kind::kQ5_1) s.mw = load_ph8(p + 352 + 16 * h);
-  } else if constexpr (K == Kind::kQ5_K) {
-    const uint8_t* hd = g + (b / 8) * 2880;
-    const uint8_t* p = hd + 64 + 352 * (b % 8);
-    unpack_5bit(p, h, w);
-    s.dw = _mm256_mul_ps(load_ph8(hd + 16 * h), load_u8_ps(p + 320 + 8 * h));
-    s.mw = _mm256_xor_ps(_mm256_mul_ps(load_ph8(hd + 32 + 16 * h), load_u8_ps(p + 336 + 8 * h)), _mm256_set1_ps(-0.0f));
   } else if constexpr (K == Kind::kQ8_0) {
     const uint8_t* p = g + b * 544;
     for (int k = 0; k < 8; ++k) w[k] = load(p + 64 * k + 32 * h);
     s.dw = load_ph8(p + 512 + 16 * h);
-  } else if constexpr (K == Kind::kQ4_K) {
-    const uint8_t* hd = g + (b / 8) * 2368;
-    const uint8_t* p = hd + 64 + 288 * (b % 8);
-    unpack_nibbles(p, h, w);
-    s.dw = _mm256_mul_ps(load_ph8(hd + 16 * h), load_u8_ps(p + 256 + 8 * h));
-    s.mw = _mm256_xor_ps(_mm256_mul_ps(load_ph8(hd + 32 + 16 * h), load_u8_ps(p + 272 + 8 * h)), _mm256_set1_ps(-0.0f));
+  } else if constexpr (K == Kind::kQ4_K || K == Kind::kQ5_K) {
+    constexpr bool k5 = K == Kind::kQ5_K;
+    const uint8_t* hd = g + (b / 8) * (k5 ? 2880 : 2368);
+    const uint8_t* p = hd + 64 + (k5 ? 352 : 288) * (b % 8);
+    if constexpr (k5) {
+      unpack_5bit(p, h, w);
+    } else {
+      unpack_nibbles(p, h, w);
+    }
+    const uint8_t* sc = p + (k5 ? 320 : 256);  // 16 scales, then 16 mins
+    s.dw = _mm256_mul_ps(load_ph8(hd + 16 * h), load_u8_ps(sc + 8 * h));
+    s.mw = _mm256_xor_ps(_mm256_mul_ps(load_ph8(hd + 32 + 16 * h), load_u8_ps(sc + 16 + 8 * h)), _mm256_set1_ps(-0.0f));
   } else {
     const uint8_t* hd = g + (b / 8) * 3360;
     const uint8_t* p = hd + 32 + 416 * (b % 8);

@@ -112,29 +112,24 @@ struct Q8_0G {
   }
 };
 
-// Q4_K: d sc and -(dmin mn) per row from the unpacked 6-bit values and the rows' fp16 d, dmin.
-struct Q4_KG {
+// Q4_K and Q5_K (kBits 4 or 5): d sc and -(dmin mn) per row from the unpacked 6-bit values and
+// the rows' fp16 d, dmin.
+template <int kBits>
+struct QK_G {
   static constexpr bool kMin = true, kCorr = false, kQ6 = false;
-  static constexpr int kBlockBytes = 296;
+  static constexpr int kUnit = kBits == 5 ? 2880 : 2368, kBlock = kBits == 5 ? 352 : 288;
+  static constexpr int kBlockBytes = kUnit / 8;
   static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
-    const uint8_t* h = g + (b / 8) * 2368;
-    const uint8_t* p = h + 64 + 288 * (b % 8);
-    unpack_nibbles(p, w);
-    s.dw = _mm512_mul_ps(load_ph16(h), load_u8_ps(p + 256));
-    s.mw = neg(_mm512_mul_ps(load_ph16(h + 32), load_u8_ps(p + 272)));
-  }
-};
-
-// Q5_K: as Q4_K, with the fifth bits.
-struct Q5_KG {
-  static constexpr bool kMin = true, kCorr = false, kQ6 = false;
-  static constexpr int kBlockBytes = 360;
-  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
-    const uint8_t* h = g + (b / 8) * 2880;
-    const uint8_t* p = h + 64 + 352 * (b % 8);
-    unpack_5bit(p, w);
-    s.dw = _mm512_mul_ps(load_ph16(h), load_u8_ps(p + 320));
-    s.mw = neg(_mm512_mul_ps(load_ph16(h + 32), load_u8_ps(p + 336)));
+    const uint8_t* h = g + (b / 8) * kUnit;
+    const uint8_t* p = h + 64 + kBlock * (b % 8);
+    if constexpr (kBits == 5) {
+      unpack_5bit(p, w);
+    } else {
+      unpack_nibbles(p, w);
+    }
+    const uint8_t* sc = p + kBlock - 32;  // 16 scales, then 16 mins
+    s.dw = _mm512_mul_ps(load_ph16(h), load_u8_ps(sc));
+    s.mw = neg(_mm512_mul_ps(load_ph16(h + 32), load_u8_ps(sc + 16)));
   }
 };
 
@@ -227,12 +222,12 @@ constexpr PackedGemmFn gemm_for = &gemm_groups<tile<K, 1>, tile<K, 2>, tile<K, 4
 PackedGemmFn packed_gemm_avx512(GgmlType t) {
   if (t == GgmlType::Q4_0) return gemm_for<Q4_0G>;
   if (t == GgmlType::Q4_1) return gemm_for<Q4_1G>;
-  if (t == GgmlType::Q4_K) return gemm_for<Q4_KG>;
+  if (t == GgmlType::Q4_K) return gemm_for<QK_G<4>>;
   if (t == GgmlType::Q6_K) return gemm_for<Q6_KG>;
   if (t == GgmlType::Q8_0) return gemm_for<Q8_0G>;
   if (t == GgmlType::Q5_0) return gemm_for<Q5_0G>;
   if (t == GgmlType::Q5_1) return gemm_for<Q5_1G>;
-  if (t == GgmlType::Q5_K) return gemm_for<Q5_KG>;
+  if (t == GgmlType::Q5_K) return gemm_for<QK_G<5>>;
   return nullptr;
 }
 
