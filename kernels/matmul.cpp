@@ -40,7 +40,7 @@ size_t convert_activations(const TypeTraits& wt, const float* x, int64_t n_tok, 
 
 MatrixView pack_matrix(const MatrixView& w, std::vector<uint8_t>& storage) {
   checked_traits(w);
-  if (w.packed || !packable(w.type, active_isa())) return w;
+  if (w.packed || !packable(w.type, active_isa()) || !packable_cols(w.type, w.cols)) return w;
   storage.resize(packed_bytes(w.type, w.rows, w.cols));
   pack_rows(w.type, w.data, storage.data(), w.rows, w.cols);
   MatrixView p = w;
@@ -51,17 +51,35 @@ MatrixView pack_matrix(const MatrixView& w, std::vector<uint8_t>& storage) {
 
 namespace {
 
+bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
+
 void matmul_packed(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool,
                    std::vector<uint8_t>& scratch) {
   const PackedGemmFn fn = packed_gemm(w.type, active_isa());
   const int64_t cols = w.cols;
-  const size_t arow = act_q8_bytes(cols);
-  scratch.resize(arow * static_cast<size_t>(n_tok));
-  const ActQ8Format af = act_format(w.type);
-  uint8_t* act = scratch.data();
-  pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t) quantize_act_q8(x + t * cols, cols, af, act + t * arow);
-  });
+  uint8_t* act = nullptr;
+  if (is_float_type(w.type)) {
+    // Float rows rounded to the weight's activation type (F16 / BF16 values), as the vec_dot
+    // path rounds them.
+    const TypeTraits& at = traits(traits(w.type).vec_dot_type);
+    scratch.resize(static_cast<size_t>(n_tok * cols) * sizeof(float));
+    act = scratch.data();
+    pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) {
+      std::vector<uint8_t> tmp(row_bytes(at, cols));
+      for (int64_t t = t0; t < t1; ++t) {
+        at.quantize(x + t * cols, tmp.data(), cols);
+        at.dequantize(tmp.data(), reinterpret_cast<float*>(act) + t * cols, cols);
+      }
+    });
+  } else {
+    const size_t arow = act_q8_bytes(cols);
+    scratch.resize(arow * static_cast<size_t>(n_tok));
+    const ActQ8Format af = act_format(w.type);
+    act = scratch.data();
+    pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) {
+      for (int64_t t = t0; t < t1; ++t) quantize_act_q8(x + t * cols, cols, af, act + t * arow);
+    });
+  }
   const size_t wrow = packed_row_bytes(w.type, cols);
   const auto* wbase = static_cast<const uint8_t*>(w.data);
   // Threads take whole row groups (a group cut in two would be computed twice).
@@ -72,8 +90,6 @@ void matmul_packed(const MatrixView& w, const float* x, int64_t n_tok, float* y,
     if (r0 < r1) fn(wbase, wrow, r0, r1, cols, act, n_tok, y + (r0 - first), rows);
   });
 }
-
-bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
 // Float weights (F32 / F16 / BF16) against a batch: blocks of rows widened to float and handed
 // to OpenBLAS sgemm, one block per call on each pool thread (OpenBLAS itself single-threaded).

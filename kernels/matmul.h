@@ -24,7 +24,8 @@ struct MatrixView {
 };
 
 // Packs `w` into `storage` for the active instruction set when the type has a packed layout
-// (Q4_0, Q4_1, Q4_K, Q6_K, Q8_0 on AVX2 / AVX-512) and returns the view to use; otherwise returns `w` unchanged.
+// (every quantized type but Q8_1 / Q8_K, on AVX2 / AVX-512) and returns the view to use;
+// otherwise returns `w` unchanged. The storage holds whole groups of 16 rows (packed_bytes).
 MatrixView pack_matrix(const MatrixView& w, std::vector<uint8_t>& storage);
 
 // y[t, r] = sum_c W[r, c] * x[t, c] for t < n_tok.   x: [n_tok, cols]  y: [n_tok, rows]

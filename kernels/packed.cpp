@@ -21,8 +21,10 @@ bool packable(GgmlType t, Isa isa) {
 ActQ8Format act_format(GgmlType t) {
   switch (t) {
     case GgmlType::Q4_1: case GgmlType::Q5_1: return {0, true};
-    case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, false, true, false};
-    case GgmlType::Q6_K: return {0, false, true, true};
+    case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, false, true, 0};
+    case GgmlType::Q6_K: return {0, false, true, 32};
+    case GgmlType::Q3_K: return {0, false, true, 4};
+    case GgmlType::Q2_K: return {0, false, true, -1};
     case GgmlType::Q4_0: return {8, true};
     case GgmlType::Q5_0: return {16, true};
     default: return {128, true};
@@ -42,31 +44,65 @@ int64_t group_unit_bytes(GgmlType t) {
     case GgmlType::Q5_0: return 352;
     case GgmlType::Q5_1: return 384;
     case GgmlType::Q8_0: return 544;
+    case GgmlType::F32: return 4 * 16 * 4;  // float types: units of 4 columns
+    case GgmlType::F16: case GgmlType::BF16: return 4 * 16 * 2;
+    case GgmlType::Q2_K: return 1344;
+    case GgmlType::Q3_K: return 1824;
     case GgmlType::Q4_K: return 2368;
     case GgmlType::Q5_K: return 2880;
     case GgmlType::Q6_K: return 3360;
     default: throw std::invalid_argument("packed layout: type has no packed layout");
   }
 }
+bool float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
+
 int64_t group_unit_cols(GgmlType t) {
-  return t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K ? QK_K : QK;
+  if (float_type(t)) return 4;
+  return t == GgmlType::Q2_K || t == GgmlType::Q3_K || t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K
+             ? QK_K
+             : QK;
 }
 
 // Row j's byte for elements (4m + i, 16 + 4m + i) in a nibble plane.
 inline uint8_t& nibble_byte(uint8_t* plane, int64_t j, int m, int i) { return plane[(m * kG + j) * 4 + i]; }
 
-// Row j of a 5-bit block (values 0..31): low 4 bits into the nibble plane, the fifth bits into
-// the high plane (64 bytes after it): byte 4j + i, bit m = element 4m + i, bit 4 + m = 16 + 4m + i.
-void place_5bit(uint8_t* plane, int64_t j, const uint8_t (&v)[QK]) {
-  uint8_t* high = plane + 256;
-  for (int i = 0; i < 4; ++i) high[4 * j + i] = 0;
-  for (int m = 0; m < 4; ++m) {
+// Row j's bits of a 1-bit plane (64 bytes; v[e] 0 or 1): byte 4j + i, bit m = element 4m + i,
+// bit 4 + m = element 16 + 4m + i.
+void place_1bit(uint8_t* plane, int64_t j, const uint8_t (&v)[QK]) {
+  for (int i = 0; i < 4; ++i) {
+    uint8_t b = 0;
+    for (int m = 0; m < 4; ++m) b = static_cast<uint8_t>(b | (v[4 * m + i] << m) | (v[16 + 4 * m + i] << (4 + m)));
+    plane[4 * j + i] = b;
+  }
+}
+
+// Row j's values of a 2-bit plane (two 64-byte vectors; v[e] 0..3): in vector p, byte 4j + i
+// holds, from bit 0, elements 4m+i, 16+4m+i, 4(m+1)+i, 16+4(m+1)+i, m = 2p.
+void place_2bit(uint8_t* plane, int64_t j, const uint8_t (&v)[QK]) {
+  for (int p = 0; p < 2; ++p) {
     for (int i = 0; i < 4; ++i) {
-      const uint8_t lo = v[4 * m + i], hi = v[16 + 4 * m + i];
-      nibble_byte(plane, j, m, i) = static_cast<uint8_t>((lo & 0x0F) | ((hi & 0x0F) << 4));
-      high[4 * j + i] |= static_cast<uint8_t>(((lo >> 4) << m) | ((hi >> 4) << (4 + m)));
+      uint8_t b = 0;
+      for (int h = 0; h < 2; ++h) {
+        const int m = 2 * p + h;
+        b = static_cast<uint8_t>(b | ((v[4 * m + i] | (v[16 + 4 * m + i] << 2)) << (4 * h)));
+      }
+      plane[64 * p + 4 * j + i] = b;
     }
   }
+}
+
+// Row j of a block of values 0..(2^bits - 1) as a nibble plane of the low 4 bits and, above 4
+// bits, the high bits in a 1-bit (5-bit values) or 2-bit (6-bit) plane right after it.
+void place_bits(uint8_t* plane, int64_t j, const uint8_t (&v)[QK], int bits) {
+  uint8_t high[QK];
+  for (int m = 0; m < 4; ++m) {
+    for (int i = 0; i < 4; ++i) {
+      nibble_byte(plane, j, m, i) = static_cast<uint8_t>((v[4 * m + i] & 0x0F) | ((v[16 + 4 * m + i] & 0x0F) << 4));
+    }
+  }
+  for (int e = 0; e < QK; ++e) high[e] = static_cast<uint8_t>(v[e] >> 4);
+  if (bits == 5) place_1bit(plane + 256, j, high);
+  if (bits == 6) place_2bit(plane + 256, j, high);
 }
 
 // Element e (0..31) of sub-block s (0..7) of a GGUF Q4_K super-block: a nibble 0..15.
@@ -85,6 +121,11 @@ inline uint8_t q6k_value(const BlockQ6_K& b, int e) {
 // Row j of a group from one GGUF row (layouts in packed.h).
 void pack_group_row(GgmlType t, const uint8_t* src, uint8_t* group, int64_t j, int64_t cols) {
   const int64_t units = cols / group_unit_cols(t), ub = group_unit_bytes(t);
+  if (float_type(t)) {  // column c of the 16 rows at c * 16 values: row j's value at j
+    const int64_t es = t == GgmlType::F32 ? 4 : 2;
+    for (int64_t c = 0; c < cols; ++c) std::memcpy(group + (c * kG + j) * es, src + c * es, static_cast<size_t>(es));
+    return;
+  }
   for (int64_t u = 0; u < units; ++u) {
     uint8_t* g = group + u * ub;
     if (t == GgmlType::Q4_0 || t == GgmlType::Q4_1) {
@@ -103,7 +144,7 @@ void pack_group_row(GgmlType t, const uint8_t* src, uint8_t* group, int64_t j, i
       for (int e = 0; e < QK; ++e) {
         v[e] = static_cast<uint8_t>(((e < 16 ? qs[e] : qs[e - 16] >> 4) & 0x0F) | (((qh >> e) & 1) << 4));
       }
-      place_5bit(g, j, v);
+      place_bits(g, j, v, 5);
       std::memcpy(g + 320 + 2 * j, blk, 2);
       if (q51) std::memcpy(g + 352 + 2 * j, blk + 2, 2);
     } else if (t == GgmlType::Q5_K) {
@@ -117,7 +158,7 @@ void pack_group_row(GgmlType t, const uint8_t* src, uint8_t* group, int64_t j, i
         for (int e = 0; e < QK; ++e) {
           v[e] = static_cast<uint8_t>(((sb.qs[32 * (s / 2) + e] >> (4 * (s % 2))) & 0x0F) | (((sb.qh[e] >> s) & 1) << 4));
         }
-        place_5bit(blk, j, v);
+        place_bits(blk, j, v, 5);
         int32_t sc, mn;
         scale_min_k4(s, sb.scales, sc, mn);
         blk[320 + j] = static_cast<uint8_t>(sc);
@@ -144,20 +185,52 @@ void pack_group_row(GgmlType t, const uint8_t* src, uint8_t* group, int64_t j, i
         blk[256 + j] = static_cast<uint8_t>(sc);
         blk[272 + j] = static_cast<uint8_t>(mn);
       }
+    } else if (t == GgmlType::Q3_K) {
+      BlockQ3_K sb;
+      std::memcpy(&sb, src + u * static_cast<int64_t>(sizeof sb), sizeof sb);
+      std::memcpy(g + 2 * j, &sb.d, 2);
+      for (int s = 0; s < 8; ++s) {
+        uint8_t* blk = g + 32 + 224 * s;
+        uint8_t lo[QK], hi[QK];
+        for (int e = 0; e < QK; ++e) {
+          const int v = 32 * s + e, n = v / 128, sh = (v % 128) / 32, l = v % 32;
+          lo[e] = static_cast<uint8_t>((sb.qs[32 * n + l] >> (2 * sh)) & 3);
+          hi[e] = static_cast<uint8_t>((sb.hmask[l] >> (4 * n + sh)) & 1);  // set: q = lo, clear: lo - 4
+        }
+        place_2bit(blk, j, lo);
+        place_1bit(blk + 128, j, hi);
+        for (int h = 0; h < 2; ++h) {
+          const int k = 2 * s + h;  // the 6-bit scale of elements 16k..16k+15
+          const int sl = k < 8 ? sb.scales[k] & 0x0F : sb.scales[k - 8] >> 4;
+          const int sh = (sb.scales[8 + k % 4] >> (2 * (k / 4))) & 3;
+          blk[192 + 16 * h + j] = static_cast<uint8_t>(static_cast<int8_t>((sl | (sh << 4)) - 32));
+        }
+      }
+    } else if (t == GgmlType::Q2_K) {
+      BlockQ2_K sb;
+      std::memcpy(&sb, src + u * static_cast<int64_t>(sizeof sb), sizeof sb);
+      std::memcpy(g + 2 * j, &sb.d, 2);
+      std::memcpy(g + 32 + 2 * j, &sb.dmin, 2);
+      for (int s = 0; s < 8; ++s) {
+        uint8_t* blk = g + 64 + 160 * s;
+        uint8_t v[QK];
+        for (int e = 0; e < QK; ++e) {
+          const int x = 32 * s + e;
+          v[e] = static_cast<uint8_t>((sb.qs[32 * (x / 128) + x % 32] >> (2 * ((x % 128) / 32))) & 3);
+        }
+        place_2bit(blk, j, v);
+        blk[128 + j] = sb.scales[2 * s];       // scale | min << 4 of elements 0-15
+        blk[144 + j] = sb.scales[2 * s + 1];   // and of 16-31
+      }
     } else {  // Q6_K
       BlockQ6_K sb;
       std::memcpy(&sb, src + u * static_cast<int64_t>(sizeof sb), sizeof sb);
       std::memcpy(g + 2 * j, &sb.d, 2);
       for (int s = 0; s < 8; ++s) {
         uint8_t* blk = g + 32 + 416 * s;
-        for (int p = 0; p < 2; ++p) std::memset(blk + 256 + 64 * p + 4 * j, 0, 4);
-        for (int m = 0; m < 4; ++m) {
-          for (int i = 0; i < 4; ++i) {
-            const uint8_t lo = q6k_value(sb, 32 * s + 4 * m + i), hi = q6k_value(sb, 32 * s + 16 + 4 * m + i);
-            nibble_byte(blk, j, m, i) = static_cast<uint8_t>((lo & 0x0F) | ((hi & 0x0F) << 4));
-            blk[256 + 64 * (m / 2) + 4 * j + i] |= static_cast<uint8_t>(((lo >> 4) | ((hi >> 4) << 2)) << (4 * (m % 2)));
-          }
-        }
+        uint8_t v[QK];
+        for (int e = 0; e < QK; ++e) v[e] = q6k_value(sb, 32 * s + e);
+        place_bits(blk, j, v, 6);
         blk[384 + j] = static_cast<uint8_t>(sb.scales[2 * s]);
         blk[400 + j] = static_cast<uint8_t>(sb.scales[2 * s + 1]);
       }
@@ -171,9 +244,24 @@ void pack_group_row(GgmlType t, const uint8_t* src, uint8_t* group, int64_t j, i
 // used by the embedding lookup and the scalar kernel.
 struct BlockInts {
   int8_t q[QK];
-  float d = 0.0f, m = 0.0f;
+  float d = 0.0f, m = 0.0f;  // Q2_K: m is -dmin
   int sc_lo = 1, sc_hi = 1;
+  int mn_lo = 0, mn_hi = 0;  // Q2_K
 };
+
+// Element e (0..31) of row j in a nibble plane, a 1-bit plane and a 2-bit plane (packed.h).
+inline int nibble_at(const uint8_t* plane, int64_t j, int e) {
+  const uint8_t v = plane[((e % 16 / 4) * kG + j) * 4 + e % 4];
+  return e < 16 ? v & 0x0F : v >> 4;
+}
+inline int bit_at(const uint8_t* plane, int64_t j, int e) {
+  return (plane[4 * j + e % 4] >> (e < 16 ? e / 4 : 4 + (e - 16) / 4)) & 1;
+}
+inline int two_bits_at(const uint8_t* plane, int64_t j, int e) {
+  const int m = e % 16 / 4;
+  const uint8_t v = static_cast<uint8_t>(plane[64 * (m / 2) + 4 * j + e % 4] >> (4 * (m % 2)));
+  return (e < 16 ? v : v >> 2) & 3;
+}
 
 void unpack_block(GgmlType t, const uint8_t* group, int64_t j, int64_t b, BlockInts& o) {
   const int64_t per = group_unit_cols(t) / QK;  // blocks per unit
@@ -184,68 +272,62 @@ void unpack_block(GgmlType t, const uint8_t* group, int64_t j, int64_t b, BlockI
     std::memcpy(&h, p + 2 * k, 2);
     return fp16_to_fp32(h);
   };
-  auto nibbles = [&](const uint8_t* plane, int off) {
-    for (int e = 0; e < 16; ++e) {
-      const uint8_t v = nibble_byte(const_cast<uint8_t*>(plane), j, e / 4, e % 4);
-      o.q[e] = static_cast<int8_t>((v & 0x0F) - off);
-      o.q[e + 16] = static_cast<int8_t>((v >> 4) - off);
-    }
-  };
-  auto fifth = [&](const uint8_t* plane, int off) {  // a 5-bit block: nibbles, then the high plane
-    nibbles(plane, 0);
-    for (int e = 0; e < 16; ++e) {
-      const uint8_t h = plane[256 + 4 * j + e % 4];
-      o.q[e] = static_cast<int8_t>(o.q[e] + (((h >> (e / 4)) & 1) << 4) - off);
-      o.q[e + 16] = static_cast<int8_t>(o.q[e + 16] + (((h >> (4 + e / 4)) & 1) << 4) - off);
+  // The block's values from a nibble plane (and the high bits' plane after it), minus off.
+  auto values = [&](const uint8_t* plane, int bits, int off) {
+    for (int e = 0; e < QK; ++e) {
+      const int high = bits == 5 ? bit_at(plane + 256, j, e) : bits == 6 ? two_bits_at(plane + 256, j, e) : 0;
+      o.q[e] = static_cast<int8_t>((nibble_at(plane, j, e) | (high << 4)) - off);
     }
   };
   o.m = 0.0f;
   switch (t) {
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_1:
     case GgmlType::Q5_0:
-      fifth(g, 16);
-      o.d = half(g + 320, j);
-      return;
-    case GgmlType::Q5_1:
-      fifth(g, 0);
-      o.d = half(g + 320, j);
-      o.m = half(g + 352, j);
-      return;
-    case GgmlType::Q5_K: {
-      const uint8_t* blk = g + 64 + 352 * s;
-      fifth(blk, 0);
-      o.d = half(g, j) * static_cast<float>(blk[320 + j]);
-      o.m = -(half(g + 32, j) * static_cast<float>(blk[336 + j]));
+    case GgmlType::Q5_1: {
+      const bool five = t == GgmlType::Q5_0 || t == GgmlType::Q5_1, min = t == GgmlType::Q4_1 || t == GgmlType::Q5_1;
+      values(g, five ? 5 : 4, min ? 0 : five ? 16 : 8);
+      const uint8_t* sc = g + (five ? 320 : 256);
+      o.d = half(sc, j);
+      if (min) o.m = half(sc + 32, j);
       return;
     }
-    case GgmlType::Q4_0:
-      nibbles(g, 8);
-      o.d = half(g + 256, j);
-      return;
-    case GgmlType::Q4_1:
-      nibbles(g, 0);
-      o.d = half(g + 256, j);
-      o.m = half(g + 288, j);
-      return;
     case GgmlType::Q8_0:
       for (int e = 0; e < QK; ++e) o.q[e] = static_cast<int8_t>(g[((e / 4) * kG + j) * 4 + e % 4]);
       o.d = half(g + 512, j);
       return;
-    case GgmlType::Q4_K: {
-      const uint8_t* blk = g + 64 + 288 * s;
-      nibbles(blk, 0);
-      o.d = half(g, j) * static_cast<float>(blk[256 + j]);
-      o.m = -(half(g + 32, j) * static_cast<float>(blk[272 + j]));
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K: {
+      const bool five = t == GgmlType::Q5_K;
+      const uint8_t* blk = g + 64 + (five ? 352 : 288) * s;
+      values(blk, five ? 5 : 4, 0);
+      const uint8_t* sc = blk + (five ? 320 : 256);
+      o.d = half(g, j) * static_cast<float>(sc[j]);
+      o.m = -(half(g + 32, j) * static_cast<float>(sc[16 + j]));
+      return;
+    }
+    case GgmlType::Q2_K: {
+      const uint8_t* blk = g + 64 + 160 * s;
+      for (int e = 0; e < QK; ++e) o.q[e] = static_cast<int8_t>(two_bits_at(blk, j, e));
+      o.sc_lo = blk[128 + j] & 0x0F;
+      o.sc_hi = blk[144 + j] & 0x0F;
+      o.mn_lo = blk[128 + j] >> 4;
+      o.mn_hi = blk[144 + j] >> 4;
+      o.d = half(g, j);
+      o.m = -half(g + 32, j);
+      return;
+    }
+    case GgmlType::Q3_K: {
+      const uint8_t* blk = g + 32 + 224 * s;
+      for (int e = 0; e < QK; ++e) o.q[e] = static_cast<int8_t>((two_bits_at(blk, j, e) | (bit_at(blk + 128, j, e) << 2)) - 4);
+      o.sc_lo = static_cast<int8_t>(blk[192 + j]);
+      o.sc_hi = static_cast<int8_t>(blk[208 + j]);
+      o.d = half(g, j);
       return;
     }
     default: {  // Q6_K
       const uint8_t* blk = g + 32 + 416 * s;
-      for (int e = 0; e < 16; ++e) {
-        const int m = e / 4, i = e % 4;
-        const uint8_t v = blk[(m * kG + j) * 4 + i];
-        const uint8_t h = static_cast<uint8_t>(blk[256 + 64 * (m / 2) + 4 * j + i] >> (4 * (m % 2)));
-        o.q[e] = static_cast<int8_t>(((v & 0x0F) | ((h & 3) << 4)) - 32);
-        o.q[e + 16] = static_cast<int8_t>(((v >> 4) | (((h >> 2) & 3) << 4)) - 32);
-      }
+      values(blk, 6, 32);
       o.sc_lo = static_cast<int8_t>(blk[384 + j]);
       o.sc_hi = static_cast<int8_t>(blk[400 + j]);
       o.d = half(g, j);
@@ -257,13 +339,19 @@ void unpack_block(GgmlType t, const uint8_t* group, int64_t j, int64_t b, BlockI
 void check_packed_type(GgmlType t, const char* what) {
   switch (t) {
     case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q8_0:
-    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return;
+    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: return;
     default:
     throw std::invalid_argument(std::string(what) + ": type has no packed layout");
   }
 }
 
 }  // namespace
+
+bool packable_cols(GgmlType t, int64_t cols) {
+  check_packed_type(t, "packable_cols");
+  return cols > 0 && cols % group_unit_cols(t) == 0;
+}
 
 size_t packed_row_bytes(GgmlType t, int64_t cols) {
   check_packed_type(t, "packed_row_bytes");
@@ -276,7 +364,7 @@ size_t packed_bytes(GgmlType t, int64_t rows, int64_t cols) {
 
 void pack_rows(GgmlType t, const void* src, void* dst, int64_t rows, int64_t cols) {
   check_packed_type(t, "pack_rows");
-  if (cols % group_unit_cols(t) != 0) throw std::invalid_argument("pack_rows: row length not a whole number of blocks");
+  if (!packable_cols(t, cols)) throw std::invalid_argument("pack_rows: row length not a whole number of blocks");
   const auto* s = static_cast<const uint8_t*>(src);
   auto* o = static_cast<uint8_t*>(dst);
   const size_t rb = row_bytes(traits(t), cols), gb = packed_row_bytes(t, cols) * kG;
@@ -287,13 +375,26 @@ void pack_rows(GgmlType t, const void* src, void* dst, int64_t rows, int64_t col
 void dequantize_packed_row(GgmlType t, const void* base, int64_t row, float* dst, int64_t cols) {
   check_packed_type(t, "dequantize_packed_row");
   const uint8_t* group = static_cast<const uint8_t*>(base) + (row / kG) * kG * packed_row_bytes(t, cols);
+  if (float_type(t)) {
+    const TypeTraits& ft = traits(t);
+    const int64_t es = static_cast<int64_t>(ft.type_size);
+    for (int64_t c = 0; c < cols; ++c) ft.dequantize(group + (c * kG + row % kG) * es, dst + c, 1);
+    return;
+  }
   BlockInts blk;
   for (int64_t b = 0; b < cols / QK; ++b) {
     unpack_block(t, group, row % kG, b, blk);
+    const bool halves = t == GgmlType::Q2_K || t == GgmlType::Q3_K || t == GgmlType::Q6_K;
     for (int e = 0; e < QK; ++e) {
-      // Each type's GGUF dequantization, bit for bit: Q6_K as d sc q, the others as d q + m.
-      dst[b * QK + e] = t == GgmlType::Q6_K ? blk.d * static_cast<float>(e < 16 ? blk.sc_lo : blk.sc_hi) * static_cast<float>(blk.q[e])
-                                            : blk.d * static_cast<float>(blk.q[e]) + blk.m;
+      // Each type's GGUF dequantization, bit for bit: (d sc) q - (dmin mn) with a scale (and for
+      // Q2_K a min) per half block, or d q + m per block.
+      const float q = static_cast<float>(blk.q[e]);
+      if (!halves) {
+        dst[b * QK + e] = blk.d * q + blk.m;
+      } else {
+        const float v = blk.d * static_cast<float>(e < 16 ? blk.sc_lo : blk.sc_hi) * q;
+        dst[b * QK + e] = t == GgmlType::Q2_K ? v + blk.m * static_cast<float>(e < 16 ? blk.mn_lo : blk.mn_hi) : v;
+      }
     }
   }
 }
@@ -306,7 +407,7 @@ namespace {
 
 // The Q8_K rounding (the reference quantizer, bit for bit) in the ActQ8 layout; cols a
 // multiple of 256. One implementation for every level.
-void quantize_act_q8_k(const float* x, int64_t cols, bool q6, uint8_t* dst) {
+void quantize_act_q8_k(const float* x, int64_t cols, int half_bias, uint8_t* dst) {
   const int64_t nb = cols / QK;
   auto* q = reinterpret_cast<int8_t*>(dst);
   auto* corr = reinterpret_cast<int32_t*>(dst + cols);
@@ -320,8 +421,8 @@ void quantize_act_q8_k(const float* x, int64_t cols, bool q6, uint8_t* dst) {
     std::memcpy(q + sb * QK_K, blk.qs, QK_K);
     for (int j = 0; j < QK_K / QK; ++j) {
       const int64_t b = sb * (QK_K / QK) + j;
-      corr[b] = q6 ? -32 * blk.bsums[2 * j] : 0;
-      corr2[b] = q6 ? -32 * blk.bsums[2 * j + 1] : 0;
+      corr[b] = -half_bias * blk.bsums[2 * j];
+      corr2[b] = -half_bias * blk.bsums[2 * j + 1];
       dl[b] = blk.d;
       sl[b] = blk.d * static_cast<float>(blk.bsums[2 * j] + blk.bsums[2 * j + 1]);
     }
@@ -331,7 +432,7 @@ void quantize_act_q8_k(const float* x, int64_t cols, bool q6, uint8_t* dst) {
 }  // namespace
 
 void quantize_act_q8_at(Isa isa, const float* x, int64_t cols, ActQ8Format f, uint8_t* dst) {
-  if (f.q8_k) return quantize_act_q8_k(x, cols, f.q6_k, dst);
+  if (f.q8_k) return quantize_act_q8_k(x, cols, f.half_bias, dst);
   if (isa >= Isa::Avx2) return quantize_act_q8_avx2(x, cols, f, dst);
   const int64_t nb = cols / QK;
   auto* q = reinterpret_cast<int8_t*>(dst);
@@ -363,6 +464,7 @@ template <GgmlType kType>
 void gemm_scalar(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols, const uint8_t* act,
                  int64_t n_tok, float* y, int64_t ldy) {
   constexpr bool kMin = kType == GgmlType::Q4_1 || kType == GgmlType::Q5_1 || kType == GgmlType::Q4_K || kType == GgmlType::Q5_K;
+  constexpr bool kHalves = kType == GgmlType::Q2_K || kType == GgmlType::Q3_K || kType == GgmlType::Q6_K;
   const int64_t nb = cols / QK;
   std::vector<BlockInts> blocks(static_cast<size_t>(nb));
   for (int64_t r = r0; r < r1; ++r) {
@@ -371,18 +473,45 @@ void gemm_scalar(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int
     for (int64_t t = 0; t < n_tok; ++t) {
       const uint8_t* a = act + t * static_cast<int64_t>(act_q8_bytes(cols));
       const auto* aq = reinterpret_cast<const int8_t*>(a);
+      const auto* corr = reinterpret_cast<const int32_t*>(a + cols);
       const auto* dl = reinterpret_cast<const float*>(a + cols + 4 * nb);
       const float* sl = dl + nb;
+      const auto* corr2 = reinterpret_cast<const int32_t*>(sl + nb);
       float acc = 0.0f;
       for (int64_t b = 0; b < nb; ++b) {
         const BlockInts& blk = blocks[static_cast<size_t>(b)];
         int32_t dot[2] = {0, 0};
         for (int e = 0; e < QK; ++e) dot[e / 16] += blk.q[e] * aq[b * QK + e];
-        const int32_t i = kType == GgmlType::Q6_K ? dot[0] * blk.sc_lo + dot[1] * blk.sc_hi : dot[0] + dot[1];
+        const int32_t i = kHalves ? dot[0] * blk.sc_lo + dot[1] * blk.sc_hi : dot[0] + dot[1];
         acc = std::fma(static_cast<float>(i), blk.d * dl[b], acc);
         if constexpr (kMin) acc = std::fma(blk.m, sl[b], acc);
+        if constexpr (kType == GgmlType::Q2_K) {  // corr, corr2: the halves' activation sums
+          const int32_t mi = corr[b] * blk.mn_lo + corr2[b] * blk.mn_hi;
+          acc = std::fma(static_cast<float>(mi), blk.m * dl[b], acc);
+        }
       }
       y[t * ldy + (r - r0)] = acc;
+    }
+  }
+}
+
+// Float weights: activations are float rows already rounded to the weight's activation type;
+// each (row, token) sums column c into partial sum c % 4 with a fused multiply-add, then
+// (p0 + p1) + (p2 + p3), as the SIMD kernels do lane by lane.
+template <GgmlType kType>
+void gemm_scalar_float(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols, const uint8_t* act,
+                       int64_t n_tok, float* y, int64_t ldy) {
+  const TypeTraits& ft = traits(kType);
+  const int64_t es = static_cast<int64_t>(ft.type_size);
+  std::vector<float> wr(static_cast<size_t>(cols));
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* group = w + (r / kG) * kG * static_cast<int64_t>(row_bytes);
+    for (int64_t c = 0; c < cols; ++c) ft.dequantize(group + (c * kG + r % kG) * es, &wr[static_cast<size_t>(c)], 1);
+    for (int64_t t = 0; t < n_tok; ++t) {
+      const float* x = reinterpret_cast<const float*>(act) + t * cols;
+      float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int64_t c = 0; c < cols; ++c) p[c % 4] = std::fma(wr[static_cast<size_t>(c)], x[c], p[c % 4]);
+      y[t * ldy + (r - r0)] = (p[0] + p[1]) + (p[2] + p[3]);
     }
   }
 }
@@ -402,6 +531,11 @@ PackedGemmFn packed_gemm(GgmlType t, Isa isa) {
       if (t == GgmlType::Q5_0) return &gemm_scalar<GgmlType::Q5_0>;
       if (t == GgmlType::Q5_1) return &gemm_scalar<GgmlType::Q5_1>;
       if (t == GgmlType::Q5_K) return &gemm_scalar<GgmlType::Q5_K>;
+      if (t == GgmlType::Q2_K) return &gemm_scalar<GgmlType::Q2_K>;
+      if (t == GgmlType::Q3_K) return &gemm_scalar<GgmlType::Q3_K>;
+      if (t == GgmlType::F32) return &gemm_scalar_float<GgmlType::F32>;
+      if (t == GgmlType::F16) return &gemm_scalar_float<GgmlType::F16>;
+      if (t == GgmlType::BF16) return &gemm_scalar_float<GgmlType::BF16>;
       return nullptr;
   }
   return nullptr;

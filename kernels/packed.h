@@ -20,17 +20,29 @@
 //         element 4m + i of row j, bit 4 + m = bit 4 of element 16 + 4m + i].
 //   Q5_0 (352 B = 16 x 22): [5-bit block][d, fp16 x 16]; values 0..31 stand for -16..15.
 //   Q5_1 (384 B = 16 x 24): [5-bit block][d, fp16 x 16][m, fp16 x 16]; value d q + m.
+// Float weights (F32, F16, BF16) go by column: column c of the group's rows at c * 16 values,
+// row j's value at j (so 16 rows' values of one column are one vector); their activations are
+// float rows rounded to the weight's activation type (F16 or BF16 values), and each (row,
+// token) sums column c into partial sum c % 4 (fused multiply-add), then (p0 + p1) + (p2 + p3).
 // K-quants go by super-block (256 elements, 8 blocks), per group super-block:
 //   Q4_K (2368 B = 16 x 148, 4 B per row more than GGUF: the scales unpacked):
 //         [d, fp16 x 16][dmin, fp16 x 16], then per block [nibbles][sc: 16 x u8][mn: 16 x u8];
 //         block b of row j stands for (d_j sc_j) q - dmin_j mn_j (both products exact in float).
+//   2-bit plane (128 B, two 64-byte vectors): in vector p, byte 4j + i holds, from bit 0, the
+//         2-bit values of elements 4m+i, 16+4m+i, 4(m+1)+i, 16+4(m+1)+i of row j, m = 2p.
+//   1-bit plane (64 B): as the 5-bit blocks' high plane.
+//   Q2_K (1344 B = 16 x 84, GGUF's size): [d, fp16 x 16][dmin, fp16 x 16], then per block
+//         [2-bit plane][16 x (scale | min << 4) of elements 0-15][the same of 16-31]; value
+//         (d sc) q - (dmin mn), per half block.
+//   Q3_K (1824 B = 16 x 114, 4 B per row more than GGUF): [d, fp16 x 16], then per block
+//         [2-bit plane: the low bits][1-bit plane: the high bit][sc_lo: 16 x int8][sc_hi]; weights
+//         0..7 for d sc (q - 4): the activation's corr and corr2 start each half at -4 sum(x).
 //   Q5_K (2880 B = 16 x 180, 4 B per row more than GGUF): as Q4_K with 5-bit blocks:
 //         [d][dmin], then per block [5-bit block][sc: 16 x u8][mn: 16 x u8].
 //   Q6_K (3360 B = 16 x 210, GGUF's size): [d, fp16 x 16], then per block [low 4 bits as
-//         nibbles][high 2 bits, 128 B: two 64-byte vectors; in vector p, byte 4j + i holds, from
-//         bit 0, the high bits of elements 4m+i, 16+4m+i, 4(m+1)+i, 16+4(m+1)+i of row j,
-//         m = 2p][sc_lo: 16 x int8 (elements 0-15)][sc_hi: 16 x int8 (16-31)]; weights 0..63 for
-//         d sc (q - 32): the activation's corr and corr2 start each half at -32 sum(x).
+//         nibbles][high 2 bits as a 2-bit plane][sc_lo: 16 x int8 (elements 0-15)][sc_hi: 16 x
+//         int8 (16-31)]; weights 0..63 for d sc (q - 32): the activation's corr and corr2 start
+//         each half at -32 sum(x).
 //
 // Activations (ActQ8), per token row of `cols` elements (nb = cols / 32 blocks):
 //   [q: cols x int8, natural order][corr: nb x int32][d: nb x float][s: nb x float][corr2: nb x int32]
@@ -43,12 +55,14 @@
 // pairs them with Q8_1); for Q4_K and Q5_K, exactly the sum of the block's dequantized values
 // (d times sum(q), exact in float), with q and d rounded as Q8_K rounds them (one scale per 256
 // elements, as llama.cpp pairs K-quants with Q8_K). For Q6_K (Q8_K
-// rounding too), corr and corr2 are -32 times the sums of each block's first and last 16 values;
-// corr2 is 0 otherwise.
+// rounding too), corr and corr2 are -32 times the sums of each block's first and last 16 values,
+// for Q3_K -4 times them, for Q2_K the sums themselves (its min term: (mn_lo sum_lo + mn_hi
+// sum_hi) in int32, times -dmin d_x); corr2 is 0 otherwise.
 //
 // Every level (scalar twin, AVX2, AVX-512) computes a (row, token) result with the same integer
 // block products and the same float operations in the same order, one block after another:
-// acc = fma(float(dot), d_w * d_x, acc), then acc = fma(m_w, s_x, acc) for types with mins. So
+// acc = fma(float(dot), d_w * d_x, acc), then acc = fma(m_w, s_x, acc) for types with mins (Q2_K:
+// acc = fma(float(min dot), -dmin * d_x, acc)). So
 // every level gives the same bits, whatever the batch, tile or thread split.
 #pragma once
 
@@ -64,6 +78,10 @@ namespace ranklm::kern {
 bool packable(GgmlType t, Isa isa);
 
 constexpr int64_t kGroupRows = 16;  // rows per interleaved group
+
+// Whether rows of `cols` elements of type `t` can be packed (whole blocks; float types: whole
+// units of 4 columns).
+bool packable_cols(GgmlType t, int64_t cols);
 
 // Bytes per row in the packed layout (the GGUF row's size, except Q4_K's: 4 more per 256
 // elements), and of a whole packed matrix (rows padded to a multiple of kGroupRows).
@@ -86,7 +104,9 @@ struct ActQ8Format {
   // Q8_K's rounding (one float scale per 256 elements, as llama.cpp pairs K-quants with):
   // q and s are Q8_K's, d is its scale repeated for the 8 blocks of 32.
   bool q8_k = false;
-  bool q6_k = false;    // corr, corr2: -32 x the sums of each block's halves (with q8_k)
+  // With q8_k: corr, corr2 = -half_bias x the sums of each block's halves (Q6_K 32, Q3_K 4;
+  // Q2_K -1: the halves' sums themselves, for its per-half min term).
+  int half_bias = 0;
 };
 ActQ8Format act_format(GgmlType t);
 void quantize_act_q8(const float* x, int64_t cols, ActQ8Format f, uint8_t* dst);

@@ -1,4 +1,4 @@
-// AVX2 kernels for packed Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K weights (layouts in packed.h). Compiled
+// AVX2 kernels for packed Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q2_K .. Q6_K weights (layouts in packed.h). Compiled
 // with -mavx2 -mfma -mf16c and called only when the CPU has them. Like packed_avx512.cpp, this
 // file calls no inline functions from ordinary shared headers (packed_tiles.h has internal
 // linkage).
@@ -7,7 +7,7 @@
 // unsigned and signed bytes go through VPMADDUBSW (pairs into int16) and VPMADDWD (pairs into
 // int32), with 4 activation bytes broadcast to every lane: 4-bit weights (0..15) are small
 // enough for a block's eight pair sums to stay in int16; 5-bit ones (0..31) sum four at a
-// time, Q6_K (0..63) two; Q8_0
+// time, Q6_K (0..63) two (and so Q2_K and Q3_K); Q8_0
 // uses |w| and the activation with w's sign moved onto it. The integer block products and the
 // float steps are those of the AVX-512 kernels and the scalar twin, so the bits are the same.
 #include <immintrin.h>
@@ -49,11 +49,21 @@ inline void unpack_5bit(const uint8_t* p, int h, __m256i (&w)[8]) {
 
 struct Scales {
   __m256 dw, mw;
-  __m256i sl, sh;
+  __m256i sl, sh;  // the halves' integer scales (Q2_K, Q3_K, Q6_K)
+  __m256i ml, mh;  // Q2_K: the halves' integer mins, times dm = -dmin
+  __m256 dm;
 };
 
+// Values 0..3 of a 2-bit plane, rows 8h..8h+7 (p0, p1 its two vectors' halves).
+inline __m256i two_bits(__m256i p0, __m256i p1, int m, bool hi) {
+  return _mm256_and_si256(_mm256_srli_epi16(m < 2 ? p0 : p1, 4 * (m % 2) + (hi ? 2 : 0)), _mm256_set1_epi8(3));
+}
+inline __m256i load_i8_epi32(const uint8_t* p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+inline __m256i load_u8_epi32(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+
 // Each type's block b, half h of a group (as in packed_avx512.cpp; Q8_0 keeps signed weights).
-enum class Kind { kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0, kQ4_K, kQ5_K, kQ6_K };
+enum class Kind { kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K };
+constexpr bool halves(Kind k) { return k == Kind::kQ2_K || k == Kind::kQ3_K || k == Kind::kQ6_K; }
 constexpr bool has_min(Kind k) { return k == Kind::kQ4_1 || k == Kind::kQ5_1 || k == Kind::kQ4_K || k == Kind::kQ5_K; }
 constexpr bool five_bit(Kind k) { return k == Kind::kQ5_0 || k == Kind::kQ5_1 || k == Kind::kQ5_K; }
 
@@ -69,6 +79,33 @@ void unpack(const uint8_t* g, int64_t b, int h, __m256i (&w)[8], Scales& s) {
     unpack_5bit(p, h, w);
     s.dw = load_ph8(p + 320 + 16 * h);
     if constexpr (K == Kind::kQ5_1) s.mw = load_ph8(p + 352 + 16 * h);
+  } else if constexpr (K == Kind::kQ3_K) {
+    const uint8_t* hd = g + (b / 8) * 1824;
+    const uint8_t* p = hd + 32 + 224 * (b % 8);
+    const __m256i p0 = load(p + 32 * h), p1 = load(p + 64 + 32 * h), hb = load(p + 128 + 32 * h), b2 = _mm256_set1_epi8(4);
+    for (int m = 0; m < 4; ++m) {
+      const __m256i lo = m < 3 ? _mm256_slli_epi16(hb, 2 - m) : _mm256_srli_epi16(hb, 1);  // bit m -> bit 2
+      w[m] = _mm256_or_si256(two_bits(p0, p1, m, false), _mm256_and_si256(lo, b2));
+      w[m + 4] = _mm256_or_si256(two_bits(p0, p1, m, true), _mm256_and_si256(_mm256_srli_epi16(hb, 2 + m), b2));
+    }
+    s.sl = load_i8_epi32(p + 192 + 8 * h);
+    s.sh = load_i8_epi32(p + 208 + 8 * h);
+    s.dw = load_ph8(hd + 16 * h);
+  } else if constexpr (K == Kind::kQ2_K) {
+    const uint8_t* hd = g + (b / 8) * 1344;
+    const uint8_t* p = hd + 64 + 160 * (b % 8);
+    const __m256i p0 = load(p + 32 * h), p1 = load(p + 64 + 32 * h);
+    for (int m = 0; m < 4; ++m) {
+      w[m] = two_bits(p0, p1, m, false);
+      w[m + 4] = two_bits(p0, p1, m, true);
+    }
+    const __m256i lo = load_u8_epi32(p + 128 + 8 * h), hi = load_u8_epi32(p + 144 + 8 * h), m4 = _mm256_set1_epi32(0x0F);
+    s.sl = _mm256_and_si256(lo, m4);
+    s.sh = _mm256_and_si256(hi, m4);
+    s.ml = _mm256_srli_epi32(lo, 4);
+    s.mh = _mm256_srli_epi32(hi, 4);
+    s.dw = load_ph8(hd + 16 * h);
+    s.dm = _mm256_xor_ps(load_ph8(hd + 32 + 16 * h), _mm256_set1_ps(-0.0f));
   } else if constexpr (K == Kind::kQ8_0) {
     const uint8_t* p = g + b * 544;
     for (int k = 0; k < 8; ++k) w[k] = load(p + 64 * k + 32 * h);
@@ -97,8 +134,8 @@ void unpack(const uint8_t* g, int64_t b, int h, __m256i (&w)[8], Scales& s) {
       w[m] = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hl, m30));
       w[m + 4] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(hh, m30));
     }
-    s.sl = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 384 + 8 * h)));
-    s.sh = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 400 + 8 * h)));
+    s.sl = load_i8_epi32(p + 384 + 8 * h);
+    s.sh = load_i8_epi32(p + 400 + 8 * h);
     s.dw = load_ph8(hd + 16 * h);
   }
 }
@@ -113,13 +150,16 @@ inline __m256i block_dots(const __m256i (&w)[8], const Act& a, int64_t b, const 
       i = _mm256_add_epi32(i, madd1(_mm256_maddubs_epi16(_mm256_sign_epi8(w[k], w[k]), _mm256_sign_epi8(bcast(q + 4 * k), w[k]))));
     }
     return i;
-  } else if constexpr (K == Kind::kQ6_K) {
-    // Weights 0..63 times int8: two pair sums still fit int16.
+  } else if constexpr (halves(K)) {
+    // Weights 0..63 (0..7, 0..3) times int8: two pair sums still fit int16. Q2_K's halves start
+    // at 0 (unbiased weights; its corr, corr2 are the activation sums for the min term).
     auto two = [&](int k) {
       return madd1(_mm256_add_epi16(_mm256_maddubs_epi16(w[k], bcast(q + 4 * k)), _mm256_maddubs_epi16(w[k + 1], bcast(q + 4 * k + 4))));
     };
-    const __m256i lo = _mm256_add_epi32(_mm256_add_epi32(two(0), two(2)), _mm256_set1_epi32(a.corr[b]));
-    const __m256i hi = _mm256_add_epi32(_mm256_add_epi32(two(4), two(6)), _mm256_set1_epi32(a.corr2[b]));
+    const __m256i c1 = K == Kind::kQ2_K ? _mm256_setzero_si256() : _mm256_set1_epi32(a.corr[b]);
+    const __m256i c2 = K == Kind::kQ2_K ? _mm256_setzero_si256() : _mm256_set1_epi32(a.corr2[b]);
+    const __m256i lo = _mm256_add_epi32(_mm256_add_epi32(two(0), two(2)), c1);
+    const __m256i hi = _mm256_add_epi32(_mm256_add_epi32(two(4), two(6)), c2);
     return _mm256_add_epi32(_mm256_mullo_epi32(lo, s.sl), _mm256_mullo_epi32(hi, s.sh));
   } else if constexpr (five_bit(K)) {
     // 5 bits (<= 31) times int8 (|x| <= 128): four pair sums stay below 2^15 in int16.
@@ -155,8 +195,14 @@ void tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_
       unpack<K>(g, b, h, w, s);
       for (int t = 0; t < TT; ++t) {
         const __m256i i = block_dots<K>(w, a[t], b, s);
-        f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(s.dw, _mm256_set1_ps(a[t].d[b])), f[t]);
+        const __m256 dx = _mm256_set1_ps(a[t].d[b]);
+        f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(s.dw, dx), f[t]);
         if constexpr (kMin) f[t] = _mm256_fmadd_ps(s.mw, _mm256_set1_ps(a[t].s[b]), f[t]);
+        if constexpr (K == Kind::kQ2_K) {
+          const __m256i mi = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_set1_epi32(a[t].corr[b]), s.ml),
+                                              _mm256_mullo_epi32(_mm256_set1_epi32(a[t].corr2[b]), s.mh));
+          f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mi), _mm256_mul_ps(s.dm, dx), f[t]);
+        }
       }
     }
     for (int t = 0; t < TT; ++t) {
@@ -175,6 +221,54 @@ void tile8(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64
 
 template <Kind K>
 constexpr PackedGemmFn gemm_for = &gemm_groups<tile<K, 1>, tile<K, 2>, tile<K, 4>, tile8<K>>;
+
+// Float weights, as in packed_avx512.cpp, on 8-row halves; up to 2 tokens per pass (their 4
+// partial sums each stay in registers).
+template <GgmlType kT>
+inline __m256 load_col(const uint8_t* g, int64_t c, int h) {
+  if constexpr (kT == GgmlType::F32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(g + c * 64 + 32 * h));
+  } else {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + c * 32 + 16 * h));
+    if constexpr (kT == GgmlType::F16) return _mm256_cvtph_ps(v);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+  }
+}
+
+template <GgmlType kT, int TT>
+void float_pass(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
+  const float* x[TT];
+  for (int t = 0; t < TT; ++t) x[t] = reinterpret_cast<const float*>(act) + (t0 + t) * cols;
+  for (int h = 0; h < 2; ++h) {
+    __m256 p[TT][4];
+    for (int t = 0; t < TT; ++t) {
+      for (int u = 0; u < 4; ++u) p[t][u] = _mm256_setzero_ps();
+    }
+    for (int64_t c = 0; c < cols; c += 4) {
+      for (int u = 0; u < 4; ++u) {
+        const __m256 w = load_col<kT>(g, c + u, h);
+        for (int t = 0; t < TT; ++t) p[t][u] = _mm256_fmadd_ps(w, _mm256_set1_ps(x[t][c + u]), p[t][u]);
+      }
+    }
+    for (int t = 0; t < TT; ++t) {
+      alignas(32) float v[8];
+      _mm256_store_ps(v, _mm256_add_ps(_mm256_add_ps(p[t][0], p[t][1]), _mm256_add_ps(p[t][2], p[t][3])));
+      out.put(t0 + t, row0 + 8 * h, v, 8);
+    }
+  }
+}
+
+template <GgmlType kT, int TT>
+void float_tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
+  if constexpr (TT <= 2) {
+    float_pass<kT, TT>(g, cols, act, t0, row0, out);
+  } else {
+    for (int t = 0; t < TT; t += 2) float_pass<kT, 2>(g, cols, act, t0 + t, row0, out);
+  }
+}
+
+template <GgmlType kT>
+constexpr PackedGemmFn float_gemm = &gemm_groups<float_tile<kT, 1>, float_tile<kT, 2>, float_tile<kT, 4>, float_tile<kT, 8>>;
 
 }  // namespace
 
@@ -233,6 +327,11 @@ PackedGemmFn packed_gemm_avx2(GgmlType t) {
   if (t == GgmlType::Q5_0) return gemm_for<Kind::kQ5_0>;
   if (t == GgmlType::Q5_1) return gemm_for<Kind::kQ5_1>;
   if (t == GgmlType::Q5_K) return gemm_for<Kind::kQ5_K>;
+  if (t == GgmlType::Q2_K) return gemm_for<Kind::kQ2_K>;
+  if (t == GgmlType::Q3_K) return gemm_for<Kind::kQ3_K>;
+  if (t == GgmlType::F32) return float_gemm<GgmlType::F32>;
+  if (t == GgmlType::F16) return float_gemm<GgmlType::F16>;
+  if (t == GgmlType::BF16) return float_gemm<GgmlType::BF16>;
   return nullptr;
 }
 

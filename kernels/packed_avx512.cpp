@@ -1,4 +1,5 @@
-// AVX-512 VNNI kernels for packed Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K weights (layouts in packed.h).
+// AVX-512 VNNI kernels for packed Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q2_K .. Q6_K weights (and
+// F32 / F16 / BF16 with AVX-512F) (layouts in packed.h).
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma -mf16c and called only when
 // the CPU has them. It calls no inline functions from ordinary shared headers (the linker could
 // keep this file's AVX-512 copy for the whole program); packed_tiles.h is built for that
@@ -56,11 +57,19 @@ inline void unpack_5bit(const uint8_t* p, __m512i (&w)[8]) {
 // Q6_K the halves' int8 scales. kCorr: the weights are biased (start from corr).
 struct Scales {
   __m512 dw, mw;
-  __m512i sl, sh;
+  __m512i sl, sh;  // the halves' integer scales (Q2_K, Q3_K, Q6_K)
+  __m512i ml, mh;  // Q2_K: the halves' integer mins, times dm = -dmin
+  __m512 dm;
 };
 
+// Values 0..3 of a 2-bit plane (two vectors, packed.h): elements 4m+i (hi = false) or
+// 16+4m+i (hi = true) of every row.
+inline __m512i two_bits(__m512i p0, __m512i p1, int m, bool hi) {
+  return _mm512_and_si512(_mm512_srli_epi16(m < 2 ? p0 : p1, 4 * (m % 2) + (hi ? 2 : 0)), _mm512_set1_epi8(3));
+}
+
 struct Q4_0G {
-  static constexpr bool kMin = false, kCorr = true, kQ6 = false;
+  static constexpr bool kMin = false, kCorr = true, kHalves = false, kQ2 = false;
   static constexpr int kBlockBytes = 288;
   static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 288;
@@ -70,7 +79,7 @@ struct Q4_0G {
 };
 
 struct Q4_1G {
-  static constexpr bool kMin = true, kCorr = false, kQ6 = false;
+  static constexpr bool kMin = true, kCorr = false, kHalves = false, kQ2 = false;
   static constexpr int kBlockBytes = 320;
   static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 320;
@@ -81,7 +90,7 @@ struct Q4_1G {
 };
 
 struct Q5_0G {
-  static constexpr bool kMin = false, kCorr = true, kQ6 = false;
+  static constexpr bool kMin = false, kCorr = true, kHalves = false, kQ2 = false;
   static constexpr int kBlockBytes = 352;
   static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 352;
@@ -91,7 +100,7 @@ struct Q5_0G {
 };
 
 struct Q5_1G {
-  static constexpr bool kMin = true, kCorr = false, kQ6 = false;
+  static constexpr bool kMin = true, kCorr = false, kHalves = false, kQ2 = false;
   static constexpr int kBlockBytes = 384;
   static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 384;
@@ -102,7 +111,7 @@ struct Q5_1G {
 };
 
 struct Q8_0G {
-  static constexpr bool kMin = false, kCorr = true, kQ6 = false;
+  static constexpr bool kMin = false, kCorr = true, kHalves = false, kQ2 = false;
   static constexpr int kBlockBytes = 544;
   static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 544;
@@ -116,7 +125,7 @@ struct Q8_0G {
 // the rows' fp16 d, dmin.
 template <int kBits>
 struct QK_G {
-  static constexpr bool kMin = true, kCorr = false, kQ6 = false;
+  static constexpr bool kMin = true, kCorr = false, kHalves = false, kQ2 = false;
   static constexpr int kUnit = kBits == 5 ? 2880 : 2368, kBlock = kBits == 5 ? 352 : 288;
   static constexpr int kBlockBytes = kUnit / 8;
   static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
@@ -135,7 +144,7 @@ struct QK_G {
 
 // Q6_K: six-bit weights 0..63 from the nibbles and the two high-bit vectors.
 struct Q6_KG {
-  static constexpr bool kMin = false, kCorr = true, kQ6 = true;
+  static constexpr bool kMin = false, kCorr = true, kHalves = true, kQ2 = false;
   static constexpr int kBlockBytes = 420;
   static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* h = g + (b / 8) * 3360;
@@ -153,6 +162,50 @@ struct Q6_KG {
     s.sl = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 384)));
     s.sh = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 400)));
     s.dw = load_ph16(h);
+  }
+};
+
+// Q3_K: three-bit weights 0..7 (q + 4) from the 2-bit plane and the 1-bit plane after it; the
+// activation's corr and corr2 start each half at -4 sum(x).
+struct Q3_KG {
+  static constexpr bool kMin = false, kCorr = true, kHalves = true, kQ2 = false;
+  static constexpr int kBlockBytes = 228;
+  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+    const uint8_t* h = g + (b / 8) * 1824;
+    const uint8_t* p = h + 32 + 224 * (b % 8);
+    const __m512i p0 = load(p), p1 = load(p + 64), hb = load(p + 128), b2 = _mm512_set1_epi8(4);
+    for (int m = 0; m < 4; ++m) {
+      const __m512i lo = m < 3 ? _mm512_slli_epi16(hb, 2 - m) : _mm512_srli_epi16(hb, 1);  // bit m -> bit 2
+      w[m] = _mm512_or_si512(two_bits(p0, p1, m, false), _mm512_and_si512(lo, b2));
+      w[m + 4] = _mm512_or_si512(two_bits(p0, p1, m, true), _mm512_and_si512(_mm512_srli_epi16(hb, 2 + m), b2));
+    }
+    s.sl = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192)));
+    s.sh = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 208)));
+    s.dw = load_ph16(h);
+  }
+};
+
+// Q2_K: two-bit weights 0..3; per half a 4-bit scale and a 4-bit min (scale | min << 4).
+struct Q2_KG {
+  static constexpr bool kMin = false, kCorr = false, kHalves = true, kQ2 = true;
+  static constexpr int kBlockBytes = 168;
+  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+    const uint8_t* h = g + (b / 8) * 1344;
+    const uint8_t* p = h + 64 + 160 * (b % 8);
+    const __m512i p0 = load(p), p1 = load(p + 64);
+    for (int m = 0; m < 4; ++m) {
+      w[m] = two_bits(p0, p1, m, false);
+      w[m + 4] = two_bits(p0, p1, m, true);
+    }
+    const __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 128)));
+    const __m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 144)));
+    const __m512i m4 = _mm512_set1_epi32(0x0F);
+    s.sl = _mm512_and_si512(lo, m4);
+    s.sh = _mm512_and_si512(hi, m4);
+    s.ml = _mm512_srli_epi32(lo, 4);
+    s.mh = _mm512_srli_epi32(hi, 4);
+    s.dw = load_ph16(h);
+    s.dm = neg(load_ph16(h + 32));
   }
 };
 
@@ -175,20 +228,27 @@ void tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_
     __m512i w[8];
     Scales s;
     K::unpack(g, b, w, s);
-    if constexpr (K::kQ6) {
-      // Each half (elements 0-15, 16-31) in its own sum from corr / corr2 (-32 sum(x): the
-      // weights' offset), times its int8 scale in int32 (exact), then d_w d_x.
+    if constexpr (K::kHalves) {
+      // Each half (elements 0-15, 16-31) in its own sum, from corr / corr2 (the weights'
+      // offset) where biased, times its int8 scale in int32 (exact), then d_w d_x; Q2_K adds
+      // its mins times the halves' activation sums (corr, corr2), times -dmin d_x.
 #pragma GCC unroll 8
       for (int t = 0; t < TT; ++t) {
         const int8_t* q = a[t].q + b * 32;
-        __m512i lo = _mm512_set1_epi32(a[t].corr[b]), hi = _mm512_set1_epi32(a[t].corr2[b]);
+        const __m512i c1 = _mm512_set1_epi32(a[t].corr[b]), c2 = _mm512_set1_epi32(a[t].corr2[b]);
+        __m512i lo = K::kCorr ? c1 : _mm512_setzero_si512(), hi = K::kCorr ? c2 : _mm512_setzero_si512();
 #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
           lo = _mm512_dpbusd_epi32(lo, w[k], bcast(q + 4 * k));
           hi = _mm512_dpbusd_epi32(hi, w[k + 4], bcast(q + 16 + 4 * k));
         }
         const __m512i i = _mm512_add_epi32(_mm512_mullo_epi32(lo, s.sl), _mm512_mullo_epi32(hi, s.sh));
-        f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(s.dw, _mm512_set1_ps(a[t].d[b])), f[t]);
+        const __m512 dx = _mm512_set1_ps(a[t].d[b]);
+        f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(s.dw, dx), f[t]);
+        if constexpr (K::kQ2) {
+          const __m512i mi = _mm512_add_epi32(_mm512_mullo_epi32(c1, s.ml), _mm512_mullo_epi32(c2, s.mh));
+          f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mi), _mm512_mul_ps(s.dm, dx), f[t]);
+        }
       }
     } else {
       __m512i i[TT];
@@ -217,6 +277,53 @@ void tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_
 template <class K>
 constexpr PackedGemmFn gemm_for = &gemm_groups<tile<K, 1>, tile<K, 2>, tile<K, 4>, tile<K, 8>>;
 
+// Float weights (packed.h): one column of the group's 16 rows as one vector, times each token's
+// value broadcast, into partial sum c % 4 (four independent chains per token even for one
+// token), added (p0 + p1) + (p2 + p3) at the end.
+template <GgmlType kT>
+inline __m512 load_col(const uint8_t* g, int64_t c) {
+  if constexpr (kT == GgmlType::F32) {
+    return _mm512_loadu_ps(g + c * 64);
+  } else if constexpr (kT == GgmlType::F16) {
+    return load_ph16(g + c * 32);
+  } else {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + c * 32));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+}
+
+template <GgmlType kT, int TT>
+void float_tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
+  const float* x[TT];
+  __m512 p[TT][4];
+  for (int t = 0; t < TT; ++t) {
+    x[t] = reinterpret_cast<const float*>(act) + (t0 + t) * cols;
+    for (int u = 0; u < 4; ++u) p[t][u] = _mm512_setzero_ps();
+  }
+  for (int64_t c = 0; c < cols; c += 4) {
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) {
+      const __m512 w = load_col<kT>(g, c + u);
+#pragma GCC unroll 4
+      for (int t = 0; t < TT; ++t) p[t][u] = _mm512_fmadd_ps(w, _mm512_set1_ps(x[t][c + u]), p[t][u]);
+    }
+  }
+  for (int t = 0; t < TT; ++t) {
+    alignas(64) float v[kGroupRows];
+    _mm512_store_ps(v, _mm512_add_ps(_mm512_add_ps(p[t][0], p[t][1]), _mm512_add_ps(p[t][2], p[t][3])));
+    out.put(t0 + t, row0, v);
+  }
+}
+
+template <GgmlType kT>
+void float_tile8(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
+  float_tile<kT, 4>(g, cols, act, t0, row0, out);
+  float_tile<kT, 4>(g, cols, act, t0 + 4, row0, out);
+}
+
+template <GgmlType kT>
+constexpr PackedGemmFn float_gemm = &gemm_groups<float_tile<kT, 1>, float_tile<kT, 2>, float_tile<kT, 4>, float_tile8<kT>>;
+
 }  // namespace
 
 PackedGemmFn packed_gemm_avx512(GgmlType t) {
@@ -228,6 +335,11 @@ PackedGemmFn packed_gemm_avx512(GgmlType t) {
   if (t == GgmlType::Q5_0) return gemm_for<Q5_0G>;
   if (t == GgmlType::Q5_1) return gemm_for<Q5_1G>;
   if (t == GgmlType::Q5_K) return gemm_for<QK_G<5>>;
+  if (t == GgmlType::Q2_K) return gemm_for<Q2_KG>;
+  if (t == GgmlType::Q3_K) return gemm_for<Q3_KG>;
+  if (t == GgmlType::F32) return float_gemm<GgmlType::F32>;
+  if (t == GgmlType::F16) return float_gemm<GgmlType::F16>;
+  if (t == GgmlType::BF16) return float_gemm<GgmlType::BF16>;
   return nullptr;
 }
 

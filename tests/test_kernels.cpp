@@ -150,7 +150,7 @@ TEST_P(PackedTest, MatchesReference) {
     GTEST_SKIP() << "this CPU lacks " << isa_name(isa);
   }
   const TypeTraits& wt = traits(type);
-  const bool k_quant = type == GgmlType::Q4_K || type == GgmlType::Q5_K || type == GgmlType::Q6_K;  // rows of whole 256-element super-blocks, Q8_K activations
+  const bool k_quant = traits(type).block_size == 256;  // rows of whole 256-element super-blocks, Q8_K activations
   const std::vector<int64_t> shapes = k_quant ? std::vector<int64_t>{256, 512, 768, 2048 + 256, 4096}
                                               : std::vector<int64_t>{128, 512, 256 + 64, 32, 96, 1024 + 32 * 3, 2048 + 512 + 32 * 15};
   for (const int64_t cols : shapes) {
@@ -241,7 +241,14 @@ INSTANTIATE_TEST_SUITE_P(
                       PackedCase{GgmlType::Q5_0, Isa::Avx512}, PackedCase{GgmlType::Q5_1, Isa::Scalar},
                       PackedCase{GgmlType::Q5_1, Isa::Avx2}, PackedCase{GgmlType::Q5_1, Isa::Avx512},
                       PackedCase{GgmlType::Q5_K, Isa::Scalar}, PackedCase{GgmlType::Q5_K, Isa::Avx2},
-                      PackedCase{GgmlType::Q5_K, Isa::Avx512}),
+                      PackedCase{GgmlType::Q5_K, Isa::Avx512}, PackedCase{GgmlType::Q2_K, Isa::Scalar},
+                      PackedCase{GgmlType::Q2_K, Isa::Avx2}, PackedCase{GgmlType::Q2_K, Isa::Avx512},
+                      PackedCase{GgmlType::Q3_K, Isa::Scalar}, PackedCase{GgmlType::Q3_K, Isa::Avx2},
+                      PackedCase{GgmlType::Q3_K, Isa::Avx512}, PackedCase{GgmlType::F32, Isa::Scalar},
+                      PackedCase{GgmlType::F32, Isa::Avx2}, PackedCase{GgmlType::F32, Isa::Avx512},
+                      PackedCase{GgmlType::F16, Isa::Scalar}, PackedCase{GgmlType::F16, Isa::Avx2},
+                      PackedCase{GgmlType::F16, Isa::Avx512}, PackedCase{GgmlType::BF16, Isa::Scalar},
+                      PackedCase{GgmlType::BF16, Isa::Avx2}, PackedCase{GgmlType::BF16, Isa::Avx512}),
     [](const auto& info) {
       return std::string(type_name(info.param.type)) + "_" + isa_name(info.param.isa);
     });

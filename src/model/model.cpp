@@ -266,16 +266,17 @@ void add_bias(float* y, const std::vector<float>& b, int64_t n_tok) {
 
 namespace {
 // Whether kern::matmul gives a token's outputs the same bits in a batch of any size (true for
-// the quantized types; float types switch to sgemm for large batches).
-bool per_token_exact(kern::GgmlType t) {
-  return t != kern::GgmlType::F32 && t != kern::GgmlType::F16 && t != kern::GgmlType::BF16;
+// packed views and the quantized types; unpacked float weights switch to sgemm for large
+// batches).
+bool per_token_exact(const kern::MatrixView& w) {
+  return w.packed || (w.type != kern::GgmlType::F32 && w.type != kern::GgmlType::F16 && w.type != kern::GgmlType::BF16);
 }
 }  // namespace
 
 bool Model::chunk_invariant() const {
   for (const LayerWeights& L : layers) {
     for (const kern::MatrixView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
-      if (!per_token_exact(w->type)) return false;
+      if (!per_token_exact(*w)) return false;
     }
   }
   return true;
@@ -366,7 +367,7 @@ void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, 
   // (and so every bit of a sequence's result) then depends only on that sequence's own chunk,
   // never on what it is batched with. The other types give the same bits for a token in any batch.
   auto mm = [&](const kern::MatrixView& w, const float* in, float* out) {
-    if (per_token_exact(w.type) || n_seq == 1) return kern::matmul(w, in, n_tok, out, pool, scratch_);
+    if (per_token_exact(w) || n_seq == 1) return kern::matmul(w, in, n_tok, out, pool, scratch_);
     int64_t row = 0;
     for (int s = 0; s < n_seq; row += seqs[s].n_tok, ++s) {
       kern::matmul(w, in + row * w.cols, seqs[s].n_tok, out + row * w.rows, pool, scratch_);
@@ -493,7 +494,7 @@ void Model::head(const float* x, const int64_t* rows, int64_t n_rows, float* log
     kern::rms_norm(x + rows[i] * hp.n_embd, output_norm.data(), 1, hp.n_embd, hp.rms_eps, normed.data() + i * hp.n_embd);
   }
   const kern::MatrixView w = kern::row_range(output, part_.vocab_begin, part_.vocab_end);
-  if (!per_token_exact(w.type)) {
+  if (!per_token_exact(w)) {
     // One row at a time, so a row's logits do not depend on how many rows are asked (above).
     for (int64_t i = 0; i < n_rows; ++i) {
       kern::matmul(w, normed.data() + i * hp.n_embd, 1, logits + i * w.rows, pool, scratch_);

@@ -98,7 +98,7 @@ class Model {
   int64_t kv_block_bytes() const;
   int64_t kv_cache_bytes(int64_t n_ctx) const { return kv_blocks_for(n_ctx) * kv_block_bytes(); }
   // Whether every weight product gives a token the same bits in a batch or chunk of any size
-  // (the quantized types do; float weights take sgemm for long chunks).
+  // (packed weights and the quantized types do; unpacked float weights take sgemm for long chunks).
   bool chunk_invariant() const;
   // The TP group's collectives (required on a rank whose part is a TP share).
   void set_tp_hooks(TpHooks hooks) { tp_ = std::move(hooks); }

@@ -47,7 +47,7 @@ struct SchedulerOptions {
   int64_t prefill_chunk = 512;  // prompt tokens per sequence per step
   // A prompt that starts like a sequence already in the KV cache (running, or finished and
   // still held by its slot) takes that prefix's KV blocks by reference instead of computing
-  // them again. Off where the backend's results depend on chunking (float weights).
+  // them again. Off where the backend's results depend on chunking (unpacked float weights).
   bool share_prefixes = true;
 };
 
