@@ -28,7 +28,7 @@ inline __m256i bcast(const int8_t* q) { return _mm256_set1_epi32(act4(q)); }
 inline __m256i madd1(__m256i s16) { return _mm256_madd_epi16(s16, _mm256_set1_epi16(1)); }
 
 // Nibble plane, rows 8h..8h+7 -> w[m]: elements 4m..4m+3, w[m + 4]: elements 16+4m..16+4m+3.
-inline void unpack_nibbles(const uint8_t* p, int h, __m256i (&w)[8]) {
+[[gnu::always_inline]] inline void unpack_nibbles(const uint8_t* p, int h, __m256i (&w)[8]) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   for (int m = 0; m < 4; ++m) {
     const __m256i v = load(p + 64 * m + 32 * h);
@@ -38,7 +38,7 @@ inline void unpack_nibbles(const uint8_t* p, int h, __m256i (&w)[8]) {
 }
 
 // The same for a 5-bit block (high plane 256 bytes after the nibbles; see packed_avx512.cpp).
-inline void unpack_5bit(const uint8_t* p, int h, __m256i (&w)[8]) {
+[[gnu::always_inline]] inline void unpack_5bit(const uint8_t* p, int h, __m256i (&w)[8]) {
   unpack_nibbles(p, h, w);
   const __m256i hb = load(p + 256 + 32 * h), b4 = _mm256_set1_epi8(0x10);
   for (int m = 0; m < 4; ++m) {
@@ -68,7 +68,7 @@ constexpr bool has_min(Kind k) { return k == Kind::kQ4_1 || k == Kind::kQ5_1 || 
 constexpr bool five_bit(Kind k) { return k == Kind::kQ5_0 || k == Kind::kQ5_1 || k == Kind::kQ5_K; }
 
 template <Kind K>
-void unpack(const uint8_t* g, int64_t b, int h, __m256i (&w)[8], Scales& s) {
+[[gnu::always_inline]] inline void unpack(const uint8_t* g, int64_t b, int h, __m256i (&w)[8], Scales& s) {
   if constexpr (K == Kind::kQ4_0 || K == Kind::kQ4_1) {
     const uint8_t* p = g + b * (K == Kind::kQ4_0 ? 288 : 320);
     unpack_nibbles(p, h, w);
@@ -142,7 +142,7 @@ void unpack(const uint8_t* g, int64_t b, int h, __m256i (&w)[8], Scales& s) {
 
 // Token a's integer dot products for one block of 8 rows.
 template <Kind K>
-inline __m256i block_dots(const __m256i (&w)[8], const Act& a, int64_t b, const Scales& s) {
+[[gnu::always_inline]] inline __m256i block_dots(const __m256i (&w)[8], const Act& a, int64_t b, const Scales& s) {
   const int8_t* q = a.q + b * 32;
   if constexpr (K == Kind::kQ8_0) {
     __m256i i = _mm256_setzero_si256();
@@ -179,36 +179,77 @@ inline __m256i block_dots(const __m256i (&w)[8], const Act& a, int64_t b, const 
   }
 }
 
-// TT tokens (at most 4: the eight weight vectors and TT accumulators stay in registers).
+// Bytes of one block of 16 rows (for K-quants, an eighth of a group super-block).
+constexpr int block_bytes(Kind k) {
+  switch (k) {
+    case Kind::kQ4_0: return 288;
+    case Kind::kQ4_1: return 320;
+    case Kind::kQ5_0: return 352;
+    case Kind::kQ5_1: return 384;
+    case Kind::kQ8_0: return 544;
+    case Kind::kQ2_K: return 168;
+    case Kind::kQ3_K: return 228;
+    case Kind::kQ4_K: return 296;
+    case Kind::kQ5_K: return 360;
+    default: return 420;
+  }
+}
+
+// Token t's block b, half h, into f.
+template <Kind K>
+[[gnu::always_inline]] inline void block_step(const __m256i (&w)[8], const Scales& s, const Act& a, int64_t b, __m256& f) {
+  const __m256i i = block_dots<K>(w, a, b, s);
+  const __m256 dx = _mm256_set1_ps(a.d[b]);
+  f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(s.dw, dx), f);
+  if constexpr (has_min(K)) f = _mm256_fmadd_ps(s.mw, _mm256_set1_ps(a.s[b]), f);
+  if constexpr (K == Kind::kQ2_K) {
+    const __m256i mi = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_set1_epi32(a.corr[b]), s.ml),
+                                        _mm256_mullo_epi32(_mm256_set1_epi32(a.corr2[b]), s.mh));
+    f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mi), _mm256_mul_ps(s.dm, dx), f);
+  }
+}
+
+// TT tokens (at most 4: the eight weight vectors and TT accumulators stay in registers), the
+// two halves one after the other. One token (decode) streams each weight once instead: both
+// halves of a block in one pass, with a prefetch ahead (two passes would leave half of every
+// cache line for a second trip).
 template <Kind K, int TT>
 void tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
-  constexpr bool kMin = has_min(K);
   const int64_t nb = cols / 32;
   Act a[TT];
   for (int t = 0; t < TT; ++t) a[t] = act_row(act, cols, t0 + t);
-  for (int h = 0; h < 2; ++h) {
-    __m256 f[TT];
-    for (int t = 0; t < TT; ++t) f[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-      __m256i w[8];
-      Scales s;
-      unpack<K>(g, b, h, w, s);
-      for (int t = 0; t < TT; ++t) {
-        const __m256i i = block_dots<K>(w, a[t], b, s);
-        const __m256 dx = _mm256_set1_ps(a[t].d[b]);
-        f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(s.dw, dx), f[t]);
-        if constexpr (kMin) f[t] = _mm256_fmadd_ps(s.mw, _mm256_set1_ps(a[t].s[b]), f[t]);
-        if constexpr (K == Kind::kQ2_K) {
-          const __m256i mi = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_set1_epi32(a[t].corr[b]), s.ml),
-                                              _mm256_mullo_epi32(_mm256_set1_epi32(a[t].corr2[b]), s.mh));
-          f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mi), _mm256_mul_ps(s.dm, dx), f[t]);
-        }
-      }
-    }
+  auto put = [&](__m256 (&f)[TT], int h) {
     for (int t = 0; t < TT; ++t) {
       alignas(32) float v[8];
       _mm256_store_ps(v, f[t]);
       out.put(t0 + t, row0 + 8 * h, v, 8);
+    }
+  };
+  if constexpr (TT == 1) {
+    __m256 f[2][1] = {{_mm256_setzero_ps()}, {_mm256_setzero_ps()}};
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* p = g + b * block_bytes(K) + 2048;
+      for (int o = 0; o < block_bytes(K); o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+      for (int h = 0; h < 2; ++h) {
+        __m256i w[8];
+        Scales s;
+        unpack<K>(g, b, h, w, s);
+        block_step<K>(w, s, a[0], b, f[h][0]);
+      }
+    }
+    put(f[0], 0);
+    put(f[1], 1);
+  } else {
+    for (int h = 0; h < 2; ++h) {
+      __m256 f[TT];
+      for (int t = 0; t < TT; ++t) f[t] = _mm256_setzero_ps();
+      for (int64_t b = 0; b < nb; ++b) {
+        __m256i w[8];
+        Scales s;
+        unpack<K>(g, b, h, w, s);
+        for (int t = 0; t < TT; ++t) block_step<K>(w, s, a[t], b, f[t]);
+      }
+      put(f, h);
     }
   }
 }
@@ -225,7 +266,7 @@ constexpr PackedGemmFn gemm_for = &gemm_groups<tile<K, 1>, tile<K, 2>, tile<K, 4
 // Float weights, as in packed_avx512.cpp, on 8-row halves; up to 2 tokens per pass (their 4
 // partial sums each stay in registers).
 template <GgmlType kT>
-inline __m256 load_col(const uint8_t* g, int64_t c, int h) {
+[[gnu::always_inline]] inline __m256 load_col(const uint8_t* g, int64_t c, int h) {
   if constexpr (kT == GgmlType::F32) {
     return _mm256_loadu_ps(reinterpret_cast<const float*>(g + c * 64 + 32 * h));
   } else {

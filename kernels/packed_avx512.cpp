@@ -33,7 +33,7 @@ inline __m512 load_u8_ps(const uint8_t* p) {
 inline __m512 neg(__m512 v) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN))); }
 
 // Nibble plane (256 bytes) -> w[m]: elements 4m..4m+3, w[m + 4]: elements 16+4m..16+4m+3.
-inline void unpack_nibbles(const uint8_t* p, __m512i (&w)[8]) {
+[[gnu::always_inline]] inline void unpack_nibbles(const uint8_t* p, __m512i (&w)[8]) {
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   for (int m = 0; m < 4; ++m) {
     const __m512i v = load(p + 64 * m);
@@ -44,7 +44,7 @@ inline void unpack_nibbles(const uint8_t* p, __m512i (&w)[8]) {
 
 // A 5-bit block: the nibbles, then bit 4 of each byte from the high plane (64 bytes after
 // them; byte 4j + i, bit m for element 4m + i, bit 4 + m for element 16 + 4m + i).
-inline void unpack_5bit(const uint8_t* p, __m512i (&w)[8]) {
+[[gnu::always_inline]] inline void unpack_5bit(const uint8_t* p, __m512i (&w)[8]) {
   unpack_nibbles(p, w);
   const __m512i h = load(p + 256), b4 = _mm512_set1_epi8(0x10);
   for (int m = 0; m < 4; ++m) {
@@ -71,7 +71,7 @@ inline __m512i two_bits(__m512i p0, __m512i p1, int m, bool hi) {
 struct Q4_0G {
   static constexpr bool kMin = false, kCorr = true, kHalves = false, kQ2 = false;
   static constexpr int kBlockBytes = 288;
-  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+  [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 288;
     unpack_nibbles(p, w);
     s.dw = load_ph16(p + 256);
@@ -81,7 +81,7 @@ struct Q4_0G {
 struct Q4_1G {
   static constexpr bool kMin = true, kCorr = false, kHalves = false, kQ2 = false;
   static constexpr int kBlockBytes = 320;
-  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+  [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 320;
     unpack_nibbles(p, w);
     s.dw = load_ph16(p + 256);
@@ -92,7 +92,7 @@ struct Q4_1G {
 struct Q5_0G {
   static constexpr bool kMin = false, kCorr = true, kHalves = false, kQ2 = false;
   static constexpr int kBlockBytes = 352;
-  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+  [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 352;
     unpack_5bit(p, w);
     s.dw = load_ph16(p + 320);
@@ -102,7 +102,7 @@ struct Q5_0G {
 struct Q5_1G {
   static constexpr bool kMin = true, kCorr = false, kHalves = false, kQ2 = false;
   static constexpr int kBlockBytes = 384;
-  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+  [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 384;
     unpack_5bit(p, w);
     s.dw = load_ph16(p + 320);
@@ -113,7 +113,7 @@ struct Q5_1G {
 struct Q8_0G {
   static constexpr bool kMin = false, kCorr = true, kHalves = false, kQ2 = false;
   static constexpr int kBlockBytes = 544;
-  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+  [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 544;
     const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
     for (int k = 0; k < 8; ++k) w[k] = _mm512_xor_si512(load(p + 64 * k), bias);  // w + 128
@@ -128,7 +128,7 @@ struct QK_G {
   static constexpr bool kMin = true, kCorr = false, kHalves = false, kQ2 = false;
   static constexpr int kUnit = kBits == 5 ? 2880 : 2368, kBlock = kBits == 5 ? 352 : 288;
   static constexpr int kBlockBytes = kUnit / 8;
-  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+  [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* h = g + (b / 8) * kUnit;
     const uint8_t* p = h + 64 + kBlock * (b % 8);
     if constexpr (kBits == 5) {
@@ -146,7 +146,7 @@ struct QK_G {
 struct Q6_KG {
   static constexpr bool kMin = false, kCorr = true, kHalves = true, kQ2 = false;
   static constexpr int kBlockBytes = 420;
-  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+  [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* h = g + (b / 8) * 3360;
     const uint8_t* p = h + 32 + 416 * (b % 8);
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
@@ -170,7 +170,7 @@ struct Q6_KG {
 struct Q3_KG {
   static constexpr bool kMin = false, kCorr = true, kHalves = true, kQ2 = false;
   static constexpr int kBlockBytes = 228;
-  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+  [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* h = g + (b / 8) * 1824;
     const uint8_t* p = h + 32 + 224 * (b % 8);
     const __m512i p0 = load(p), p1 = load(p + 64), hb = load(p + 128), b2 = _mm512_set1_epi8(4);
@@ -189,7 +189,7 @@ struct Q3_KG {
 struct Q2_KG {
   static constexpr bool kMin = false, kCorr = false, kHalves = true, kQ2 = true;
   static constexpr int kBlockBytes = 168;
-  static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
+  [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* h = g + (b / 8) * 1344;
     const uint8_t* p = h + 64 + 160 * (b % 8);
     const __m512i p0 = load(p), p1 = load(p + 64);
@@ -281,7 +281,7 @@ constexpr PackedGemmFn gemm_for = &gemm_groups<tile<K, 1>, tile<K, 2>, tile<K, 4
 // value broadcast, into partial sum c % 4 (four independent chains per token even for one
 // token), added (p0 + p1) + (p2 + p3) at the end.
 template <GgmlType kT>
-inline __m512 load_col(const uint8_t* g, int64_t c) {
+[[gnu::always_inline]] inline __m512 load_col(const uint8_t* g, int64_t c) {
   if constexpr (kT == GgmlType::F32) {
     return _mm512_loadu_ps(g + c * 64);
   } else if constexpr (kT == GgmlType::F16) {
