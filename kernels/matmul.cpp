@@ -36,6 +36,23 @@ size_t convert_activations(const TypeTraits& wt, const float* x, int64_t n_tok, 
   return arow;
 }
 
+// Float activations rounded to the weight type's activation type (F16 / BF16 values, as the
+// vec_dot path rounds them), one float row per token in `scratch`.
+float* rounded_activations(const TypeTraits& wt, const float* x, int64_t n_tok, int64_t cols, ThreadPool& pool,
+                           std::vector<uint8_t>& scratch) {
+  scratch.resize(static_cast<size_t>(n_tok * cols) * sizeof(float));
+  float* xa = reinterpret_cast<float*>(scratch.data());
+  const TypeTraits& at = traits(wt.vec_dot_type);
+  pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) {
+    std::vector<uint8_t> tmp(row_bytes(at, cols));
+    for (int64_t t = t0; t < t1; ++t) {
+      at.quantize(x + t * cols, tmp.data(), cols);
+      at.dequantize(tmp.data(), xa + t * cols, cols);
+    }
+  });
+  return xa;
+}
+
 }  // namespace
 
 MatrixView pack_matrix(const MatrixView& w, std::vector<uint8_t>& storage) {
@@ -59,18 +76,7 @@ void matmul_packed(const MatrixView& w, const float* x, int64_t n_tok, float* y,
   const int64_t cols = w.cols;
   uint8_t* act = nullptr;
   if (is_float_type(w.type)) {
-    // Float rows rounded to the weight's activation type (F16 / BF16 values), as the vec_dot
-    // path rounds them.
-    const TypeTraits& at = traits(traits(w.type).vec_dot_type);
-    scratch.resize(static_cast<size_t>(n_tok * cols) * sizeof(float));
-    act = scratch.data();
-    pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) {
-      std::vector<uint8_t> tmp(row_bytes(at, cols));
-      for (int64_t t = t0; t < t1; ++t) {
-        at.quantize(x + t * cols, tmp.data(), cols);
-        at.dequantize(tmp.data(), reinterpret_cast<float*>(act) + t * cols, cols);
-      }
-    });
+    act = reinterpret_cast<uint8_t*>(rounded_activations(traits(w.type), x, n_tok, cols, pool, scratch));
   } else {
     const size_t arow = act_q8_bytes(cols);
     scratch.resize(arow * static_cast<size_t>(n_tok));
@@ -103,16 +109,7 @@ void matmul_float_gemm(const MatrixView& w, const TypeTraits& wt, const float* x
   }();
   (void)once;
   const int64_t cols = w.cols, rows = w.rows;
-  scratch.resize(static_cast<size_t>(n_tok * cols) * sizeof(float));
-  float* xa = reinterpret_cast<float*>(scratch.data());
-  const TypeTraits& at = traits(wt.vec_dot_type);
-  pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) {
-    std::vector<uint8_t> tmp(row_bytes(at, cols));
-    for (int64_t t = t0; t < t1; ++t) {
-      at.quantize(x + t * cols, tmp.data(), cols);
-      at.dequantize(tmp.data(), xa + t * cols, cols);
-    }
-  });
+  const float* xa = rounded_activations(wt, x, n_tok, cols, pool, scratch);
   const size_t wrow = row_bytes(wt, cols);
   const auto* wbase = static_cast<const uint8_t*>(w.data);
   const bool simd = active_isa() >= Isa::Avx2;
