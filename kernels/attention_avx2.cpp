@@ -105,9 +105,16 @@ void attention_jobs_avx2(const AttentionArgs& a, int64_t job0, int64_t job1) {
         ++nr;
       }
     }
-    alignas(32) float last_f[8];
-    for (int r = 0; r < 8; ++r) last_f[r] = r < nr ? static_cast<float>(row_last[r]) : -1.0f;
-    const __m256 last_v = _mm256_load_ps(last_f);
+    // Each row's keys: first_r .. last_r (first_r > 0 only under a sliding window).
+    alignas(32) float last_f[8], first_f[8];
+    int64_t j0 = row_last[0];
+    for (int r = 0; r < 8; ++r) {
+      const int64_t first = r < nr && a.window > 0 && row_last[r] + 1 > a.window ? row_last[r] + 1 - a.window : 0;
+      if (r < nr && first < j0) j0 = first;
+      last_f[r] = r < nr ? static_cast<float>(row_last[r]) : -1.0f;
+      first_f[r] = static_cast<float>(first);
+    }
+    const __m256 last_v = _mm256_load_ps(last_f), first_v = _mm256_load_ps(first_f);
     for (int r = 0; r < nr; ++r) {
       const float* qp = sq.q + row_t[r] * q_stride + static_cast<int64_t>(row_h[r]) * hd;
       for (int d = 0; d < hd; d += 8) {
@@ -120,7 +127,7 @@ void attention_jobs_avx2(const AttentionArgs& a, int64_t job0, int64_t job1) {
     const __m256 ninf = _mm256_set1_ps(-__builtin_inff());
     __m256 m = ninf, sum = _mm256_setzero_ps();
     const __m256 scale = _mm256_set1_ps(a.scale);
-    for (int64_t j = 0; j < n_keys; ++j) {
+    for (int64_t j = j0; j < n_keys; ++j) {
       const int64_t in_block = (j % bl) * kv_stride + static_cast<int64_t>(kvh) * hd;
       const uint16_t* kp = sq.k_blocks[j / bl] + in_block;
       const uint16_t* vp = sq.v_blocks[j / bl] + in_block;
@@ -140,12 +147,15 @@ void attention_jobs_avx2(const AttentionArgs& a, int64_t job0, int64_t job1) {
         if (d < hd) s0 = _mm256_fmadd_ps(_mm256_load_ps(qh[r] + d), _mm256_load_ps(kf + d), s0);
         dots[r] = _mm256_add_ps(s0, s1);
       }
-      // Rows past their causal end (and unused lanes) score -inf.
-      const __m256 live = _mm256_cmp_ps(_mm256_set1_ps(static_cast<float>(j)), last_v, _CMP_LE_OQ);
+      // Rows outside their keys (past the causal end, before the window, unused lanes) keep
+      // their state: rescale 1, weight 0 (a row may not have seen a key yet, m = -inf).
+      const __m256 jv = _mm256_set1_ps(static_cast<float>(j));
+      const __m256 live = _mm256_and_ps(_mm256_cmp_ps(jv, last_v, _CMP_LE_OQ), _mm256_cmp_ps(jv, first_v, _CMP_GE_OQ));
       const __m256 s = _mm256_blendv_ps(ninf, _mm256_mul_ps(hsum8(dots), scale), live);
       const __m256 m_new = _mm256_max_ps(m, s);
-      const __m256 ms = exp8(_mm256_sub_ps(m, m_new));  // 1 unless a new maximum
-      const __m256 vs = exp8(_mm256_sub_ps(s, m_new));  // 1 for a new maximum, 0 for -inf
+      const __m256 one = _mm256_set1_ps(1.0f);
+      const __m256 ms = _mm256_blendv_ps(one, exp8(_mm256_sub_ps(m, m_new)), live);  // 1 unless a new maximum
+      const __m256 vs = _mm256_and_ps(exp8(_mm256_sub_ps(s, m_new)), live);          // 1 for a new maximum
       m = m_new;
       sum = _mm256_fmadd_ps(sum, ms, vs);
       const int rescale = _mm256_movemask_ps(_mm256_cmp_ps(ms, _mm256_set1_ps(1.0f), _CMP_NEQ_UQ));

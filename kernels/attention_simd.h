@@ -13,6 +13,7 @@ struct AttentionArgs {
   int n_seq;
   int n_head, n_head_kv, head_dim;
   float scale;
+  int64_t window;  // keys within `window` positions of the query (sliding window); 0: all
   // Work split, set by attention_batch(): a job takes one sequence, one KV head,
   // `heads_per_job` of its query heads (chunk `head_chunk` of n_head / n_head_kv) and
   // `tokens_per_job` consecutive tokens, so up to 8 query rows walk the same keys together.

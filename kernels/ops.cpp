@@ -15,7 +15,8 @@ void rms_norm(const float* x, const float* w, int64_t n_rows, int64_t n, float e
     const float* xr = x + r * n;
     float* o = out + r * n;
     double sum = 0.0;
-    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(xr[i]) * xr[i];
+    // Squares in float, summed in double, as ggml does (the last bits decide activation roundings).
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(xr[i] * xr[i]);
     const float mean = static_cast<float>(sum / static_cast<double>(n));
     const float scale = 1.0f / std::sqrt(mean + eps);
     for (int64_t i = 0; i < n; ++i) o[i] = (xr[i] * scale) * w[i];
@@ -30,6 +31,40 @@ void silu_mul_inplace(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
     gate[i] = (g / (1.0f + std::exp(-g))) * up[i];
+  }
+}
+
+namespace {
+
+// ggml's GELU (tanh form) at every fp16 value, rounded to fp16: what its CPU backend looks up.
+const std::vector<uint16_t>& gelu_fp16_table() {
+  static const std::vector<uint16_t> table = [] {
+    std::vector<uint16_t> t(65536);
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const float x = fp16_to_fp32(static_cast<uint16_t>(h));
+      const float g = 0.5f * x * (1.0f + std::tanh(0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
+      t[h] = fp32_to_fp16(g);
+    }
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
+void gelu_mul_inplace(float* gate, const float* up, int64_t n) {
+  const std::vector<uint16_t>& table = gelu_fp16_table();
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = gate[i];
+    float g;
+    if (x <= -10.0f) {
+      g = 0.0f;
+    } else if (x >= 10.0f) {
+      g = x;
+    } else {
+      g = fp16_to_fp32(table[fp32_to_fp16(x)]);
+    }
+    gate[i] = g * up[i];
   }
 }
 
@@ -75,7 +110,7 @@ void rope_inplace(float* x, int64_t n_tok, int n_heads, int head_dim, const int3
 }
 
 void attention_batch(const AttnSeq* seqs, int n_seq, int n_head, int n_head_kv, int head_dim, float scale,
-                     ThreadPool& pool) {
+                     ThreadPool& pool, int64_t window) {
   // Single-pass ("flash") attention with an online softmax. Rounding follows llama.cpp's CPU
   // kernel for an fp16 cache: Q is rounded to fp16, the running output is kept in fp16, and it
   // is rescaled whenever a new maximum score appears. This keeps results within float noise of
@@ -84,7 +119,7 @@ void attention_batch(const AttnSeq* seqs, int n_seq, int n_head, int n_head_kv, 
   const int group = n_head / n_head_kv;
   std::vector<int64_t> job_begin(static_cast<size_t>(n_seq) + 1, 0);
   if (active_isa() >= Isa::Avx2 && head_dim % 8 == 0 && head_dim <= kMaxSimdHeadDim) {
-    AttentionArgs args{seqs, job_begin.data(), n_seq, n_head, n_head_kv, head_dim, scale, 0, 0, 0};
+    AttentionArgs args{seqs, job_begin.data(), n_seq, n_head, n_head_kv, head_dim, scale, window, 0, 0, 0};
     args.heads_per_job = std::min(group, 8);
     args.head_chunks = (group + args.heads_per_job - 1) / args.heads_per_job;
     args.tokens_per_job = 8 / args.heads_per_job;
@@ -110,12 +145,13 @@ void attention_batch(const AttnSeq* seqs, int n_seq, int n_head, int n_head_kv, 
       const int h = static_cast<int>(job % n_head);
       const int kvh = h / group;
       const int64_t n_keys = sq.pos0 + t + 1;  // causal: keys 0 .. pos0 + t
+      const int64_t first = window > 0 ? std::max<int64_t>(0, n_keys - window) : 0;
       const float* qp = sq.q + t * q_stride + static_cast<int64_t>(h) * head_dim;
       for (int d = 0; d < head_dim; ++d) qh[d] = fp16_to_fp32(fp32_to_fp16(qp[d]));
       std::fill(acc.begin(), acc.end(), 0);
       float m = -INFINITY;
       float sum = 0.0f;
-      for (int64_t j = 0; j < n_keys; ++j) {
+      for (int64_t j = first; j < n_keys; ++j) {
         const int64_t in_block = (j % sq.block_len) * kv_stride + static_cast<int64_t>(kvh) * head_dim;
         const uint16_t* kp = sq.k_blocks[j / sq.block_len] + in_block;
         const uint16_t* vp = sq.v_blocks[j / sq.block_len] + in_block;
@@ -145,14 +181,15 @@ void attention_batch(const AttnSeq* seqs, int n_seq, int n_head, int n_head_kv, 
 }
 
 void attention(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_tok, int64_t pos0,
-               int n_head, int n_head_kv, int head_dim, float scale, float* out, ThreadPool& pool) {
+               int n_head, int n_head_kv, int head_dim, float scale, float* out, ThreadPool& pool,
+               int64_t window) {
   const AttnSeq one{q, out, &k, &v, pos0 + n_tok, n_tok, pos0};
-  attention_batch(&one, 1, n_head, n_head_kv, head_dim, scale, pool);
+  attention_batch(&one, 1, n_head, n_head_kv, head_dim, scale, pool, window);
 }
 
 void attention_reference(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_tok,
                          int64_t pos0, int n_head, int n_head_kv, int head_dim, float scale,
-                         float* out) {
+                         float* out, int64_t window) {
   const int group = n_head / n_head_kv;
   const int64_t kv_stride = static_cast<int64_t>(n_head_kv) * head_dim;
   const int64_t q_stride = static_cast<int64_t>(n_head) * head_dim;
@@ -160,9 +197,10 @@ void attention_reference(const float* q, const uint16_t* k, const uint16_t* v, i
     for (int h = 0; h < n_head; ++h) {
       const int kvh = h / group;
       const int64_t n_keys = pos0 + t + 1;
-      std::vector<double> s(n_keys);
+      const int64_t first = window > 0 ? std::max<int64_t>(0, n_keys - window) : 0;
+      std::vector<double> s(n_keys, -INFINITY);
       double mx = -INFINITY;
-      for (int64_t j = 0; j < n_keys; ++j) {
+      for (int64_t j = first; j < n_keys; ++j) {
         double acc = 0.0;
         for (int d = 0; d < head_dim; ++d) {
           acc += static_cast<double>(q[t * q_stride + h * head_dim + d]) *
@@ -175,7 +213,7 @@ void attention_reference(const float* q, const uint16_t* k, const uint16_t* v, i
       for (auto& x : s) sum += (x = std::exp(x - mx));
       for (int d = 0; d < head_dim; ++d) {
         double acc = 0.0;
-        for (int64_t j = 0; j < n_keys; ++j) {
+        for (int64_t j = first; j < n_keys; ++j) {
           acc += s[j] / sum * fp16_to_fp32(v[j * kv_stride + kvh * head_dim + d]);
         }
         out[t * q_stride + h * head_dim + d] = static_cast<float>(acc);

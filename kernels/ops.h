@@ -35,20 +35,25 @@ void rope_inplace(float* x, int64_t n_tok, int n_heads, int head_dim, const int3
 
 // Causal attention for every sequence of a batch in one pass over the pool (the jobs of all
 // sequences share it, so many one-token sequences cost one parallel section, not one each).
-// Each output row is the same as attention() gives for that sequence alone.
+// Each output row is the same as attention() gives for that sequence alone. With window > 0 the
+// query at position p sees only keys p - window + 1 .. p (sliding-window attention).
 void attention_batch(const AttnSeq* seqs, int n_seq, int n_head, int n_head_kv, int head_dim, float scale,
-                     ThreadPool& pool);
+                     ThreadPool& pool, int64_t window = 0);
 
 // Causal multi-head attention with grouped KV heads over an fp16 cache.
 //   q:   [n_tok, n_head * head_dim]      token t sits at position pos0 + t
 //   k,v: [n_ctx, n_head_kv * head_dim]   fp16, positions 0 .. pos0 + n_tok - 1 filled
 //   out: [n_tok, n_head * head_dim]
 void attention(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_tok, int64_t pos0,
-               int n_head, int n_head_kv, int head_dim, float scale, float* out, ThreadPool& pool);
+               int n_head, int n_head_kv, int head_dim, float scale, float* out, ThreadPool& pool,
+               int64_t window = 0);
 
 // Reference twin of attention in float64.
 void attention_reference(const float* q, const uint16_t* k, const uint16_t* v, int64_t n_tok,
                          int64_t pos0, int n_head, int n_head_kv, int head_dim, float scale,
-                         float* out);
+                         float* out, int64_t window = 0);
+// gate[i] = gelu(gate[i]) * up[i], GELU in its tanh form, evaluated as ggml's CPU backend does:
+// on the input rounded to fp16, the result rounded to fp16 (exact beyond |x| >= 10).
+void gelu_mul_inplace(float* gate, const float* up, int64_t n);
 
 }  // namespace ranklm::kern

@@ -325,23 +325,38 @@ TEST(Ops, AttentionMatchesFloat64ReferenceAtEveryLevel) {
       k[i] = fp32_to_fp16(kf[i]);
       v[i] = fp32_to_fp16(vf[i]);
     }
-    std::vector<float> ref(q.size()), scalar(q.size());
     ThreadPool pool(2);
     const float scale = 1.0f / std::sqrt(float(hd));
-    attention_reference(q.data(), k.data(), v.data(), n_tok, pos0, n_head, n_kv, hd, scale, ref.data());
-    for (const Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
-      if (set_isa(isa) != isa) continue;
-      std::vector<float> out(q.size());
-      attention(q.data(), k.data(), v.data(), n_tok, pos0, n_head, n_kv, hd, scale, out.data(), pool);
-      if (isa == Isa::Scalar) scalar = out;
-      for (size_t i = 0; i < out.size(); ++i) {
-        ASSERT_NEAR(out[i], ref[i], 3e-3 + 3e-3 * std::fabs(ref[i])) << isa_name(isa) << " hd " << hd << " i " << i;
-        // Same algorithm and roundings as the portable kernel; only the dot product's summation
-        // order differs, which can flip an fp16 rounding now and then.
-        ASSERT_NEAR(out[i], scalar[i], 2e-3 + 2e-3 * std::fabs(ref[i])) << isa_name(isa) << " hd " << hd;
+    // No window, and sliding windows shorter than the context (rows of one job then start at
+    // different keys) and of one key.
+    for (const int64_t window : {int64_t{0}, int64_t{4}, int64_t{1}}) {
+      std::vector<float> ref(q.size()), scalar(q.size());
+      attention_reference(q.data(), k.data(), v.data(), n_tok, pos0, n_head, n_kv, hd, scale, ref.data(), window);
+      for (const Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+        if (set_isa(isa) != isa) continue;
+        std::vector<float> out(q.size());
+        attention(q.data(), k.data(), v.data(), n_tok, pos0, n_head, n_kv, hd, scale, out.data(), pool, window);
+        if (isa == Isa::Scalar) scalar = out;
+        for (size_t i = 0; i < out.size(); ++i) {
+          ASSERT_NEAR(out[i], ref[i], 3e-3 + 3e-3 * std::fabs(ref[i])) << isa_name(isa) << " hd " << hd << " window " << window << " i " << i;
+          // Same algorithm and roundings as the portable kernel; only the dot product's summation
+          // order differs, which can flip an fp16 rounding now and then.
+          ASSERT_NEAR(out[i], scalar[i], 2e-3 + 2e-3 * std::fabs(ref[i])) << isa_name(isa) << " hd " << hd;
+        }
+      }
+      set_isa(initial);
+      if (window == 1) {
+        // A window of one key: each row is its own value row (softmax of one score).
+        for (int64_t t = 0; t < n_tok; ++t) {
+          for (int h = 0; h < n_head; ++h) {
+            const int kvh = h / (n_head / n_kv);
+            for (int d = 0; d < hd; ++d) {
+              ASSERT_NEAR(ref[(t * n_head + h) * hd + d], fp16_to_fp32(v[((pos0 + t) * n_kv + kvh) * hd + d]), 1e-6);
+            }
+          }
+        }
       }
     }
-    set_isa(initial);
   }
 }
 
@@ -396,6 +411,24 @@ TEST(Ops, BatchedPagedAttentionEqualsOneSequenceAtATime) {
     for (size_t i = 0; i < shapes.size(); ++i) ASSERT_EQ(got[i], want[i]) << isa_name(isa) << " sequence " << i;
   }
   set_isa(initial);
+}
+
+TEST(Ops, GeluMulFollowsTheTanhFormRoundedToFp16) {
+  auto x = test::random_floats(4000, 31);
+  for (size_t i = 0; i < x.size(); ++i) x[i] *= 6.0f;  // -6 .. 6, the curved part
+  x.push_back(-12.0f);
+  x.push_back(11.0f);
+  const auto up = test::random_floats(x.size(), 32);
+  std::vector<float> g = x;
+  gelu_mul_inplace(g.data(), up.data(), static_cast<int64_t>(g.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double xv = x[i];
+    const double want = 0.5 * xv * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (xv + 0.044715 * xv * xv * xv))) * up[i];
+    // fp16 input and output: about 2^-11 relative, plus the input's rounding times the slope.
+    ASSERT_NEAR(g[i], want, 2e-3 * (std::fabs(want) + std::fabs(up[i]) * (1 + std::fabs(xv)))) << x[i];
+  }
+  EXPECT_EQ(g[g.size() - 2], 0.0f);
+  EXPECT_EQ(g[g.size() - 1], 11.0f * up.back());
 }
 
 TEST(Ops, RmsNormAndSoftmax) {

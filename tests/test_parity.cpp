@@ -24,13 +24,21 @@ namespace {
 double tolerance_for(const std::string& name) {
   if (name.find("-f32") != std::string::npos || name.find("-f16") != std::string::npos) return 1e-3;
   if (name.find("-bf16") != std::string::npos) return 5e-3;
+  // The quantized gemma3 fixtures amplify last-bit differences of attention about twice as much
+  // as the others: llama.cpp itself, same file and CPU, moves by 3e-2 between its flash and
+  // plain attention, and by 1.3e-2 between its AVX-512 and AVX2 builds (docs/PARITY.md). The
+  // first prompt position, before any attention over other tokens, agrees to 1e-7.
+  if (name.find("gemma3") != std::string::npos) return 4e-2;
   return 2e-2;
 }
 
+// "models/<name>" and "new-arch/<name>" of every fixture GGUF.
 std::vector<std::string> fixture_models() {
   std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(test::fixture("models"))) {
-    if (e.path().extension() == ".gguf") names.push_back(e.path().stem().string());
+  for (const char* dir : {"models", "new-arch"}) {
+    for (const auto& e : std::filesystem::directory_iterator(test::fixture(dir))) {
+      if (e.path().extension() == ".gguf") names.push_back(std::string(dir) + "/" + e.path().stem().string());
+    }
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -39,7 +47,7 @@ std::vector<std::string> fixture_models() {
 class ParityTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ParityTest, MatchesLlamaCppLogitsAndGreedy) {
-  const std::string base = test::fixture("models/" + GetParam());
+  const std::string base = test::fixture(GetParam());
   const auto ref = nlohmann::json::parse(test::read_file(base + ".ref.json"));
   auto file = gguf::File::open(base + ".gguf");
   auto model = Model::load(*file);
@@ -74,6 +82,7 @@ TEST_P(ParityTest, MatchesLlamaCppLogitsAndGreedy) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParityTest, ::testing::ValuesIn(fixture_models()),
                          [](const auto& info) {
                            std::string n = info.param;
+                           n = n.substr(n.find('/') + 1);
                            for (auto& ch : n) if (ch == '-') ch = '_';
                            return n;
                          });

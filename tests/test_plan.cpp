@@ -8,6 +8,7 @@
 
 #include "io/gguf.h"
 #include "plan/identity.h"
+#include "model/arch.h"
 #include "plan/plan.h"
 #include "test_util.h"
 #include "util/error.h"
@@ -249,11 +250,11 @@ TEST(TpSlice, EveryFixtureModelSlicesAtTp2) {
 }
 
 TEST(Plan, LayerOfATensorNameIsParsedStrictly) {
-  EXPECT_EQ(plan::layer_of("blk.0.attn_q.weight"), 0);
-  EXPECT_EQ(plan::layer_of("blk.21.ffn_down.weight"), 21);
-  EXPECT_EQ(plan::layer_of("token_embd.weight"), std::nullopt);
-  EXPECT_EQ(plan::layer_of("blk.x.attn_q.weight"), std::nullopt);        // once an uncaught exception
-  EXPECT_EQ(plan::layer_of("blk.99999999999999999999.attn"), std::nullopt);  // and this one
-  EXPECT_EQ(plan::layer_of("blk.-1.attn"), std::nullopt);
-  EXPECT_EQ(plan::layer_of("blk..attn"), std::nullopt);
+  EXPECT_EQ(layer_of("blk.0.attn_q.weight"), 0);
+  EXPECT_EQ(layer_of("blk.21.ffn_down.weight"), 21);
+  EXPECT_EQ(layer_of("token_embd.weight"), std::nullopt);
+  EXPECT_EQ(layer_of("blk.x.attn_q.weight"), std::nullopt);        // once an uncaught exception
+  EXPECT_EQ(layer_of("blk.99999999999999999999.attn"), std::nullopt);  // and this one
+  EXPECT_EQ(layer_of("blk.-1.attn"), std::nullopt);
+  EXPECT_EQ(layer_of("blk..attn"), std::nullopt);
 }

@@ -1,7 +1,8 @@
 // ranklm-synth: writes a GGUF with the exact tensor shapes and types of a real model and random
 // weights, so speed can be measured at real scale without downloading anything. The output is
-// for speed only: its text is noise. Both ranklm and llama.cpp load it (Llama architecture, a
-// SentencePiece-style vocabulary of placeholder pieces).
+// for speed only: its text is noise. Both ranklm and llama.cpp load it (the shape's
+// architecture, its tensors from the registry in model/arch.h, a SentencePiece-style vocabulary
+// of placeholder pieces).
 #include <boost/program_options.hpp>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include "cli/tool_main.h"
 #include "io/gguf_writer.h"
 #include "kernels/fp16.h"
+#include "model/arch.h"
 #include "util/error.h"
 
 namespace po = boost::program_options;
@@ -23,26 +25,34 @@ namespace {
 struct Shape {
   const char* name;
   const char* label;
-  int64_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
+  const char* arch;
+  int64_t n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_vocab, n_ctx;  // head_dim 0: n_embd / n_head
   float rope_base;
   bool tied_output;
   bool llama3_rope;  // Llama 3.1-style frequency factors (factor 32, orig. context 8192)
+  int64_t swa_window;  // gemma3: sliding window (every 6th layer global)
 };
 
 // Hyperparameters as published in each model's config.json.
 constexpr Shape kShapes[] = {
-    {"tinyllama-1.1b", "TinyLlama-1.1B", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, false, false},
-    {"llama-3.2-1b", "Llama-3.2-1B", 2048, 16, 32, 8, 8192, 128256, 131072, 500000.0f, true, true},
-    {"llama-2-7b", "Llama-2-7B", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, false, false},
-    {"llama-3-8b", "Llama-3-8B", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, false, false},
-    {"llama-3-70b", "Llama-3-70B", 8192, 80, 64, 8, 28672, 128256, 8192, 500000.0f, false, false},
+    {"tinyllama-1.1b", "TinyLlama-1.1B", "llama", 2048, 22, 32, 4, 0, 5632, 32000, 2048, 10000.0f, false, false, 0},
+    {"llama-3.2-1b", "Llama-3.2-1B", "llama", 2048, 16, 32, 8, 0, 8192, 128256, 131072, 500000.0f, true, true, 0},
+    {"llama-2-7b", "Llama-2-7B", "llama", 4096, 32, 32, 32, 0, 11008, 32000, 4096, 10000.0f, false, false, 0},
+    {"llama-3-8b", "Llama-3-8B", "llama", 4096, 32, 32, 8, 0, 14336, 128256, 8192, 500000.0f, false, false, 0},
+    {"llama-3-70b", "Llama-3-70B", "llama", 8192, 80, 64, 8, 0, 28672, 128256, 8192, 500000.0f, false, false, 0},
+    {"qwen3-0.6b", "Qwen3-0.6B", "qwen3", 1024, 28, 16, 8, 128, 3072, 151936, 40960, 1000000.0f, true, false, 0},
+    {"qwen3-8b", "Qwen3-8B", "qwen3", 4096, 36, 32, 8, 128, 12288, 151936, 40960, 1000000.0f, false, false, 0},
+    {"gemma3-270m", "Gemma-3-270M", "gemma3", 640, 18, 4, 1, 256, 2048, 262144, 32768, 1000000.0f, true, false, 512},
+    {"gemma3-1b", "Gemma-3-1B", "gemma3", 1152, 26, 4, 1, 256, 6912, 262144, 32768, 1000000.0f, true, false, 512},
     // Small shapes for tests (a few MB); the same code paths as the real ones.
-    {"test-small", "test-small", 256, 2, 4, 2, 512, 512, 512, 10000.0f, false, false},
-    {"test-small-tied", "test-small-tied", 256, 2, 4, 1, 768, 512, 512, 500000.0f, true, true},
+    {"test-small", "test-small", "llama", 256, 2, 4, 2, 0, 512, 512, 512, 10000.0f, false, false, 0},
+    {"test-small-tied", "test-small-tied", "llama", 256, 2, 4, 1, 0, 768, 512, 512, 500000.0f, true, true, 0},
     // 8 layers of test-small's width: pipelines of 5 or 7 stages (rank counts 1..8 in tests).
-    {"test-deep", "test-deep", 256, 8, 4, 2, 512, 512, 512, 10000.0f, false, false},
+    {"test-deep", "test-deep", "llama", 256, 8, 4, 2, 0, 512, 512, 512, 10000.0f, false, false, 0},
     // About 60 MB in Q8_0: big enough that a repack takes a measurable time (kill tests).
-    {"test-medium", "test-medium", 1024, 4, 16, 4, 2816, 16000, 2048, 10000.0f, false, false},
+    {"test-medium", "test-medium", "llama", 1024, 4, 16, 4, 0, 2816, 16000, 2048, 10000.0f, false, false, 0},
+    {"test-qwen3", "test-qwen3", "qwen3", 256, 4, 8, 2, 64, 512, 512, 512, 1000000.0f, false, false, 0},
+    {"test-gemma3", "test-gemma3", "gemma3", 256, 7, 4, 1, 64, 768, 512, 512, 1000000.0f, true, false, 8},
 };
 
 struct Mix {
@@ -117,6 +127,13 @@ void fill_matrix(GgmlType type, uint64_t& s, uint8_t* dst, size_t n) {
         random_bytes(s, p + 2, QK / 2);
       }
       return;
+    case GgmlType::Q5_0:
+      for (size_t b = 0; b < n / sizeof(BlockQ5_0); ++b) {
+        uint8_t* p = dst + b * sizeof(BlockQ5_0);
+        put_half(p, kAmp / 16.0f * (0.75f + 0.25f * uniform(s)));
+        random_bytes(s, p + 2, 4 + QK / 2);
+      }
+      return;
     case GgmlType::Q4_K:
       for (size_t b = 0; b < n / sizeof(BlockQ4_K); ++b) {
         auto* q = reinterpret_cast<BlockQ4_K*>(dst + b * sizeof(BlockQ4_K));
@@ -141,23 +158,37 @@ void fill_matrix(GgmlType type, uint64_t& s, uint8_t* dst, size_t n) {
   }
 }
 
-std::vector<float> llama3_factors(const Shape& sh) {
-  const int64_t head_dim = sh.n_embd / sh.n_head;
-  const double factor = 32.0, low = 1.0, high = 4.0, old_ctx = 8192.0;
-  std::vector<float> out(static_cast<size_t>(head_dim / 2));
-  for (size_t i = 0; i < out.size(); ++i) {
-    const double freq = std::pow(sh.rope_base, -2.0 * static_cast<double>(i) / head_dim);
-    const double wavelen = 2.0 * M_PI / freq;
-    if (wavelen < old_ctx / high) {
-      out[i] = 1.0f;
-    } else if (wavelen > old_ctx / low) {
-      out[i] = static_cast<float>(factor);
-    } else {
-      const double smooth = (old_ctx / wavelen - low) / (high - low);
-      out[i] = static_cast<float>(1.0 / ((1.0 - smooth) / factor + smooth));
-    }
-  }
-  return out;
+ranklm::HParams hparams_of(const Shape& sh) {
+  ranklm::HParams hp;
+  hp.arch = sh.arch;
+  hp.n_embd = sh.n_embd;
+  hp.n_layer = sh.n_layer;
+  hp.n_head = sh.n_head;
+  hp.n_head_kv = sh.n_head_kv;
+  hp.head_dim = sh.head_dim > 0 ? sh.head_dim : sh.n_embd / sh.n_head;
+  hp.n_ff = sh.n_ff;
+  hp.n_vocab = sh.n_vocab;
+  hp.n_ctx_train = sh.n_ctx;
+  hp.rms_eps = 1e-5f;
+  hp.rope.n_dims = static_cast<int>(hp.head_dim);
+  hp.rope.freq_base = sh.rope_base;
+  hp.tied_output = sh.tied_output;
+  if (sh.llama3_rope) hp.llama3_rope = ranklm::Llama3Rope{32.0, 1.0, 4.0, 8192.0};
+  hp.swa_window = sh.swa_window;
+  // The blocks the architecture switches on decide the tensors (model_tensors).
+  const std::string arch = sh.arch;
+  hp.qkv_bias = arch == "qwen2";
+  hp.qk_norm = arch == "qwen3" || arch == "gemma3";
+  hp.post_norms = arch == "gemma3";
+  return hp;
+}
+
+// A type whose blocks fit `cols`, as llama-quantize falls back for rows that are not whole
+// K-quant super-blocks (Gemma's 640 and 1152 columns).
+GgmlType fitting(GgmlType t, int64_t cols) {
+  const int64_t block = ranklm::kern::traits(t).block_size;
+  if (cols % block == 0) return t;
+  return t == GgmlType::Q6_K ? GgmlType::Q8_0 : GgmlType::Q5_0;
 }
 
 void add_vocab(ranklm::gguf::Writer& w, int64_t n_vocab) {
@@ -215,11 +246,11 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (vm.count("list")) {
-    std::printf("%-16s %6s %6s %5s %4s %6s %7s\n", "shape", "n_embd", "layers", "heads", "kv",
-                "n_ff", "vocab");
+    std::printf("%-16s %-7s %6s %6s %5s %4s %5s %6s %7s\n", "shape", "arch", "n_embd", "layers", "heads", "kv",
+                "head", "n_ff", "vocab");
     for (const Shape& s : kShapes) {
-      std::printf("%-16s %6ld %6ld %5ld %4ld %6ld %7ld\n", s.name, s.n_embd, s.n_layer, s.n_head,
-                  s.n_head_kv, s.n_ff, s.n_vocab);
+      std::printf("%-16s %-7s %6ld %6ld %5ld %4ld %5ld %6ld %7ld\n", s.name, s.arch, s.n_embd, s.n_layer, s.n_head,
+                  s.n_head_kv, s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head, s.n_ff, s.n_vocab);
     }
     return 0;
   }
@@ -243,22 +274,11 @@ int run(int argc, char** argv) {
   }
 
   ranklm::gguf::Writer w;
-  const std::string a = "llama.";
-  const int64_t head_dim = sh->n_embd / sh->n_head;
-  w.set_string("general.architecture", "llama");
+  const ranklm::HParams hp = hparams_of(*sh);
+  ranklm::write_hparams(w, hp);
   w.set_string("general.name", std::string("synthetic ") + sh->label + " " + mix->name +
                                    " (random weights, for speed measurements only)");
   w.set_u32("general.file_type", mix->file_type);
-  w.set_u32(a + "context_length", static_cast<uint32_t>(sh->n_ctx));
-  w.set_u32(a + "embedding_length", static_cast<uint32_t>(sh->n_embd));
-  w.set_u32(a + "block_count", static_cast<uint32_t>(sh->n_layer));
-  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(sh->n_ff));
-  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(sh->n_head));
-  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(sh->n_head_kv));
-  w.set_u32(a + "rope.dimension_count", static_cast<uint32_t>(head_dim));
-  w.set_f32(a + "rope.freq_base", sh->rope_base);
-  w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
-  w.set_u32(a + "vocab_size", static_cast<uint32_t>(sh->n_vocab));
   add_vocab(w, sh->n_vocab);
 
   struct Plan {
@@ -267,31 +287,25 @@ int run(int argc, char** argv) {
     std::vector<float> values;  // F32 vector given explicitly
   };
   std::vector<Plan> plan;
-  auto add = [&](const std::string& name, std::vector<int64_t> ne, GgmlType t, bool norm = false) {
-    w.add_tensor(name, std::move(ne), t);
-    plan.push_back({t, norm, {}});
-  };
-  const int64_t E = sh->n_embd, kv = sh->n_head_kv * head_dim;
-  add("token_embd.weight", {E, sh->n_vocab}, mix->base);
-  add("output_norm.weight", {E}, GgmlType::F32, true);
-  if (!sh->tied_output) add("output.weight", {E, sh->n_vocab}, mix->output);
-  if (sh->llama3_rope) {
-    std::vector<float> f = llama3_factors(*sh);
-    w.add_tensor("rope_freqs.weight", {static_cast<int64_t>(f.size())}, GgmlType::F32);
+  if (hp.llama3_rope) {
+    // As converted Llama 3.1 files carry them (llama.cpp reads only the tensor).
+    std::vector<float> f = ranklm::llama3_freq_factors(hp);
+    w.add_tensor(ranklm::tensor_name(ranklm::TensorId::kRopeFreqs), {static_cast<int64_t>(f.size())}, GgmlType::F32);
     plan.push_back({GgmlType::F32, false, std::move(f)});
   }
-  for (int64_t i = 0; i < sh->n_layer; ++i) {
-    const std::string b = "blk." + std::to_string(i) + ".";
-    const GgmlType more = use_more_bits(i, sh->n_layer) ? mix->more_bits : mix->base;
-    add(b + "attn_norm.weight", {E}, GgmlType::F32, true);
-    add(b + "attn_q.weight", {E, E}, mix->base);
-    add(b + "attn_k.weight", {E, kv}, mix->base);
-    add(b + "attn_v.weight", {E, kv}, more);
-    add(b + "attn_output.weight", {E, E}, mix->base);
-    add(b + "ffn_norm.weight", {E}, GgmlType::F32, true);
-    add(b + "ffn_gate.weight", {E, sh->n_ff}, mix->base);
-    add(b + "ffn_up.weight", {E, sh->n_ff}, mix->base);
-    add(b + "ffn_down.weight", {sh->n_ff, E}, more);
+  using ranklm::TensorId;
+  for (const ranklm::TensorDecl& t : ranklm::model_tensors(hp)) {
+    GgmlType type = mix->base;
+    if (t.ne.size() == 1) {
+      type = GgmlType::F32;
+    } else if (t.id == TensorId::kOutput) {
+      type = mix->output;
+    } else if ((t.id == TensorId::kAttnV || t.id == TensorId::kFfnDown) && use_more_bits(t.layer, hp.n_layer)) {
+      type = mix->more_bits;
+    }
+    if (t.ne.size() == 2) type = fitting(type, t.ne[0]);
+    w.add_tensor(ranklm::tensor_name(t.id, t.layer), t.ne, type);
+    plan.push_back({type, t.ne.size() == 1, {}});
   }
 
   uint64_t total = 0;

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Three-way logits comparison on every fixture model: ranklm, a local llama.cpp build
-(llamacpp_logits, see build.sh), and the stored references (../shared/fixtures/models/*.ref.json).
+(llamacpp_logits, see build.sh), and the stored references (../shared/fixtures/{models,new-arch}/*.ref.json).
 Prints, per file, the worst per-position normalized RMS error of each pair and the first greedy
 step where each run leaves the reference.
 
-    bash bench/llamacpp/build.sh && python3 bench/llamacpp/compare_fixtures.py [--no-repack]
+    bash bench/llamacpp/build.sh && python3 bench/llamacpp/compare_fixtures.py [--no-repack] [NAME-PART ...]
 """
 import glob, json, math, os, subprocess, sys
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-fixtures = os.path.join(root, "..", "shared", "fixtures", "models")
+fixtures = os.path.join(root, "..", "shared", "fixtures")
 ranklm = os.path.join(root, "build", "bin", "ranklm")
 probe = os.path.join(root, "bench", "llamacpp", ".cache", "llamacpp_logits")
 extra = [a for a in sys.argv[1:] if a == "--no-repack"]
@@ -32,7 +32,11 @@ def first_diff(g, ref):
 
 
 print(f"{'file':26s} {'ours-llama.cpp':>15s} {'llama.cpp-ref':>14s} {'ours-ref':>9s}  greedy leaves ref at (ours / llama.cpp)")
-for path in sorted(glob.glob(os.path.join(fixtures, "*.gguf"))):
+paths = sorted(glob.glob(os.path.join(fixtures, "models", "*.gguf"))) + sorted(glob.glob(os.path.join(fixtures, "new-arch", "*.gguf")))
+only = [a for a in sys.argv[1:] if not a.startswith("--")]
+for path in paths:
+    if only and not any(o in os.path.basename(path) for o in only):
+        continue
     ref = json.load(open(path.replace(".gguf", ".ref.json")))
     toks = ",".join(map(str, ref["prompt"]))
     n = str(len(ref["greedy"]))

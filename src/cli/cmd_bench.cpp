@@ -27,6 +27,7 @@
 #include "cli/options.h"
 #include "kernels/cpu.h"
 #include "kernels/stream.h"
+#include "model/arch.h"
 #include "runtime/scheduler.h"
 #include "sys/cpu_binding.h"
 #include "util/error.h"
@@ -339,13 +340,14 @@ void bench_source(comm::World& world, const ModelSource& src, int threads, const
   uint64_t size = 0, n_params = 0, embd_bytes = 0, macs = 0;
   // Decode streams every weight once per token except the embedding table (one row), which
   // is read in full only when it doubles as the output matrix.
-  const bool tied = header.find_tensor("output.weight") == nullptr;
+  const std::string embd_name = tensor_name(TensorId::kTokEmbd);
+  const bool tied = header.find_tensor(tensor_name(TensorId::kOutput)) == nullptr;
   for (const auto& ti : header.tensors()) {
     size += ti.n_bytes;
     n_params += static_cast<uint64_t>(ti.n_elements());
-    if (ti.name == "token_embd.weight") embd_bytes = ti.n_bytes;
+    if (ti.name == embd_name) embd_bytes = ti.n_bytes;
     // Multiply-adds per token: one per element of every matrix a token is multiplied by.
-    if (ti.ne.size() == 2 && (ti.name != "token_embd.weight" || tied)) macs += static_cast<uint64_t>(ti.n_elements());
+    if (ti.ne.size() == 2 && (ti.name != embd_name || tied)) macs += static_cast<uint64_t>(ti.n_elements());
   }
   const uint64_t per_token = tied ? size : size - embd_bytes;
   const std::string type = header.get_string_opt("general.name").value_or(p.model.arch);

@@ -1,52 +1,54 @@
 // Architecture "llama": Llama 2/3, Mistral, TinyLlama, SmolLM2 and other Llama-shaped models.
 // Pre-norm RMSNorm, rotary embeddings on interleaved pairs (GGUF stores Q/K rows permuted for
 // this), grouped-query attention, SwiGLU feed-forward, tied or separate output head.
-// Llama 3 frequency scaling arrives as the `rope_freqs.weight` tensor or as rope.scaling.* keys.
+// Llama 3 frequency scaling arrives as the rope_freqs tensor or as rope.scaling.* keys.
 #include <cmath>
 
-#include "model/model.h"
-#include "util/error.h"
+#include "model/arch.h"
 
 namespace ranklm {
 
-namespace {
+void configure_llama(const gguf::File& f, HParams& hp) {
+  hp.rope.neox = false;
+  if (f.get_string_opt("llama.rope.scaling.type").value_or("") == "llama3") {
+    const std::string p = "llama.rope.scaling.";
+    Llama3Rope r;
+    r.factor = f.get_float_opt(p + "factor").value_or(r.factor);
+    r.low_freq_factor = f.get_float_opt(p + "low_freq_factor").value_or(r.low_freq_factor);
+    r.high_freq_factor = f.get_float_opt(p + "high_freq_factor").value_or(r.high_freq_factor);
+    r.original_context = f.get_float_opt(p + "original_context_length").value_or(r.original_context);
+    hp.llama3_rope = r;
+  }
+}
 
-// Llama 3.1 "llama3" rope scaling computed from metadata when the file carries no factor tensor.
-std::vector<float> llama3_freq_factors(const gguf::File& f, const HParams& hp) {
-  const std::string p = hp.arch + ".rope.scaling.";
-  const double factor = f.get_float_opt(p + "factor").value_or(8.0);
-  const double low = f.get_float_opt(p + "low_freq_factor").value_or(1.0);
-  const double high = f.get_float_opt(p + "high_freq_factor").value_or(4.0);
-  const double orig = f.get_float_opt(p + "original_context_length").value_or(8192.0);
-  const double low_wl = orig / low;
-  const double high_wl = orig / high;
-  std::vector<float> ff(hp.rope.n_dims / 2);
-  for (int i = 0; i < hp.rope.n_dims / 2; ++i) {
-    const double freq = std::pow(static_cast<double>(hp.rope.freq_base), -2.0 * i / hp.rope.n_dims);
+std::vector<float> llama3_freq_factors(const HParams& hp) {
+  const Llama3Rope& r = *hp.llama3_rope;
+  const double low_wl = r.original_context / r.low_freq_factor;
+  const double high_wl = r.original_context / r.high_freq_factor;
+  std::vector<float> ff(static_cast<size_t>(hp.rope.n_dims / 2));
+  for (size_t i = 0; i < ff.size(); ++i) {
+    const double freq = std::pow(static_cast<double>(hp.rope.freq_base), -2.0 * static_cast<double>(i) / hp.rope.n_dims);
     const double wl = 2.0 * M_PI / freq;
     if (wl < high_wl) {
       ff[i] = 1.0f;
     } else if (wl > low_wl) {
-      ff[i] = static_cast<float>(factor);
+      ff[i] = static_cast<float>(r.factor);
     } else {
-      const double smooth = (orig / wl - low) / (high - low);
-      ff[i] = static_cast<float>(1.0 / ((1.0 - smooth) / factor + smooth));
+      const double smooth = (r.original_context / wl - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+      ff[i] = static_cast<float>(1.0 / ((1.0 - smooth) / r.factor + smooth));
     }
   }
   return ff;
 }
 
-}  // namespace
-
-void build_llama(const gguf::File& f, Model& m) {
-  m.hp_ = read_common_hparams(f, "llama");
-  m.hp_.rope.neox = false;
-  m.hp_.qkv_bias = false;
-  load_decoder_weights(f, m);
-  if (m.rope_freq_factors.empty() &&
-      f.get_string_opt("llama.rope.scaling.type").value_or("") == "llama3") {
-    m.rope_freq_factors = llama3_freq_factors(f, m.hp_);
-  }
+void describe_llama(gguf::Writer& w, const HParams& hp) {
+  if (!hp.llama3_rope) return;
+  const std::string p = "llama.rope.scaling.";
+  w.set_string(p + "type", "llama3");
+  w.set_f32(p + "factor", static_cast<float>(hp.llama3_rope->factor));
+  w.set_f32(p + "low_freq_factor", static_cast<float>(hp.llama3_rope->low_freq_factor));
+  w.set_f32(p + "high_freq_factor", static_cast<float>(hp.llama3_rope->high_freq_factor));
+  w.set_u32(p + "original_context_length", static_cast<uint32_t>(hp.llama3_rope->original_context));
 }
 
 }  // namespace ranklm

@@ -10,34 +10,13 @@
 
 namespace ranklm {
 
-namespace {
-
-struct ArchEntry {
-  const char* name;
-  void (*build)(const gguf::File&, Model&);
-};
-constexpr ArchEntry kArchs[] = {
-    {"llama", &build_llama},
-    {"qwen2", &build_qwen2},
-};
-
-}  // namespace
-
 std::unique_ptr<Model> Model::load(const gguf::File& f, const ModelPart& part) {
-  const std::string arch = f.get_string("general.architecture");
-  for (const auto& a : kArchs) {
-    if (arch == a.name) {
-      auto m = std::make_unique<Model>();
-      m->part_ = part;
-      a.build(f, *m);
-      m->pack_weights(f);
-      return m;
-    }
-  }
-  std::string known;
-  for (const auto& a : kArchs) known += std::string(known.empty() ? "" : ", ") + a.name;
-  fail("{}: metadata 'general.architecture': '{}' is not supported (supported: {})", f.path(),
-       arch, known);
+  auto m = std::make_unique<Model>();
+  m->hp_ = read_hparams(f);
+  m->part_ = part;
+  m->load_weights(f);
+  m->pack_weights(f);
+  return m;
 }
 
 void Model::pack_weights(const gguf::File& f) {
@@ -69,70 +48,6 @@ std::shared_ptr<KvPool> Model::make_pool(int64_t max_blocks) const {
 }
 
 KvCache Model::make_cache(int64_t n_ctx) const { return KvCache(make_pool(std::max<int64_t>(1, kv_blocks_for(n_ctx))), n_ctx); }
-
-HParams read_common_hparams(const gguf::File& f, const std::string& arch) {
-  HParams hp;
-  hp.arch = arch;
-  hp.name = f.get_string_opt("general.name").value_or("");
-  const std::string p = arch + ".";
-  hp.n_embd = f.get_int(p + "embedding_length");
-  hp.n_layer = f.get_int(p + "block_count");
-  hp.n_ff = f.get_int(p + "feed_forward_length");
-  hp.n_head = f.get_int(p + "attention.head_count");
-  hp.n_head_kv = f.get_int_opt(p + "attention.head_count_kv").value_or(hp.n_head);
-  hp.n_ctx_train = f.get_int_opt(p + "context_length").value_or(4096);
-  hp.rms_eps = static_cast<float>(f.get_float(p + "attention.layer_norm_rms_epsilon"));
-  if (!(hp.rms_eps > 0 && hp.rms_eps < 1)) {
-    fail("{}: metadata '{}attention.layer_norm_rms_epsilon': {} must be a small positive number (typically 1e-5 or "
-         "1e-6); the file is damaged or badly converted", f.path(), p, hp.rms_eps);
-  }
-  if (hp.n_ctx_train < 1 || hp.n_ctx_train > (int64_t{1} << 24)) {
-    fail("{}: metadata '{}context_length': {} out of range 1..{}", f.path(), p, hp.n_ctx_train, int64_t{1} << 24);
-  }
-  auto check_pos = [&](const char* key, int64_t v, int64_t hi) {
-    if (v <= 0 || v > hi) fail("{}: metadata '{}{}': {} out of range 1..{}", f.path(), p, key, v, hi);
-  };
-  check_pos("embedding_length", hp.n_embd, 1 << 20);
-  check_pos("block_count", hp.n_layer, 4096);
-  check_pos("feed_forward_length", hp.n_ff, 1 << 22);
-  check_pos("attention.head_count", hp.n_head, 1 << 14);
-  check_pos("attention.head_count_kv", hp.n_head_kv, hp.n_head);
-  if (hp.n_head % hp.n_head_kv != 0) {
-    fail("{}: metadata '{}attention.head_count_kv': {} does not divide head_count {}", f.path(), p,
-         hp.n_head_kv, hp.n_head);
-  }
-  const std::optional<int64_t> key_length = f.get_int_opt(p + "attention.key_length");
-  if (!key_length && hp.n_embd % hp.n_head != 0) {
-    fail("{}: metadata '{}attention.head_count': {} does not divide embedding_length {} (and there is no "
-         "attention.key_length to give the head size)", f.path(), p, hp.n_head, hp.n_embd);
-  }
-  hp.head_dim = key_length.value_or(hp.n_embd / hp.n_head);
-  check_pos("attention.key_length", hp.head_dim, 1 << 14);
-  if (auto vl = f.get_int_opt(p + "attention.value_length"); vl && *vl != hp.head_dim) {
-    fail("{}: metadata '{}attention.value_length': {} differs from key_length {} (not supported)",
-         f.path(), p, *vl, hp.head_dim);
-  }
-  const double freq_base = f.get_float_opt(p + "rope.freq_base").value_or(10000.0);
-  if (!(freq_base > 0 && freq_base < 1e12)) {
-    fail("{}: metadata '{}rope.freq_base': {} must be a positive number (typically 1e4 to 1e6)", f.path(), p, freq_base);
-  }
-  hp.rope.freq_base = static_cast<float>(freq_base);
-  hp.rope.n_dims = static_cast<int>(f.get_int_opt(p + "rope.dimension_count").value_or(hp.head_dim));
-  if (hp.rope.n_dims <= 0 || hp.rope.n_dims > hp.head_dim || hp.rope.n_dims % 2 != 0) {
-    fail("{}: metadata '{}rope.dimension_count': {} must be even and in 2..{}", f.path(), p,
-         hp.rope.n_dims, hp.head_dim);
-  }
-  // Linear scaling ("linear") divides positions by the factor; "none" or absent leaves them.
-  const std::string scaling = f.get_string_opt(p + "rope.scaling.type").value_or("none");
-  const double factor = f.get_float_opt(p + "rope.scaling.factor").value_or(1.0);
-  if (scaling == "linear") {
-    if (!(factor > 0 && factor < 1e6)) fail("{}: metadata '{}rope.scaling.factor': {} must be > 0", f.path(), p, factor);
-    hp.rope.freq_scale = static_cast<float>(1.0 / factor);
-  } else if (scaling == "yarn" || scaling == "longrope") {
-    fail("{}: metadata '{}rope.scaling.type': '{}' is not supported yet", f.path(), p, scaling);
-  }
-  return hp;
-}
 
 kern::MatrixView matrix(const gguf::File& f, const std::string& name, int64_t rows, int64_t cols) {
   const gguf::TensorInfo& t = f.tensor(name);
@@ -184,8 +99,8 @@ void settle_part(const gguf::File& f, const HParams& hp, ModelPart& pt) {
 
 // The vocabulary size, from whichever of the embedding, the head or the tokenizer this file has.
 int64_t vocab_size(const gguf::File& f) {
-  for (const char* name : {"token_embd.weight", "output.weight"}) {
-    if (const gguf::TensorInfo* t = f.find_tensor(name); t && t->ne.size() == 2) return t->ne[1];
+  for (const TensorId id : {TensorId::kTokEmbd, TensorId::kOutput}) {
+    if (const gguf::TensorInfo* t = f.find_tensor(tensor_name(id)); t && t->ne.size() == 2) return t->ne[1];
   }
   if (const gguf::Value* v = f.find("tokenizer.ggml.tokens"); v && v->type == gguf::ValueType::ARRAY) {
     return static_cast<int64_t>(v->arr.size());
@@ -195,39 +110,41 @@ int64_t vocab_size(const gguf::File& f) {
 
 }  // namespace
 
-void load_decoder_weights(const gguf::File& f, Model& m) {
-  HParams& hp = m.hp_;
-  ModelPart& pt = m.part_;
+void Model::load_weights(const gguf::File& f) {
+  HParams& hp = hp_;
+  ModelPart& pt = part_;
   settle_part(f, hp, pt);
   hp.n_vocab = vocab_size(f);
+  const std::string embd_name = tensor_name(TensorId::kTokEmbd);
   // The tokenizer and the embedding must agree: a sampled id past either reads out of bounds.
   if (const gguf::Value* v = f.find("tokenizer.ggml.tokens"); v && v->type == gguf::ValueType::ARRAY) {
-    const gguf::TensorInfo* emb = f.find_tensor("token_embd.weight");
+    const gguf::TensorInfo* emb = f.find_tensor(embd_name);
     const int64_t n_tok = static_cast<int64_t>(v->arr.size());
     if (emb && emb->ne.size() == 2 && emb->ne[1] != n_tok) {
-      fail("{}: the vocabulary has {} tokens (metadata 'tokenizer.ggml.tokens') but tensor 'token_embd.weight' has "
-           "{} rows; the file is inconsistent (convert the model again)", f.path(), n_tok, emb->ne[1]);
+      fail("{}: the vocabulary has {} tokens (metadata 'tokenizer.ggml.tokens') but tensor '{}' has "
+           "{} rows; the file is inconsistent (convert the model again)", f.path(), n_tok, embd_name, emb->ne[1]);
     }
   }
-  hp.tied_output = !f.find_tensor("output.weight") && (pt.embed || pt.head) ? true : false;
+  hp.tied_output = hp.tied_output && (pt.embed || pt.head);
   if (pt.embed || (pt.head && hp.tied_output)) {
-    const gguf::TensorInfo& emb = f.tensor("token_embd.weight");
+    const gguf::TensorInfo& emb = f.tensor(embd_name);
     if (emb.ne.size() != 2 || emb.ne[0] != hp.n_embd) {
-      fail("{}: tensor 'token_embd.weight': shape {} (expected [{}, n_vocab])", f.path(),
-           emb.shape_string(), hp.n_embd);
+      fail("{}: tensor '{}': shape {} (expected [{}, n_vocab])", f.path(), embd_name, emb.shape_string(), hp.n_embd);
     }
-    m.tok_embd = matrix(f, "token_embd.weight", hp.n_vocab, hp.n_embd);
+    tok_embd = matrix(f, embd_name, hp.n_vocab, hp.n_embd);
   }
   if (pt.head) {
     if (pt.vocab_end < 0) pt.vocab_end = hp.n_vocab;
     if (pt.vocab_begin < 0 || pt.vocab_begin >= pt.vocab_end || pt.vocab_end > hp.n_vocab) {
       fail("{}: vocabulary rows [{}, {}) are not a range of the {} tokens", f.path(), pt.vocab_begin, pt.vocab_end, hp.n_vocab);
     }
-    m.output_norm = vector_f32(f, "output_norm.weight", hp.n_embd);
-    m.output = hp.tied_output ? m.tok_embd : matrix(f, "output.weight", hp.n_vocab, hp.n_embd);
+    output_norm = vector_f32(f, tensor_name(TensorId::kOutputNorm), hp.n_embd);
+    output = hp.tied_output ? tok_embd : matrix(f, tensor_name(TensorId::kOutput), hp.n_vocab, hp.n_embd);
   }
-  if (f.find_tensor("rope_freqs.weight")) {
-    m.rope_freq_factors = vector_f32(f, "rope_freqs.weight", hp.rope.n_dims / 2);
+  if (f.find_tensor(tensor_name(TensorId::kRopeFreqs))) {
+    rope_freq_factors = vector_f32(f, tensor_name(TensorId::kRopeFreqs), hp.rope.n_dims / 2);
+  } else if (hp.llama3_rope) {
+    rope_freq_factors = llama3_freq_factors(hp);
   }
   const int64_t q_dim = pt.n_head * hp.head_dim;
   const int64_t kv_dim = pt.n_head_kv * hp.head_dim;
@@ -235,24 +152,33 @@ void load_decoder_weights(const gguf::File& f, Model& m) {
   const int64_t wo_cols = pt.wo_gather || exact ? hp.n_head * hp.head_dim : q_dim;
   const int64_t out_rows = exact ? pt.out_rows : hp.n_embd;
   const int64_t down_cols = exact ? hp.n_ff : pt.n_ff;
-  m.layers.resize(static_cast<size_t>(pt.layer_end - pt.layer_begin));
+  layers.resize(static_cast<size_t>(pt.layer_end - pt.layer_begin));
   for (int64_t il = pt.layer_begin; il < pt.layer_end; ++il) {
-    const std::string b = "blk." + std::to_string(il) + ".";
-    LayerWeights& L = m.layers[static_cast<size_t>(il - pt.layer_begin)];
-    L.attn_norm = vector_f32(f, b + "attn_norm.weight", hp.n_embd);
-    L.wq = matrix(f, b + "attn_q.weight", q_dim, hp.n_embd);
-    L.wk = matrix(f, b + "attn_k.weight", kv_dim, hp.n_embd);
-    L.wv = matrix(f, b + "attn_v.weight", kv_dim, hp.n_embd);
-    L.wo = matrix(f, b + "attn_output.weight", out_rows, wo_cols);
+    auto name = [il](TensorId id) { return tensor_name(id, il); };
+    auto vec = [&](TensorId id, int64_t n) { return vector_f32(f, name(id), n); };
+    LayerWeights& L = layers[static_cast<size_t>(il - pt.layer_begin)];
+    L.attn_norm = vec(TensorId::kAttnNorm, hp.n_embd);
+    L.wq = matrix(f, name(TensorId::kAttnQ), q_dim, hp.n_embd);
+    L.wk = matrix(f, name(TensorId::kAttnK), kv_dim, hp.n_embd);
+    L.wv = matrix(f, name(TensorId::kAttnV), kv_dim, hp.n_embd);
+    L.wo = matrix(f, name(TensorId::kAttnOut), out_rows, wo_cols);
     if (hp.qkv_bias) {
-      L.bq = vector_f32(f, b + "attn_q.bias", q_dim);
-      L.bk = vector_f32(f, b + "attn_k.bias", kv_dim);
-      L.bv = vector_f32(f, b + "attn_v.bias", kv_dim);
+      L.bq = vec(TensorId::kAttnQBias, q_dim);
+      L.bk = vec(TensorId::kAttnKBias, kv_dim);
+      L.bv = vec(TensorId::kAttnVBias, kv_dim);
     }
-    L.ffn_norm = vector_f32(f, b + "ffn_norm.weight", hp.n_embd);
-    L.w_gate = matrix(f, b + "ffn_gate.weight", pt.n_ff, hp.n_embd);
-    L.w_up = matrix(f, b + "ffn_up.weight", pt.n_ff, hp.n_embd);
-    L.w_down = matrix(f, b + "ffn_down.weight", out_rows, down_cols);
+    if (hp.qk_norm) {
+      L.q_norm = vec(TensorId::kAttnQNorm, hp.head_dim);
+      L.k_norm = vec(TensorId::kAttnKNorm, hp.head_dim);
+    }
+    L.ffn_norm = vec(TensorId::kFfnNorm, hp.n_embd);
+    L.w_gate = matrix(f, name(TensorId::kFfnGate), pt.n_ff, hp.n_embd);
+    L.w_up = matrix(f, name(TensorId::kFfnUp), pt.n_ff, hp.n_embd);
+    L.w_down = matrix(f, name(TensorId::kFfnDown), out_rows, down_cols);
+    if (hp.post_norms) {
+      L.attn_post_norm = vec(TensorId::kAttnPostNorm, hp.n_embd);
+      L.ffn_post_norm = vec(TensorId::kFfnPostNorm, hp.n_embd);
+    }
   }
 }
 
@@ -287,7 +213,6 @@ bool Model::chunk_invariant() const {
 void Model::attend(int64_t il, const float* q, const float* k, const float* v, const SeqSpan* seqs, int n_seq, float* attn,
                    kern::ThreadPool& pool) {
   const int64_t hd = hp_.head_dim, q_dim = part_.n_head * hd, kv_dim = part_.n_head_kv * hd;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   int64_t n_ptr = 0;
   for (int s = 0; s < n_seq; ++s) n_ptr += 2 * static_cast<int64_t>(seqs[s].cache->blocks().size());
   buf_.kv_rows.resize(static_cast<size_t>(n_ptr));
@@ -318,8 +243,45 @@ void Model::attend(int64_t il, const float* q, const float* k, const float* v, c
     buf_.attn_seqs[static_cast<size_t>(s)] = {q + row * q_dim, attn + row * q_dim, ptr, ptr + nb, kKvBlockLen, sp.n_tok, sp.pos0};
     ptr += 2 * nb;
   }
+  const int64_t window = hp_.windowed(part_.layer_begin + il) ? hp_.swa_window : 0;
   kern::attention_batch(buf_.attn_seqs.data(), n_seq, static_cast<int>(part_.n_head), static_cast<int>(part_.n_head_kv),
-                        static_cast<int>(hd), scale, pool);
+                        static_cast<int>(hd), hp_.scores_scale(), pool, window);
+}
+
+namespace {
+template <class V>
+V& sized(V& vec, int64_t n) {
+  if (static_cast<int64_t>(vec.size()) < n) vec.resize(static_cast<size_t>(n));
+  return vec;
+}
+}  // namespace
+
+// Products of the whole batch. Float weights take OpenBLAS sgemm for 16+ tokens, in another
+// summation order than the per-token dot products, so they go sequence by sequence: the path
+// (and so every bit of a sequence's result) then depends only on that sequence's own chunk,
+// never on what it is batched with. The other types give the same bits for a token in any batch.
+void Model::product(const kern::MatrixView& w, const float* in, float* out, const SeqSpan* seqs, int n_seq, int64_t n_tok,
+                    kern::ThreadPool& pool) {
+  if (per_token_exact(w) || n_seq == 1) return kern::matmul(w, in, n_tok, out, pool, scratch_);
+  int64_t row = 0;
+  for (int s = 0; s < n_seq; row += seqs[s].n_tok, ++s) {
+    kern::matmul(w, in + row * w.cols, seqs[s].n_tok, out + row * w.rows, pool, scratch_);
+  }
+}
+
+// The output of attn_output or ffn_down (input `in`, [n_tok, w.cols]) into buf_.cur, whole on
+// every TP member: this member's rows then a gather (exact TP), or a partial sum then an
+// all-reduce (sum TP, when `reduce`), or the whole product (one rank; attn_output replicated).
+void Model::out_product(const kern::MatrixView& w, const float* in, bool reduce, const SeqSpan* seqs, int n_seq,
+                        int64_t n_tok, kern::ThreadPool& pool) {
+  if (part_.out_rows > 0) {
+    std::vector<float>& rows = sized(buf_.rows, n_tok * part_.out_rows);
+    product(w, in, rows.data(), seqs, n_seq, n_tok, pool);
+    tp_.gather(rows.data(), n_tok, TpGather::kRows, buf_.cur.data());
+    return;
+  }
+  product(w, in, buf_.cur.data(), seqs, n_seq, n_tok, pool);
+  if (tp_.allreduce && reduce) tp_.allreduce(buf_.cur.data(), n_tok * hp_.n_embd);
 }
 
 void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, int64_t n_tok,
@@ -327,15 +289,11 @@ void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, 
   const HParams& hp = hp_;
   const ModelPart& pt = part_;
   const LayerWeights& L = layers[static_cast<size_t>(il)];  // il: this part's layer index
-  const int64_t n_embd = hp.n_embd;
+  const int64_t global_il = pt.layer_begin + il;
+  const int64_t n_embd = hp.n_embd, hd = hp.head_dim;
   const int64_t n_head = pt.n_head, n_head_kv = pt.n_head_kv, n_ff = pt.n_ff;
-  const int64_t q_dim = n_head * hp.head_dim;
-  const int64_t kv_dim = n_head_kv * hp.head_dim;
+  const int64_t q_dim = n_head * hd, kv_dim = n_head_kv * hd;
 
-  auto sized = [](auto& vec, int64_t n) -> auto& {
-    if (static_cast<int64_t>(vec.size()) < n) vec.resize(static_cast<size_t>(n));
-    return vec;
-  };
   std::vector<float>& cur = sized(buf_.cur, n_tok * n_embd);  // [n_tok, n_embd]
   std::vector<float>& q = sized(buf_.q, n_tok * q_dim);
   std::vector<float>& k = sized(buf_.k, n_tok * kv_dim);
@@ -353,82 +311,77 @@ void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, 
   auto per_token = [&](const std::function<void(int64_t, int64_t)>& f) {
     pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) { f(t0, t1); });
   };
-  auto norm = [&](const std::vector<float>& w) {
+  // RMS norm of rows of `width` (n_per_tok per token) from `in` into `out` (may be the same).
+  auto norm = [&](const float* in, const std::vector<float>& w, int64_t n_per_tok, int64_t width, float* out) {
     per_token([&](int64_t t0, int64_t t1) {
-      kern::rms_norm(x + t0 * n_embd, w.data(), t1 - t0, n_embd, hp.rms_eps, cur.data() + t0 * n_embd);
+      const int64_t o = t0 * n_per_tok * width;
+      kern::rms_norm(in + o, w.data(), (t1 - t0) * n_per_tok, width, hp.rms_eps, out + o);
     });
   };
   auto add_residual = [&] {
     per_token([&](int64_t t0, int64_t t1) { kern::add_inplace(x + t0 * n_embd, cur.data() + t0 * n_embd, (t1 - t0) * n_embd); });
   };
-
-  // Products of the whole batch. Float weights take OpenBLAS sgemm for 16+ tokens, in another
-  // summation order than the per-token dot products, so they go sequence by sequence: the path
-  // (and so every bit of a sequence's result) then depends only on that sequence's own chunk,
-  // never on what it is batched with. The other types give the same bits for a token in any batch.
-  auto mm = [&](const kern::MatrixView& w, const float* in, float* out) {
-    if (per_token_exact(w) || n_seq == 1) return kern::matmul(w, in, n_tok, out, pool, scratch_);
-    int64_t row = 0;
-    for (int s = 0; s < n_seq; row += seqs[s].n_tok, ++s) {
-      kern::matmul(w, in + row * w.cols, seqs[s].n_tok, out + row * w.rows, pool, scratch_);
-    }
-  };
+  auto mm = [&](const kern::MatrixView& w, const float* in, float* out) { product(w, in, out, seqs, n_seq, n_tok, pool); };
 
   // --- attention block ---
-  norm(L.attn_norm);
+  norm(x, L.attn_norm, 1, n_embd, cur.data());
   mm(L.wq, cur.data(), q.data());
   mm(L.wk, cur.data(), k.data());
   mm(L.wv, cur.data(), v.data());
   add_bias(q.data(), L.bq, n_tok);
   add_bias(k.data(), L.bk, n_tok);
   add_bias(v.data(), L.bv, n_tok);
+  if (hp.qk_norm) {
+    norm(q.data(), L.q_norm, n_head, hd, q.data());
+    norm(k.data(), L.k_norm, n_head_kv, hd, k.data());
+  }
   kern::RopeParams rp = hp.rope;
   rp.freq_factors = rope_freq_factors.empty() ? nullptr : rope_freq_factors.data();
+  if (hp.windowed(global_il)) {
+    rp.freq_base = hp.rope_base_swa;
+    rp.freq_scale = 1.0f;
+  }
   per_token([&](int64_t t0, int64_t t1) {
-    kern::rope_inplace(q.data() + t0 * q_dim, t1 - t0, static_cast<int>(n_head), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
-    kern::rope_inplace(k.data() + t0 * kv_dim, t1 - t0, static_cast<int>(n_head_kv), static_cast<int>(hp.head_dim), pos.data() + t0, rp);
+    kern::rope_inplace(q.data() + t0 * q_dim, t1 - t0, static_cast<int>(n_head), static_cast<int>(hd), pos.data() + t0, rp);
+    kern::rope_inplace(k.data() + t0 * kv_dim, t1 - t0, static_cast<int>(n_head_kv), static_cast<int>(hd), pos.data() + t0, rp);
+    if (hp.q_prescaled) {
+      for (int64_t i = t0 * q_dim; i < t1 * q_dim; ++i) q[static_cast<size_t>(i)] *= hp.attn_scale;
+    }
   });
   attend(il, q.data(), k.data(), v.data(), seqs, n_seq, attn.data(), pool);
-  const bool exact = pt.out_rows > 0;
-  // Exact TP: this member's rows of a product whose input is gathered whole first, then every
-  // member's rows gathered into cur.
-  auto rows_product = [&](const kern::MatrixView& w, const float* in) {
-    std::vector<float>& part = sized(buf_.rows, n_tok * pt.out_rows);
-    mm(w, in, part.data());
-    tp_.gather(part.data(), n_tok, TpGather::kRows, cur.data());
-  };
-  if (pt.wo_gather || exact) {
+  if (pt.wo_gather || pt.out_rows > 0) {
     // Whole attn_output columns here: every member's heads first, then no sum afterwards.
-    std::vector<float>& full = sized(buf_.attn_full, n_tok * hp.n_head * hp.head_dim);
+    std::vector<float>& full = sized(buf_.attn_full, n_tok * hp.n_head * hd);
     tp_.gather(attn.data(), n_tok, TpGather::kHeads, full.data());
-    if (exact) {
-      rows_product(L.wo, full.data());
-    } else {
-      mm(L.wo, full.data(), cur.data());
-    }
+    out_product(L.wo, full.data(), false, seqs, n_seq, n_tok, pool);
   } else {
-    mm(L.wo, attn.data(), cur.data());
-    if (tp_.allreduce) tp_.allreduce(cur.data(), n_tok * n_embd);
+    out_product(L.wo, attn.data(), true, seqs, n_seq, n_tok, pool);
   }
+  if (hp.post_norms) norm(cur.data(), L.attn_post_norm, 1, n_embd, cur.data());
   add_residual();
 
-  // --- feed-forward block (SwiGLU) ---
+  // --- feed-forward block (gated: SiLU or GELU) ---
   std::vector<float>& gate = sized(buf_.gate, n_tok * n_ff);  // [n_tok, n_ff]
   std::vector<float>& up = sized(buf_.up, n_tok * n_ff);
-  norm(L.ffn_norm);
+  norm(x, L.ffn_norm, 1, n_embd, cur.data());
   mm(L.w_gate, cur.data(), gate.data());
   mm(L.w_up, cur.data(), up.data());
   per_token([&](int64_t t0, int64_t t1) {
-    kern::silu_mul_inplace(gate.data() + t0 * n_ff, up.data() + t0 * n_ff, (t1 - t0) * n_ff);
+    const int64_t o = t0 * n_ff, n = (t1 - t0) * n_ff;
+    if (hp.ffn_act == FfnAct::kGeluTanh) {
+      kern::gelu_mul_inplace(gate.data() + o, up.data() + o, n);
+    } else {
+      kern::silu_mul_inplace(gate.data() + o, up.data() + o, n);
+    }
   });
-  if (exact) {
+  if (pt.out_rows > 0) {
     std::vector<float>& full = sized(buf_.ffn_full, n_tok * hp.n_ff);
     tp_.gather(gate.data(), n_tok, TpGather::kFfn, full.data());
-    rows_product(L.w_down, full.data());
+    out_product(L.w_down, full.data(), true, seqs, n_seq, n_tok, pool);
   } else {
-    mm(L.w_down, gate.data(), cur.data());
-    if (tp_.allreduce) tp_.allreduce(cur.data(), n_tok * n_embd);
+    out_product(L.w_down, gate.data(), true, seqs, n_seq, n_tok, pool);
   }
+  if (hp.post_norms) norm(cur.data(), L.ffn_post_norm, 1, n_embd, cur.data());
   add_residual();
 }
 
@@ -441,6 +394,9 @@ void Model::embed(const int32_t* tokens, int64_t n_tok, float* x) const {
            hp.n_vocab - 1);
     }
     kern::get_row(tok_embd, tokens[t], x + t * hp.n_embd);
+    if (hp.embd_scale > 0) {
+      for (int64_t i = 0; i < hp.n_embd; ++i) x[t * hp.n_embd + i] *= hp.embd_scale;
+    }
   }
 }
 
@@ -499,10 +455,13 @@ void Model::head(const float* x, const int64_t* rows, int64_t n_rows, float* log
     for (int64_t i = 0; i < n_rows; ++i) {
       kern::matmul(w, normed.data() + i * hp.n_embd, 1, logits + i * w.rows, pool, scratch_);
     }
-    mark_non_finite_rows(normed.data(), n_rows, hp.n_embd, logits, w.rows);
-    return;
+  } else {
+    kern::matmul(w, normed.data(), n_rows, logits, pool, scratch_);
   }
-  kern::matmul(w, normed.data(), n_rows, logits, pool, scratch_);
+  if (hp.final_softcap > 0) {
+    const float c = hp.final_softcap;
+    for (int64_t i = 0; i < n_rows * w.rows; ++i) logits[i] = c * std::tanh(logits[i] / c);
+  }
   mark_non_finite_rows(normed.data(), n_rows, hp.n_embd, logits, w.rows);
 }
 

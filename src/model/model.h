@@ -14,33 +14,20 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/threadpool.h"
+#include "model/arch.h"
 #include "model/kv_cache.h"
 
 namespace ranklm {
-
-struct HParams {
-  std::string arch;
-  std::string name;
-  int64_t n_vocab = 0;
-  int64_t n_embd = 0;
-  int64_t n_layer = 0;
-  int64_t n_head = 0;
-  int64_t n_head_kv = 0;
-  int64_t head_dim = 0;       // key/query head size
-  int64_t n_ff = 0;
-  int64_t n_ctx_train = 0;
-  float rms_eps = 1e-5f;
-  kern::RopeParams rope;      // freq_factors filled in by the model when present
-  bool qkv_bias = false;
-  bool tied_output = false;
-};
 
 struct LayerWeights {
   std::vector<float> attn_norm;         // [n_embd]
   kern::MatrixView wq, wk, wv, wo;      // [n_head*hd, n_embd], [n_kv*hd, n_embd] x2, [n_embd, n_head*hd]
   std::vector<float> bq, bk, bv;        // biases (empty when the architecture has none)
+  std::vector<float> q_norm, k_norm;    // [head_dim] per-head norms (qk_norm)
+  std::vector<float> attn_post_norm;    // [n_embd] (post_norms)
   std::vector<float> ffn_norm;          // [n_embd]
   kern::MatrixView w_gate, w_up, w_down;  // [n_ff, n_embd] x2, [n_embd, n_ff]
+  std::vector<float> ffn_post_norm;     // [n_embd] (post_norms)
 };
 
 // The part of the model one rank runs (docs/ARCHITECTURE.md, execution model): a range of
@@ -83,7 +70,7 @@ struct SeqSpan {
 
 class Model {
  public:
-  // Loads the architecture named in general.architecture. The File must outlive the Model.
+  // Loads the architecture named in general.architecture (model/arch.h). The File must outlive the Model.
   // With a part, the file holds only that part's tensors (sliced shapes, GGUF names) and the
   // whole model's metadata (io/shard.h builds such files from shards).
   static std::unique_ptr<Model> load(const gguf::File& file, const ModelPart& part = {});
@@ -117,7 +104,7 @@ class Model {
   void forward(const int32_t* tokens, int64_t n_tok, int64_t pos0, KvCache& cache,
                bool all_logits, float* logits, kern::ThreadPool& pool);
 
-  // Architecture builders fill these.
+  // The loader fills these.
   HParams hp_;
   ModelPart part_;
   kern::MatrixView tok_embd{};
@@ -131,6 +118,12 @@ class Model {
   // the file pages they came from.
   void pack_weights(const gguf::File& f);
 
+  // Loads the part's tensors (the architecture's, model/arch.h) from f.
+  void load_weights(const gguf::File& f);
+  void product(const kern::MatrixView& w, const float* in, float* out, const SeqSpan* seqs, int n_seq, int64_t n_tok,
+               kern::ThreadPool& pool);
+  void out_product(const kern::MatrixView& w, const float* in, bool reduce, const SeqSpan* seqs, int n_seq, int64_t n_tok,
+                   kern::ThreadPool& pool);
   void layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, int64_t n_tok, kern::ThreadPool& pool);
   void attend(int64_t il, const float* q, const float* k, const float* v, const SeqSpan* seqs, int n_seq, float* attn,
               kern::ThreadPool& pool);
@@ -147,18 +140,10 @@ class Model {
   std::vector<std::vector<uint8_t>> packed_;  // storage of repacked matrices
 };
 
-// ---- helpers shared by the architecture files ----
-// One builder per architecture file; Model::load dispatches on general.architecture.
-void build_llama(const gguf::File& f, Model& m);   // arch_llama.cpp
-void build_qwen2(const gguf::File& f, Model& m);   // arch_qwen2.cpp
-
-// Reads the hyperparameters every Llama-like architecture stores under "<arch>.".
-HParams read_common_hparams(const gguf::File& f, const std::string& arch);
+// ---- helpers of the loader ----
 // A 2-D weight [rows, cols] checked against the expected shape; names the tensor on mismatch.
 kern::MatrixView matrix(const gguf::File& f, const std::string& name, int64_t rows, int64_t cols);
 // A 1-D tensor of n elements as floats (any supported type).
 std::vector<float> vector_f32(const gguf::File& f, const std::string& name, int64_t n);
-// Loads the blocks every pre-norm SwiGLU decoder has: embeddings, norms, attention, FFN, head.
-void load_decoder_weights(const gguf::File& f, Model& m);
 
 }  // namespace ranklm

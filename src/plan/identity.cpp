@@ -2,22 +2,21 @@
 
 #include <algorithm>
 
-#include "model/model.h"
+#include "model/arch.h"
 #include "util/error.h"
 
 namespace ranklm::plan {
 
 ModelIdentity model_identity(const gguf::File& f) {
-  const std::string arch = f.get_string("general.architecture");
-  const HParams hp = read_common_hparams(f, arch);
-  const gguf::TensorInfo& emb = f.tensor("token_embd.weight");
+  const HParams hp = read_hparams(f);
+  const std::string embd_name = tensor_name(TensorId::kTokEmbd);
+  const gguf::TensorInfo& emb = f.tensor(embd_name);
   if (emb.ne.size() != 2 || emb.ne[0] != hp.n_embd) {
-    fail("{}: tensor 'token_embd.weight': shape {} (expected [{}, n_vocab])", f.path(),
-         emb.shape_string(), hp.n_embd);
+    fail("{}: tensor '{}': shape {} (expected [{}, n_vocab])", f.path(), embd_name, emb.shape_string(), hp.n_embd);
   }
   ModelIdentity m;
   m.name = hp.name;
-  m.arch = arch;
+  m.arch = hp.arch;
   m.n_layer = hp.n_layer;
   m.n_head = hp.n_head;
   m.n_head_kv = hp.n_head_kv;
@@ -29,8 +28,7 @@ ModelIdentity model_identity(const gguf::File& f) {
 }
 
 TpShape tp_shape(const gguf::File& f) {
-  const std::string arch = f.get_string("general.architecture");
-  const HParams hp = read_common_hparams(f, arch);
+  const HParams hp = read_hparams(f);
   TpShape s;
   s.n_embd = hp.n_embd;
   s.n_head = hp.n_head;
@@ -39,9 +37,8 @@ TpShape tp_shape(const gguf::File& f) {
   s.n_ff = hp.n_ff;
   s.attn_output_block = s.ffn_down_block = 1;
   for (int64_t il = 0; il < hp.n_layer; ++il) {
-    const std::string b = "blk." + std::to_string(il) + ".";
-    const int64_t ob = kern::traits(f.tensor(b + "attn_output.weight").type).block_size;
-    const int64_t db = kern::traits(f.tensor(b + "ffn_down.weight").type).block_size;
+    const int64_t ob = kern::traits(f.tensor(tensor_name(TensorId::kAttnOut, il)).type).block_size;
+    const int64_t db = kern::traits(f.tensor(tensor_name(TensorId::kFfnDown, il)).type).block_size;
     s.attn_output_block = std::max(s.attn_output_block, ob);
     s.ffn_down_block = std::max(s.ffn_down_block, db);
   }

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "kernels/types.h"
+#include "model/arch.h"
 #include "plan/identity.h"
 #include "util/error.h"
 
@@ -96,13 +97,11 @@ ModelSizes model_sizes(const gguf::File& f) {
   const ModelIdentity id = model_identity(f);
   s.layer_bytes.assign(static_cast<size_t>(id.n_layer), 0);
   for (const gguf::TensorInfo& t : f.tensors()) {
-    if (t.name.rfind("blk.", 0) == 0) {
-      const int64_t il = layer_of(t.name).value_or(-1);
-      if (il >= 0 && il < id.n_layer) s.layer_bytes[static_cast<size_t>(il)] += t.n_bytes;
-    } else if (t.name == "token_embd.weight") {
-      s.embd_bytes = t.n_bytes;
-    } else if (t.name == "output.weight") {
-      s.output_bytes = t.n_bytes;
+    if (const std::optional<int64_t> il = layer_of(t.name)) {
+      if (*il < id.n_layer) s.layer_bytes[static_cast<size_t>(*il)] += t.n_bytes;
+    } else if (const std::optional<NamedTensor> nt = parse_tensor_name(t.name)) {
+      if (nt->id == TensorId::kTokEmbd) s.embd_bytes = t.n_bytes;
+      if (nt->id == TensorId::kOutput) s.output_bytes = t.n_bytes;
     }
   }
   if (s.output_bytes == 0) s.output_bytes = s.embd_bytes;  // tied head

@@ -1,6 +1,5 @@
 #include "plan/plan.h"
 
-#include <charconv>
 
 #include <fmt/format.h>
 
@@ -246,15 +245,6 @@ Plan from_json(const json& j, const std::string& source) {
   return p;
 }
 
-std::optional<int64_t> layer_of(const std::string& name) {
-  if (name.rfind("blk.", 0) != 0) return std::nullopt;
-  const size_t dot = name.find('.', 4);
-  const size_t end = dot == std::string::npos ? name.size() : dot;
-  int64_t il = 0;
-  const auto [ptr, ec] = std::from_chars(name.data() + 4, name.data() + end, il);
-  if (ec != std::errc() || ptr != name.data() + end || end == 4 || il < 0) return std::nullopt;
-  return il;
-}
 
 std::string plan_hash(const Plan& p) {
   const std::string s = to_json(p).dump();  // keys sorted: canonical

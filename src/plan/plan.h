@@ -76,9 +76,6 @@ nlohmann::json to_json(const Plan& p);
 // Parses and validates; errors name `source` and the field.
 Plan from_json(const nlohmann::json& j, const std::string& source);
 
-// The layer of a tensor named "blk.N.<...>": N, or nullopt for other names (and for an N that is
-// not a plain non-negative decimal number that fits).
-std::optional<int64_t> layer_of(const std::string& tensor_name);
 
 // 16 hex digits identifying the plan (FNV-1a 64 of its canonical JSON).
 std::string plan_hash(const Plan& p);

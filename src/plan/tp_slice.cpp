@@ -1,5 +1,6 @@
 #include "plan/tp_slice.h"
 
+#include "model/arch.h"
 #include "util/error.h"
 
 namespace ranklm::plan {
@@ -37,47 +38,39 @@ TpPart tp_part(const TpShape& s, int tp, int index, TpMode mode) {
   if (mode == TpMode::kExact) {
     // Every split tensor is cut by rows, which need no block alignment.
     p.exact = true;
-    p.ffn = aligned_split(s.n_ff, tp, 1, "ffn_gate / ffn_up rows (feed_forward_length)")[index];
-    p.out_rows = aligned_split(s.n_embd, tp, 1, "attn_output / ffn_down rows (embedding_length)")[index];
+    p.ffn = aligned_split(s.n_ff, tp, 1, "FFN gate / up rows (feed_forward_length)")[index];
+    p.out_rows = aligned_split(s.n_embd, tp, 1, "attention output / FFN down rows (embedding_length)")[index];
     return p;
   }
-  p.ffn = aligned_split(s.n_ff, tp, s.ffn_down_block, "ffn_down.weight columns (feed_forward_length)")[index];
+  p.ffn = aligned_split(s.n_ff, tp, s.ffn_down_block, "FFN down columns (feed_forward_length)")[index];
   // The attention output's columns follow the heads; cut only on whole blocks.
   p.attn_output_replicated = tp > 1 && (hp * s.head_dim) % s.attn_output_block != 0;
   return p;
 }
 
-namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-}  // namespace
-
 Slice tensor_slice(const std::string& name, int n_dims, const TpShape& s, const TpPart& part) {
-  if (name.rfind("blk.", 0) != 0) return {};  // embedding, output head, output norm, rope factors
+  const std::optional<NamedTensor> t = parse_tensor_name(name);
+  if (!t) return {};  // a tensor no architecture here reads: whole
   const int64_t hd = s.head_dim;
   const int row_dim = n_dims >= 2 ? 1 : 0;  // a bias's only dimension runs along the rows
-  if (ends_with(name, ".attn_q.weight") || ends_with(name, ".attn_q.bias")) {
-    return {row_dim, part.q_heads.begin * hd, part.q_heads.end * hd};
+  switch (tp_split(t->id)) {
+    case TpSplit::kWhole:
+      return {};
+    case TpSplit::kQHeads:
+      return {row_dim, part.q_heads.begin * hd, part.q_heads.end * hd};
+    case TpSplit::kKvHeads:
+      return {row_dim, part.kv_heads.begin * hd, part.kv_heads.end * hd};
+    case TpSplit::kFfnRows:
+      return {row_dim, part.ffn.begin, part.ffn.end};
+    case TpSplit::kAttnOutput:
+      if (part.exact) return {1, part.out_rows.begin, part.out_rows.end};
+      if (part.attn_output_replicated) return {};
+      return {0, part.q_heads.begin * hd, part.q_heads.end * hd};
+    case TpSplit::kFfnDown:
+      if (part.exact) return {1, part.out_rows.begin, part.out_rows.end};
+      return {0, part.ffn.begin, part.ffn.end};
   }
-  if (ends_with(name, ".attn_k.weight") || ends_with(name, ".attn_k.bias") ||
-      ends_with(name, ".attn_v.weight") || ends_with(name, ".attn_v.bias")) {
-    return {row_dim, part.kv_heads.begin * hd, part.kv_heads.end * hd};
-  }
-  if (part.exact && (ends_with(name, ".attn_output.weight") || ends_with(name, ".ffn_down.weight"))) {
-    return {1, part.out_rows.begin, part.out_rows.end};
-  }
-  if (ends_with(name, ".attn_output.weight")) {
-    if (part.attn_output_replicated) return {};
-    return {0, part.q_heads.begin * hd, part.q_heads.end * hd};
-  }
-  if (ends_with(name, ".ffn_gate.weight") || ends_with(name, ".ffn_up.weight")) {
-    return {row_dim, part.ffn.begin, part.ffn.end};
-  }
-  if (ends_with(name, ".ffn_down.weight")) return {0, part.ffn.begin, part.ffn.end};
-  return {};  // norms (and anything per-layer that is not split)
+  return {};
 }
 
 }  // namespace ranklm::plan

@@ -8,6 +8,7 @@
 
 #include "io/gguf_writer.h"
 #include "io/h5.h"
+#include "model/arch.h"
 #include "plan/identity.h"
 #include "util/checksum.h"
 #include "util/error.h"
@@ -69,19 +70,19 @@ std::vector<Part> rank_parts(const gguf::File& f, const plan::Plan& p, int rank)
   const plan::Stage& st = p.stages[stage];
   const plan::TpShape shape = plan::tp_shape(f);
   const plan::TpPart part = plan::tp_part(shape, st.tp(), tpi, p.tp_mode);
-  const bool tied = f.find_tensor("output.weight") == nullptr;
+  const bool tied = f.find_tensor(tensor_name(TensorId::kOutput)) == nullptr;
   std::vector<Part> out;
   for (const gguf::TensorInfo& t : f.tensors()) {
     const std::string& n = t.name;
     bool held = false;
     plan::Slice slice;
-    if (n.rfind("blk.", 0) == 0) {
-      const int64_t layer = plan::layer_of(n).value_or(-1);
-      held = layer >= st.layer_begin && layer < st.layer_end;
+    const std::optional<NamedTensor> nt = parse_tensor_name(n);
+    if (const std::optional<int64_t> layer = layer_of(n)) {
+      held = *layer >= st.layer_begin && *layer < st.layer_end;
       if (held && st.tp() > 1) slice = plan::tensor_slice(n, static_cast<int>(t.ne.size()), shape, part);
-    } else if (n == "token_embd.weight") {
+    } else if (nt && nt->id == TensorId::kTokEmbd) {
       held = stage == p.embedding_stage || (tied && stage == p.output_stage);
-    } else if (n == "output.weight" || n == "output_norm.weight") {
+    } else if (nt && (nt->id == TensorId::kOutput || nt->id == TensorId::kOutputNorm)) {
       held = stage == p.output_stage;
     } else {
       held = true;  // rope factors and anything else global: every rank
