@@ -99,7 +99,7 @@ TEST(Shard, EveryFixtureAndPlanReassemblesByteForByte) {
       const std::string label = fs::path(model).filename().string() + " " + c.label;
       plan::Plan p;
       try {
-        p = plan::make_plan(id, c.ranks, c.pp, c.tp, c.layers);
+        p = plan::make_plan(id, c.ranks, c.pp, c.tp, test::stretch_layers(c.layers, id.n_layer));
         plan::check_tp_slicing(*f, p);
       } catch (const Error& e) {
         // Only TP sizes that the model's head or block counts rule out may be refused.

@@ -44,13 +44,31 @@ inline plan::TpShape tinyllama_tp_shape() {
 }
 
 // Every fixture GGUF, sorted.
+// Every fixture GGUF: models/ (llama, qwen2) and new-arch/ (qwen3, gemma3).
 inline std::vector<std::string> fixture_models() {
   std::vector<std::string> out;
-  for (const auto& e : std::filesystem::directory_iterator(std::string(RANKLM_FIXTURES_DIR) + "/models")) {
-    if (e.path().extension() == ".gguf") out.push_back(e.path().string());
+  for (const char* dir : {"/models", "/new-arch"}) {
+    for (const auto& e : std::filesystem::directory_iterator(std::string(RANKLM_FIXTURES_DIR) + dir)) {
+      if (e.path().extension() == ".gguf") out.push_back(e.path().string());
+    }
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// A stage split written for 4 layers, stretched to n_layer by growing its largest stage (the
+// fixtures have 4 layers, the gemma3 ones 6: {2, 1, 1} becomes {4, 1, 1}, whose last stages
+// hold a windowed and a global layer). Empty stays empty (an even split).
+inline std::vector<int64_t> stretch_layers(std::vector<int64_t> split, int64_t n_layer) {
+  if (split.empty()) return split;
+  int64_t sum = 0;
+  size_t big = 0;
+  for (size_t i = 0; i < split.size(); ++i) {
+    sum += split[i];
+    if (split[i] > split[big]) big = i;
+  }
+  split[big] += n_layer - sum;
+  return split;
 }
 
 // A fresh directory, removed with everything in it when the object goes.
