@@ -28,7 +28,9 @@ check "greedy generation is reproducible across thread counts" "cmp -s '$tmp/a' 
 check "seeded sampling is reproducible" "cmp -s '$tmp/c' '$tmp/d' && [ -s '$tmp/c' ]"
 "$bin" generate -m "$m" -p "hello" --chat -n 4 > /dev/null 2> "$tmp/err"; rc=$?
 check "--chat without a usable template exits 1 and says what to do" \
-  "[ $rc -eq 1 ] && grep -q 'chat_template' '$tmp/err' && grep -q -- '--chat-template' '$tmp/err'"
+  "[ $rc -eq 1 ] && grep -q 'chat_template' '$tmp/err' && grep -q -- '--chat-template' '$tmp/err' && grep -q 'base model' '$tmp/err'"
+"$bin" generate -m "$m" -p "hello" --chat --chat-template chatml --temp 0 -n 4 --verbose-prompt > /dev/null 2> "$tmp/chatml"; rc=$?
+check "--chat-template takes a built-in template's name" "[ $rc -eq 0 ] && grep -q '<|im_start|>user' '$tmp/chatml'"
 data="$(dirname "$0")/data/chat"
 "$bin" generate -m "$m" -p "hello" --chat --chat-template "$data/llama3.jinja" --system "Be brief." \
   --temp 0 -n 6 --verbose-prompt > "$tmp/chat" 2> "$tmp/chatlog"

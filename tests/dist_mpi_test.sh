@@ -15,6 +15,7 @@ fails=0
 toks=1,5,9,13,2,7
 "$synth" --shape test-small --type q8_0 -o "$tmp/small.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth"; exit 1; }
 "$synth" --shape test-deep --type q4_0 -o "$tmp/deep.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth"; exit 1; }
+"$synth" --shape test-gemma3 --type q4_k_m -o "$tmp/gemma.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth test-gemma3"; exit 1; }
 
 run_case() {  # model ranks pp tp layers allreduce bound [tp-mode]; bound 0: bit-identical
   local m="$1" n="$2" pp="$3" tp="$4" layers="$5" z="$6" bound="$7" mode="${8:-exact}"
@@ -48,6 +49,17 @@ run_case "$q8" 6 3 2 "" f32 0             # 6 ranks: 3 stages of TP 2
 run_case "$q8" 8 2 4 "" f32 0             # 8 ranks: 2 stages of TP 4
 run_case "$tmp/deep.gguf" 5 5 1 "" f32 0       # 5 and 7 ranks: pipelines over an 8-layer model
 run_case "$tmp/deep.gguf" 7 7 1 "2,1,1,1,1,1,1" f32 0
+# qwen3 (per-head Q/K norms, Q wider than the residual stream) and gemma3 (sliding-window and
+# global layers, post norms, GELU; 6 prompt + 6 greedy positions against a window of 8).
+q3="$fixtures/new-arch/tiny-qwen3-q4_k_m.gguf"
+g3="$fixtures/new-arch/tiny-gemma3-q8_0.gguf"
+run_case "$q3" 2 1 2 "" f32 0
+run_case "$q3" 4 2 2 "" f32 0
+run_case "$g3" 2 1 2 "" f32 0
+run_case "$g3" 2 2 1 "5,1" f32 0            # the global layer 5 alone on the last stage
+run_case "$g3" 4 2 2 "4,2" f32 0
+run_case "$g3" 4 1 4 "" f32 0               # 1 KV head on each of 4 ranks
+run_case "$tmp/gemma.gguf" 3 3 1 "3,3,1" f32 0   # ranklm-synth's test-gemma3: windowed, global, windowed
 # Sum mode: partial sums added by the ring allreduce (f32 or Q8_0 payloads).
 run_case "$q8" 2 1 2 "" f32 1e-2 sum
 run_case "$kq" 2 1 2 "" f32 1e-2 sum          # attn_output whole on each rank: heads gathered

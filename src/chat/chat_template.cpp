@@ -1,5 +1,7 @@
 #include "chat/chat_template.h"
 
+#include <filesystem>
+
 
 #include "io/gguf.h"
 #include "tokenizer/tokenizer.h"
@@ -128,27 +130,27 @@ ChatTemplate ChatTemplate::for_model(const gguf::File& f, const Tokenizer& tok, 
   const std::string bos = token_or_empty(tok, tok.bos());
   const std::string eos = token_or_empty(tok, tok.eos());
   if (!override_path.empty()) {
+    // A built-in name, unless a file of that name exists.
+    if (!std::filesystem::exists(override_path)) {
+      for (const BuiltinTemplate& b : kBuiltins) {
+        if (override_path == b.name) {
+          return ChatTemplate(b.source, bos, eos, fmt::format("built-in '{}' template (--chat-template)", b.name));
+        }
+      }
+    }
     return ChatTemplate(read_whole_file(override_path, "the --chat-template file", kMaxTemplateBytes), bos, eos, override_path);
   }
   if (auto src = f.get_string_opt("tokenizer.chat_template")) {
     return ChatTemplate(*src, bos, eos, f.path() + ": tokenizer.chat_template");
   }
-  // No template in the file: pick by family, as llama.cpp does for well-known formats.
-  const std::string arch = f.get_string_opt("general.architecture").value_or("");
-  std::string builtin;
-  if (arch.rfind("gemma", 0) == 0) {
-    builtin = "gemma3";
-  } else if (tok.find_token("<|start_header_id|>") >= 0 && tok.find_token("<|eot_id|>") >= 0) {
-    builtin = "llama3";
-  } else if (tok.find_token("<|im_start|>") >= 0 && tok.find_token("<|im_end|>") >= 0) {
-    builtin = "chatml";
-  } else {
-    fail("{}: no tokenizer.chat_template and no built-in template fits this model (architecture '{}'); "
-         "pass --chat-template FILE.jinja",
-         f.path(), arch);
-  }
-  return ChatTemplate(builtin_template(builtin).source, bos, eos,
-                      fmt::format("built-in '{}' template (no tokenizer.chat_template in {})", builtin, f.path()));
+  // No template in the file: a base model (instruction-tuned files carry their template), whose
+  // training never saw chat turns. Guessing a family's format would give plausible-looking noise.
+  std::string names;
+  for (const BuiltinTemplate& b : kBuiltins) names += std::string(names.empty() ? "" : ", ") + b.name;
+  fail("{}: --chat: the model has no chat template (metadata 'tokenizer.chat_template' is absent; a base model, "
+       "not an instruction-tuned one, usually is); drop --chat to continue a plain prompt, or pass "
+       "--chat-template FILE.jinja or a built-in template name ({})",
+       f.path(), names);
 }
 
 std::string ChatTemplate::apply(const std::vector<Message>& messages, bool add_generation_prompt) const {

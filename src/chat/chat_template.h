@@ -41,9 +41,9 @@ class ChatTemplate {
   // `origin` says where the source came from, for messages ("tokenizer.chat_template of X").
   ChatTemplate(std::string source, std::string bos_token, std::string eos_token, std::string origin);
 
-  // The template of a GGUF model: `override_path` when not empty (a Jinja file), else
-  // tokenizer.chat_template, else a built-in one picked from the architecture and vocabulary.
-  // Fails with a message naming the file when none fits.
+  // The template of a GGUF model: `override_path` when not empty (a Jinja file, or the name of
+  // a built-in template when no such file exists), else tokenizer.chat_template. A file
+  // without one (a base model) is refused with a message naming the file and the ways out.
   static ChatTemplate for_model(const gguf::File& f, const Tokenizer& tok, const std::string& override_path = "");
 
   // Renders the conversation (add_generation_prompt: end with the assistant's turn header).
