@@ -177,7 +177,7 @@ void write_hparams(gguf::Writer& w, const HParams& hp) {
 
 std::vector<uint8_t> swa_pattern(int64_t n_layer, int64_t period) {
   std::vector<uint8_t> out(static_cast<size_t>(n_layer), 0);
-  for (int64_t il = 0; il < n_layer; ++il) out[static_cast<size_t>(il)] = period > 0 && il % period < period - 1 ? 1 : 0;
+  for (int64_t il = 0; il < n_layer; ++il) out[static_cast<size_t>(il)] = period == 0 || il % period < period - 1 ? 1 : 0;
   return out;
 }
 

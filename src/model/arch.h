@@ -130,7 +130,8 @@ void write_hparams(gguf::Writer& w, const HParams& hp);
 // Building blocks of the architecture files.
 // The keys every decoder here stores under "<arch>.": sizes, norm epsilon, RoPE base, scaling.
 HParams read_common_hparams(const gguf::File& f, const std::string& arch);
-// Gemma-style layer pattern: layer il is windowed unless il % period == period - 1.
+// Gemma-style layer pattern: layer il is windowed unless il % period == period - 1 (period 0:
+// every layer windowed).
 std::vector<uint8_t> swa_pattern(int64_t n_layer, int64_t period);
 
 void configure_llama(const gguf::File& f, HParams& hp);   // arch_llama.cpp

@@ -19,22 +19,24 @@ namespace ranklm {
 
 namespace {
 
-// attention.sliding_window_pattern: a period (every period-th layer global) or one boolean per
-// layer (true: windowed).
+// attention.sliding_window_pattern: a period (every period-th layer global; 0: every layer
+// windowed) or one value per layer (nonzero or true: windowed), as llama.cpp reads it.
 std::vector<uint8_t> read_pattern(const gguf::File& f, const std::string& key, int64_t n_layer) {
   const gguf::Value* v = f.find(key);
   if (!v) return swa_pattern(n_layer, 6);
   if (v->type == gguf::ValueType::ARRAY) {
-    if (static_cast<int64_t>(v->arr.size()) != n_layer || v->elem_type != gguf::ValueType::BOOL) {
-      fail("{}: metadata '{}': {} must be {} booleans (one per layer) or a period", f.path(), key, v->to_string(), n_layer);
+    const bool ok_type = v->elem_type == gguf::ValueType::BOOL || (!v->arr.empty() && v->arr[0].is_integer());
+    if (static_cast<int64_t>(v->arr.size()) != n_layer || !ok_type) {
+      fail("{}: metadata '{}': {} must be {} booleans or integers (one per layer; nonzero: windowed) or a period",
+           f.path(), key, v->to_string(), n_layer);
     }
     std::vector<uint8_t> out;
-    for (const gguf::Value& e : v->arr) out.push_back(e.u != 0 ? 1 : 0);
+    for (const gguf::Value& e : v->arr) out.push_back(e.u != 0 || e.i != 0 ? 1 : 0);
     return out;
   }
   const int64_t period = f.get_int(key);
-  if (period < 1 || period > n_layer + 1) {
-    fail("{}: metadata '{}': {} out of range 1..{} (the period of global layers)", f.path(), key, period, n_layer + 1);
+  if (period < 0 || period > n_layer + 1) {
+    fail("{}: metadata '{}': {} out of range 0..{} (the period of global layers)", f.path(), key, period, n_layer + 1);
   }
   return swa_pattern(n_layer, period);
 }
