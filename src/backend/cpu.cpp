@@ -21,6 +21,9 @@ CpuBackend::CpuBackend(std::unique_ptr<Model> model, int n_threads)
                                .vocab_end = pt.vocab_end < 0 ? hp.n_vocab : pt.vocab_end,
                                .kv_block_len = kKvBlockLen,
                                .chunk_invariant = model_->chunk_invariant()};
+  for (int64_t il = 0; il < hp.n_layer; ++il) {
+    if (hp.windowed(il)) info_.kv_window = hp.swa_window;
+  }
 }
 
 CpuBackend::~CpuBackend() = default;
@@ -28,13 +31,13 @@ CpuBackend::~CpuBackend() = default;
 int64_t CpuBackend::kv_bytes(int64_t n_ctx) const { return model_->kv_cache_bytes(n_ctx); }
 
 void CpuBackend::kv_reserve(int64_t max_blocks) {
-  if (kv_pool_) fail("cpu backend: the KV pool is already made (a bug)");
-  kv_pool_ = model_->make_pool(max_blocks);
+  if (kv_pools_.full) fail("cpu backend: the KV pool is already made (a bug)");
+  kv_pools_ = model_->make_pools(max_blocks);
 }
 
 runtime::KvHandle CpuBackend::kv_create(int64_t n_ctx) {
-  if (!kv_pool_) fail("cpu backend: kv_create before kv_reserve (a bug)");
-  auto c = std::make_unique<KvCache>(kv_pool_, n_ctx);
+  if (!kv_pools_.full) fail("cpu backend: kv_create before kv_reserve (a bug)");
+  auto c = std::make_unique<KvCache>(kv_pools_, n_ctx);
   for (size_t i = 0; i < caches_.size(); ++i) {
     if (!caches_[i]) {
       caches_[i] = std::move(c);
@@ -64,10 +67,12 @@ void CpuBackend::kv_share(runtime::KvHandle src, runtime::KvHandle dst, int64_t 
 runtime::KvStats CpuBackend::kv_stats() const {
   runtime::KvStats st;
   st.block_bytes = model_->kv_block_bytes();
-  if (kv_pool_) {
-    st.max_blocks = kv_pool_->max_blocks();
-    st.in_use = kv_pool_->in_use();
-    st.peak = kv_pool_->peak();
+  if (kv_pools_.full) {
+    st.max_blocks = kv_pools_.full->max_blocks();
+    st.in_use = kv_pools_.full->in_use();
+    st.peak = kv_pools_.full->peak();
+    st.bytes_in_use = kv_pools_.full->in_use() * kv_pools_.full->block_bytes();
+    if (kv_pools_.windowed) st.bytes_in_use += kv_pools_.windowed->in_use() * kv_pools_.windowed->block_bytes();
   }
   return st;
 }

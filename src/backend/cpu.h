@@ -37,7 +37,7 @@ class CpuBackend final : public runtime::Backend {
   std::unique_ptr<Model> model_;
   std::unique_ptr<kern::ThreadPool> pool_;
   runtime::BackendInfo info_;
-  std::shared_ptr<KvPool> kv_pool_;
+  KvPools kv_pools_;
   std::vector<std::unique_ptr<KvCache>> caches_;  // index = handle id; null: free
   std::vector<SeqSpan> spans_;
 };

@@ -314,7 +314,7 @@ void run_test(Engine& e, const BenchOptions& o, Row r, int64_t npl, std::mt19937
   }
   r.rss = rss_bytes();
   const runtime::KvStats kv = ex.kv_stats();  // the test's sequences keep their blocks to the end
-  r.kv_bytes = static_cast<uint64_t>(kv.in_use * kv.block_bytes);
+  r.kv_bytes = static_cast<uint64_t>(kv.bytes_in_use);
   rows.push_back(r);
   if (o.out == "md") print_md_row(r, rows.size() == 1);
 }

@@ -118,9 +118,11 @@ void Engine::start(int n_slots, int64_t n_ctx, comm::Compression z) {
   // The KV cache is paged: blocks are taken as sequences grow. The pool may hold every slot's
   // whole context, or as many blocks as four fifths of the memory this process may still
   // allocate; the scheduler admits sequences only while the blocks they may need are free.
+  // A block's bytes amortized over a whole context: sliding-window layers hold only the window
+  // of a sequence, so its blocks cost less per position the longer the context.
   const int64_t block_len = backend_->info().kv_block_len;
-  const int64_t block_bytes = std::max<int64_t>(1, backend_->kv_bytes(1));
   const int64_t per_slot_blocks = (n_ctx + block_len - 1) / block_len;
+  const int64_t block_bytes = std::max<int64_t>(1, (backend_->kv_bytes(n_ctx) + per_slot_blocks - 1) / per_slot_blocks);
   const int64_t want = per_slot_blocks * n_slots;
   const int64_t avail = available_memory_bytes();
   kv_blocks_ = std::min(want, avail / 5 * 4 / block_bytes);

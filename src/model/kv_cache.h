@@ -51,10 +51,22 @@ class KvPool {
   int64_t in_use_ = 0, peak_ = 0;
 };
 
-// One sequence's keys and values for positions 0 .. n_ctx-1: a block table into a pool.
+// The pools of a rank's KV: one for the layers that attend to every position, and one for
+// sliding-window layers (null when the part has none), whose blocks a sequence gives back once
+// they fall out of the window.
+struct KvPools {
+  std::shared_ptr<KvPool> full, windowed;
+  int64_t window = 0;  // positions a windowed layer's query sees (its own included)
+};
+
+// One sequence's keys and values for positions 0 .. n_ctx-1: a block table into each pool. On
+// windowed layers a block is given back (its entry set to -1) when a step starts past it: a
+// query at position p reads keys p - window + 1 .. p only, so such a layer holds at most the
+// window plus one step's positions, whatever the sequence's length.
 class KvCache {
  public:
   KvCache(std::shared_ptr<KvPool> pool, int64_t n_ctx);
+  KvCache(const KvPools& pools, int64_t n_ctx);
   ~KvCache();
   KvCache(KvCache&& o) noexcept;
   KvCache& operator=(KvCache&& o) noexcept;
@@ -63,21 +75,29 @@ class KvCache {
 
   int64_t n_ctx = 0;
   // Makes positions [pos0, pos0 + n) writable: takes the blocks up to there and copies any
-  // block in the range that another sequence also holds.
+  // block in the range that another sequence also holds; on windowed layers, first gives back
+  // the blocks no query from pos0 on can see.
   void prepare(int64_t pos0, int64_t n);
   // Gives every block back (a new sequence starts from position 0).
   void clear();
   // Drops this sequence's blocks and takes, by reference, the blocks of src that hold its
   // positions 0 .. n_pos-1 (positions from n_pos on are then written into copies). With src
-  // this cache itself, keeps its own first n_pos positions.
+  // this cache itself, keeps its own first n_pos positions. On windowed layers, src must still
+  // hold the window before n_pos (shareable()).
   void share_from(const KvCache& src, int64_t n_pos);
+  // Whether a sequence continuing at position n_pos finds every windowed key it needs here.
+  bool shareable(int64_t n_pos) const;
 
   const std::vector<int32_t>& blocks() const { return blocks_; }
   KvPool& pool() const { return *pool_; }
+  // The windowed layers' table (-1: given back) and pool (null without windowed layers).
+  const std::vector<int32_t>& windowed_blocks() const { return wblocks_; }
+  KvPool* windowed_pool() const { return wpool_.get(); }
 
  private:
-  std::shared_ptr<KvPool> pool_;
-  std::vector<int32_t> blocks_;
+  std::shared_ptr<KvPool> pool_, wpool_;
+  int64_t window_ = 0;
+  std::vector<int32_t> blocks_, wblocks_;
 };
 
 }  // namespace ranklm

@@ -43,11 +43,26 @@ int64_t Model::kv_block_bytes() const {
   return (part_.layer_end - part_.layer_begin) * kKvBlockLen * part_.n_head_kv * hp_.head_dim * 2 * int64_t{sizeof(uint16_t)};
 }
 
-std::shared_ptr<KvPool> Model::make_pool(int64_t max_blocks) const {
-  return std::make_shared<KvPool>(part_.layer_end - part_.layer_begin, part_.n_head_kv * hp_.head_dim, max_blocks);
+int64_t Model::kv_cache_bytes(int64_t n_ctx, int64_t max_step) const {
+  const int64_t n_layer = part_.layer_end - part_.layer_begin;
+  const int64_t per_layer_block = kKvBlockLen * part_.n_head_kv * hp_.head_dim * 2 * int64_t{sizeof(uint16_t)};
+  const int64_t windowed = std::min(n_ctx, kv_window() + max_step + kKvBlockLen);
+  return ((n_layer - n_windowed_) * kv_blocks_for(n_ctx) + n_windowed_ * kv_blocks_for(windowed)) * per_layer_block;
 }
 
-KvCache Model::make_cache(int64_t n_ctx) const { return KvCache(make_pool(std::max<int64_t>(1, kv_blocks_for(n_ctx))), n_ctx); }
+KvPools Model::make_pools(int64_t max_blocks) const {
+  const int64_t kv_dim = part_.n_head_kv * hp_.head_dim;
+  const int64_t n_layer = part_.layer_end - part_.layer_begin;
+  KvPools p;
+  p.full = std::make_shared<KvPool>(n_layer - n_windowed_, kv_dim, max_blocks);
+  if (n_windowed_ > 0) {
+    p.windowed = std::make_shared<KvPool>(n_windowed_, kv_dim, max_blocks);
+    p.window = hp_.swa_window;
+  }
+  return p;
+}
+
+KvCache Model::make_cache(int64_t n_ctx) const { return KvCache(make_pools(std::max<int64_t>(1, kv_blocks_for(n_ctx))), n_ctx); }
 
 kern::MatrixView matrix(const gguf::File& f, const std::string& name, int64_t rows, int64_t cols) {
   const gguf::TensorInfo& t = f.tensor(name);
@@ -180,6 +195,13 @@ void Model::load_weights(const gguf::File& f) {
       L.ffn_post_norm = vec(TensorId::kFfnPostNorm, hp.n_embd);
     }
   }
+  // Windowed layers keep their KV in a pool of their own, given back as the window moves on.
+  int64_t n_full = 0;
+  for (int64_t il = pt.layer_begin; il < pt.layer_end; ++il) {
+    const bool w = hp.windowed(il);
+    kv_windowed_.push_back(w ? 1 : 0);
+    kv_slot_.push_back(w ? n_windowed_++ : n_full++);
+  }
 }
 
 namespace {
@@ -213,21 +235,24 @@ bool Model::chunk_invariant() const {
 void Model::attend(int64_t il, const float* q, const float* k, const float* v, const SeqSpan* seqs, int n_seq, float* attn,
                    kern::ThreadPool& pool) {
   const int64_t hd = hp_.head_dim, q_dim = part_.n_head * hd, kv_dim = part_.n_head_kv * hd;
+  const bool windowed = kv_windowed_[static_cast<size_t>(il)] != 0;
+  const int64_t slot = kv_slot_[static_cast<size_t>(il)];  // the layer's index in its pool
+  auto table = [windowed](const KvCache& c) -> const std::vector<int32_t>& { return windowed ? c.windowed_blocks() : c.blocks(); };
   int64_t n_ptr = 0;
-  for (int s = 0; s < n_seq; ++s) n_ptr += 2 * static_cast<int64_t>(seqs[s].cache->blocks().size());
+  for (int s = 0; s < n_seq; ++s) n_ptr += 2 * static_cast<int64_t>(table(*seqs[s].cache).size());
   buf_.kv_rows.resize(static_cast<size_t>(n_ptr));
   buf_.attn_seqs.resize(static_cast<size_t>(n_seq));
   const uint16_t** ptr = buf_.kv_rows.data();
   int64_t row = 0;  // the sequence's first row in the batch
   for (int s = 0; s < n_seq; row += seqs[s].n_tok, ++s) {
     const SeqSpan& sp = seqs[s];
-    KvPool& kp = sp.cache->pool();
-    const std::vector<int32_t>& blocks = sp.cache->blocks();
+    KvPool& kp = windowed ? *sp.cache->windowed_pool() : sp.cache->pool();
+    const std::vector<int32_t>& blocks = table(*sp.cache);
     for (int64_t t = 0; t < sp.n_tok; ++t) {
       const int64_t p = sp.pos0 + t;
       const int32_t b = blocks[static_cast<size_t>(p / kKvBlockLen)];
-      uint16_t* kd = kp.k(b, il) + (p % kKvBlockLen) * kv_dim;
-      uint16_t* vd = kp.v(b, il) + (p % kKvBlockLen) * kv_dim;
+      uint16_t* kd = kp.k(b, slot) + (p % kKvBlockLen) * kv_dim;
+      uint16_t* vd = kp.v(b, slot) + (p % kKvBlockLen) * kv_dim;
       const float* ks = k + (row + t) * kv_dim;
       const float* vs = v + (row + t) * kv_dim;
       for (int64_t i = 0; i < kv_dim; ++i) {
@@ -236,14 +261,14 @@ void Model::attend(int64_t il, const float* q, const float* k, const float* v, c
       }
     }
     const size_t nb = blocks.size();
-    for (size_t i = 0; i < nb; ++i) {
-      ptr[i] = kp.k(blocks[i], il);
-      ptr[nb + i] = kp.v(blocks[i], il);
+    for (size_t i = 0; i < nb; ++i) {  // given-back windowed blocks: before every query's window
+      ptr[i] = blocks[i] < 0 ? nullptr : kp.k(blocks[i], slot);
+      ptr[nb + i] = blocks[i] < 0 ? nullptr : kp.v(blocks[i], slot);
     }
     buf_.attn_seqs[static_cast<size_t>(s)] = {q + row * q_dim, attn + row * q_dim, ptr, ptr + nb, kKvBlockLen, sp.n_tok, sp.pos0};
     ptr += 2 * nb;
   }
-  const int64_t window = hp_.windowed(part_.layer_begin + il) ? hp_.swa_window : 0;
+  const int64_t window = windowed ? hp_.swa_window : 0;
   kern::attention_batch(buf_.attn_seqs.data(), n_seq, static_cast<int>(part_.n_head), static_cast<int>(part_.n_head_kv),
                         static_cast<int>(hd), hp_.scores_scale(), pool, window);
 }

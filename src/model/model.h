@@ -77,13 +77,18 @@ class Model {
 
   const HParams& hparams() const { return hp_; }
   const ModelPart& part() const { return part_; }
-  // A pool of at most max_blocks KV blocks of this part's layers and KV heads.
-  std::shared_ptr<KvPool> make_pool(int64_t max_blocks) const;
-  // One sequence of n_ctx positions with a pool of its own (enough blocks for all of them).
+  // Pools of at most max_blocks KV blocks each: one for this part's full-attention layers, one
+  // for its sliding-window layers (none when it has none).
+  KvPools make_pools(int64_t max_blocks) const;
+  // One sequence of n_ctx positions with pools of its own (enough blocks for all of them).
   KvCache make_cache(int64_t n_ctx) const;
-  // Bytes of one KV block, and of the blocks of n_ctx positions, for this rank's layers.
+  // Bytes of one KV block of every layer of this part, and what one sequence of n_ctx positions
+  // holds at most when its steps are at most max_step tokens (windowed layers: the window and
+  // one step).
   int64_t kv_block_bytes() const;
-  int64_t kv_cache_bytes(int64_t n_ctx) const { return kv_blocks_for(n_ctx) * kv_block_bytes(); }
+  int64_t kv_cache_bytes(int64_t n_ctx, int64_t max_step = 512) const;
+  // The sliding window of this part's windowed layers (0: it has none).
+  int64_t kv_window() const { return n_windowed_ > 0 ? hp_.swa_window : 0; }
   // Whether every weight product gives a token the same bits in a batch or chunk of any size
   // (packed weights and the quantized types do; unpacked float weights take sgemm for long chunks).
   bool chunk_invariant() const;
@@ -138,6 +143,10 @@ class Model {
     std::vector<kern::AttnSeq> attn_seqs;
   } buf_;
   std::vector<std::vector<uint8_t>> packed_;  // storage of repacked matrices
+  // Each part layer's place in its KV pool: windowed layers in one, the others in the other.
+  std::vector<int64_t> kv_slot_;
+  std::vector<uint8_t> kv_windowed_;
+  int64_t n_windowed_ = 0;
 };
 
 // ---- helpers of the loader ----

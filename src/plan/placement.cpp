@@ -107,7 +107,15 @@ ModelSizes model_sizes(const gguf::File& f) {
   if (s.output_bytes == 0) s.output_bytes = s.embd_bytes;  // tied head
   const TpShape shape = tp_shape(f);
   s.kv_bytes_per_token_layer = static_cast<uint64_t>(2 * shape.n_head_kv * shape.head_dim * 2);
+  const HParams hp = read_hparams(f);
+  for (int64_t il = 0; il < hp.n_layer; ++il) s.layer_window.push_back(hp.windowed(il) ? hp.swa_window : 0);
   return s;
+}
+
+uint64_t ModelSizes::kv_layer_bytes(int64_t l, int64_t n_ctx) const {
+  const int64_t w = l < static_cast<int64_t>(layer_window.size()) ? layer_window[static_cast<size_t>(l)] : 0;
+  const int64_t positions = w > 0 ? std::min<int64_t>(n_ctx, w + 512 + 16) : n_ctx;
+  return kv_bytes_per_token_layer * static_cast<uint64_t>(positions);
 }
 
 uint64_t rank_bytes(const Plan& p, const ModelSizes& sizes, int rank, const PlaceOptions& o) {
@@ -118,7 +126,7 @@ uint64_t rank_bytes(const Plan& p, const ModelSizes& sizes, int rank, const Plac
   for (int64_t l = st.layer_begin; l < st.layer_end; ++l) {
     b += sizes.layer_bytes[static_cast<size_t>(l)] / t;
     // KV heads are replicated when TP exceeds them; count a rank's share as at least one head's.
-    b += sizes.kv_bytes_per_token_layer * static_cast<uint64_t>(o.n_ctx) * static_cast<uint64_t>(o.n_seq) / t;
+    b += sizes.kv_layer_bytes(l, o.n_ctx) * static_cast<uint64_t>(o.n_seq) / t;
   }
   if (stage == p.embedding_stage) b += sizes.embd_bytes;
   if (stage == p.output_stage) b += sizes.output_bytes;
@@ -207,7 +215,10 @@ Plan place_spread(const ModelIdentity& m, const ModelSizes& sizes, const TpShape
     }
     room[static_cast<size_t>(s)] = static_cast<uint64_t>(static_cast<double>(mem) * o.memory_fraction);
   }
-  const uint64_t kv_layer = sizes.kv_bytes_per_token_layer * static_cast<uint64_t>(o.n_ctx) * static_cast<uint64_t>(o.n_seq);
+  // The mean layer's KV (sliding-window layers hold less).
+  uint64_t kv_total = 0;
+  for (int64_t l = 0; l < m.n_layer; ++l) kv_total += sizes.kv_layer_bytes(l, o.n_ctx) * static_cast<uint64_t>(o.n_seq);
+  const uint64_t kv_layer = kv_total / static_cast<uint64_t>(std::max<int64_t>(1, m.n_layer));
   std::vector<int64_t> count(static_cast<size_t>(n_stages), 0);
   std::vector<uint64_t> used = fixed, streamed(static_cast<size_t>(n_stages), 0);
   for (int s = 0; s < n_stages; ++s) streamed[static_cast<size_t>(s)] = static_cast<uint64_t>(extra[static_cast<size_t>(s)]);
@@ -235,7 +246,7 @@ Plan place_spread(const ModelIdentity& m, const ModelSizes& sizes, const TpShape
     if (best < 0) {
       uint64_t need = 0, have = 0;
       for (int s = 0; s < n_stages; ++s) have += room[static_cast<size_t>(s)] * static_cast<uint64_t>(tp);
-      need = total_layers + kv_layer * static_cast<uint64_t>(m.n_layer) + sizes.embd_bytes * static_cast<uint64_t>(tp) +
+      need = total_layers + kv_total + sizes.embd_bytes * static_cast<uint64_t>(tp) +
              sizes.output_bytes * static_cast<uint64_t>(tp);
       fail("the model does not fit: it needs about {:.2f} GiB (weights, embedding and head on their TP groups, KV cache "
            "for {} positions x {} sequences) but these {} ranks offer {:.2f} GiB ({:.0f}% of their memory); add ranks "
@@ -284,8 +295,11 @@ void count_kv_blocks(Plan& p, const ModelSizes& sizes, const PlaceOptions& o) {
     RankPlacement& x = p.placement[static_cast<size_t>(r)];
     const auto [stage, tpi] = p.where(r);
     const Stage& st = p.stages[static_cast<size_t>(stage)];
-    const uint64_t block = sizes.kv_bytes_per_token_layer * 16 * static_cast<uint64_t>(st.layer_end - st.layer_begin) /
-                           static_cast<uint64_t>(st.tp());
+    // A block's bytes amortized over one context (as the engine counts them).
+    uint64_t per_ctx = 0;
+    for (int64_t l = st.layer_begin; l < st.layer_end; ++l) per_ctx += sizes.kv_layer_bytes(l, o.n_ctx);
+    const uint64_t blocks_per_ctx = static_cast<uint64_t>(std::max<int64_t>(1, (o.n_ctx + 15) / 16));
+    const uint64_t block = (per_ctx + blocks_per_ctx - 1) / blocks_per_ctx / static_cast<uint64_t>(st.tp());
     const uint64_t weights = rank_bytes(p, sizes, r, weights_only);
     const uint64_t room = static_cast<uint64_t>(static_cast<double>(x.memory_bytes) * o.memory_fraction);
     x.kv_blocks = block > 0 && room > weights ? static_cast<int64_t>((room - weights) / block) : 0;

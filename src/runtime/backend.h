@@ -46,6 +46,7 @@ struct KvStats {
   int64_t block_bytes = 0;   // one block (block_len positions of this rank's layers)
   int64_t max_blocks = 0;    // the limit set by kv_reserve
   int64_t in_use = 0, peak = 0;  // blocks held now, and at most so far
+  int64_t bytes_in_use = 0;      // what the blocks held now take (sliding-window layers hold fewer)
 };
 
 struct BackendInfo {
@@ -61,6 +62,9 @@ struct BackendInfo {
   // prompt is chunked (false where float weights switch to a blocked product for long chunks):
   // what makes a shared prompt prefix give the same tokens as computing it again.
   bool chunk_invariant = true;
+  // The model's sliding window (0: no windowed layers): windowed layers give back KV blocks
+  // once a sequence's steps start past them, which limits what a later sequence may share.
+  int64_t kv_window = 0;
 };
 
 class Backend {

@@ -80,6 +80,7 @@ class Executor {
   void set_kv_budget(int64_t blocks) { kv_budget_ = blocks; }
   int64_t kv_block_len() const { return b_.info().kv_block_len; }
   bool chunk_invariant() const { return b_.info().chunk_invariant; }
+  int64_t kv_window() const { return b_.info().kv_window; }
   KvStats kv_stats() const { return b_.kv_stats(); }
   // Rank 0 only: every other rank's serve() returns.
   void stop();

@@ -26,6 +26,7 @@ struct Slot {
   int64_t cached = 0;            // prompt positions shared from another slot
   int wait_src = -1;             // waiting for slot wait_src to hold `cached` positions
   int64_t reserve = 0;           // KV blocks this slot may hold (admission accounting)
+  int64_t max_pos0 = -1;         // the latest first position of a step on this KV (sliding windows)
 };
 
 int64_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& p) {
@@ -86,15 +87,26 @@ class Scheduler::Run {
 
  private:
   int64_t blocks_for(int64_t n) const { return (n + block_len_ - 1) / block_len_; }
+
+  // Whether slot o's KV still holds what a sequence continuing at position n needs: windowed
+  // layers give back each block that a step starts a whole window past (model/kv_cache.h), and
+  // the first query at n reads keys from n - window + 1 on.
+  bool window_allows(const Slot& o, int64_t n) const {
+    const int64_t w = ex_.kv_window();
+    if (w <= 0 || n <= 0 || o.max_pos0 < 0) return true;
+    const int64_t gone = std::max<int64_t>(0, o.max_pos0 - w + 1) / block_len_ * block_len_;
+    return std::max<int64_t>(0, n - w + 1) >= gone;
+  }
   Slot& slot(int s) { return slots_[static_cast<size_t>(s)]; }
 
   // A slot emptied of its request; it keeps its KV (tokens and the blocks they may hold).
   static void clear_request(Slot& sl) {
     std::vector<int32_t> kv = std::move(sl.kv);
-    const int64_t reserve = sl.reserve;
+    const int64_t reserve = sl.reserve, max_pos0 = sl.max_pos0;
     sl = Slot{};
     sl.kv = std::move(kv);
     sl.reserve = reserve;
+    sl.max_pos0 = max_pos0;
   }
 
   void set_reserve(Slot& sl, int64_t blocks) {
@@ -110,8 +122,14 @@ class Scheduler::Run {
       if (sl.wait_src < 0) continue;
       const Slot& src = slot(sl.wait_src);
       if (static_cast<int64_t>(src.kv.size()) < sl.cached) continue;
+      if (!window_allows(src, sl.cached)) {  // the source moved a window past: compute it here
+        sl.cached = 0;
+        sl.wait_src = -1;
+        continue;
+      }
       ex_.share_kv(s, sl.wait_src, sl.cached);
       sl.kv.assign(src.kv.begin(), src.kv.begin() + sl.cached);
+      sl.max_pos0 = src.max_pos0;
       sl.fed = sl.cached;
       sl.wait_src = -1;
     }
@@ -130,6 +148,7 @@ class Scheduler::Run {
         int64_t n = t == s || !o.req ? common_prefix(o.kv, p) : common_prefix_live(o, p);
         if (t != s && o.wait_src >= 0) n = std::min(n, o.cached);  // not past what it waits for
         n = std::min<int64_t>(n, static_cast<int64_t>(p.size()) - 1);  // the last prompt token runs here
+        if (!window_allows(o, n)) n = 0;  // (a live source is checked again when its prefix is ready)
         if (n > best_n) {
           best = t;
           best_n = n;
@@ -139,19 +158,24 @@ class Scheduler::Run {
     if (best_n < block_len_) {  // nothing worth sharing: start empty
       ex_.share_kv(s, s, 0);
       sl.kv.clear();
+      sl.max_pos0 = -1;
       return;
     }
     sl.cached = best_n;
     const Slot& src = slot(best);
     if (best == s || static_cast<int64_t>(src.kv.size()) >= best_n) {
       ex_.share_kv(s, best, best_n);
-      if (best != s) sl.kv.assign(src.kv.begin(), src.kv.begin() + best_n);
+      if (best != s) {
+        sl.kv.assign(src.kv.begin(), src.kv.begin() + best_n);
+        sl.max_pos0 = src.max_pos0;
+      }
       sl.kv.resize(static_cast<size_t>(best_n));
       sl.fed = best_n;
     } else {
       // Its prompt has not run that far yet: this one waits for it, holding nothing meanwhile.
       ex_.share_kv(s, s, 0);
       sl.kv.clear();
+      sl.max_pos0 = -1;
       sl.wait_src = best;
     }
   }
@@ -168,6 +192,7 @@ class Scheduler::Run {
       if (needed) continue;
       ex_.share_kv(t, t, 0);
       o.kv.clear();
+      o.max_pos0 = -1;
       set_reserve(o, 0);
     }
     return reserved_ + need <= ex_.kv_budget();
@@ -288,6 +313,7 @@ class Scheduler::Run {
           sl.kv.push_back(sl.next);
         }
         sl.busy = true;
+        sl.max_pos0 = std::max<int64_t>(sl.max_pos0, st.pos0);
         b.seqs.push_back(st);
         members.push_back(s);
       }
