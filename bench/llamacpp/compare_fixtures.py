@@ -6,22 +6,15 @@ step where each run leaves the reference.
 
     bash bench/llamacpp/build.sh && python3 bench/llamacpp/compare_fixtures.py [--no-repack] [NAME-PART ...]
 """
-import glob, json, math, os, subprocess, sys
+import glob, json, os, subprocess, sys
+
+from logits_compare import nrmse
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 fixtures = os.path.join(root, "..", "shared", "fixtures")
 ranklm = os.path.join(root, "build", "bin", "ranklm")
 probe = os.path.join(root, "bench", "llamacpp", ".cache", "llamacpp_logits")
 extra = [a for a in sys.argv[1:] if a == "--no-repack"]
-
-
-def nrmse(a, b):
-    worst = 0.0
-    for x, y in zip(a, b):
-        d = math.sqrt(sum((p - q) ** 2 for p, q in zip(x, y)) / len(y))
-        r = math.sqrt(sum(q * q for q in y) / len(y))
-        worst = max(worst, d / r)
-    return worst
 
 
 def first_diff(g, ref):

@@ -9,10 +9,12 @@ logits and whether the greedy tokens agree (where llama.cpp's top-1 margin is cl
 
     bash bench/llamacpp/build.sh && python3 bench/llamacpp/compare_variants.py
 """
-import json, math, os, random, subprocess, sys, tempfile
+import json, os, random, subprocess, sys, tempfile
 
 import numpy as np
 import gguf
+
+from logits_compare import nrmse
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ranklm = os.path.join(root, "build", "bin", "ranklm")
@@ -104,15 +106,6 @@ def write_model(path, arch, c):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-
-
-def nrmse(a, b):
-    worst = 0.0
-    for x, y in zip(a, b):
-        d = math.sqrt(sum((p - q) ** 2 for p, q in zip(x, y)) / len(y))
-        r = math.sqrt(sum(q * q for q in y) / len(y))
-        worst = max(worst, d / r)
-    return worst
 
 
 def greedy_agree(ours, ref, tol):
