@@ -176,10 +176,7 @@ ranklm::HParams hparams_of(const Shape& sh) {
   if (sh.llama3_rope) hp.llama3_rope = ranklm::Llama3Rope{32.0, 1.0, 4.0, 8192.0};
   hp.swa_window = sh.swa_window;
   // The blocks the architecture switches on decide the tensors (model_tensors).
-  const std::string arch = sh.arch;
-  hp.qkv_bias = arch == "qwen2";
-  hp.qk_norm = arch == "qwen3" || arch == "gemma3";
-  hp.post_norms = arch == "gemma3";
+  ranklm::find_arch(sh.arch)->blocks(hp);
   return hp;
 }
 

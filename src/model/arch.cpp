@@ -49,10 +49,10 @@ const TensorKind& kind(TensorId id) {
 
 // The registry: one line per architecture.
 constexpr Arch kArchs[] = {
-    {"llama", "Llama 2/3, Mistral, TinyLlama, SmolLM2", &configure_llama, &describe_llama},
-    {"qwen2", "Qwen2, Qwen2.5", &configure_qwen2, nullptr},
-    {"qwen3", "Qwen3 (dense)", &configure_qwen3, nullptr},
-    {"gemma3", "Gemma 3 (text)", &configure_gemma3, &describe_gemma3},
+    {"llama", "Llama 2/3, Mistral, TinyLlama, SmolLM2", &blocks_llama, &configure_llama, &describe_llama},
+    {"qwen2", "Qwen2, Qwen2.5", &blocks_qwen2, nullptr, nullptr},
+    {"qwen3", "Qwen3 (dense)", &blocks_qwen3, nullptr, nullptr},
+    {"gemma3", "Gemma 3 (text)", &blocks_gemma3, &configure_gemma3, &describe_gemma3},
 };
 
 }  // namespace
@@ -64,7 +64,6 @@ std::string tensor_name(TensorId id, int64_t layer) {
   return "blk." + std::to_string(layer) + "." + k.name;
 }
 
-bool per_layer(TensorId id) { return kind(id).per_layer; }
 TpSplit tp_split(TensorId id) { return kind(id).split; }
 
 std::optional<int64_t> layer_of(std::string_view name) {
@@ -148,7 +147,8 @@ HParams read_hparams(const gguf::File& f) {
     fail("{}: metadata 'general.architecture': '{}' is not supported (supported: {})", f.path(), name, arch_names());
   }
   HParams hp = read_common_hparams(f, a->name);
-  a->configure(f, hp);
+  a->blocks(hp);
+  if (a->configure) a->configure(f, hp);
   return hp;
 }
 

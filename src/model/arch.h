@@ -9,7 +9,8 @@
 // one tensor table here (tensor_name, parse_tensor_name, tp_split): no other file of src/ or
 // tools/ spells a GGUF tensor name.
 //
-// Adding an architecture: one arch_<name>.cpp with its configure function, and its line in
+// Adding an architecture: one arch_<name>.cpp with its blocks (and, if it has keys of its own,
+// configure) function, and its line in
 // kArchs (arch.cpp) and in src/CMakeLists.txt. docs/ARCHITECTURE.md walks through qwen3.
 #pragma once
 
@@ -86,7 +87,6 @@ enum class TpSplit { kWhole, kQHeads, kKvHeads, kFfnRows, kAttnOutput, kFfnDown 
 
 // The GGUF name: "token_embd.weight", or "blk.<layer>.attn_q.weight" for per-layer tensors.
 std::string tensor_name(TensorId id, int64_t layer = -1);
-bool per_layer(TensorId id);
 TpSplit tp_split(TensorId id);
 
 struct NamedTensor {
@@ -111,7 +111,9 @@ std::vector<TensorDecl> model_tensors(const HParams& hp);
 struct Arch {
   const char* name;
   const char* examples;  // model families, for messages and docs
-  // Reads the architecture's own keys and switches its blocks on, after the common keys.
+  // Switches the architecture's blocks on (from the sizes already in hp; no metadata read).
+  void (*blocks)(HParams& hp);
+  // Reads the architecture's own metadata keys, after the common ones (null: it has none).
   void (*configure)(const gguf::File& f, HParams& hp);
   // Writes those keys back (ranklm-synth); the common ones are written by write_hparams.
   void (*describe)(gguf::Writer& w, const HParams& hp);
@@ -134,13 +136,15 @@ HParams read_common_hparams(const gguf::File& f, const std::string& arch);
 // every layer windowed).
 std::vector<uint8_t> swa_pattern(int64_t n_layer, int64_t period);
 
-void configure_llama(const gguf::File& f, HParams& hp);   // arch_llama.cpp
+void blocks_llama(HParams& hp);                           // arch_llama.cpp
+void configure_llama(const gguf::File& f, HParams& hp);
 // The rope_freqs divisors of Llama 3.1 scaling (hp.llama3_rope), for files without the tensor.
 std::vector<float> llama3_freq_factors(const HParams& hp);
 void describe_llama(gguf::Writer& w, const HParams& hp);
-void configure_qwen2(const gguf::File& f, HParams& hp);   // arch_qwen2.cpp
-void configure_qwen3(const gguf::File& f, HParams& hp);   // arch_qwen3.cpp
-void configure_gemma3(const gguf::File& f, HParams& hp);  // arch_gemma3.cpp
+void blocks_qwen2(HParams& hp);                           // arch_qwen2.cpp
+void blocks_qwen3(HParams& hp);                           // arch_qwen3.cpp
+void blocks_gemma3(HParams& hp);                          // arch_gemma3.cpp
+void configure_gemma3(const gguf::File& f, HParams& hp);
 void describe_gemma3(gguf::Writer& w, const HParams& hp);
 
 }  // namespace ranklm

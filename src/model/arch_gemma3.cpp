@@ -43,8 +43,7 @@ std::vector<uint8_t> read_pattern(const gguf::File& f, const std::string& key, i
 
 }  // namespace
 
-void configure_gemma3(const gguf::File& f, HParams& hp) {
-  const std::string p = "gemma3.";
+void blocks_gemma3(HParams& hp) {
   hp.rope.neox = true;
   hp.qk_norm = true;
   hp.post_norms = true;
@@ -53,6 +52,10 @@ void configure_gemma3(const gguf::File& f, HParams& hp) {
   hp.q_prescaled = true;
   hp.attn_scale = hp.n_layer == 62 ? 1.0f / std::sqrt(static_cast<float>(hp.n_embd / hp.n_head))
                                    : 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
+}
+
+void configure_gemma3(const gguf::File& f, HParams& hp) {
+  const std::string p = "gemma3.";
   hp.swa_window = f.get_int_opt(p + "attention.sliding_window").value_or(0);
   if (hp.swa_window < 0 || hp.swa_window > (int64_t{1} << 24)) {
     fail("{}: metadata '{}attention.sliding_window': {} out of range 0..{}", f.path(), p, hp.swa_window, int64_t{1} << 24);

@@ -8,8 +8,9 @@
 
 namespace ranklm {
 
+void blocks_llama(HParams& hp) { hp.rope.neox = false; }
+
 void configure_llama(const gguf::File& f, HParams& hp) {
-  hp.rope.neox = false;
   if (f.get_string_opt("llama.rope.scaling.type").value_or("") == "llama3") {
     const std::string p = "llama.rope.scaling.";
     Llama3Rope r;

@@ -4,7 +4,7 @@
 
 namespace ranklm {
 
-void configure_qwen2(const gguf::File&, HParams& hp) {
+void blocks_qwen2(HParams& hp) {
   hp.rope.neox = true;
   hp.qkv_bias = true;
 }

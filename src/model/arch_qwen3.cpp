@@ -6,7 +6,7 @@
 
 namespace ranklm {
 
-void configure_qwen3(const gguf::File&, HParams& hp) {
+void blocks_qwen3(HParams& hp) {
   hp.rope.neox = true;
   hp.qk_norm = true;
 }

@@ -19,6 +19,13 @@ constexpr int64_t kKvBlockLen = 16;  // positions per block
 // Blocks needed for n positions.
 constexpr int64_t kv_blocks_for(int64_t n) { return (n + kKvBlockLen - 1) / kKvBlockLen; }
 
+// Positions a layer holds at most for one sequence of n_ctx positions whose steps are at most
+// max_step tokens: all of them, or on a sliding-window layer (window > 0) the window, one step
+// and a block of slack (below).
+constexpr int64_t kv_positions_held(int64_t n_ctx, int64_t window, int64_t max_step = 512) {
+  return window > 0 && window + max_step + kKvBlockLen < n_ctx ? window + max_step + kKvBlockLen : n_ctx;
+}
+
 class KvPool {
  public:
   // Blocks of n_layer layers of kv_dim values each; at most max_blocks in use at once. Memory

@@ -39,15 +39,19 @@ void Model::pack_weights(const gguf::File& f) {
   }
 }
 
-int64_t Model::kv_block_bytes() const {
-  return (part_.layer_end - part_.layer_begin) * kKvBlockLen * part_.n_head_kv * hp_.head_dim * 2 * int64_t{sizeof(uint16_t)};
+namespace {
+// K and V of one layer, one block (fp16).
+int64_t layer_block_bytes(const ModelPart& pt, const HParams& hp) {
+  return kKvBlockLen * pt.n_head_kv * hp.head_dim * 2 * int64_t{sizeof(uint16_t)};
 }
+}  // namespace
+
+int64_t Model::kv_block_bytes() const { return (part_.layer_end - part_.layer_begin) * layer_block_bytes(part_, hp_); }
 
 int64_t Model::kv_cache_bytes(int64_t n_ctx, int64_t max_step) const {
-  const int64_t n_layer = part_.layer_end - part_.layer_begin;
-  const int64_t per_layer_block = kKvBlockLen * part_.n_head_kv * hp_.head_dim * 2 * int64_t{sizeof(uint16_t)};
-  const int64_t windowed = std::min(n_ctx, kv_window() + max_step + kKvBlockLen);
-  return ((n_layer - n_windowed_) * kv_blocks_for(n_ctx) + n_windowed_ * kv_blocks_for(windowed)) * per_layer_block;
+  const int64_t n_full = part_.layer_end - part_.layer_begin - n_windowed_;
+  const int64_t windowed = kv_positions_held(n_ctx, kv_window(), max_step);
+  return (n_full * kv_blocks_for(n_ctx) + n_windowed_ * kv_blocks_for(windowed)) * layer_block_bytes(part_, hp_);
 }
 
 KvPools Model::make_pools(int64_t max_blocks) const {
@@ -197,11 +201,7 @@ void Model::load_weights(const gguf::File& f) {
   }
   // Windowed layers keep their KV in a pool of their own, given back as the window moves on.
   int64_t n_full = 0;
-  for (int64_t il = pt.layer_begin; il < pt.layer_end; ++il) {
-    const bool w = hp.windowed(il);
-    kv_windowed_.push_back(w ? 1 : 0);
-    kv_slot_.push_back(w ? n_windowed_++ : n_full++);
-  }
+  for (int64_t il = pt.layer_begin; il < pt.layer_end; ++il) kv_slot_.push_back(hp.windowed(il) ? n_windowed_++ : n_full++);
 }
 
 namespace {
@@ -235,7 +235,7 @@ bool Model::chunk_invariant() const {
 void Model::attend(int64_t il, const float* q, const float* k, const float* v, const SeqSpan* seqs, int n_seq, float* attn,
                    kern::ThreadPool& pool) {
   const int64_t hd = hp_.head_dim, q_dim = part_.n_head * hd, kv_dim = part_.n_head_kv * hd;
-  const bool windowed = kv_windowed_[static_cast<size_t>(il)] != 0;
+  const bool windowed = hp_.windowed(part_.layer_begin + il);
   const int64_t slot = kv_slot_[static_cast<size_t>(il)];  // the layer's index in its pool
   auto table = [windowed](const KvCache& c) -> const std::vector<int32_t>& { return windowed ? c.windowed_blocks() : c.blocks(); };
   int64_t n_ptr = 0;

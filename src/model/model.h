@@ -145,7 +145,6 @@ class Model {
   std::vector<std::vector<uint8_t>> packed_;  // storage of repacked matrices
   // Each part layer's place in its KV pool: windowed layers in one, the others in the other.
   std::vector<int64_t> kv_slot_;
-  std::vector<uint8_t> kv_windowed_;
   int64_t n_windowed_ = 0;
 };
 

@@ -6,6 +6,7 @@
 
 #include "kernels/types.h"
 #include "model/arch.h"
+#include "model/kv_cache.h"
 #include "plan/identity.h"
 #include "util/error.h"
 
@@ -114,8 +115,7 @@ ModelSizes model_sizes(const gguf::File& f) {
 
 uint64_t ModelSizes::kv_layer_bytes(int64_t l, int64_t n_ctx) const {
   const int64_t w = l < static_cast<int64_t>(layer_window.size()) ? layer_window[static_cast<size_t>(l)] : 0;
-  const int64_t positions = w > 0 ? std::min<int64_t>(n_ctx, w + 512 + 16) : n_ctx;
-  return kv_bytes_per_token_layer * static_cast<uint64_t>(positions);
+  return kv_bytes_per_token_layer * static_cast<uint64_t>(kv_positions_held(n_ctx, w));
 }
 
 uint64_t rank_bytes(const Plan& p, const ModelSizes& sizes, int rank, const PlaceOptions& o) {
@@ -298,7 +298,7 @@ void count_kv_blocks(Plan& p, const ModelSizes& sizes, const PlaceOptions& o) {
     // A block's bytes amortized over one context (as the engine counts them).
     uint64_t per_ctx = 0;
     for (int64_t l = st.layer_begin; l < st.layer_end; ++l) per_ctx += sizes.kv_layer_bytes(l, o.n_ctx);
-    const uint64_t blocks_per_ctx = static_cast<uint64_t>(std::max<int64_t>(1, (o.n_ctx + 15) / 16));
+    const uint64_t blocks_per_ctx = static_cast<uint64_t>(std::max<int64_t>(1, kv_blocks_for(o.n_ctx)));
     const uint64_t block = (per_ctx + blocks_per_ctx - 1) / blocks_per_ctx / static_cast<uint64_t>(st.tp());
     const uint64_t weights = rank_bytes(p, sizes, r, weights_only);
     const uint64_t room = static_cast<uint64_t>(static_cast<double>(x.memory_bytes) * o.memory_fraction);

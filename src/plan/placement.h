@@ -53,8 +53,8 @@ struct ModelSizes {
   uint64_t embd_bytes = 0, output_bytes = 0;
   uint64_t kv_bytes_per_token_layer = 0;  // K and V, fp16, all KV heads
   std::vector<int64_t> layer_window;      // sliding window of each layer (0: every position)
-  // KV bytes of layer l for one sequence of n_ctx positions: a windowed layer holds its window
-  // and one step (steps of up to 512 tokens, a block of slack), the others every position.
+  // KV bytes of layer l for one sequence of n_ctx positions (kv_positions_held: a windowed
+  // layer holds its window and one step of up to 512 tokens, the others every position).
   uint64_t kv_layer_bytes(int64_t l, int64_t n_ctx) const;
 };
 ModelSizes model_sizes(const gguf::File& f);
