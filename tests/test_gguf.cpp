@@ -9,6 +9,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <tuple>
 
 #include "gguf_edit.h"
 #include "io/gguf.h"
@@ -290,6 +291,83 @@ TEST(Hyperparameters, AVocabularyThatDisagreesWithTheEmbeddingIsRefused) {
                        "but tensor 'token_embd.weight' has " + std::to_string(n) + " rows"),
               std::string::npos) << msg;
   }
+}
+
+}  // namespace ranklm
+
+namespace ranklm {
+
+// ---------- gemma3's sliding-window keys ----------
+
+namespace {
+
+// The hyperparameters of the gemma3 fixture with metadata changes, or the error message.
+std::pair<HParams, std::string> gemma3_edited(const std::map<std::string, std::optional<gguf::Value>>& meta) {
+  test::TempDir dir;
+  const std::string path = dir.str() + "/edited.gguf";
+  test::edit_gguf(test::fixture("new-arch/tiny-gemma3-q8_0.gguf"), path, meta);
+  HParams hp;
+  const std::string msg = test::error_message_of<Error>([&] {
+    auto f = gguf::File::open(path);
+    hp = read_hparams(*f);
+  });
+  return {hp, msg};
+}
+
+gguf::Value bool_array(std::initializer_list<bool> bits) {
+  gguf::Value v;
+  v.type = gguf::ValueType::ARRAY;
+  v.elem_type = gguf::ValueType::BOOL;
+  for (bool b : bits) {
+    gguf::Value e;
+    e.type = gguf::ValueType::BOOL;
+    e.u = b ? 1 : 0;
+    v.arr.push_back(e);
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST(Hyperparameters, Gemma3WindowPatternAsLlamaCppReadsIt) {
+  const std::string key = "gemma3.attention.sliding_window_pattern";
+  // No pattern key: every 6th layer global (the fixture has 6 layers).
+  auto [def, e0] = gemma3_edited({});
+  ASSERT_EQ(e0, "");
+  EXPECT_EQ(def.swa_window, 8);
+  EXPECT_EQ(def.swa_layers, (std::vector<uint8_t>{1, 1, 1, 1, 1, 0}));
+  EXPECT_FLOAT_EQ(def.rope_base_swa, 10000.0f);
+  // A period, 0 (every layer windowed), one boolean per layer.
+  EXPECT_EQ(gemma3_edited({{key, test::u32_value(3)}}).first.swa_layers, (std::vector<uint8_t>{1, 1, 0, 1, 1, 0}));
+  EXPECT_EQ(gemma3_edited({{key, test::u32_value(0)}}).first.swa_layers, (std::vector<uint8_t>{1, 1, 1, 1, 1, 1}));
+  EXPECT_EQ(gemma3_edited({{key, bool_array({true, false, false, true, false, true})}}).first.swa_layers,
+            (std::vector<uint8_t>{1, 0, 0, 1, 0, 1}));
+  // No window: no windowed layer at all.
+  const HParams none = gemma3_edited({{"gemma3.attention.sliding_window", test::u32_value(0)}}).first;
+  for (int64_t il = 0; il < none.n_layer; ++il) EXPECT_FALSE(none.windowed(il));
+  EXPECT_FLOAT_EQ(gemma3_edited({{"gemma3.rope.freq_base_swa", test::f32_value(5e4f)}}).first.rope_base_swa, 5e4f);
+  // Bad values name the key.
+  for (const auto& [k, v, what] : std::vector<std::tuple<std::string, gguf::Value, std::string>>{
+           {key, bool_array({true, false}), "one per layer"},
+           {key, test::u32_value(99), "out of range"},
+           {"gemma3.rope.freq_base_swa", test::f32_value(0.0f), "must be a positive number"},
+           {"gemma3.final_logit_softcapping", test::f32_value(-1.0f), "must be >= 0"}}) {
+    const std::string msg = gemma3_edited({{k, v}}).second;
+    EXPECT_NE(msg.find("metadata '" + k + "'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(what), std::string::npos) << msg;
+  }
+}
+
+TEST(Hyperparameters, AnUnknownArchitectureIsRefusedNamingTheSupportedOnes) {
+  test::TempDir dir;
+  const std::string path = dir.str() + "/edited.gguf";
+  gguf::Value v;
+  v.type = gguf::ValueType::STRING;
+  v.s = "mamba";
+  test::edit_gguf(test::fixture("models/tiny-llama-q8_0.gguf"), path, {{"general.architecture", v}});
+  auto f = gguf::File::open(path);
+  const std::string msg = test::error_message_of<Error>([&] { read_hparams(*f); });
+  EXPECT_NE(msg.find("'mamba' is not supported (supported: llama, qwen2, qwen3, gemma3)"), std::string::npos) << msg;
 }
 
 }  // namespace ranklm
