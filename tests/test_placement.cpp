@@ -3,6 +3,7 @@
 // follow speed within memory, impossible plans are refused with the sizes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 
 #include "plan/placement.h"
@@ -222,4 +223,126 @@ TEST(Placement, OneHostGetsOneRankWithEveryCoreWhenTheModelFits) {
   EXPECT_EQ(big.world_size, 2);
   EXPECT_NE(big.why.find("does not fit one rank's memory"), std::string::npos) << big.why;
   for (const RankPlacement& x : big.placement) EXPECT_GT(x.kv_blocks, 0);
+}
+
+namespace {
+
+// Hosts of two sites a (h0, h1) and b (h2, h3): about 100 us inside a site, 10 ms between.
+void two_site_links(Inventory& inv) {
+  const std::vector<std::string> hs = {"h0", "h1", "h2", "h3"};
+  for (size_t a = 0; a < hs.size(); ++a) {
+    for (size_t b = a + 1; b < hs.size(); ++b) {
+      const bool same = (a < 2) == (b < 2);
+      // Unequal within each kind, as measured links are.
+      inv.links[{hs[a], hs[b]}] = {same ? 90.0 + 10.0 * static_cast<double>(a + b) : 10000.0 + 500.0 * static_cast<double>(a),
+                                   same ? 1.0 : 0.02};
+    }
+  }
+}
+
+int crossings(const Plan& p) {
+  int n = 0;
+  for (const Hop& h : p.hops) n += h.crosses_sites ? 1 : 0;
+  return n;
+}
+
+std::string host_of(const Plan& p, int rank) { return p.placement[static_cast<size_t>(rank)].host; }
+
+}  // namespace
+
+TEST(PlacementNetwork, AnyHostfileOrderCrossesTheSlowLinkOnce) {
+  std::vector<const char*> order = {"h0", "h1", "h2", "h3"};
+  int tried = 0;
+  do {
+    std::vector<Host> hosts;
+    for (const char* h : order) hosts.push_back({h, 1, 16 * kGiB, 10});
+    Inventory inv = inventory(hosts);
+    two_site_links(inv);
+    const Plan p = place(tinyllama(), sizes(), shape(), inv, {});
+    ASSERT_EQ(p.stages.size(), 4u);
+    EXPECT_EQ(p.n_sites, 2);
+    EXPECT_EQ(crossings(p), 1) << plan_table(p);
+    EXPECT_EQ(p.stages[0].ranks[0], 0);  // rank 0 reads prompts and embeds: it leads
+    // Both hosts of rank 0's site come first.
+    const std::string h0 = host_of(p, p.stages[0].ranks[0]), h1 = host_of(p, p.stages[1].ranks[0]);
+    EXPECT_EQ(p.placement[static_cast<size_t>(p.stages[0].ranks[0])].site, p.placement[static_cast<size_t>(p.stages[1].ranks[0])].site)
+        << h0 << " " << h1;
+    ++tried;
+  } while (std::next_permutation(order.begin(), order.end(), [](const char* a, const char* b) { return std::string(a) < b; }));
+  EXPECT_EQ(tried, 24);
+}
+
+TEST(PlacementNetwork, TpGroupsFormInsideSitesWhateverTheRankOrder) {
+  // The hostfile lists h0 h2 h1 h3, one rank each: TP 2 must pair h0 with h1 and h2 with h3.
+  Inventory inv = inventory({{"h0", 1, 16 * kGiB, 10}, {"h2", 1, 16 * kGiB, 10}, {"h1", 1, 16 * kGiB, 10}, {"h3", 1, 16 * kGiB, 10}});
+  two_site_links(inv);
+  PlaceOptions o;
+  o.tp = 2;
+  const std::string msg = test::error_message_of<Error>([&] { place(tinyllama(), sizes(), shape(), inv, o); });
+  EXPECT_NE(msg.find("would put ranks of h0 and h1 in one group"), std::string::npos) << msg;
+  o.tp_latency_us = 5000;
+  const Plan p = place(tinyllama(), sizes(), shape(), inv, o);
+  ASSERT_EQ(p.stages.size(), 2u);
+  EXPECT_EQ(p.stages[0].ranks, (std::vector<int>{0, 2}));  // h0, h1
+  EXPECT_EQ(p.stages[1].ranks, (std::vector<int>{1, 3}));  // h2, h3
+  EXPECT_EQ(crossings(p), 1);
+  // The plan runs: every rank once, rank 0 first.
+  validate(p, "test");
+  const Plan q = from_json(to_json(p), "test");
+  EXPECT_EQ(q.stages[1].ranks, p.stages[1].ranks);
+  EXPECT_EQ(q.placement[1].site, 1);
+}
+
+TEST(PlacementNetwork, EightRanksTpInsideHostsStagesBySite) {
+  // 4 hosts x 2 ranks, listed h2 h0 h3 h1 (rank 0 on h2): TP 2 on each host, the pipeline
+  // starts in rank 0's site and crosses once.
+  Inventory inv = inventory({{"h2", 2, 16 * kGiB, 10}, {"h0", 2, 16 * kGiB, 10}, {"h3", 2, 16 * kGiB, 10}, {"h1", 2, 16 * kGiB, 10}});
+  two_site_links(inv);
+  const Plan p = place(tinyllama(), sizes(), shape(), inv, {});
+  ASSERT_EQ(p.stages.size(), 4u);
+  for (const Stage& st : p.stages) {
+    ASSERT_EQ(st.tp(), 2);
+    EXPECT_EQ(host_of(p, st.ranks[0]), host_of(p, st.ranks[1]));
+  }
+  EXPECT_EQ(p.stages[0].ranks, (std::vector<int>{0, 1}));
+  EXPECT_EQ(host_of(p, p.stages[1].ranks[0]), "h3");
+  EXPECT_EQ(crossings(p), 1);
+  const std::string table = plan_table(p);
+  EXPECT_NE(table.find("sites: 2"), std::string::npos) << table;
+  EXPECT_NE(table.find("crosses between sites 1 time"), std::string::npos) << table;
+  EXPECT_NE(table.find("=> h0 (between sites, 10.0 ms"), std::string::npos) << table;
+}
+
+TEST(PlacementNetwork, ThreeSitesInAChainAreVisitedInOrder) {
+  // Sites a - b - c in a line (c is 20 ms from a); the hostfile lists c's host second.
+  Inventory inv = inventory({{"a0", 1, 16 * kGiB, 10}, {"c0", 1, 16 * kGiB, 10}, {"b0", 1, 16 * kGiB, 10}});
+  inv.links[{"a0", "b0"}] = {10000, 0.02};
+  inv.links[{"b0", "c0"}] = {11000, 0.02};
+  inv.links[{"a0", "c0"}] = {21000, 0.02};
+  const Plan p = place(tinyllama(), sizes(), shape(), inv, {});
+  ASSERT_EQ(p.stages.size(), 3u);
+  EXPECT_EQ(host_of(p, p.stages[1].ranks[0]), "b0");
+  EXPECT_EQ(host_of(p, p.stages[2].ranks[0]), "c0");
+  EXPECT_EQ(p.n_sites, 3);  // no jump among 10-21 ms: a millisecond or more separates sites
+  // A threshold given by hand merges them.
+  PlaceOptions o;
+  o.site_latency_us = 50000;
+  EXPECT_EQ(place(tinyllama(), sizes(), shape(), inv, o).n_sites, 1);
+}
+
+TEST(PlacementNetwork, NoisySpeedsOfAlikeHostsGiveTheSamePlan) {
+  // The same 4 hosts measured twice with speeds that differ by up to 15%: one plan.
+  std::string first;
+  for (const std::vector<double>& sp : {std::vector<double>{3.3, 3.4, 3.45, 3.35}, {3.0, 3.4, 3.2, 3.45}, {3.45, 3.0, 3.3, 3.1}}) {
+    Inventory inv = inventory({{"h0", 1, 16 * kGiB, sp[0]}, {"h1", 1, 16 * kGiB, sp[1]}, {"h2", 1, 16 * kGiB, sp[2]}, {"h3", 1, 16 * kGiB, sp[3]}});
+    two_site_links(inv);
+    const std::string h = plan_hash(place(tinyllama(), sizes(), shape(), inv, {}));
+    if (first.empty()) first = h;
+    EXPECT_EQ(h, first);
+  }
+  // A host really twice as fast still gets more layers.
+  Inventory inv = inventory({{"h0", 1, 16 * kGiB, 6.6}, {"h1", 1, 16 * kGiB, 3.3}, {"h2", 1, 16 * kGiB, 3.3}, {"h3", 1, 16 * kGiB, 3.3}});
+  two_site_links(inv);
+  const Plan p = place(tinyllama(), sizes(), shape(), inv, {});
+  EXPECT_GT(layers_of(p, 0), layers_of(p, 1));
 }

@@ -1,5 +1,5 @@
-// ranklm-repack --model M.gguf --plan plan.json -o DIR [--ranks 3,5]: one HDF5 shard per rank
-// (DIR/rank-00000.h5 ...) and DIR/manifest.json. Under mpirun (Open MPI's or Slurm's rank
+// ranklm-repack --model M.gguf --plan plan.json -o DIR [--ranks 3,5] [--missing]: one HDF5 shard
+// per rank (DIR/rank-00000.h5 ...) and DIR/manifest.json; --missing skips shards already there. Under mpirun (Open MPI's or Slurm's rank
 // variables set) and without --ranks, each process writes only its own rank's shard, so every
 // host repacks its own part; the tool itself needs no MPI.
 #include <fcntl.h>
@@ -87,6 +87,18 @@ void write_rank(const gguf::File& f, const plan::Plan& p, int r, const std::stri
                     {{"plan_hash", plan::plan_hash(p)}, {"model_hash", p.model.gguf_hash}, {"shard", entry}});
 }
 
+// Whether DIR already holds rank r's shard for this plan: its record names the plan and the file
+// has the recorded size (the loader verifies every tensor's checksum when it reads it).
+bool shard_present(const plan::Plan& p, int r, const std::string& dir) {
+  std::ifstream rec(dir + "/" + shard::shard_name(r) + ".json");
+  if (!rec) return false;
+  const nlohmann::json j = nlohmann::json::parse(rec, nullptr, false);
+  if (!j.is_object() || j.value("plan_hash", "") != plan::plan_hash(p) || !j.contains("shard")) return false;
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(dir + "/" + shard::shard_name(r), ec);
+  return !ec && j["shard"].is_object() && j["shard"].value("bytes", uint64_t{0}) == size;
+}
+
 // Cores this process may run on.
 int usable_cores() {
   cpu_set_t set;
@@ -141,6 +153,7 @@ void write_ranks(const gguf::File& f, const plan::Plan& p, const std::vector<int
 int run(int argc, char** argv) {
   std::string model, plan_path, dir, ranks_s;
   int jobs = 0;
+  bool missing = false;
   po::options_description desc("ranklm-repack options");
   desc.add_options()
       ("help,h", "show this help")
@@ -148,11 +161,12 @@ int run(int argc, char** argv) {
       ("plan", po::value(&plan_path)->required(), "plan.json from ranklm plan")
       ("output,o", po::value(&dir)->required(), "directory for the shards")
       ("ranks", po::value(&ranks_s), "only these ranks, comma-separated (default: all, or this process's rank under mpirun)")
-      ("jobs,j", po::value(&jobs), "shards written at once, one process each (default: the usable cores)");
+      ("jobs,j", po::value(&jobs), "shards written at once, one process each (default: the usable cores)")
+      ("missing", po::bool_switch(&missing), "write only the shards DIR does not already hold for this plan (a job's resubmission; node-local disks)");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, desc), vm);
   if (vm.count("help")) {
-    std::cout << "usage: ranklm-repack --model M.gguf --plan plan.json -o DIR [--ranks 3,5]\n\n" << desc << "\n";
+    std::cout << "usage: ranklm-repack --model M.gguf --plan plan.json -o DIR [--ranks 3,5] [--missing]\n\n" << desc << "\n";
     return 0;
   }
   po::notify(vm);
@@ -176,9 +190,20 @@ int run(int argc, char** argv) {
     for (int r = 0; r < p.world_size; ++r) ranks.push_back(r);
   }
   std::filesystem::create_directories(dir);
+  if (missing) {
+    std::vector<int> todo;
+    for (int r : ranks) {
+      if (shard_present(p, r, dir)) {
+        std::fprintf(stderr, "ranklm-repack: rank %d: %s/%s is already there for this plan\n", r, dir.c_str(), shard::shard_name(r).c_str());
+      } else {
+        todo.push_back(r);
+      }
+    }
+    ranks = todo;
+  }
 
   if (jobs < 0) usage_fail("--jobs: {} is not a number of processes (1 or more, 0 for the usable cores)", jobs);
-  write_ranks(*f, p, ranks, dir, jobs == 0 ? usable_cores() : jobs);
+  if (!ranks.empty()) write_ranks(*f, p, ranks, dir, jobs == 0 ? usable_cores() : jobs);
 
   // The manifest: the plan and every shard whose record is in DIR (this run's and earlier ones
   // for the same plan). Processes repacking ranks into one directory at once (mpirun) take a

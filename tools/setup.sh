@@ -16,6 +16,7 @@ PKGS=(
   libfmt-dev
   slurmctld slurmd slurm-client munge
   python3-matplotlib
+  iproute2 util-linux
   clang libclang-rt-14-dev
 )
 

@@ -18,6 +18,7 @@
 #include "cli/options.h"
 #include "cli/probe.h"
 #include "plan/placement.h"
+#include "plan/predict.h"
 #include "util/atomic_file.h"
 #include "io/gguf.h"
 #include "plan/identity.h"
@@ -38,6 +39,7 @@ int cmd_plan(const std::vector<std::string>& args) {
   po::options_description desc("plan options");
   std::string model, out, layers_s, inventory, save_inventory, topology, tp_mode = "exact", layout = "auto";
   int ranks = 0, pp = 0, tp = 0, threads = default_threads();
+  bool explain = false;
   plan::PlaceOptions po_;
   desc.add_options()
       ("model,m", po::value(&model)->required(), "GGUF model file")
@@ -55,6 +57,8 @@ int cmd_plan(const std::vector<std::string>& args) {
       ("parallel", po::value(&po_.n_seq)->default_value(1), "placed plans: sequences in flight (KV slots)")
       ("memory-fraction", po::value(&po_.memory_fraction)->default_value(0.85), "placed plans: share of a rank's memory to use")
       ("tp-latency-us", po::value(&po_.tp_latency_us)->default_value(0.0), "placed plans: hosts closer than this may share a TP group")
+      ("site-latency-us", po::value(&po_.site_latency_us)->default_value(0.0), "placed plans: links this slow or slower separate sites (0: found from the measured latencies)")
+      ("explain", po::bool_switch(&explain), "placed plans: also print the predicted decode time per token and batch throughput of this plan and of the alternatives it was chosen over")
       ("layout", po::value(&layout)->default_value("auto"), "placed plans: auto (on one host, one rank with every core when the model fits; what serves a batch job fastest) or spread (every rank of the job)");
   po::variables_map vm;
   if (!parse_options("plan", "--model M.gguf (--ranks N [--pp S] [--layers 10,12] | --inventory FILE | under mpirun) [--tp T] [-o plan.json]",
@@ -73,14 +77,16 @@ int cmd_plan(const std::vector<std::string>& args) {
   if ((probe || !inventory.empty()) && (pp != 0 || !layers.empty())) {
     usage_fail("--pp and --layers make an even or given split; a placed plan (mpirun or --inventory) chooses them itself");
   }
+  if (explain && !probe && inventory.empty()) usage_fail("--explain predicts from an inventory: run under mpirun or give --inventory");
   auto f = gguf::File::open(model);
   plan::Plan p;
+  plan::Inventory inv;
   if (probe) {
     // Every rank probes; rank 0 places, prints and writes.
     int rc = kExitOk;
     const int code = with_world("plan", [&](comm::World& world) {
       Watchdog::started();  // the probe's own waits have timeouts
-      const plan::Inventory inv = gather_inventory(world.comm(), threads, topology);
+      inv = gather_inventory(world.comm(), threads, topology);
       if (world.comm().rank() != 0) return kExitOk;
       if (ranks > 0 && ranks != world.comm().size()) fail("--ranks {} but this job has {} ranks", ranks, world.comm().size());
       if (!save_inventory.empty()) write_file_atomic(save_inventory, plan::inventory_to_json(inv).dump(2) + "\n");
@@ -91,7 +97,7 @@ int cmd_plan(const std::vector<std::string>& args) {
     if (rc != -1) return code;
   } else if (!inventory.empty()) {
     const nlohmann::json j = read_json_file(inventory, "the inventory");
-    const plan::Inventory inv = plan::inventory_from_json(j, inventory);
+    inv = plan::inventory_from_json(j, inventory);
     if (ranks > 0 && ranks != static_cast<int>(inv.ranks.size())) usage_fail("--ranks {} but {} lists {} ranks", ranks, inventory, inv.ranks.size());
     p = plan::place(plan::model_identity(*f), plan::model_sizes(*f), plan::tp_shape(*f), inv, po_with_tp(po_, tp));
   } else {
@@ -117,6 +123,12 @@ int cmd_plan(const std::vector<std::string>& args) {
                   "instead of a reduce)\n", s, static_cast<long long>(shape.n_head / tp),
                   static_cast<long long>(shape.head_dim), static_cast<long long>(shape.attn_output_block), tp);
     }
+  }
+  if (explain) {
+    plan::PredictOptions o;
+    o.n_seq = po_.n_seq;
+    const plan::ModelSizes sizes = plan::model_sizes(*f);
+    std::fputs(plan::explain_table(plan::candidates(p, sizes, shape, inv, po_with_tp(po_, tp), o), o).c_str(), stdout);
   }
   if (!out.empty()) {
     write_file_atomic(out, plan::to_json(p).dump(2) + "\n");

@@ -183,6 +183,7 @@ int with_world(const std::string& cmd, const std::function<int(comm::World&)>& b
     std::fprintf(stderr, "ranklm %s: error on rank %d (host %s): %s\n", cmd.c_str(), c.rank(), c.host(c.rank()).c_str(),
                  e.what());
     std::fflush(stderr);
+    Watchdog::guard_launcher_exit(cmd);
     world.abort(1);
   }
 }

@@ -1,5 +1,6 @@
 #include "cli/probe.h"
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -13,15 +14,22 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-// Round trips between this rank and `peer`: the initiator's measurement of one-way latency
-// (8-byte messages) and bandwidth (4 MiB messages).
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// Round trips between this rank and `peer`, each timed on its own: the initiator's median
+// one-way latency (8-byte messages) and bandwidth (4 MiB messages). Medians, so one stall (a
+// daemon waking, a retransmission) does not decide a plan.
 plan::HostLink ping_pong(comm::Comm& c, int peer, bool initiator) {
-  constexpr int kSmall = 50, kLarge = 4;
+  constexpr int kSmall = 40, kLarge = 5;
   std::vector<uint8_t> small(8, 1), large(size_t{4} << 20, 2);
   plan::HostLink l;
   auto rounds = [&](std::vector<uint8_t>& buf, int n) {
-    const auto t0 = clock::now();
+    std::vector<double> t;
     for (int i = 0; i < n; ++i) {
+      const auto t0 = clock::now();
       if (initiator) {
         c.send(buf.data(), buf.size(), peer, comm::Tag::kProbe, "a ping");
         c.recv(buf.data(), buf.size(), peer, comm::Tag::kProbe, "a pong");
@@ -29,13 +37,39 @@ plan::HostLink ping_pong(comm::Comm& c, int peer, bool initiator) {
         c.recv(buf.data(), buf.size(), peer, comm::Tag::kProbe, "a ping");
         c.send(buf.data(), buf.size(), peer, comm::Tag::kProbe, "a pong");
       }
+      t.push_back(std::chrono::duration<double>(clock::now() - t0).count());
     }
-    return std::chrono::duration<double>(clock::now() - t0).count() / n;  // seconds per round trip
+    return median(t);  // seconds per round trip
   };
   rounds(small, 5);  // warm-up (connection set-up)
   l.latency_us = rounds(small, kSmall) / 2 * 1e6;
   l.bandwidth_gbps = 2.0 * static_cast<double>(large.size()) / rounds(large, kLarge) / 1e9;
   return l;
+}
+
+// Every rank waits here until all have arrived (rank 0 gathers a byte and answers each).
+void barrier(comm::Comm& c) {
+  uint8_t b = 0;
+  if (c.rank() == 0) {
+    for (int r = 1; r < c.size(); ++r) c.recv(&b, 1, r, comm::Tag::kProbe, "a rank's arrival at the probe barrier");
+    for (int r = 1; r < c.size(); ++r) c.send(&b, 1, r, comm::Tag::kProbe, "the probe barrier's release");
+  } else {
+    c.send(&b, 1, 0, comm::Tag::kProbe, "this rank's arrival at the probe barrier");
+    c.recv(&b, 1, 0, comm::Tag::kProbe, "the probe barrier's release");
+  }
+}
+
+// Read bandwidth with this rank's threads: the median of several rounds that every rank runs
+// at the same time (ranks sharing a machine's memory see each other, as they will in the job).
+double read_speed(comm::Comm& c, int threads) {
+  constexpr int kRounds = 5;
+  kern::ThreadPool pool(threads, sys::core_binder(threads));
+  std::vector<double> v;
+  for (int i = 0; i < kRounds; ++i) {
+    barrier(c);
+    v.push_back(kern::measure_read_bandwidth(pool, size_t{256} << 20, 1) / 1e9);
+  }
+  return median(v);
 }
 
 }  // namespace
@@ -44,9 +78,11 @@ plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& 
   plan::RankInfo me = sys::probe_topology(xml);
   me.rank = c.rank();
   me.host = c.host(c.rank());
+  me.speed_gbps = read_speed(c, threads);
   {
+    barrier(c);
     kern::ThreadPool pool(threads, sys::core_binder(threads));
-    me.speed_gbps = kern::measure_read_bandwidth(pool) / 1e9;
+    me.compute_gmacs = kern::measure_compute_rate(pool) / 1e9;
   }
   // Every rank's report to rank 0, then the whole list back to everyone (for the host leaders).
   plan::Inventory inv;
@@ -87,6 +123,20 @@ plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& 
       }
     }
   }
+  // A host's own link (its first two ranks), for TP groups inside it.
+  for (const int leader : leaders) {
+    const std::string& h = inv.ranks[static_cast<size_t>(leader)].host;
+    int second = -1;
+    for (const plan::RankInfo& r : inv.ranks) {
+      if (r.host == h && r.rank != leader) {
+        second = r.rank;
+        break;
+      }
+    }
+    if (second < 0) continue;
+    if (c.rank() == leader) mine.push_back({{h, h}, ping_pong(c, second, true)});
+    if (c.rank() == second) ping_pong(c, leader, false);
+  }
   // Leaders report their links to rank 0.
   auto add = [&](const std::pair<std::string, std::string>& k, const plan::HostLink& l) {
     inv.links[k.first < k.second ? k : std::make_pair(k.second, k.first)] = l;
@@ -94,13 +144,12 @@ plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& 
   if (c.rank() == 0) {
     for (const auto& [k, l] : mine) add(k, l);
     for (size_t a = 1; a < leaders.size(); ++a) {
-      if (a + 1 == leaders.size()) break;  // the last leader initiates no pair
       const nlohmann::json j = nlohmann::json::parse(c.recv_string(leaders[a], comm::Tag::kProbe, "a host's link times"));
       for (const auto& x : j) add({x.at(0).get<std::string>(), x.at(1).get<std::string>()}, {x.at(2).get<double>(), x.at(3).get<double>()});
     }
     return inv;
   }
-  if (std::find(leaders.begin(), leaders.end(), c.rank()) != leaders.end() && c.rank() != leaders.back()) {
+  if (std::find(leaders.begin(), leaders.end(), c.rank()) != leaders.end()) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& [k, l] : mine) j.push_back({k.first, k.second, l.latency_us, l.bandwidth_gbps});
     c.send_string(j.dump(), 0, comm::Tag::kProbe, "delivery of link times");

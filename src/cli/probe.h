@@ -1,6 +1,10 @@
 // The job's inventory, gathered under mpirun for `ranklm plan`: every rank probes its machine
-// (hwloc) and measures its read bandwidth with its threads; the first rank of each host times
-// ping-pong latency and bandwidth to every other host's first rank. Rank 0 gets the result.
+// (hwloc) and measures its read bandwidth with its threads (the median of 5 rounds all ranks run
+// together, each after a barrier); the first rank of each host times ping-pong latency and
+// bandwidth to every other host's first rank, and to the second rank of its own host (medians of
+// round trips timed one by one); every rank also times its batched compute rate. Rank 0
+// gets the result. Medians and the placement's speed classes make the same cluster give the same
+// plan, run after run.
 #pragma once
 
 #include <string>

@@ -29,6 +29,14 @@ class Watchdog {
   static void hold(bool on);
   // The start-up deadline in seconds (RANKLM_START_TIMEOUT, default 600).
   static double start_timeout_s();
+
+  // Before this rank aborts the job (MPI_Abort) after a fatal error: when mpirun itself is its
+  // parent, a detached process ends mpirun if it is still there RANKLM_ABORT_GRACE seconds
+  // (default 30) later. mpirun waits for the daemons of every host to confirm the abort, and a
+  // host it cannot reach (a partition, a dead machine) keeps it waiting until TCP gives up on
+  // the connection (net.ipv4.tcp_retries2: about 15 minutes by default). The process says so on
+  // mpirun's stderr, sends SIGTERM, then SIGKILL 5 s later. It holds none of this rank's files.
+  static void guard_launcher_exit(const std::string& cmd);
 };
 
 }  // namespace ranklm::cli

@@ -47,11 +47,17 @@ void Comm::wait(Request& r, const char* what) {
     if (++spins > 20000) std::this_thread::sleep_for(std::chrono::microseconds(spins > 200000 ? 200 : 20));
     if ((spins & 255) == 0 && clock::now() > deadline) {
       const int p = r.peer();
+      // The host's other ranks too: when a host is cut off or dead, all of them are gone.
+      std::string on_host;
+      for (int q = 0; q < size(); ++q) {
+        if (host(q) == host(p)) on_host += (on_host.empty() ? "" : ", ") + std::to_string(q);
+      }
+      const std::string where = fmt::format("host {}, which runs rank{} {}", host(p), on_host.find(',') == std::string::npos ? "" : "s", on_host);
       const std::string what_happened =
-          r.is_recv() ? fmt::format("no {} came from rank {} (host {})", tag_name(r.tag()), p, host(p))
-                      : fmt::format("{} sent to rank {} (host {}) were not taken", tag_name(r.tag()), p, host(p));
-      throw CommError(fmt::format("{} within {:.0f} s while waiting for {}; rank {} may have died or hung (raise "
-                                  "RANKLM_COMM_TIMEOUT if a step can take longer)",
+          r.is_recv() ? fmt::format("no {} came from rank {} ({})", tag_name(r.tag()), p, where)
+                      : fmt::format("{} sent to rank {} ({}) were not taken", tag_name(r.tag()), p, where);
+      throw CommError(fmt::format("{} within {:.0f} s while waiting for {}; rank {} may have died or hung, or its "
+                                  "host is unreachable (raise RANKLM_COMM_TIMEOUT if a step can take longer)",
                                   what_happened, timeout_.count() / 1000.0, what, p));
     }
   }

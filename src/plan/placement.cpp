@@ -8,6 +8,7 @@
 #include "model/arch.h"
 #include "model/kv_cache.h"
 #include "plan/identity.h"
+#include "plan/network.h"
 #include "util/error.h"
 
 namespace ranklm::plan {
@@ -28,6 +29,36 @@ bool tp_ok(const TpShape& shape, int t) {
   return true;
 }
 
+// Stage speeds measured on alike machines differ by noise; a layer split that follows that noise
+// changes from run to run (and every new plan needs a new repack). Speeds within 20% of the
+// slowest of their class count as that class's median.
+void snap_speeds(std::vector<double>& speed) {
+  std::vector<size_t> idx(speed.size());
+  std::iota(idx.begin(), idx.end(), size_t{0});
+  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return speed[a] < speed[b]; });
+  for (size_t i = 0; i < idx.size();) {
+    size_t j = i;
+    while (j < idx.size() && speed[idx[j]] <= speed[idx[i]] * 1.2) ++j;
+    const double median = speed[idx[i + (j - i) / 2]];
+    for (size_t k = i; k < j; ++k) speed[idx[k]] = median;
+    i = j;
+  }
+}
+
+// Each rank's site and every stage boundary's link, for the table and --explain.
+void add_network(Plan& p, const Sites& sites, const Inventory& inv) {
+  for (RankPlacement& x : p.placement) x.site = sites.site_of(x.host);
+  p.n_sites = sites.n_sites;
+  p.site_threshold_us = sites.threshold_us;
+  for (size_t s = 0; s + 1 < p.stages.size(); ++s) {
+    const std::string& a = inv.ranks[static_cast<size_t>(p.stages[s].ranks[0])].host;
+    const std::string& b = inv.ranks[static_cast<size_t>(p.stages[s + 1].ranks[0])].host;
+    Hop h{a, b, 0, 0, sites.site_of(a) != sites.site_of(b)};
+    if (const HostLink* l = a == b ? nullptr : inv.link(a, b)) h.latency_us = l->latency_us, h.bandwidth_gbps = l->bandwidth_gbps;
+    p.hops.push_back(h);
+  }
+}
+
 }  // namespace
 
 const HostLink* Inventory::link(const std::string& a, const std::string& b) const {
@@ -39,7 +70,8 @@ nlohmann::json inventory_to_json(const Inventory& inv) {
   nlohmann::json ranks = nlohmann::json::array();
   for (const RankInfo& r : inv.ranks) {
     ranks.push_back({{"rank", r.rank}, {"host", r.host}, {"cores", r.cores}, {"numa_nodes", r.numa_nodes},
-                     {"memory_bytes", r.memory_bytes}, {"gpus", r.gpus}, {"speed_gbps", r.speed_gbps}});
+                     {"memory_bytes", r.memory_bytes}, {"gpus", r.gpus}, {"speed_gbps", r.speed_gbps},
+                     {"compute_gmacs", r.compute_gmacs}});
   }
   nlohmann::json links = nlohmann::json::array();
   for (const auto& [k, l] : inv.links) {
@@ -74,6 +106,7 @@ Inventory inventory_from_json(const nlohmann::json& j, const std::string& source
     r.memory_bytes = static_cast<uint64_t>(number(ranks[i], "memory_bytes", w, 1));
     r.gpus = ranks[i].contains("gpus") ? static_cast<int>(number(ranks[i], "gpus", w, 0)) : 0;
     r.speed_gbps = number(ranks[i], "speed_gbps", w, 0);
+    r.compute_gmacs = ranks[i].contains("compute_gmacs") ? number(ranks[i], "compute_gmacs", w, 0) : 0;
     inv.ranks.push_back(r);
   }
   if (j.contains("links")) {
@@ -97,15 +130,20 @@ ModelSizes model_sizes(const gguf::File& f) {
   ModelSizes s;
   const ModelIdentity id = model_identity(f);
   s.layer_bytes.assign(static_cast<size_t>(id.n_layer), 0);
+  s.layer_macs.assign(static_cast<size_t>(id.n_layer), 0);
+  uint64_t embd_macs = 0;
   for (const gguf::TensorInfo& t : f.tensors()) {
+    uint64_t elems = 1;
+    for (int64_t d : t.ne) elems *= static_cast<uint64_t>(d);
     if (const std::optional<int64_t> il = layer_of(t.name)) {
       if (*il < id.n_layer) s.layer_bytes[static_cast<size_t>(*il)] += t.n_bytes;
+      if (*il < id.n_layer && t.ne.size() == 2) s.layer_macs[static_cast<size_t>(*il)] += elems;  // matrices only
     } else if (const std::optional<NamedTensor> nt = parse_tensor_name(t.name)) {
-      if (nt->id == TensorId::kTokEmbd) s.embd_bytes = t.n_bytes;
-      if (nt->id == TensorId::kOutput) s.output_bytes = t.n_bytes;
+      if (nt->id == TensorId::kTokEmbd) s.embd_bytes = t.n_bytes, embd_macs = elems;
+      if (nt->id == TensorId::kOutput) s.output_bytes = t.n_bytes, s.output_macs = elems;
     }
   }
-  if (s.output_bytes == 0) s.output_bytes = s.embd_bytes;  // tied head
+  if (s.output_bytes == 0) s.output_bytes = s.embd_bytes, s.output_macs = embd_macs;  // tied head
   const TpShape shape = tp_shape(f);
   s.kv_bytes_per_token_layer = static_cast<uint64_t>(2 * shape.n_head_kv * shape.head_dim * 2);
   const HParams hp = read_hparams(f);
@@ -135,53 +173,19 @@ uint64_t rank_bytes(const Plan& p, const ModelSizes& sizes, int rank, const Plac
 
 namespace {
 
-// TP groups of `tp` ranks: consecutive ranks of a host (or, for TP larger than a host, of
-// consecutive hosts closer than tp_latency_us).
-std::vector<std::vector<int>> tp_groups(const Inventory& inv, const std::vector<std::string>& hosts,
-                                        std::map<std::string, std::vector<int>>& on, int tp, int per_host,
-                                        const PlaceOptions& o) {
-  const int n = static_cast<int>(inv.ranks.size());
-  std::vector<int> order;
-  for (const auto& h : hosts) order.insert(order.end(), on[h].begin(), on[h].end());
-  std::vector<std::vector<int>> groups;
-  for (int i = 0; i < n; i += tp) {
-    std::vector<int> g(order.begin() + i, order.begin() + i + tp);
-    std::set<std::string> hs;
-    for (int r : g) hs.insert(inv.ranks[static_cast<size_t>(r)].host);
-    if (hs.size() > 1) {
-      const std::vector<std::string> v(hs.begin(), hs.end());
-      for (size_t a = 0; a < v.size(); ++a) {
-        for (size_t b = a + 1; b < v.size(); ++b) {
-          const HostLink* l = inv.link(v[a], v[b]);
-          if (o.tp_latency_us <= 0 || !l || l->latency_us > o.tp_latency_us) {
-            fail("TP {} would put ranks of {} and {} in one group{}; TP runs inside a host (use --tp {} or less, or "
-                 "--tp-latency-us above their measured latency to allow it)", tp, v[a], v[b],
-                 l ? fmt::format(" ({:.1f} us apart)", l->latency_us) : std::string(" (no measured link)"), per_host);
-          }
-        }
-      }
-    }
-    groups.push_back(g);
-  }
-  return groups;
-}
-
 // Every rank of the inventory: TP groups inside hosts, pipeline stages across them.
 Plan place_spread(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape, const Inventory& inv,
                   const PlaceOptions& o) {
   const int n = static_cast<int>(inv.ranks.size());
   if (n < 1) fail("the inventory lists no ranks");
   if (static_cast<int64_t>(sizes.layer_bytes.size()) != m.n_layer) fail("model sizes do not match the model's {} layers", m.n_layer);
-  // 1. Hosts in order of their first rank, each with its ranks.
-  std::vector<std::string> hosts;
-  std::map<std::string, std::vector<int>> on;
-  for (const RankInfo& r : inv.ranks) {
-    if (!on.count(r.host)) hosts.push_back(r.host);
-    on[r.host].push_back(r.rank);
-  }
+  // 1. Sites (hosts close to each other) and the pipeline's host order (network.h).
+  const Sites sites = find_sites(inv, o.site_latency_us);
+  std::map<std::string, int> on;
+  for (const RankInfo& r : inv.ranks) ++on[r.host];
   // 2. TP size: the ranks per host (all hosts alike), else their gcd; reduced to what the model allows.
   int per_host = 0;
-  for (const auto& h : hosts) per_host = std::gcd(per_host, static_cast<int>(on[h].size()));
+  for (const auto& [h, k] : on) per_host = std::gcd(per_host, k);
   int tp = o.tp;
   if (tp == 0) {
     tp = per_host;
@@ -192,8 +196,7 @@ Plan place_spread(const ModelIdentity& m, const ModelSizes& sizes, const TpShape
     fail("TP {} does not suit this model ({} heads, {} KV heads, FFN {}); choose a TP size that divides the heads",
          tp, shape.n_head, shape.n_head_kv, shape.n_ff);
   }
-  if (n % tp != 0) fail("{} ranks cannot form TP groups of {}; start a multiple of {} ranks", n, tp, tp);
-  const std::vector<std::vector<int>> groups = tp_groups(inv, hosts, on, tp, per_host, o);
+  const std::vector<std::vector<int>> groups = form_tp_groups(inv, sites, tp, o.tp_latency_us);
   const int n_stages = static_cast<int>(groups.size());
   if (n_stages > m.n_layer) fail("{} stages of TP {} but the model has {} layers; use fewer ranks or a larger TP", n_stages, tp, m.n_layer);
   // 3. Layers: one at a time to the stage whose step time stays lowest, within its memory.
@@ -215,6 +218,7 @@ Plan place_spread(const ModelIdentity& m, const ModelSizes& sizes, const TpShape
     }
     room[static_cast<size_t>(s)] = static_cast<uint64_t>(static_cast<double>(mem) * o.memory_fraction);
   }
+  snap_speeds(speed);
   // The mean layer's KV (sliding-window layers hold less).
   uint64_t kv_total = 0;
   for (int64_t l = 0; l < m.n_layer; ++l) kv_total += sizes.kv_layer_bytes(l, o.n_ctx) * static_cast<uint64_t>(o.n_seq);
@@ -282,6 +286,7 @@ Plan place_spread(const ModelIdentity& m, const ModelSizes& sizes, const TpShape
     const RankInfo& ri = inv.ranks[static_cast<size_t>(r)];
     p.placement[static_cast<size_t>(r)] = {ri.host, ri.cores, ri.memory_bytes, 0};
   }
+  add_network(p, sites, inv);
   for (int r = 0; r < n; ++r) p.placement[static_cast<size_t>(r)].estimated_bytes = rank_bytes(p, sizes, r, o);
   validate(p, "placed plan");
   return p;
@@ -342,7 +347,10 @@ Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape
                                               : fmt::format("the model does not fit one rank's memory: spread over the {} ranks of host {}", n,
                                                             cores.begin()->first);
   } else if (cores.size() > 1) {
-    p.why = fmt::format("{} hosts: TP groups inside hosts, pipeline stages across them", cores.size());
+    p.why = p.n_sites > 1 ? fmt::format("{} hosts in {} sites: TP groups inside hosts{}, pipeline stages across them, each "
+                                        "site's hosts together so the pipeline crosses between sites as few times as it can",
+                                        cores.size(), p.n_sites, o.tp_latency_us > 0 ? " (or sites, over links below --tp-latency-us)" : "")
+                          : fmt::format("{} hosts: TP groups inside hosts, pipeline stages across them", cores.size());
   }
   return p;
 }

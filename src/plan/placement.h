@@ -3,10 +3,12 @@
 // streams weights); host leaders time ping-pong latency and bandwidth between hosts. From that
 // inventory (gathered under mpirun by `ranklm plan`, or read from a file), place():
 //
-//   1. groups ranks by host, in rank order (mpirun --map-by slot puts a host's ranks together);
+//   1. groups hosts into sites by the measured latencies and orders them so the pipeline starts
+//      on rank 0's host and crosses each slow link as few times as possible (network.h);
 //   2. forms tensor-parallel groups inside a host (TP = the ranks per host, or the largest size
-//      under it the model's heads allow; larger only over hosts whose link latency is below
-//      tp_latency_us), and makes each group a pipeline stage, in rank order;
+//      under it the model's heads allow; larger only over hosts of a site whose link latency is
+//      below tp_latency_us), whatever the rank order, and makes each group a pipeline stage in
+//      that order;
 //   3. splits the layers so the slowest stage is as fast as possible: layers go one at a time to
 //      the stage whose step time (bytes it streams / its speed) stays lowest, counting the
 //      output head on the last stage, and never beyond what fits in the memory of the stage's
@@ -50,7 +52,8 @@ Inventory inventory_from_json(const nlohmann::json& j, const std::string& source
 // What placement needs to know of the model's bytes.
 struct ModelSizes {
   std::vector<uint64_t> layer_bytes;  // weights of each layer
-  uint64_t embd_bytes = 0, output_bytes = 0;
+  std::vector<uint64_t> layer_macs;   // multiply-adds of each layer per token (its matrices' elements)
+  uint64_t embd_bytes = 0, output_bytes = 0, output_macs = 0;
   uint64_t kv_bytes_per_token_layer = 0;  // K and V, fp16, all KV heads
   std::vector<int64_t> layer_window;      // sliding window of each layer (0: every position)
   // KV bytes of layer l for one sequence of n_ctx positions (kv_positions_held: a windowed
@@ -65,6 +68,7 @@ struct PlaceOptions {
   int n_seq = 1;              // sequences in flight (KV slots)
   double memory_fraction = 0.85;  // of a rank's memory the plan may use
   double tp_latency_us = 0;   // hosts closer than this may share a TP group (0: never)
+  double site_latency_us = 0;  // links at or above this separate sites (0: found from the latencies)
   // On one host, without a TP size given: one rank with every core of the job when the model
   // fits its memory (a batch job runs fastest so: no pipeline bubbles, no transfers or
   // collectives; docs/PERFORMANCE.md). false: always use every rank of the job.

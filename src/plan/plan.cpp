@@ -147,7 +147,7 @@ json to_json(const Plan& p) {
     for (size_t r = 0; r < p.placement.size(); ++r) {
       const RankPlacement& x = p.placement[r];
       pl.push_back({{"rank", r}, {"host", x.host}, {"cores", x.cores}, {"memory_bytes", x.memory_bytes},
-                    {"estimated_bytes", x.estimated_bytes}});
+                    {"estimated_bytes", x.estimated_bytes}, {"site", x.site}});
     }
     j["placement"] = pl;
   }
@@ -238,6 +238,7 @@ Plan from_json(const json& j, const std::string& source) {
       x.cores = int_field<int>(pl[r], "cores", w);
       x.memory_bytes = int_field<uint64_t>(pl[r], "memory_bytes", w);
       x.estimated_bytes = int_field<uint64_t>(pl[r], "estimated_bytes", w);
+      if (pl[r].contains("site")) x.site = int_field<int>(pl[r], "site", w);
       p.placement.push_back(x);
     }
   }
@@ -250,6 +251,38 @@ std::string plan_hash(const Plan& p) {
   const std::string s = to_json(p).dump();  // keys sorted: canonical
   return fnv1a64_hex(s.data(), s.size());
 }
+
+namespace {
+
+std::string link_text(double latency_us, double bandwidth_gbps) {
+  std::string t = latency_us >= 1000 ? fmt::format("{:.1f} ms", latency_us / 1000) : fmt::format("{:.0f} us", latency_us);
+  if (bandwidth_gbps > 0) t += fmt::format(", {:.3g} GB/s", bandwidth_gbps);
+  return t;
+}
+
+// The stage boundaries of a placed plan: which hosts each joins and over what link.
+std::string pipeline_line(const Plan& p) {
+  if (p.hops.empty()) return "";
+  std::string out = "pipeline: " + p.hops.front().from;
+  int crossings = 0;
+  for (const Hop& h : p.hops) {
+    if (h.from == h.to) {
+      out += " -> (same host)";
+      continue;
+    }
+    crossings += h.crosses_sites ? 1 : 0;
+    out += fmt::format(" {} {} ({}{})", h.crosses_sites ? "=>" : "->", h.to, h.crosses_sites ? "between sites, " : "",
+                       link_text(h.latency_us, h.bandwidth_gbps));
+  }
+  out += "\n";
+  if (p.n_sites > 1) {
+    out += fmt::format("sites: {} (links of {} or more separate them); the pipeline crosses between sites {} time{}\n",
+                       p.n_sites, link_text(p.site_threshold_us, 0), crossings, crossings == 1 ? "" : "s");
+  }
+  return out;
+}
+
+}  // namespace
 
 std::string plan_table(const Plan& p) {
   const ModelIdentity& m = p.model;
@@ -264,8 +297,8 @@ std::string plan_table(const Plan& p) {
     out += fmt::format("plan for {} ({}, {} layers, {} heads / {} KV heads): {} ranks, {} pipeline stage{}\n",
                        m.name.empty() ? "model" : m.name, m.arch, m.n_layer, m.n_head, m.n_head_kv, p.world_size,
                        p.stages.size(), p.stages.size() == 1 ? "" : "s");
-    out += fmt::format("{:>5}  {:>4}  {:<20}  {:>5}  {:>9}  {:>6}  {:>3}  {:>6}  {:>10}  {:>10}  {:>9}  {}\n", "stage", "rank",
-                       "host", "cores", "layers", "count", "tp", "tp idx", "memory", "plan uses", "KV blocks", "holds");
+    out += fmt::format("{:>5}  {:>4}  {:<20}  {:>4}  {:>5}  {:>9}  {:>6}  {:>3}  {:>6}  {:>10}  {:>10}  {:>9}  {}\n", "stage",
+                       "rank", "host", "site", "cores", "layers", "count", "tp", "tp idx", "memory", "plan uses", "KV blocks", "holds");
     for (size_t s = 0; s < p.stages.size(); ++s) {
       const Stage& st = p.stages[s];
       std::string holds;
@@ -273,13 +306,14 @@ std::string plan_table(const Plan& p) {
       if (static_cast<int>(s) == p.output_stage) holds += std::string(holds.empty() ? "" : ", ") + "output head";
       for (int i = 0; i < st.tp(); ++i) {
         const RankPlacement& x = p.placement[static_cast<size_t>(st.ranks[static_cast<size_t>(i)])];
-        out += fmt::format("{:>5}  {:>4}  {:<20}  {:>5}  {:>9}  {:>6}  {:>3}  {:>6}  {:>10}  {:>10}  {:>9}  {}\n", s,
-                           st.ranks[static_cast<size_t>(i)], x.host, x.cores,
+        out += fmt::format("{:>5}  {:>4}  {:<20}  {:>4}  {:>5}  {:>9}  {:>6}  {:>3}  {:>6}  {:>10}  {:>10}  {:>9}  {}\n", s,
+                           st.ranks[static_cast<size_t>(i)], x.host, x.site, x.cores,
                            fmt::format("{}-{}", st.layer_begin, st.layer_end - 1), st.layer_end - st.layer_begin, st.tp(),
                            i, fmt::format("{:.2f} GiB", x.memory_bytes / 1073741824.0),
                            fmt::format("{:.2f} GiB", x.estimated_bytes / 1073741824.0), x.kv_blocks, holds);
       }
     }
+    out += pipeline_line(p);
     if (!p.why.empty()) out += "layout: " + p.why + "\n";
     return out;
   }

@@ -1,8 +1,8 @@
 // The plan: how a model's layers and heads are spread over the ranks of a job. A value type
 // with JSON (plan.json, versioned) and the checks that refuse impossible plans before any
 // weight is read. Pipeline stages hold contiguous layer ranges (any split, uneven allowed);
-// each stage is a tensor-parallel group of consecutive ranks, so the ranks mpirun places on one
-// host (by slot) share a group. The first stage embeds, the last applies the output head.
+// each stage is a tensor-parallel group of any ranks (placement puts a group on one host or
+// site, whatever the rank numbers). The first stage embeds, the last applies the output head.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +43,15 @@ struct RankPlacement {
   // KV blocks (16 positions of the rank's layers) the memory left beside its weights holds;
   // shown in the table, not stored in plan.json.
   int64_t kv_blocks = 0;
+  int site = 0;  // the site (LAN) of its host, numbered in pipeline order (network.h)
+};
+
+// A pipeline stage boundary of a placed plan: the hosts it joins and their measured link
+// (latency 0 on one host). Shown in the table; not stored in plan.json.
+struct Hop {
+  std::string from, to;
+  double latency_us = 0, bandwidth_gbps = 0;
+  bool crosses_sites = false;
 };
 
 struct Plan {
@@ -56,8 +65,12 @@ struct Plan {
   // field existed have none and mean "sum"; it is written only when it is "exact".
   TpMode tp_mode = TpMode::kSum;
   std::vector<RankPlacement> placement;  // per rank; empty for plans made without an inventory
-  // Why a placed plan has this layout (shown in the table; not stored in plan.json).
+  // Why a placed plan has this layout, its stage boundaries (hops[s]: stage s to s + 1) and the
+  // sites found (shown in the table; not stored in plan.json).
   std::string why;
+  std::vector<Hop> hops;
+  int n_sites = 0;
+  double site_threshold_us = 0;
 
   // (stage, tp index) of a world rank; throws if the rank is not in the plan.
   std::pair<int, int> where(int rank) const;

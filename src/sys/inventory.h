@@ -18,6 +18,7 @@ struct RankInfo {
   uint64_t memory_bytes = 0;  // memory of its NUMA node(s) (the host's when unbound)
   int gpus = 0;
   double speed_gbps = 0;    // measured read bandwidth with its threads
+  double compute_gmacs = 0; // measured multiply-adds per second (batched Q4_0), 1e9; 0: not measured
 };
 
 // rank and host are filled in by the caller; speed_gbps is measured separately. Throws
