@@ -17,15 +17,15 @@ toks=1,5,9,13,2,7
 "$synth" --shape test-deep --type q4_0 -o "$tmp/deep.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth"; exit 1; }
 "$synth" --shape test-gemma3 --type q4_k_m -o "$tmp/gemma.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth test-gemma3"; exit 1; }
 
-run_case() {  # model ranks pp tp layers allreduce bound [tp-mode]; bound 0: bit-identical
-  local m="$1" n="$2" pp="$3" tp="$4" layers="$5" z="$6" bound="$7" mode="${8:-exact}"
-  local label; label="$(basename "$m") n=$n pp=$pp tp=$tp ${layers:+layers=$layers }tp-mode=$mode allreduce=$z"
+run_case() {  # model ranks pp tp layers allreduce bound [tp-mode [hops]]; bound 0: bit-identical
+  local m="$1" n="$2" pp="$3" tp="$4" layers="$5" z="$6" bound="$7" mode="${8:-exact}" hops="${9:-f32}"
+  local label; label="$(basename "$m") n=$n pp=$pp tp=$tp ${layers:+layers=$layers }tp-mode=$mode allreduce=$z hops=$hops"
   local extra=(--tp-mode "$mode"); [ -n "$layers" ] && extra+=(--layers "$layers")
   "$bin" plan -m "$m" -n "$n" --pp "$pp" --tp "$tp" "${extra[@]}" -o "$tmp/p.json" > /dev/null 2>&1 || { echo "FAIL: plan $label"; fails=$((fails + 1)); return; }
   rm -rf "$tmp/s"
   "$repack" -m "$m" --plan "$tmp/p.json" -o "$tmp/s" 2> /dev/null || { echo "FAIL: repack $label"; fails=$((fails + 1)); return; }
   "$bin" logits -m "$m" --tokens "$toks" --greedy 6 -t 1 > "$tmp/ref.json" 2> /dev/null
-  if ! timeout 120 "${mpi[@]}" -np "$n" "$bin" logits --shards "$tmp/s" --tokens "$toks" --greedy 6 -t 1 --allreduce "$z" > "$tmp/out.json" 2> "$tmp/err"; then
+  if ! timeout 120 "${mpi[@]}" -np "$n" "$bin" logits --shards "$tmp/s" --tokens "$toks" --greedy 6 -t 1 --allreduce "$z" --hops "$hops" > "$tmp/out.json" 2> "$tmp/err"; then
     echo "FAIL: $label: mpirun failed"; tail -5 "$tmp/err"; fails=$((fails + 1)); return
   fi
   if python3 "$here/compare_logits.py" "$tmp/ref.json" "$tmp/out.json" "$bound" > "$tmp/cmp"; then
@@ -66,6 +66,10 @@ run_case "$kq" 2 1 2 "" f32 1e-2 sum          # attn_output whole on each rank: 
 run_case "$q8" 4 2 2 "" f32 1e-2 sum
 run_case "$q8" 2 1 2 "" q8_0 2e-2 sum
 run_case "$q8" 4 2 2 "" q8_0 2e-2 sum
+# Q8_0 hidden states on pipeline hops (for slow links): about 1% from f32 hops.
+run_case "$q8" 2 2 1 "" f32 2e-2 exact q8_0
+run_case "$kq" 4 2 2 "1,3" f32 2e-2 exact q8_0
+run_case "$g3" 3 3 1 "2,3,1" f32 3e-2 exact q8_0   # two hops: 1.8%
 
 # A compressed allreduce asked of an exact-mode plan (which has no allreduce) is refused clearly.
 "$bin" plan -m "$q8" -n 2 --tp 2 -o "$tmp/p.json" > /dev/null 2>&1

@@ -8,6 +8,7 @@
 
 #include "plan/placement.h"
 #include "plan/plan.h"
+#include "plan/predict.h"
 #include "sys/inventory.h"
 #include "test_util.h"
 #include "util/error.h"
@@ -258,9 +259,18 @@ TEST(PlacementNetwork, AnyHostfileOrderCrossesTheSlowLinkOnce) {
     for (const char* h : order) hosts.push_back({h, 1, 16 * kGiB, 10});
     Inventory inv = inventory(hosts);
     two_site_links(inv);
-    const Plan p = place(tinyllama(), sizes(), shape(), inv, {});
+    PlaceOptions pp;
+    pp.tp = 1;  // one stage per host
+    const Plan p = place(tinyllama(), sizes(), shape(), inv, pp);
     ASSERT_EQ(p.stages.size(), 4u);
     EXPECT_EQ(p.n_sites, 2);
+    // Without a TP size the prediction prefers TP 2 across each site's LAN (600 MB of weights
+    // at 10 GB/s against 100 us links): still one crossing, each group inside a site.
+    const Plan w = place(tinyllama(), sizes(), shape(), inv, {});
+    ASSERT_EQ(w.stages.size(), 2u);
+    EXPECT_EQ(crossings(w), 1);
+    for (const Stage& st : w.stages) EXPECT_EQ(w.placement[static_cast<size_t>(st.ranks[0])].site, w.placement[static_cast<size_t>(st.ranks[1])].site);
+    EXPECT_NE(w.why.find("TP 2 across the hosts of a site"), std::string::npos) << w.why;
     EXPECT_EQ(crossings(p), 1) << plan_table(p);
     EXPECT_EQ(p.stages[0].ranks[0], 0);  // rank 0 reads prompts and embeds: it leads
     // Both hosts of rank 0's site come first.
@@ -345,4 +355,74 @@ TEST(PlacementNetwork, NoisySpeedsOfAlikeHostsGiveTheSamePlan) {
   two_site_links(inv);
   const Plan p = place(tinyllama(), sizes(), shape(), inv, {});
   EXPECT_GT(layers_of(p, 0), layers_of(p, 1));
+}
+
+TEST(PlacementPredict, DecodeIsWeightsPlusHopsAlongThePipeline) {
+  Inventory inv = inventory({{"a", 1, 16 * kGiB, 10}, {"b", 1, 16 * kGiB, 10}});
+  inv.links[{"a", "b"}] = {10000, 0.1};  // 10 ms, 100 MB/s
+  const Plan p = place(tinyllama(), sizes(), shape(), inv, {});
+  ASSERT_EQ(p.stages.size(), 2u);
+  const Prediction r = predict(p, sizes(), shape(), inv, {});
+  // Every weight byte once at 10 GB/s, the head on the last stage.
+  const double weights_ms = (22 * 27.0 * (1 << 20) + 105.0 * (1 << 20)) / 10e9 * 1e3;
+  EXPECT_NEAR(r.compute_ms, weights_ms, 1e-9);
+  // One hop with 2048 f32 hidden values, then the sampled token back to rank 0.
+  const double hop_ms = 10 + 2048 * 4 / 0.1e9 * 1e3, back_ms = 10 + 4 / 0.1e9 * 1e3;
+  EXPECT_NEAR(r.pp_ms, hop_ms + back_ms, 1e-9);
+  EXPECT_EQ(r.tp_ms, 0);
+  EXPECT_NEAR(r.decode_ms, r.compute_ms + r.pp_ms, 1e-9);
+  // Q8_0 hidden states: 34 bytes per 32 values instead of 128.
+  PredictOptions q8;
+  q8.q8_hops = true;
+  EXPECT_NEAR(predict(p, sizes(), shape(), inv, q8).pp_ms, 10 + 2048 * 34.0 / 32 / 0.1e9 * 1e3 + back_ms, 1e-9);
+  // A batch of 16: two micro-batches of 8; the pipeline's round trip (20 ms of links) bounds it.
+  EXPECT_GT(r.batch_tokens_s, 16 / (r.decode_ms * 1e-3) * 0.9);
+}
+
+TEST(PlacementPredict, TpCollectivesCountTheirStepsAndBytes) {
+  Inventory inv = inventory({{"a", 2, 16 * kGiB, 10}});
+  inv.links[{"a", "a"}] = {5, 8};  // the host's own link: 5 us, 8 GB/s
+  PlaceOptions o;
+  o.one_rank_per_host = false;
+  Plan p = place(tinyllama(), sizes(), shape(), inv, o);
+  ASSERT_EQ(p.stages.size(), 1u);
+  ASSERT_EQ(p.stages[0].tp(), 2);
+  auto step_ms = [](double bytes) { return (5e-6 + bytes / 8e9) * 1e3; };
+  // Exact: per layer four all-gathers (heads 2048, rows 2048, FFN 5632, rows 2048 values), one
+  // ring step each at TP 2 with half the values.
+  p.tp_mode = TpMode::kExact;
+  const double exact = 22 * (step_ms(2048 * 4 / 2.0) * 3 + step_ms(5632 * 4 / 2.0));
+  EXPECT_NEAR(predict(p, sizes(), shape(), inv, {}).tp_ms, exact, 1e-9);
+  // Sum: two all-reduces of 8 KB per layer, each one exchange round.
+  p.tp_mode = TpMode::kSum;
+  EXPECT_NEAR(predict(p, sizes(), shape(), inv, {}).tp_ms, 22 * 2 * step_ms(2048 * 4), 1e-9);
+  // Half the weights per rank.
+  EXPECT_NEAR(predict(p, sizes(), shape(), inv, {}).compute_ms, (22 * 27.0 + 105) * (1 << 20) / 2 / 10e9 * 1e3, 1e-9);
+}
+
+TEST(PlacementPredict, ExplainListsTheAlternativesWithTheirCosts) {
+  // h0 h2 h1 h3: the chosen plan crosses between the sites once, the rank-order one three times.
+  Inventory inv = inventory({{"h0", 1, 16 * kGiB, 10}, {"h2", 1, 16 * kGiB, 10}, {"h1", 1, 16 * kGiB, 10}, {"h3", 1, 16 * kGiB, 10}});
+  two_site_links(inv);
+  PlaceOptions pp;
+  pp.tp = 1;
+  const Plan p = place(tinyllama(), sizes(), shape(), inv, pp);
+  PredictOptions o;
+  o.n_seq = 16;
+  const std::vector<Candidate> cs = candidates(p, sizes(), shape(), inv, pp, o);
+  ASSERT_GE(cs.size(), 3u);
+  EXPECT_TRUE(cs[0].chosen);
+  EXPECT_EQ(plan_hash(cs[0].plan), plan_hash(p));
+  const Candidate* blind = nullptr;
+  for (const Candidate& c : cs) {
+    if (c.name == "stages in rank order") blind = &c;
+  }
+  ASSERT_NE(blind, nullptr);
+  EXPECT_EQ(crossings(blind->plan), 3);
+  // Two more crossings of about 10 ms each.
+  EXPECT_GT(blind->pred.decode_ms, cs[0].pred.decode_ms + 15);
+  const std::string t = explain_table(cs, o);
+  EXPECT_NE(t.find("* chosen (exact TP)"), std::string::npos) << t;
+  EXPECT_NE(t.find("stages in rank order"), std::string::npos) << t;
+  EXPECT_NE(t.find("TP 2 x PP 2, groups across hosts"), std::string::npos) << t;
 }

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -228,11 +230,13 @@ int run(int argc, char** argv) {
       "(its output text is noise).\n\noptions");
   std::string shape_name, type_name, out;
   uint64_t seed = 1;
+  bool no_data = false;
   opts.add_options()
       ("shape", po::value(&shape_name), "model shape (see --list)")
       ("type", po::value(&type_name)->default_value("q4_0"), "f16, q8_0, q4_0 or q4_k_m")
       ("output,o", po::value(&out), "output GGUF path")
       ("seed", po::value(&seed)->default_value(1), "random seed (same seed, same file)")
+      ("no-data", po::bool_switch(&no_data), "leave the weights out: a sparse file of the full size (zeros), for ranklm plan on shapes too large to write; not for running")
       ("list", "list the shapes and exit")
       ("help,h", "show this help");
   po::variables_map vm;
@@ -310,6 +314,19 @@ int run(int argc, char** argv) {
   std::fprintf(stderr, "ranklm-synth: writing %s (%s %s, %zu tensors, %.2f GiB of weights)\n",
                out.c_str(), sh->label, mix->name, w.n_tensors(),
                static_cast<double>(total) / (1u << 30));
+  if (no_data) {
+    // The header and tensor table, then a hole of the data's size: the file reads as the model
+    // (every size, type and offset) with zero weights, taking no disk space.
+    const std::vector<uint8_t> head = w.header();
+    {
+      std::ofstream f(out, std::ios::binary | std::ios::trunc);
+      f.write(reinterpret_cast<const char*>(head.data()), static_cast<std::streamsize>(head.size()));
+      if (!f) ranklm::fail("{}: cannot write the file", out);
+    }
+    std::filesystem::resize_file(out, head.size() + w.data_size());
+    std::fprintf(stderr, "ranklm-synth: done (no data: a sparse file for ranklm plan, not for running)\n");
+    return 0;
+  }
   w.write(out, [&](size_t idx, uint64_t off, uint8_t* dst, size_t n) {
     const Plan& p = plan[idx];
     uint64_t s = seed * 0x2545F4914F6CDD1Dull + idx * 0x9E3779B97F4A7C15ull + off;

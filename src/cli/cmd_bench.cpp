@@ -234,7 +234,7 @@ struct BenchOptions {
   int reps = 5;
   std::string out = "md";
   uint32_t seed = 1;
-  comm::Compression z = comm::Compression::kNone;
+  comm::Payloads z;
 };
 
 // The md table's line for a row (the header first, with the first row).
@@ -375,9 +375,10 @@ int cmd_bench(const std::vector<std::string>& args) {
   po::options_description desc("bench options");
   ModelSource src;
   BenchOptions o;
-  std::string threads_s, pp_s, tg_s, npl_s, allreduce;
+  std::string threads_s, pp_s, tg_s, npl_s;
+  PayloadOptions payloads;
   add_source_options(desc, src, true);
-  add_allreduce_option(desc, allreduce);
+  add_payload_options(desc, payloads);
   desc.add_options()
       ("threads,t", po::value(&threads_s)->default_value(std::to_string(default_threads())),
        "thread counts per rank, comma-separated")
@@ -401,7 +402,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   if (o.threads.empty()) usage_fail("--threads: empty list");
   if (o.npls.empty()) usage_fail("--npl: empty list");
   src.check();
-  o.z = parse_compression(allreduce);
+  o.z = parse_payloads(payloads);
   std::vector<ModelSource> sources;
   if (!src.shards.empty()) sources.push_back(src);
   for (const std::string& path : split_list(src.gguf)) sources.push_back(ModelSource{path, ""});

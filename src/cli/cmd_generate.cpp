@@ -21,7 +21,8 @@ namespace {
 
 struct GenerateOptions {
   ModelSource src;
-  std::string prompt, system, template_path, allreduce;
+  std::string prompt, system, template_path;
+  PayloadOptions payloads;
   std::vector<std::string> stops;
   int n_predict = 128, threads = 1, ctx = 0;
   SamplingParams sp;
@@ -102,7 +103,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   po::options_description desc("generate options");
   GenerateOptions o;
   add_source_options(desc, o.src);
-  add_rank_options(desc, o.threads, o.allreduce, default_threads());
+  add_rank_options(desc, o.threads, o.payloads, default_threads());
   desc.add_options()
       ("prompt,p", po::value<std::string>(&o.prompt)->required(), "prompt text")
       ("chat", po::bool_switch(&o.chat), "send the prompt as a user message through the model's chat template")
@@ -121,7 +122,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   check_sampling(o.sp);
   o.threads = usable_threads(o.threads, default_threads());
   if (!o.chat && (!o.system.empty() || !o.template_path.empty())) usage_fail("--system and --chat-template need --chat");
-  const comm::Compression z = parse_compression(o.allreduce);
+  const comm::Payloads z = parse_payloads(o.payloads);
 
   return with_world("generate", [&](comm::World& world) {
     auto engine = Engine::load(world, o.src, o.threads);

@@ -15,10 +15,11 @@ namespace ranklm::cli {
 int cmd_logits(const std::vector<std::string>& args) {
   po::options_description desc("logits options");
   ModelSource src;
-  std::string tokens, allreduce;
+  std::string tokens;
+  PayloadOptions payloads;
   int greedy = 24, threads = default_threads();
   add_source_options(desc, src);
-  add_rank_options(desc, threads, allreduce, default_threads());
+  add_rank_options(desc, threads, payloads, default_threads());
   desc.add_options()
       ("tokens", po::value<std::string>(&tokens)->required(), "prompt token ids, comma-separated")
       ("greedy", po::value<int>(&greedy)->default_value(24), "greedy continuation steps");
@@ -31,7 +32,7 @@ int cmd_logits(const std::vector<std::string>& args) {
   threads = usable_threads(threads, default_threads());
   const auto prompt = parse_int_list<int32_t>("--tokens", tokens, 0, INT32_MAX);
   if (prompt.empty()) usage_fail("--tokens: the list is empty");
-  const comm::Compression z = parse_compression(allreduce);
+  const comm::Payloads z = parse_payloads(payloads);
   return with_world("logits", [&](comm::World& world) {
     auto engine = Engine::load(world, src, threads);
     engine->start(1, static_cast<int64_t>(prompt.size()) + greedy, z);

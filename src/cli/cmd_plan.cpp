@@ -40,6 +40,7 @@ int cmd_plan(const std::vector<std::string>& args) {
   std::string model, out, layers_s, inventory, save_inventory, topology, tp_mode = "exact", layout = "auto";
   int ranks = 0, pp = 0, tp = 0, threads = default_threads();
   bool explain = false;
+  std::string hops = "f32";
   plan::PlaceOptions po_;
   desc.add_options()
       ("model,m", po::value(&model)->required(), "GGUF model file")
@@ -59,6 +60,7 @@ int cmd_plan(const std::vector<std::string>& args) {
       ("tp-latency-us", po::value(&po_.tp_latency_us)->default_value(0.0), "placed plans: hosts closer than this may share a TP group")
       ("site-latency-us", po::value(&po_.site_latency_us)->default_value(0.0), "placed plans: links this slow or slower separate sites (0: found from the measured latencies)")
       ("explain", po::bool_switch(&explain), "placed plans: also print the predicted decode time per token and batch throughput of this plan and of the alternatives it was chosen over")
+      ("hops", po::value(&hops)->default_value("f32"), "with --explain: the pipeline hops' payload the job will use (f32 or q8_0, ranklm run --hops)")
       ("layout", po::value(&layout)->default_value("auto"), "placed plans: auto (on one host, one rank with every core when the model fits; what serves a batch job fastest) or spread (every rank of the job)");
   po::variables_map vm;
   if (!parse_options("plan", "--model M.gguf (--ranks N [--pp S] [--layers 10,12] | --inventory FILE | under mpirun) [--tp T] [-o plan.json]",
@@ -69,6 +71,7 @@ int cmd_plan(const std::vector<std::string>& args) {
   if (tp_mode != "exact" && tp_mode != "sum") usage_fail("--tp-mode: '{}' is not a TP mode (exact or sum)", tp_mode);
   if (layout != "auto" && layout != "spread") usage_fail("--layout: '{}' is not a layout choice (auto or spread)", layout);
   po_.one_rank_per_host = layout == "auto";
+  po_.tp_mode = tp_mode == "exact" ? plan::TpMode::kExact : plan::TpMode::kSum;
   if (po_.n_ctx < 1 || po_.n_seq < 1 || !(po_.memory_fraction > 0 && po_.memory_fraction <= 1)) {
     usage_fail("--ctx-size and --parallel must be >= 1 and --memory-fraction in (0, 1]");
   }
@@ -127,6 +130,8 @@ int cmd_plan(const std::vector<std::string>& args) {
   if (explain) {
     plan::PredictOptions o;
     o.n_seq = po_.n_seq;
+    if (hops != "f32" && hops != "q8_0") usage_fail("--hops: '{}' is not a payload type (f32 or q8_0)", hops);
+    o.q8_hops = hops == "q8_0";
     const plan::ModelSizes sizes = plan::model_sizes(*f);
     std::fputs(plan::explain_table(plan::candidates(p, sizes, shape, inv, po_with_tp(po_, tp), o), o).c_str(), stdout);
   }

@@ -36,7 +36,8 @@ namespace {
 
 struct RunOptions {
   ModelSource src;
-  std::string prompts, out, format = "auto", system, template_path, allreduce = "f32";
+  std::string prompts, out, format = "auto", system, template_path;
+  PayloadOptions payloads;
   std::string progress = "auto", model_name;
   std::vector<std::string> stops;
   bool resume = false, chat = false, wait_lock = false, force_resume = false, no_prefix_sharing = false;
@@ -217,7 +218,7 @@ int cmd_run(const std::vector<std::string>& args) {
   RunOptions o;
   o.threads = default_threads();
   add_source_options(desc, o.src);
-  add_rank_options(desc, o.threads, o.allreduce, default_threads());
+  add_rank_options(desc, o.threads, o.payloads, default_threads());
   desc.add_options()
       ("prompts,f", po::value(&o.prompts)->required(), "prompt file: text (one prompt a line) or JSONL (OpenAI Batch input)")
       ("out,o", po::value(&o.out)->required(), "results file (JSONL, OpenAI Batch output shape), appended as requests finish")
@@ -257,7 +258,7 @@ int cmd_run(const std::vector<std::string>& args) {
   if (o.chat && batch::resolve_format(format, o.prompts) == batch::PromptFormat::kJsonl) {
     usage_fail("--chat is for text prompt files; a JSONL request says its endpoint in its url");
   }
-  const comm::Compression z = parse_compression(o.allreduce);
+  const comm::Payloads z = parse_payloads(o.payloads);
 
   return with_world("run", [&](comm::World& world) {
     comm::Comm& c = world.comm();

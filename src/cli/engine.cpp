@@ -113,7 +113,7 @@ std::string gib(int64_t bytes) {
 
 }  // namespace
 
-void Engine::start(int n_slots, int64_t n_ctx, comm::Compression z) {
+void Engine::start(int n_slots, int64_t n_ctx, comm::Payloads z) {
   comm::Comm& c = world_->comm();
   // The KV cache is paged: blocks are taken as sequences grow. The pool may hold every slot's
   // whole context, or as many blocks as four fifths of the memory this process may still
@@ -140,11 +140,12 @@ void Engine::start(int n_slots, int64_t n_ctx, comm::Compression z) {
     std::fprintf(stderr, "ranklm: warning: a context of %lld positions is more than the model was trained on (%lld); "
                  "text past that point degrades\n", static_cast<long long>(n_ctx), static_cast<long long>(n_ctx_train()));
   }
-  if (z != comm::Compression::kNone && plan_.tp_mode == plan::TpMode::kExact) {
+  if (z.allreduce != comm::Compression::kNone && plan_.tp_mode == plan::TpMode::kExact) {
     fail("--allreduce q8_0: the plan's TP mode is exact, which gathers instead of reducing; "
          "make the plan with --tp-mode sum (and repack) to compress the allreduce");
   }
-  exec_ = std::make_unique<runtime::Executor>(c, layout_, *backend_, n_slots, n_ctx, z, kv_blocks_);
+  exec_ = std::make_unique<runtime::Executor>(c, layout_, *backend_, n_slots, n_ctx, z.allreduce, kv_blocks_);
+  exec_->set_hop_payload(z.hops);
   // Every rank tells rank 0 it is ready; rank 0 waits for each within what is left of the
   // start-up time, so a rank stuck in loading is named instead of waited for.
   Watchdog::phase("waiting for every rank to load its part of the model");
@@ -188,10 +189,13 @@ int with_world(const std::string& cmd, const std::function<int(comm::World&)>& b
   }
 }
 
-comm::Compression parse_compression(const std::string& s) {
-  if (s == "f32") return comm::Compression::kNone;
-  if (s == "q8_0") return comm::Compression::kQ8_0;
-  usage_fail("--allreduce: '{}' is not a payload type (f32 or q8_0)", s);
+comm::Payloads parse_payloads(const PayloadOptions& p) {
+  auto one = [](const char* opt, const std::string& s) {
+    if (s == "f32") return comm::Compression::kNone;
+    if (s == "q8_0") return comm::Compression::kQ8_0;
+    usage_fail("{}: '{}' is not a payload type (f32 or q8_0)", opt, s);
+  };
+  return {one("--allreduce", p.allreduce), one("--hops", p.hops)};
 }
 
 }  // namespace ranklm::cli

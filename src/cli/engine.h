@@ -20,6 +20,11 @@
 namespace ranklm::cli {
 
 // Where the model comes from: exactly one of a GGUF file and a shard directory.
+// --allreduce and --hops as given: "f32" or "q8_0" each (parse_payloads).
+struct PayloadOptions {
+  std::string allreduce = "f32", hops = "f32";
+};
+
 struct ModelSource {
   std::string gguf, shards;
   // "M.gguf" or "DIR" (the last path component), for reports.
@@ -37,7 +42,7 @@ class Engine {
   // KV storage for n_slots sequences of n_ctx positions (refused when it cannot fit), the
   // executor, and the start-up handshake: every rank reports ready to rank 0 (the protocol
   // version checked), within what is left of the start-up time.
-  void start(int n_slots, int64_t n_ctx, comm::Compression z);
+  void start(int n_slots, int64_t n_ctx, comm::Payloads z);
 
   runtime::Executor& exec() { return *exec_; }
   bool drives() const { return rank_ == 0; }  // rank 0 drives; the others serve
@@ -68,7 +73,7 @@ class Engine {
 // under MPI, ends every rank (MPI_Abort), so no rank waits for one that has failed.
 int with_world(const std::string& cmd, const std::function<int(comm::World&)>& body);
 
-// "f32" or "q8_0" (the --allreduce option).
-comm::Compression parse_compression(const std::string& s);
+// --allreduce and --hops: "f32" or "q8_0" each.
+comm::Payloads parse_payloads(const PayloadOptions& p);
 
 }  // namespace ranklm::cli

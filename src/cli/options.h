@@ -24,15 +24,17 @@ inline void add_source_options(po::options_description& desc, ModelSource& src, 
       ("shards", po::value<std::string>(&src.shards),
        "or: a shard directory (ranklm-repack); under mpirun, one rank per shard");
 }
-// --allreduce: the TP allreduce payload of a sum-mode plan.
-inline void add_allreduce_option(po::options_description& desc, std::string& allreduce) {
-  desc.add_options()("allreduce", po::value<std::string>(&allreduce)->default_value("f32"),
-                     "with a sum-mode TP plan: allreduce payload, f32 or q8_0");
+// --allreduce and --hops: what travels between ranks as f32 or Q8_0 (engine.h parse_payloads).
+inline void add_payload_options(po::options_description& desc, PayloadOptions& p) {
+  desc.add_options()
+      ("allreduce", po::value<std::string>(&p.allreduce)->default_value("f32"), "with a sum-mode TP plan: allreduce payload, f32 or q8_0")
+      ("hops", po::value<std::string>(&p.hops)->default_value("f32"),
+       "hidden states between pipeline stages: f32, or q8_0 (about a quarter of the bytes, for slow links; logits move by about 1%)");
 }
-// --threads (one count per rank) and --allreduce.
-inline void add_rank_options(po::options_description& desc, int& threads, std::string& allreduce, int default_threads) {
+// --threads (one count per rank), --allreduce and --hops.
+inline void add_rank_options(po::options_description& desc, int& threads, PayloadOptions& payloads, int default_threads) {
   desc.add_options()("threads,t", po::value<int>(&threads)->default_value(default_threads), "worker threads per rank");
-  add_allreduce_option(desc, allreduce);
+  add_payload_options(desc, payloads);
 }
 // Sampling, with llama.cpp's defaults; `what` prefixes the help ("default " for per-request values).
 inline void add_sampling_options(po::options_description& desc, SamplingParams& sp, const std::string& what = "") {

@@ -13,6 +13,8 @@ constexpr size_t kMaxMessage = size_t{4} << 20;  // bytes per message; larger se
 constexpr int64_t kQ8Block = 32;
 constexpr size_t kQ8BlockBytes = 34;
 
+}  // namespace
+
 size_t q8_bytes(int64_t n) { return static_cast<size_t>((n + kQ8Block - 1) / kQ8Block) * kQ8BlockBytes; }
 
 // Q8_0 of n values (the last block padded with zeros).
@@ -41,6 +43,8 @@ void q8_decode(const uint8_t* in, int64_t n, float* x, bool add) {
     }
   }
 }
+
+namespace {
 
 // Sends sbytes to `right` and receives rbytes from `left` at once, in messages of at most
 // kMaxMessage bytes (both sides cut the same way).

@@ -37,6 +37,19 @@ struct Group {
 
 enum class Compression { kNone, kQ8_0 };
 
+// What travels between ranks as f32 or as Q8_0 blocks: the all-reduce of a sum-mode TP plan, and
+// the hidden states on pipeline hops (SwarmLLM's compression for slow links).
+struct Payloads {
+  Compression allreduce = Compression::kNone;
+  Compression hops = Compression::kNone;
+};
+
+// Q8_0 blocks of n values (32 values and one fp16 scale each, the last block padded with
+// zeros): their size, encoding, and decoding (add: added to x instead of stored).
+size_t q8_bytes(int64_t n);
+void q8_encode(const float* x, int64_t n, uint8_t* out);
+void q8_decode(const uint8_t* in, int64_t n, float* x, bool add);
+
 // Scratch space kept between calls (collectives run twice per layer).
 struct RingBuffers {
   std::vector<uint8_t> send, recv;

@@ -8,7 +8,8 @@
 //   2. forms tensor-parallel groups inside a host (TP = the ranks per host, or the largest size
 //      under it the model's heads allow; larger only over hosts of a site whose link latency is
 //      below tp_latency_us), whatever the rank order, and makes each group a pipeline stage in
-//      that order;
+//      that order; without a TP size given, groups across the hosts of a site when the
+//      prediction (predict.h) says the job runs at least 10% faster so;
 //   3. splits the layers so the slowest stage is as fast as possible: layers go one at a time to
 //      the stage whose step time (bytes it streams / its speed) stays lowest, counting the
 //      output head on the last stage, and never beyond what fits in the memory of the stage's
@@ -69,6 +70,7 @@ struct PlaceOptions {
   double memory_fraction = 0.85;  // of a rank's memory the plan may use
   double tp_latency_us = 0;   // hosts closer than this may share a TP group (0: never)
   double site_latency_us = 0;  // links at or above this separate sites (0: found from the latencies)
+  TpMode tp_mode = TpMode::kExact;  // the plan's TP mode (what the predictions assume)
   // On one host, without a TP size given: one rank with every core of the job when the model
   // fits its memory (a batch job runs fastest so: no pipeline bubbles, no transfers or
   // collectives; docs/PERFORMANCE.md). false: always use every rank of the job.

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <numeric>
 
 #include "util/error.h"
 
@@ -180,14 +182,18 @@ std::vector<Candidate> candidates(const Plan& chosen, const ModelSizes& sizes, c
     }
   }
   // The stages in the hostfile's rank order (what a placement blind to the network gives).
-  Inventory blind = inv;
-  blind.links.clear();
   PlaceOptions same = po;
-  same.tp = chosen.stages.front().tp();
+  same.site_latency_us = 1e15;  // one site: hosts in the order of their first rank
+  std::map<std::string, int> on;
+  for (const RankInfo& r : inv.ranks) ++on[r.host];
+  int per_host = 0;
+  for (const auto& [h, k] : on) per_host = std::gcd(per_host, k);
+  same.tp = std::min(chosen.stages.front().tp(), per_host);  // groups inside hosts
+  while (same.tp > 1 && per_host % same.tp != 0) --same.tp;
   same.tp_latency_us = 1e12;
   same.one_rank_per_host = false;
   try {
-    Plan p = place(chosen.model, sizes, shape, blind, same);
+    Plan p = place(chosen.model, sizes, shape, inv, same);
     p.tp_mode = chosen.tp_mode;
     p.hops.clear();
     for (size_t s = 0; s + 1 < p.stages.size(); ++s) {  // its boundaries over the real links

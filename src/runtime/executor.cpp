@@ -345,15 +345,27 @@ void Executor::run_step(const proto::Header& h, const proto::StepBody& s, Flight
   if (l_.is_first()) {
     b_.embed(s.tokens.data(), h.n_tok, x_.data());
   } else {
-    c_.recv(x_.data(), x_.size() * sizeof(float), l_.hidden_from, comm::Tag::kHidden, "the previous stage's hidden states");
+    if (hop_z_ == comm::Compression::kQ8_0) {
+      hop_in_.resize(comm::q8_bytes(h.n_tok * n_embd));
+      c_.recv(hop_in_.data(), hop_in_.size(), l_.hidden_from, comm::Tag::kHidden, "the previous stage's hidden states");
+      comm::q8_decode(hop_in_.data(), h.n_tok * n_embd, x_.data(), false);
+    } else {
+      c_.recv(x_.data(), x_.size() * sizeof(float), l_.hidden_from, comm::Tag::kHidden, "the previous stage's hidden states");
+    }
   }
   runs_.clear();
   for (const SeqStep& q : s.seqs) runs_.push_back({slots_[static_cast<size_t>(q.slot)], q.pos0, q.n_tok});
   b_.run_layers(x_.data(), runs_.data(), static_cast<int>(runs_.size()));
   if (!l_.is_last()) {
     Pending p;
-    p.floats.swap(x_);  // the buffer travels with its sends; x_ starts empty next step
-    for (int d : l_.hidden_to) p.reqs.push_back(c_.isend(p.floats.data(), p.floats.size() * sizeof(float), d, comm::Tag::kHidden));
+    if (hop_z_ == comm::Compression::kQ8_0) {
+      p.bytes.resize(comm::q8_bytes(h.n_tok * n_embd));
+      comm::q8_encode(x_.data(), h.n_tok * n_embd, p.bytes.data());
+      for (int d : l_.hidden_to) p.reqs.push_back(c_.isend(p.bytes.data(), p.bytes.size(), d, comm::Tag::kHidden));
+    } else {
+      p.floats.swap(x_);  // the buffer travels with its sends; x_ starts empty next step
+      for (int d : l_.hidden_to) p.reqs.push_back(c_.isend(p.floats.data(), p.floats.size() * sizeof(float), d, comm::Tag::kHidden));
+    }
     pending_.push_back(std::move(p));
   } else if (h.n_out > 0) {
     rows_.clear();

@@ -82,6 +82,9 @@ class Executor {
   bool chunk_invariant() const { return b_.info().chunk_invariant; }
   int64_t kv_window() const { return b_.info().kv_window; }
   KvStats kv_stats() const { return b_.kv_stats(); }
+  // Hidden states between pipeline stages as f32 (default) or Q8_0 blocks (a quarter of the
+  // bytes over slow links; every rank of the job must use the same).
+  void set_hop_payload(comm::Compression z) { hop_z_ = z; }
   // Rank 0 only: every other rank's serve() returns.
   void stop();
   // Ranks other than 0: runs the steps rank 0 sends until it sends stop. Between steps it
@@ -100,6 +103,7 @@ class Executor {
   // Messages this rank has started sending, with the buffers they read from.
   struct Pending {
     std::vector<float> floats;
+    std::vector<uint8_t> bytes;  // hidden states as Q8_0 blocks
     std::vector<int32_t> ints;
     proto::Message msg;
     std::vector<comm::Request> reqs;
@@ -126,6 +130,8 @@ class Executor {
   comm::Layout l_;
   Backend& b_;
   comm::Compression z_;
+  comm::Compression hop_z_ = comm::Compression::kNone;
+  std::vector<uint8_t> hop_in_;  // Q8_0 hidden states received
   int64_t n_vocab_, n_ctx_;
   int64_t kv_budget_ = 0;
   std::unique_ptr<Collectives> tp_;
