@@ -7,7 +7,7 @@
 # inventory. Writes a table (markdown) and a plot.
 #
 #   sudo bash bench/cluster.sh [MODEL.gguf]     # default: the TinyLlama-shape Q4_0 (ranklm-synth)
-#   DELAY_MS=10 RATE_MBIT=200 NGEN=24 REPS=3 OUT=bench/results/cluster ...
+#   DELAY_MS=10 RATE_MBIT=200 NGEN=24 REPS=3 OUT=bench/results/cluster ONLY="PP 4" ...
 #
 # Not part of CI: a full run takes about 10 minutes.
 set -euo pipefail
@@ -32,13 +32,15 @@ rows="$out.jsonl"
 # layout NAME HOSTS PLAN-OPTIONS HOPS: plan (with --explain), repack, bench; one JSON row.
 layout() {
   local name="$1" hosts="$2" opts="$3" hops="$4" np
+  [[ -n "${ONLY:-}" && "$name $hops" != *"$ONLY"* ]] && return 0
   np="$(echo "$hosts" | wc -w)"
   printf '%s slots=1\n' $hosts > "$work/hosts"
   # shellcheck disable=SC2086
   "$mpi" --hostfile "$work/hosts" -np "$np" "$bin/ranklm" plan -m "$model" -t 1 --layout spread $opts --explain \
-    --hops "$hops" -o "$work/plan.json" > "$work/plan.out" 2> "$work/err" || { cat "$work/err"; return 1; }
+    --hops "$hops" --save-inventory "$work/inv.json" -o "$work/plan.json" > "$work/plan.out" 2> "$work/err" || { cat "$work/err"; return 1; }
+  [[ "$np" == 4 ]] && cp "$work/inv.json" "$out.inventory.json"  # the 4 hosts as measured
   local predicted
-  predicted="$(awk '/^\* chosen/ {for (i = 1; i <= NF; i++) if ($i ~ /^\(/) {print $(i - 1); exit}}' "$work/plan.out")"
+  predicted="$(awk '/^\* chosen/ {for (i = 1; i <= NF; i++) if ($i ~ /^\([0-9]/) {print $(i - 1); exit}}' "$work/plan.out")"
   rm -rf "$work/c/local/s"
   "$mpi" --hostfile "$work/hosts" -np "$np" "$bin/ranklm-repack" -m "$model" --plan "$work/plan.json" \
     -o "$work/c/local/s" > /dev/null 2>&1
@@ -63,7 +65,11 @@ layout "TP 2 inside a site, sum" "h0 h1" "--tp 2 --tp-latency-us 1e9 --tp-mode s
 layout "TP 2 across sites, exact" "h0 h2" "--tp 2 --tp-latency-us 1e9" f32
 layout "TP 2 across sites, sum" "h0 h2" "--tp 2 --tp-latency-us 1e9 --tp-mode sum" f32
 
-python3 - "$rows" "$out" "$(basename "$model")" "$delay" "$rate" <<'PY'
+# The plot needs matplotlib (Debian's python3-matplotlib, installed by tools/setup.sh): use the
+# system Python when the first python3 on PATH lacks it.
+py=python3
+python3 -c "import matplotlib" 2> /dev/null || py=/usr/bin/python3
+"$py" - "$rows" "$out" "$(basename "$model")" "$delay" "$rate" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 out, model, delay, rate = sys.argv[2:6]

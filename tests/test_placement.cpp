@@ -426,3 +426,26 @@ TEST(PlacementPredict, ExplainListsTheAlternativesWithTheirCosts) {
   EXPECT_NE(t.find("stages in rank order"), std::string::npos) << t;
   EXPECT_NE(t.find("TP 2 x PP 2, groups across hosts"), std::string::npos) << t;
 }
+
+TEST(PlacementPredict, RanksSharingAMachineShareItsBandwidth) {
+  // Two "hosts" on one machine (a virtual cluster): 5 GB/s each when both read, 9 alone.
+  Inventory inv = inventory({{"a", 1, 16 * kGiB, 5}, {"b", 1, 16 * kGiB, 5}});
+  for (RankInfo& r : inv.ranks) r.machine = "m", r.solo_speed_gbps = 9;
+  inv.links[{"a", "b"}] = {100, 1};
+  PlaceOptions pp;
+  pp.tp = 1;
+  const Plan p = place(tinyllama(), sizes(), shape(), inv, pp);
+  const double bytes = (22 * 27.0 + 105) * (1 << 20);
+  // One sequence, PP: one stage at a time, each alone on the machine.
+  EXPECT_NEAR(predict(p, sizes(), shape(), inv, {}).compute_ms, bytes / 9e9 * 1e3, 1e-9);
+  // TP 2: both ranks read at once from the machine's 10 GB/s.
+  PlaceOptions tp;
+  tp.tp = 2;
+  tp.tp_latency_us = 1000;
+  const Plan q = place(tinyllama(), sizes(), shape(), inv, tp);
+  EXPECT_NEAR(predict(q, sizes(), shape(), inv, {}).compute_ms, bytes / 2 / 5e9 * 1e3, 1e-9);
+  // On two machines (each then measures 9 with the other reading too) TP 2 reads at 9 on each.
+  inv.ranks[1].machine = "m2";
+  for (RankInfo& r : inv.ranks) r.speed_gbps = 9;
+  EXPECT_NEAR(predict(q, sizes(), shape(), inv, {}).compute_ms, bytes / 2 / 9e9 * 1e3, 1e-9);
+}

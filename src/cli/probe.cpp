@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <vector>
 
 #include "kernels/stream.h"
@@ -72,6 +73,38 @@ double read_speed(comm::Comm& c, int threads) {
   return median(v);
 }
 
+// Every rank's read bandwidth while no other rank of its machine reads: on each machine its
+// ranks take turns (machines at once), 3 rounds each, the median; rank 0 gets them into inv.
+void solo_speeds(comm::Comm& c, int threads, plan::Inventory& inv) {
+  auto machine = [](const plan::RankInfo& r) { return r.machine.empty() ? r.host : r.machine; };
+  std::map<std::string, int> on;
+  int index = 0;
+  for (const plan::RankInfo& r : inv.ranks) {
+    if (r.rank == c.rank()) index = on[machine(r)];
+    ++on[machine(r)];
+  }
+  int most = 0;
+  for (const auto& [m, k] : on) most = std::max(most, k);
+  kern::ThreadPool pool(threads, sys::core_binder(threads));
+  std::vector<double> v;
+  for (int turn = 0; turn < most; ++turn) {
+    for (int rep = 0; rep < 3; ++rep) {
+      barrier(c);
+      if (turn == index) v.push_back(kern::measure_read_bandwidth(pool, size_t{256} << 20, 1) / 1e9);
+    }
+  }
+  double solo = median(v);
+  if (c.rank() != 0) {
+    c.send(&solo, sizeof solo, 0, comm::Tag::kProbe, "this rank's solo read speed");
+    return;
+  }
+  inv.ranks[0].solo_speed_gbps = solo;
+  for (int r = 1; r < c.size(); ++r) {
+    c.recv(&solo, sizeof solo, r, comm::Tag::kProbe, "a rank's solo read speed");
+    inv.ranks[static_cast<size_t>(r)].solo_speed_gbps = solo;
+  }
+}
+
 }  // namespace
 
 plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& xml) {
@@ -103,7 +136,8 @@ plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& 
     c.send_string(plan::inventory_to_json(one).dump(), 0, comm::Tag::kProbe, "delivery of this rank's inventory");
     inv = plan::inventory_from_json(nlohmann::json::parse(c.recv_string(0, comm::Tag::kProbe, "the inventory")), "the inventory");
   }
-  // Host leaders (first rank of each host) time every pair, in one global order (no cycles).
+  solo_speeds(c, threads, inv);
+  // Host leaders (first rank of each host) time every pair, in one global order.
   std::vector<int> leaders;
   std::vector<std::string> seen;
   for (const plan::RankInfo& r : inv.ranks) {
@@ -113,8 +147,11 @@ plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& 
     }
   }
   std::vector<std::pair<std::pair<std::string, std::string>, plan::HostLink>> mine;
+  // One pair at a time (a barrier before each): pairs timed at once would share links and
+  // slow each other down.
   for (size_t a = 0; a < leaders.size(); ++a) {
     for (size_t b = a + 1; b < leaders.size(); ++b) {
+      barrier(c);
       if (c.rank() == leaders[a]) {
         mine.push_back({{inv.ranks[static_cast<size_t>(leaders[a])].host, inv.ranks[static_cast<size_t>(leaders[b])].host},
                         ping_pong(c, leaders[b], true)});
@@ -134,6 +171,7 @@ plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& 
       }
     }
     if (second < 0) continue;
+    barrier(c);
     if (c.rank() == leader) mine.push_back({{h, h}, ping_pong(c, second, true)});
     if (c.rank() == second) ping_pong(c, leader, false);
   }

@@ -2,7 +2,8 @@
 // (hwloc) and measures its read bandwidth with its threads (the median of 5 rounds all ranks run
 // together, each after a barrier); the first rank of each host times ping-pong latency and
 // bandwidth to every other host's first rank, and to the second rank of its own host (medians of
-// round trips timed one by one); every rank also times its batched compute rate. Rank 0
+// round trips timed one by one, one pair at a time); every rank also times its read bandwidth
+// alone on its machine (its machine's ranks take turns) and its batched compute rate. Rank 0
 // gets the result. Medians and the placement's speed classes make the same cluster give the same
 // plan, run after run.
 #pragma once

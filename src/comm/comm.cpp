@@ -42,9 +42,16 @@ void Comm::wait(Request& r, const char* what) {
   uint32_t spins = 0;
   while (!r.test()) {
     idle();
-    // Spin first (a TP allreduce round trip is microseconds), then back off so a rank waiting
-    // for a slow stage does not steal a core from compute on a shared host.
-    if (++spins > 20000) std::this_thread::sleep_for(std::chrono::microseconds(spins > 200000 ? 200 : 20));
+    // Spin first (a TP collective's step is microseconds), for 1 ms at most, then back off
+    // (20 us naps, 200 us after 2 ms) so a rank waiting for a slow stage does not take a core
+    // from the rank computing on a shared host.
+    ++spins;
+    if ((spins & 15) == 0) {
+      const auto waited = clock::now() - t0;
+      if (waited > std::chrono::microseconds(1000)) {
+        std::this_thread::sleep_for(std::chrono::microseconds(waited > std::chrono::milliseconds(2) ? 200 : 20));
+      }
+    }
     if ((spins & 255) == 0 && clock::now() > deadline) {
       const int p = r.peer();
       // The host's other ranks too: when a host is cut off or dead, all of them are gone.

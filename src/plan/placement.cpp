@@ -72,7 +72,7 @@ nlohmann::json inventory_to_json(const Inventory& inv) {
   for (const RankInfo& r : inv.ranks) {
     ranks.push_back({{"rank", r.rank}, {"host", r.host}, {"cores", r.cores}, {"numa_nodes", r.numa_nodes},
                      {"memory_bytes", r.memory_bytes}, {"gpus", r.gpus}, {"speed_gbps", r.speed_gbps},
-                     {"compute_gmacs", r.compute_gmacs}});
+                     {"compute_gmacs", r.compute_gmacs}, {"machine", r.machine}, {"solo_speed_gbps", r.solo_speed_gbps}});
   }
   nlohmann::json links = nlohmann::json::array();
   for (const auto& [k, l] : inv.links) {
@@ -108,6 +108,11 @@ Inventory inventory_from_json(const nlohmann::json& j, const std::string& source
     r.gpus = ranks[i].contains("gpus") ? static_cast<int>(number(ranks[i], "gpus", w, 0)) : 0;
     r.speed_gbps = number(ranks[i], "speed_gbps", w, 0);
     r.compute_gmacs = ranks[i].contains("compute_gmacs") ? number(ranks[i], "compute_gmacs", w, 0) : 0;
+    r.solo_speed_gbps = ranks[i].contains("solo_speed_gbps") ? number(ranks[i], "solo_speed_gbps", w, 0) : 0;
+    if (ranks[i].contains("machine")) {
+      if (!ranks[i]["machine"].is_string()) fail("{}: field 'machine' must be a string", w);
+      r.machine = ranks[i]["machine"].get<std::string>();
+    }
     inv.ranks.push_back(r);
   }
   if (j.contains("links")) {

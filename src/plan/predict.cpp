@@ -48,12 +48,30 @@ double tp_layer_s(const Plan& p, const TpShape& shape, int t, const HostLink& l,
   return 2 * one;
 }
 
+std::string machine_of(const RankInfo& r) { return r.machine.empty() ? r.host : r.machine; }
+
+// A rank's read speed in a step. all_busy (a batch: every stage works at once): what it measured
+// with every rank reading (speed_gbps). Otherwise (one sequence: one stage at a time) its solo
+// speed, shared with the members of its stage on the same machine: at most the machine's
+// bandwidth (the sum of its ranks' speeds when all read) over them.
+double read_speed(const Inventory& inv, const Stage& st, int r, bool all_busy) {
+  const RankInfo& ri = inv.ranks[static_cast<size_t>(r)];
+  if (all_busy || ri.solo_speed_gbps <= 0) return ri.speed_gbps;
+  double machine_total = 0;
+  for (const RankInfo& x : inv.ranks) {
+    if (machine_of(x) == machine_of(ri)) machine_total += x.speed_gbps;
+  }
+  int busy = 0;
+  for (int q : st.ranks) busy += machine_of(inv.ranks[static_cast<size_t>(q)]) == machine_of(ri) ? 1 : 0;
+  return std::min(ri.solo_speed_gbps, machine_total / std::max(1, busy));
+}
+
 // One stage's time for a step of n_tok tokens: weights, multiply-adds, TP collectives.
 struct StageCost {
   double compute_s = 0, tp_s = 0;
 };
 StageCost stage_cost(const Plan& p, const ModelSizes& sizes, const TpShape& shape, const Inventory& inv, int s,
-                     double n_tok, const PredictOptions& o) {
+                     double n_tok, bool all_busy, const PredictOptions& o) {
   const Stage& st = p.stages[static_cast<size_t>(s)];
   const int t = st.tp();
   double bytes = 0, macs = 0;
@@ -67,7 +85,7 @@ StageCost stage_cost(const Plan& p, const ModelSizes& sizes, const TpShape& shap
   StageCost c;
   for (int r : st.ranks) {  // the group goes at its slowest member's pace
     const RankInfo& ri = inv.ranks[static_cast<size_t>(r)];
-    const double mem = bytes / (std::max(ri.speed_gbps, 1e-3) * 1e9);
+    const double mem = bytes / (std::max(read_speed(inv, st, r, all_busy), 1e-3) * 1e9);
     const double cmp = ri.compute_gmacs > 0 ? n_tok * macs / (ri.compute_gmacs * 1e9) : 0.0;
     c.compute_s = std::max(c.compute_s, std::max(mem, cmp));
   }
@@ -105,7 +123,7 @@ Prediction predict(const Plan& p, const ModelSizes& sizes, const TpShape& shape,
   Prediction r;
   const int n_stages = static_cast<int>(p.stages.size());
   for (int s = 0; s < n_stages; ++s) {
-    const StageCost c = stage_cost(p, sizes, shape, inv, s, 1, o);
+    const StageCost c = stage_cost(p, sizes, shape, inv, s, 1, false, o);
     r.compute_ms += c.compute_s * 1e3;
     r.tp_ms += c.tp_s * 1e3;
   }
@@ -116,7 +134,7 @@ Prediction predict(const Plan& p, const ModelSizes& sizes, const TpShape& shape,
   const double b = std::ceil(static_cast<double>(std::max(1, o.n_seq)) / n_micro);
   double round_trip = hops_s(p, shape, inv, b, o), slowest = 0;
   for (int s = 0; s < n_stages; ++s) {
-    const StageCost c = stage_cost(p, sizes, shape, inv, s, b, o);
+    const StageCost c = stage_cost(p, sizes, shape, inv, s, b, n_micro > 1 || n_stages == 1, o);
     round_trip += c.compute_s + c.tp_s;
     if (c.compute_s + c.tp_s > slowest) slowest = c.compute_s + c.tp_s, r.slowest_stage = s;
   }

@@ -2,8 +2,11 @@
 // one decode step built from what the probe measured.
 //
 //   compute   each rank streams its weights once per step: its layers' bytes / TP, plus its share
-//             of the output head on the last stage, at its measured read speed; a step of B
-//             tokens costs at least B x its multiply-adds at its measured compute rate.
+//             of the output head on the last stage, at its measured read speed (for one
+//             sequence, one stage works at a time: the rank's speed alone on its machine, shared
+//             only with its own stage's ranks there; for a batch every stage works at once: the
+//             speed measured with every rank reading); a step of B tokens costs at least B x its
+//             multiply-adds at its measured compute rate.
 //   TP        per layer, exact mode: four all-gathers (attention heads, attn_output rows, FFN
 //             activations, ffn_down rows), each TP-1 ring steps; sum mode: two all-reduces, one
 //             exchange round each up to 32 KB, else 2(TP-1) ring steps. A step costs the link's

@@ -2,6 +2,7 @@
 
 #include <hwloc.h>
 
+#include <fstream>
 #include <memory>
 
 #include "util/error.h"
@@ -57,6 +58,8 @@ sys::RankInfo probe_topology(const std::string& xml_path) {
       ++info.gpus;
     }
   }
+  std::ifstream boot("/proc/sys/kernel/random/boot_id");
+  std::getline(boot, info.machine);
   return info;
 }
 

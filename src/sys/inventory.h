@@ -19,9 +19,16 @@ struct RankInfo {
   int gpus = 0;
   double speed_gbps = 0;    // measured read bandwidth with its threads
   double compute_gmacs = 0; // measured multiply-adds per second (batched Q4_0), 1e9; 0: not measured
+  // The physical machine (the kernel's boot id): hosts of a virtual cluster, or containers, may
+  // share one, and then share its memory bandwidth. Empty: unknown (taken as the host).
+  std::string machine;
+  // Read bandwidth with the rank's threads while no other rank of its machine reads (what one
+  // stage of a single sequence's pipeline gets); speed_gbps is with every rank reading at once.
+  double solo_speed_gbps = 0;
 };
 
-// rank and host are filled in by the caller; speed_gbps is measured separately. Throws
+// rank and host are filled in by the caller; speed_gbps is measured separately; machine is the
+// kernel's boot id. Throws
 // ranklm::Error naming the file when an XML topology cannot be read.
 RankInfo probe_topology(const std::string& xml_path = "");
 
