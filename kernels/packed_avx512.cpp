@@ -22,8 +22,17 @@ namespace ranklm::kern {
 namespace {
 
 // Decode (one token) streams each weight once; prefetching this far ahead keeps more
-// cache-line reads in flight than the hardware prefetcher alone does on one core.
+// cache-line reads in flight than the hardware prefetcher alone does on one core. K-quant
+// types may set their own distance (K::kPrefetch), measured per type.
 constexpr int kPrefetch = 2048;
+template <class K>
+constexpr int prefetch_distance() {
+  if constexpr (requires { K::kPrefetch; }) {
+    return K::kPrefetch;
+  } else {
+    return kPrefetch;
+  }
+}
 
 inline __m512i load(const void* p) { return _mm512_loadu_si512(p); }
 inline __m512 load_ph16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
@@ -128,6 +137,7 @@ struct QK_G {
   static constexpr bool kMin = true, kCorr = false, kHalves = false, kQ2 = false;
   static constexpr int kUnit = kBits == 5 ? 2880 : 2368, kBlock = kBits == 5 ? 352 : 288;
   static constexpr int kBlockBytes = kUnit / 8;
+  static constexpr int kPrefetch = 1024;  // TinyLlama Q4_K_M decode, 2 threads: 25.5 -> 27.4 t/s
   [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* h = g + (b / 8) * kUnit;
     const uint8_t* p = h + 64 + kBlock * (b % 8);
@@ -222,7 +232,7 @@ void tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_
   }
   for (int64_t b = 0; b < nb; ++b) {
     if (TT == 1) {
-      const uint8_t* p = g + b * K::kBlockBytes + kPrefetch;
+      const uint8_t* p = g + b * K::kBlockBytes + prefetch_distance<K>();
       for (int o = 0; o < K::kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
     }
     __m512i w[8];
