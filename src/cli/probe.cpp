@@ -62,9 +62,8 @@ void barrier(comm::Comm& c) {
 
 // Read bandwidth with this rank's threads: the median of several rounds that every rank runs
 // at the same time (ranks sharing a machine's memory see each other, as they will in the job).
-double read_speed(comm::Comm& c, int threads) {
+double read_speed(comm::Comm& c, kern::ThreadPool& pool) {
   constexpr int kRounds = 5;
-  kern::ThreadPool pool(threads, sys::core_binder(threads));
   std::vector<double> v;
   for (int i = 0; i < kRounds; ++i) {
     barrier(c);
@@ -75,17 +74,15 @@ double read_speed(comm::Comm& c, int threads) {
 
 // Every rank's read bandwidth while no other rank of its machine reads: on each machine its
 // ranks take turns (machines at once), 3 rounds each, the median; rank 0 gets them into inv.
-void solo_speeds(comm::Comm& c, int threads, plan::Inventory& inv) {
-  auto machine = [](const plan::RankInfo& r) { return r.machine.empty() ? r.host : r.machine; };
+void solo_speeds(comm::Comm& c, kern::ThreadPool& pool, plan::Inventory& inv) {
   std::map<std::string, int> on;
   int index = 0;
   for (const plan::RankInfo& r : inv.ranks) {
-    if (r.rank == c.rank()) index = on[machine(r)];
-    ++on[machine(r)];
+    if (r.rank == c.rank()) index = on[r.machine_key()];
+    ++on[r.machine_key()];
   }
   int most = 0;
   for (const auto& [m, k] : on) most = std::max(most, k);
-  kern::ThreadPool pool(threads, sys::core_binder(threads));
   std::vector<double> v;
   for (int turn = 0; turn < most; ++turn) {
     for (int rep = 0; rep < 3; ++rep) {
@@ -111,12 +108,10 @@ plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& 
   plan::RankInfo me = sys::probe_topology(xml);
   me.rank = c.rank();
   me.host = c.host(c.rank());
-  me.speed_gbps = read_speed(c, threads);
-  {
-    barrier(c);
-    kern::ThreadPool pool(threads, sys::core_binder(threads));
-    me.compute_gmacs = kern::measure_compute_rate(pool) / 1e9;
-  }
+  kern::ThreadPool pool(threads, sys::core_binder(threads));  // the probe's measurements share it
+  me.speed_gbps = read_speed(c, pool);
+  barrier(c);
+  me.compute_gmacs = kern::measure_compute_rate(pool) / 1e9;
   // Every rank's report to rank 0, then the whole list back to everyone (for the host leaders).
   plan::Inventory inv;
   if (c.rank() == 0) {
@@ -136,7 +131,7 @@ plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& 
     c.send_string(plan::inventory_to_json(one).dump(), 0, comm::Tag::kProbe, "delivery of this rank's inventory");
     inv = plan::inventory_from_json(nlohmann::json::parse(c.recv_string(0, comm::Tag::kProbe, "the inventory")), "the inventory");
   }
-  solo_speeds(c, threads, inv);
+  solo_speeds(c, pool, inv);
   // Host leaders (first rank of each host) time every pair, in one global order.
   std::vector<int> leaders;
   std::vector<std::string> seen;

@@ -151,13 +151,20 @@ void check_group(const Inventory& inv, const std::vector<int>& g, int tp, int pe
 
 }  // namespace
 
+int ranks_per_host(const Inventory& inv) {
+  std::map<std::string, int> on;
+  for (const RankInfo& r : inv.ranks) ++on[r.host];
+  int per_host = 0;
+  for (const auto& [h, k] : on) per_host = std::gcd(per_host, k);
+  return per_host;
+}
+
 std::vector<std::vector<int>> form_tp_groups(const Inventory& inv, const Sites& sites, int tp, double tp_latency_us) {
   const int n = static_cast<int>(inv.ranks.size());
   if (tp < 1 || n % tp != 0) fail("{} ranks cannot form TP groups of {}; start a multiple of {} ranks", n, tp, tp);
   std::map<std::string, std::vector<int>> on;
   for (const RankInfo& r : inv.ranks) on[r.host].push_back(r.rank);
-  int per_host = 0;
-  for (const auto& [h, rs] : on) per_host = std::gcd(per_host, static_cast<int>(rs.size()));
+  const int per_host = ranks_per_host(inv);
   std::vector<std::vector<int>> groups;
   if (per_host % tp == 0) {  // inside hosts
     for (const std::string& h : sites.hosts) {

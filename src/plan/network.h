@@ -35,6 +35,9 @@ Sites find_sites(const Inventory& inv, double site_latency_us);
 // first). Throws naming the hosts when a group would join hosts farther apart than
 // tp_latency_us (or without a measured link), and naming the site when its ranks do not form
 // whole groups.
+// The largest number of ranks every host has a whole multiple of (the gcd of ranks per host).
+int ranks_per_host(const Inventory& inv);
+
 std::vector<std::vector<int>> form_tp_groups(const Inventory& inv, const Sites& sites, int tp, double tp_latency_us);
 
 }  // namespace ranklm::plan

@@ -187,11 +187,8 @@ Plan place_spread(const ModelIdentity& m, const ModelSizes& sizes, const TpShape
   if (static_cast<int64_t>(sizes.layer_bytes.size()) != m.n_layer) fail("model sizes do not match the model's {} layers", m.n_layer);
   // 1. Sites (hosts close to each other) and the pipeline's host order (network.h).
   const Sites sites = find_sites(inv, o.site_latency_us);
-  std::map<std::string, int> on;
-  for (const RankInfo& r : inv.ranks) ++on[r.host];
   // 2. TP size: the ranks per host (all hosts alike), else their gcd; reduced to what the model allows.
-  int per_host = 0;
-  for (const auto& [h, k] : on) per_host = std::gcd(per_host, k);
+  const int per_host = ranks_per_host(inv);
   int tp = o.tp;
   if (tp == 0) {
     tp = per_host;

@@ -2,9 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
-#include <numeric>
 
+#include "plan/network.h"
 #include "util/error.h"
 
 namespace ranklm::plan {
@@ -48,8 +47,6 @@ double tp_layer_s(const Plan& p, const TpShape& shape, int t, const HostLink& l,
   return 2 * one;
 }
 
-std::string machine_of(const RankInfo& r) { return r.machine.empty() ? r.host : r.machine; }
-
 // A rank's read speed in a step. all_busy (a batch: every stage works at once): what it measured
 // with every rank reading (speed_gbps). Otherwise (one sequence: one stage at a time) its solo
 // speed, shared with the members of its stage on the same machine: at most the machine's
@@ -59,10 +56,10 @@ double read_speed(const Inventory& inv, const Stage& st, int r, bool all_busy) {
   if (all_busy || ri.solo_speed_gbps <= 0) return ri.speed_gbps;
   double machine_total = 0;
   for (const RankInfo& x : inv.ranks) {
-    if (machine_of(x) == machine_of(ri)) machine_total += x.speed_gbps;
+    if (x.machine_key() == ri.machine_key()) machine_total += x.speed_gbps;
   }
   int busy = 0;
-  for (int q : st.ranks) busy += machine_of(inv.ranks[static_cast<size_t>(q)]) == machine_of(ri) ? 1 : 0;
+  for (int q : st.ranks) busy += inv.ranks[static_cast<size_t>(q)].machine_key() == ri.machine_key() ? 1 : 0;
   return std::min(ri.solo_speed_gbps, machine_total / std::max(1, busy));
 }
 
@@ -202,10 +199,7 @@ std::vector<Candidate> candidates(const Plan& chosen, const ModelSizes& sizes, c
   // The stages in the hostfile's rank order (what a placement blind to the network gives).
   PlaceOptions same = po;
   same.site_latency_us = 1e15;  // one site: hosts in the order of their first rank
-  std::map<std::string, int> on;
-  for (const RankInfo& r : inv.ranks) ++on[r.host];
-  int per_host = 0;
-  for (const auto& [h, k] : on) per_host = std::gcd(per_host, k);
+  const int per_host = ranks_per_host(inv);
   same.tp = std::min(chosen.stages.front().tp(), per_host);  // groups inside hosts
   while (same.tp > 1 && per_host % same.tp != 0) --same.tp;
   same.tp_latency_us = 1e12;

@@ -25,6 +25,8 @@ struct RankInfo {
   // Read bandwidth with the rank's threads while no other rank of its machine reads (what one
   // stage of a single sequence's pipeline gets); speed_gbps is with every rank reading at once.
   double solo_speed_gbps = 0;
+  // The machine's key: its boot id, or the host where that is unknown.
+  const std::string& machine_key() const { return machine.empty() ? host : machine; }
 };
 
 // rank and host are filled in by the caller; speed_gbps is measured separately; machine is the
