@@ -49,6 +49,12 @@ synth="$(dirname "$bin")/ranklm-synth"
 "$synth" --shape test-small --type q4_0 -o "$tmp/s1.gguf" 2> /dev/null
 "$synth" --shape test-small --type q4_0 -o "$tmp/s2.gguf" 2> /dev/null
 check "ranklm-synth: same seed, same file" "cmp -s '$tmp/s1.gguf' '$tmp/s2.gguf'"
+# --no-data: the same header and size as the full file, no disk blocks for the data, and a plan
+# of the same model (identity hash) from it.
+"$synth" --shape test-small --type q4_0 --no-data -o "$tmp/s0.gguf" 2> /dev/null
+check "ranklm-synth --no-data: full size, sparse, the same model for ranklm plan" \
+  "[ \$(stat -c %s '$tmp/s0.gguf') = \$(stat -c %s '$tmp/s1.gguf') ] && [ \$(du -k '$tmp/s0.gguf' | cut -f1) -lt \$(du -k '$tmp/s1.gguf' | cut -f1) ] &&
+   [ \"\$('$bin' plan -m '$tmp/s0.gguf' -n 2 | grep -o 'model hash [0-9a-f]*')\" = \"\$('$bin' plan -m '$tmp/s1.gguf' -n 2 | grep -o 'model hash [0-9a-f]*')\" ]"
 "$synth" --shape test-small --type q4_0 --seed 9 -o "$tmp/s3.gguf" 2> /dev/null
 check "ranklm-synth: another seed, other weights" "! cmp -s '$tmp/s1.gguf' '$tmp/s3.gguf'"
 "$synth" --shape test-small-tied --type q4_k_m -o "$tmp/km.gguf" 2> /dev/null
