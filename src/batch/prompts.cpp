@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/json_file.h"
 #include "util/read_file.h"
@@ -76,7 +77,25 @@ struct LineError {
   throw LineError{param, fmt::format("{} must be {} (got {} {})", param, what, type_name(got), short_dump(got))};
 }
 
-void read_body(const json& body, PromptItem& it) {
+void read_stream_options(const json& body, StreamOptions& so) {
+  if (body.contains("stream") && !body["stream"].is_null()) {
+    if (!body["stream"].is_boolean()) bad("body.stream", "a boolean", body["stream"]);
+    so.stream = body["stream"].get<bool>();
+  }
+  if (body.contains("stream_options") && !body["stream_options"].is_null()) {
+    const json& v = body["stream_options"];
+    if (!v.is_object()) bad("body.stream_options", "an object", v);
+    if (v.contains("include_usage") && !v["include_usage"].is_null()) {
+      if (!v["include_usage"].is_boolean()) bad("body.stream_options.include_usage", "a boolean", v["include_usage"]);
+      so.include_usage = v["include_usage"].get<bool>();
+    }
+  }
+  for (const char* key : {"model", "user"}) {
+    if (body.contains(key) && !body[key].is_null() && !body[key].is_string()) bad(std::string("body.") + key, "a string", body[key]);
+  }
+}
+
+void read_body(const json& body, PromptItem& it, StreamOptions* so = nullptr) {
   auto number = [&](const char* key, double lo, double hi, bool lo_open) -> std::optional<float> {
     if (!body.contains(key) || body[key].is_null()) return std::nullopt;
     const json& v = body[key];
@@ -125,7 +144,9 @@ void read_body(const json& body, PromptItem& it) {
   if (body.contains("n") && !body["n"].is_null() && body["n"] != 1) {
     throw LineError{"body.n", fmt::format("body.n is {}; one completion per request is supported (1)", short_dump(body["n"]))};
   }
-  if (body.contains("stream") && body["stream"] == true) {
+  if (so) {
+    read_stream_options(body, *so);
+  } else if (body.contains("stream") && body["stream"] == true) {
     throw LineError{"body.stream", "body.stream is true; batch results are written whole (leave it out)"};
   }
 }
@@ -218,7 +239,68 @@ void parse_json_line(std::string_view text, PromptItem& it) {
   read_body(body, it);
 }
 
+std::string without_body_prefix(std::string s) {
+  for (size_t at = s.find("body."); at != std::string::npos; at = s.find("body.", at)) s.erase(at, 5);
+  return s;
+}
+
 }  // namespace
+
+PromptItem parse_request_body(std::string_view text, Endpoint ep, StreamOptions& so) {
+  PromptItem it;
+  it.endpoint = ep;
+  try {
+    if (!valid_text(text)) throw LineError{"", "the request body is not UTF-8 text"};
+    if (json_deeper_than(text, kMaxJsonDepth)) {
+      throw LineError{"", fmt::format("the request body is JSON nested deeper than {} levels; a request needs a few", kMaxJsonDepth)};
+    }
+    const json body = json::parse(text, nullptr, false);
+    if (body.is_discarded()) throw LineError{"", "the request body is not valid JSON"};
+    if (!body.is_object()) bad("the request body", "a JSON object", body);
+    if (ep == Endpoint::kChat) {
+      read_messages(body, it);
+    } else {
+      read_completion_prompt(body, it);
+    }
+    read_body(body, it, &so);
+  } catch (const LineError& e) {
+    it.error = without_body_prefix(e.message);
+    it.error_param = without_body_prefix(e.param);
+    it.messages.clear();
+    it.prompt.clear();
+    it.prompt_ids.clear();
+  }
+  return it;
+}
+
+bool prompt_ids(const PromptItem& it, const Tokenizer& tok, const std::function<const chat::ChatTemplate&()>& chat_template,
+                const std::string& system, std::vector<int32_t>& ids, std::string& why, std::string& param) {
+  if (!it.prompt_ids.empty()) {
+    const auto bad_id = std::find_if(it.prompt_ids.begin(), it.prompt_ids.end(), [&](int32_t id) { return id >= tok.n_vocab(); });
+    if (bad_id != it.prompt_ids.end()) {
+      why = fmt::format("prompt: token id {} is outside the vocabulary (0..{})", *bad_id, tok.n_vocab() - 1);
+      param = "prompt";
+      return false;
+    }
+    ids = it.prompt_ids;
+    return true;
+  }
+  if (it.endpoint != Endpoint::kChat) {
+    ids = tok.encode(it.prompt, true, true);
+    return true;
+  }
+  try {
+    std::vector<chat::Message> msgs;
+    if (!system.empty() && (it.messages.empty() || it.messages.front().role != "system")) msgs.push_back({"system", system});
+    msgs.insert(msgs.end(), it.messages.begin(), it.messages.end());
+    ids = chat_template().encode(tok, msgs, true);
+    return true;
+  } catch (const Error& e) {
+    why = e.what();
+    param = "messages";
+    return false;
+  }
+}
 
 PromptFormat resolve_format(PromptFormat f, const std::string& path) {
   if (f != PromptFormat::kAuto) return f;

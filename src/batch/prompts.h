@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -51,6 +52,21 @@ struct PromptItem {
   std::string error;        // non-empty: not runnable; the message names the line and field
   std::string error_param;  // the field at fault ("body.temperature"), or empty
 };
+
+// One request body as an HTTP server receives it (ranklm serve): the same fields and checks as
+// a JSONL line's body, plus "stream" and "stream_options": {"include_usage": bool}. An error
+// is left in the item (error, error_param) with the field named as the API names it
+// ("temperature", not "body.temperature").
+struct StreamOptions {
+  bool stream = false, include_usage = false;
+};
+PromptItem parse_request_body(std::string_view text, Endpoint ep, StreamOptions& so);
+
+// A request's prompt ids: its own token ids (checked against the vocabulary), its messages
+// through the chat template (after `system`, unless the request has its own system message),
+// or its text. False, with the error and the field at fault, when it cannot be run.
+bool prompt_ids(const PromptItem& it, const Tokenizer& tok, const std::function<const chat::ChatTemplate&()>& chat_template,
+                const std::string& system, std::vector<int32_t>& ids, std::string& why, std::string& param);
 
 // "prompts.jsonl" / ".json" are JSONL, anything else text, unless the format is given.
 PromptFormat resolve_format(PromptFormat f, const std::string& path);

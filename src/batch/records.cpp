@@ -27,24 +27,29 @@ uint64_t request_seed(uint64_t job_seed, const std::string& custom_id) {
   return fnv1a(custom_id, z);
 }
 
-json result_record(const PromptItem& it, const std::string& model, const Completion& c, int64_t created) {
-  const bool chat = it.endpoint == Endpoint::kChat;
+json completion_body(Endpoint ep, const std::string& id, const std::string& model, const Completion& c, int64_t created) {
+  const bool chat = ep == Endpoint::kChat;
   json choice = {{"index", 0}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", c.text}};
   } else {
     choice["text"] = c.text;
   }
-  json body = {{"id", hex_id(chat ? "chatcmpl-" : "cmpl-", it.custom_id, "body")},
-               {"object", chat ? "chat.completion" : "text_completion"},
-               {"created", created},
-               {"model", model},
-               {"choices", json::array({choice})},
-               {"usage",
-                {{"prompt_tokens", c.prompt_tokens},
-                 {"completion_tokens", c.completion_tokens},
-                 {"total_tokens", c.prompt_tokens + c.completion_tokens},
-                 {"prompt_tokens_details", {{"cached_tokens", c.cached_tokens}}}}}};
+  return {{"id", id},
+          {"object", chat ? "chat.completion" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({choice})},
+          {"usage",
+           {{"prompt_tokens", c.prompt_tokens},
+            {"completion_tokens", c.completion_tokens},
+            {"total_tokens", c.prompt_tokens + c.completion_tokens},
+            {"prompt_tokens_details", {{"cached_tokens", c.cached_tokens}}}}}};
+}
+
+json result_record(const PromptItem& it, const std::string& model, const Completion& c, int64_t created) {
+  const bool chat = it.endpoint == Endpoint::kChat;
+  const json body = completion_body(it.endpoint, hex_id(chat ? "chatcmpl-" : "cmpl-", it.custom_id, "body"), model, c, created);
   const double decode_s = c.total_s - c.first_token_s;
   return {{"id", hex_id("batch_req_", it.custom_id, "record")},
           {"custom_id", it.custom_id},

@@ -29,6 +29,9 @@ struct Completion {
   int64_t cached_tokens = 0;  // prompt tokens whose KV was shared from another request
 };
 
+// The response body of one completion (chat.completion or text_completion), with id `id`.
+nlohmann::ordered_json completion_body(Endpoint ep, const std::string& id, const std::string& model, const Completion& c,
+                                       int64_t created);
 nlohmann::ordered_json result_record(const PromptItem& it, const std::string& model, const Completion& c, int64_t created);
 // code: "invalid_request" (the line), "context_length_exceeded", ...
 nlohmann::ordered_json error_record(const PromptItem& it, const std::string& code, const std::string& message,

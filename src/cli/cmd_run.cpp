@@ -62,39 +62,6 @@ batch::PromptFormat parse_format(const std::string& s) {
   usage_fail("--format: '{}' is not a prompt format (auto, text or jsonl)", s);
 }
 
-// A request's prompt ids: its own token ids (checked against the vocabulary), its messages
-// through the chat template, or its text. False, with the error and the field, when it is bad.
-bool prompt_of(const RunOptions& o, const batch::PromptItem& it, const Tokenizer& tok,
-               const std::function<const chat::ChatTemplate&()>& chat_template, std::vector<int32_t>& ids, std::string& why,
-               std::string& param) {
-  if (!it.prompt_ids.empty()) {
-    const auto bad = std::find_if(it.prompt_ids.begin(), it.prompt_ids.end(), [&](int32_t id) { return id >= tok.n_vocab(); });
-    if (bad != it.prompt_ids.end()) {
-      why = fmt::format("{}: line {}: body.prompt: token id {} is outside the vocabulary (0..{})", o.prompts, it.line, *bad,
-                        tok.n_vocab() - 1);
-      param = "body.prompt";
-      return false;
-    }
-    ids = it.prompt_ids;
-    return true;
-  }
-  if (it.endpoint != batch::Endpoint::kChat) {
-    ids = tok.encode(it.prompt, true, true);
-    return true;
-  }
-  try {
-    std::vector<chat::Message> msgs;
-    if (!o.system.empty() && (it.messages.empty() || it.messages.front().role != "system")) msgs.push_back({"system", o.system});
-    msgs.insert(msgs.end(), it.messages.begin(), it.messages.end());
-    ids = chat_template().encode(tok, msgs, true);
-    return true;
-  } catch (const Error& e) {
-    why = fmt::format("{}: line {}: {}", o.prompts, it.line, e.what());
-    param = "body.messages";
-    return false;
-  }
-}
-
 // The job on rank 0: every not-yet-done prompt through the scheduler, a record per request.
 void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf::File& meta, int64_t n_vocab,
            std::vector<batch::PromptItem>& items, batch::ResultsFile& results) {
@@ -150,8 +117,8 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
       runtime::Request r;
       r.id = static_cast<int64_t>(i);
       std::string why, param;
-      if (!prompt_of(o, it, *tok, chat_template, r.prompt, why, param)) {
-        write_error(it, "invalid_request", why, param);
+      if (!batch::prompt_ids(it, *tok, chat_template, o.system, r.prompt, why, param)) {
+        write_error(it, "invalid_request", fmt::format("{}: line {}: {}", o.prompts, it.line, why), "body." + param);
         continue;
       }
       r.max_tokens = it.o.max_tokens.value_or(o.max_tokens);

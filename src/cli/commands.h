@@ -17,6 +17,7 @@ int cmd_generate(const std::vector<std::string>& args);
 int cmd_run(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
 int cmd_plan(const std::vector<std::string>& args);
+int cmd_serve(const std::vector<std::string>& args);
 
 // Default thread count: the cores this process may run on.
 int default_threads();

@@ -22,6 +22,7 @@ void usage(FILE* out) {
                "\n"
                "commands:\n"
                "  run        batch job: a prompt file (text or OpenAI Batch JSONL) to a resumable results file\n"
+               "  serve      the model behind an OpenAI-compatible HTTP endpoint (chat, completions, streaming)\n"
                "  generate   generate text from a prompt (streams tokens, reports tokens/s)\n"
                "  logits     print prompt logits and a greedy continuation as JSON (parity probe)\n"
                "  inspect    print a GGUF file's metadata and tensor table\n"
@@ -54,6 +55,7 @@ int dispatch(int argc, char** argv) {
     if (cmd == "run") return cmd_run(args);
     if (cmd == "bench") return cmd_bench(args);
     if (cmd == "plan") return cmd_plan(args);
+    if (cmd == "serve") return cmd_serve(args);
     std::fprintf(stderr, "ranklm: unknown command '%s'\n", cmd.c_str());
     usage(stderr);
     return kExitUsage;

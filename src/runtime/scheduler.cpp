@@ -59,9 +59,8 @@ Scheduler::Scheduler(Executor& ex, const SchedulerOptions& o) : ex_(ex), o_(o) {
 // One run's state: the slots, the steps in flight, the KV accounting.
 class Scheduler::Run {
  public:
-  Run(Executor& ex, const SchedulerOptions& o, const std::function<std::optional<Request>()>& next,
-      const std::function<void(Finished&&)>& done, const std::function<void(const Request&, const std::string&)>& reject)
-      : ex_(ex), o_(o), next_(next), done_(done), reject_(reject), n_slots_(ex.n_slots()),
+  Run(Executor& ex, const SchedulerOptions& o, Source& src)
+      : ex_(ex), o_(o), src_(src), n_slots_(ex.n_slots()),
         n_micro_(std::min(o.n_micro, ex.n_slots())), slots_(static_cast<size_t>(ex.n_slots())),
         block_len_(std::max<int64_t>(1, ex.kv_block_len())), sharing_(o.share_prefixes && ex.chunk_invariant()) {}
 
@@ -69,19 +68,29 @@ class Scheduler::Run {
     // Every slot starts empty (KV left by an earlier run is not in this one's accounting).
     for (int s = 0; s < n_slots_; ++s) ex_.share_kv(s, s, 0);
     for (;;) {
+      const bool drain = src_.want_drain();
+      if (drain && flight_.empty()) src_.drained();
+      drop_cancelled();
       resolve_waits();
       admit();
+      report_load();
       Batch b;
       std::vector<int> members;
-      next_step(b, members);
+      if (!drain) next_step(b, members);
       if (!members.empty()) {
         ex_.submit_sampled(b);
         flight_.push_back(std::move(members));
         if (static_cast<int>(flight_.size()) >= n_micro_) collect_one();
         continue;
       }
-      if (flight_.empty()) break;  // nothing ready, nothing running: all done
-      collect_one();
+      if (!flight_.empty()) {
+        collect_one();
+        continue;
+      }
+      if (drain) continue;  // drained() runs at the top
+      // Nothing ready, nothing running: all done, unless more may come.
+      if (!source_open_ && !held_) break;
+      src_.wait();
     }
   }
 
@@ -98,6 +107,31 @@ class Scheduler::Run {
     return std::max<int64_t>(0, n - w + 1) >= gone;
   }
   Slot& slot(int s) { return slots_[static_cast<size_t>(s)]; }
+
+  void report_load() {
+    int busy = 0;
+    for (const Slot& sl : slots_) busy += sl.req ? 1 : 0;
+    const int waiting = held_ ? 1 : 0;
+    if (busy != last_busy_ || waiting != last_waiting_) src_.load(busy, waiting);
+    last_busy_ = busy;
+    last_waiting_ = waiting;
+  }
+
+  // Requests whose client left end now: one waiting for KV, and every slot not in a step in
+  // flight (one that is ends when its step comes back, at the next pass).
+  void drop_cancelled() {
+    if (held_ && src_.cancelled(held_->id)) {
+      Finished f;
+      f.id = held_->id;
+      f.finish_reason = "cancelled";
+      f.n_prompt = static_cast<int64_t>(held_->prompt.size());
+      held_.reset();
+      src_.done(std::move(f));
+    }
+    for (Slot& sl : slots_) {
+      if (sl.req && !sl.busy && src_.cancelled(sl.req->id)) finish(sl, "cancelled");
+    }
+  }
 
   // A slot emptied of its request; it keeps its KV (tokens and the blocks they may hold).
   static void clear_request(Slot& sl) {
@@ -121,6 +155,14 @@ class Scheduler::Run {
       Slot& sl = slot(s);
       if (sl.wait_src < 0) continue;
       const Slot& src = slot(sl.wait_src);
+      if (!src.req && static_cast<int64_t>(src.kv.size()) < sl.cached) {
+        // The source ended before its prompt ran that far (cancelled): take what it holds.
+        sl.cached = static_cast<int64_t>(src.kv.size()) >= block_len_ ? static_cast<int64_t>(src.kv.size()) : 0;
+        if (sl.cached == 0) {
+          sl.wait_src = -1;
+          continue;
+        }
+      }
       if (static_cast<int64_t>(src.kv.size()) < sl.cached) continue;
       if (!window_allows(src, sl.cached)) {  // the source moved a window past: compute it here
         sl.cached = 0;
@@ -202,8 +244,8 @@ class Scheduler::Run {
   std::optional<Request> take() {
     std::optional<Request> r = std::move(held_);
     held_.reset();
-    if (!r && source_open_) r = next_();
-    if (!r) source_open_ = false;
+    if (!r && source_open_) r = src_.next();
+    if (!r && !src_.open()) source_open_ = false;
     return r;
   }
 
@@ -215,11 +257,11 @@ class Scheduler::Run {
         std::optional<Request> r = take();
         if (!r) break;
         if (r->prompt.empty()) {
-          reject_(*r, "the prompt is empty");
+          src_.reject(*r, "the prompt is empty");
           continue;
         }
         if (static_cast<int64_t>(r->prompt.size()) + 1 > ex_.n_ctx()) {
-          reject_(*r, fmt::format("the prompt has {} tokens; the context holds {} (raise --ctx-size)", r->prompt.size(),
+          src_.reject(*r, fmt::format("the prompt has {} tokens; the context holds {} (raise --ctx-size)", r->prompt.size(),
                                   ex_.n_ctx()));
           continue;
         }
@@ -227,6 +269,12 @@ class Scheduler::Run {
         const int64_t blocks = blocks_for(std::min<int64_t>(ex_.n_ctx(), static_cast<int64_t>(r->prompt.size()) +
                                                                               std::max(1, r->max_tokens)));
         if (!make_room(blocks - sl.reserve, s)) {
+          const bool any_live = std::any_of(slots_.begin(), slots_.end(), [](const Slot& o) { return o.req != nullptr; });
+          if (!any_live) {  // nothing will end to make room: it can never run
+            src_.reject(*r, fmt::format("it may need {} KV blocks of {} positions; the pool holds {} (lower max_tokens, or "
+                                        "give the job more KV memory)", blocks, block_len_, ex_.kv_budget()));
+            continue;
+          }
           held_ = std::move(r);  // waits for a running sequence to end
           return;
         }
@@ -254,7 +302,7 @@ class Scheduler::Run {
     // The slot keeps its KV (for later prompts that start alike) until it takes another request.
     clear_request(sl);
     set_reserve(sl, blocks_for(static_cast<int64_t>(sl.kv.size())));
-    done_(std::move(f));
+    src_.done(std::move(f));
   }
 
   // The oldest step's sampled tokens, one for every sequence that asked.
@@ -322,9 +370,7 @@ class Scheduler::Run {
 
   Executor& ex_;
   const SchedulerOptions& o_;
-  const std::function<std::optional<Request>()>& next_;
-  const std::function<void(Finished&&)>& done_;
-  const std::function<void(const Request&, const std::string&)>& reject_;
+  Source& src_;
   const int n_slots_, n_micro_;
   std::vector<Slot> slots_;
   const int64_t block_len_;
@@ -335,11 +381,35 @@ class Scheduler::Run {
   std::deque<std::vector<int>> flight_;  // slots of each step in flight, oldest first
   int group_ = 0;
   std::vector<int32_t> sampled_;
+  int last_busy_ = -1, last_waiting_ = -1;
 };
+
+namespace {
+
+// A closed source made of three functions (batch jobs, generate).
+class FnSource : public Source {
+ public:
+  FnSource(const std::function<std::optional<Request>()>& next, const std::function<void(Finished&&)>& done,
+           const std::function<void(const Request&, const std::string&)>& reject)
+      : next_(next), done_(done), reject_(reject) {}
+  std::optional<Request> next() override { return next_(); }
+  void done(Finished&& f) override { done_(std::move(f)); }
+  void reject(const Request& r, const std::string& why) override { reject_(r, why); }
+
+ private:
+  const std::function<std::optional<Request>()>& next_;
+  const std::function<void(Finished&&)>& done_;
+  const std::function<void(const Request&, const std::string&)>& reject_;
+};
+
+}  // namespace
 
 void Scheduler::run(const std::function<std::optional<Request>()>& next, const std::function<void(Finished&&)>& done,
                     const std::function<void(const Request&, const std::string&)>& reject) {
-  Run(ex_, o_, next, done, reject).loop();
+  FnSource src(next, done, reject);
+  run(src);
 }
+
+void Scheduler::run(Source& src) { Run(ex_, o_, src).loop(); }
 
 }  // namespace ranklm::runtime

@@ -42,6 +42,33 @@ struct Finished {
   double total_s = 0;           // from admission to the end
 };
 
+// Where a run's requests come from and where their ends go. A batch job's source is closed
+// (next() gives nullopt once all are taken); a server's stays open: nullopt then means "none
+// now", and wait() blocks until one may have come. Every call is made on the scheduler's thread.
+class Source {
+ public:
+  virtual ~Source() = default;
+  // The next request, or nullopt.
+  virtual std::optional<Request> next() = 0;
+  // Whether requests may still come after next() gave nullopt.
+  virtual bool open() const { return false; }
+  // Nothing to run and open(): returns once next() may give a request, open() may have
+  // changed, or want_drain() may have become true.
+  virtual void wait() {}
+  // True once request `id` is no longer wanted (its client left): it ends at once (a sequence
+  // in a step in flight, when the step comes back) with finish reason "cancelled".
+  virtual bool cancelled(int64_t /*id*/) { return false; }
+  virtual void done(Finished&& f) = 0;
+  // A prompt that cannot fit the context (or is empty): not run.
+  virtual void reject(const Request& r, const std::string& why) = 0;
+  // While true, no new step starts; once none is in flight, drained() is called (the executor
+  // may then gather the ranks' times).
+  virtual bool want_drain() { return false; }
+  virtual void drained() {}
+  // Slots holding a request, and requests taken but waiting for KV blocks; after each change.
+  virtual void load(int /*slots_in_use*/, int /*waiting*/) {}
+};
+
 struct SchedulerOptions {
   int n_micro = 1;              // steps in flight (the number of pipeline stages is a good value)
   int64_t prefill_chunk = 512;  // prompt tokens per sequence per step
@@ -59,6 +86,9 @@ class Scheduler {
   // reported through reject() and not run.
   void run(const std::function<std::optional<Request>()>& next, const std::function<void(Finished&&)>& done,
            const std::function<void(const Request&, const std::string&)>& reject);
+  // The same with a Source; with an open source it returns once the source closes and every
+  // request taken has ended.
+  void run(Source& src);
 
  private:
   class Run;

@@ -1,0 +1,89 @@
+#include "serve/api.h"
+
+#include <fmt/format.h>
+
+namespace ranklm::serve {
+
+using json = nlohmann::ordered_json;
+
+std::string error_json(const ApiError& e) {
+  const json j = {{"error",
+                   {{"message", e.message},
+                    {"type", e.type},
+                    {"param", e.param.empty() ? json() : json(e.param)},
+                    {"code", e.code.empty() ? json() : json(e.code)}}}};
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+json chunk_json(batch::Endpoint ep, const std::string& id, const std::string& model, int64_t created, const std::string& text,
+                bool first, const std::optional<std::string>& finish) {
+  const bool chat = ep == batch::Endpoint::kChat;
+  json choice = {{"index", 0}};
+  if (chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (!text.empty() || (first && !finish)) delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = finish ? json(*finish) : json();
+  return {{"id", id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({choice})}};
+}
+
+json usage_json(int64_t prompt, int64_t completion, int64_t cached) {
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+}
+
+std::string sse(const json& j) { return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"; }
+
+json models_json(const std::string& model, int64_t created) {
+  return {{"object", "list"},
+          {"data", json::array({{{"id", model}, {"object", "model"}, {"created", created}, {"owned_by", "ranklm"}}})}};
+}
+
+std::string metrics_text(const Metrics& m) {
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  };
+  family("ranklm_requests_total", "counter", "HTTP requests answered, by status code.");
+  for (const auto& [status, n] : m.requests) out += fmt::format("ranklm_requests_total{{code=\"{}\"}} {}\n", status, n);
+  family("ranklm_requests_cancelled_total", "counter", "Requests whose client left before the end (their slot freed at once).");
+  out += fmt::format("ranklm_requests_cancelled_total {}\n", m.cancelled);
+  family("ranklm_prompt_tokens_total", "counter", "Prompt tokens of finished requests.");
+  out += fmt::format("ranklm_prompt_tokens_total {}\n", m.prompt_tokens);
+  family("ranklm_prompt_tokens_cached_total", "counter", "Prompt tokens whose KV was shared from another request.");
+  out += fmt::format("ranklm_prompt_tokens_cached_total {}\n", m.cached_tokens);
+  family("ranklm_completion_tokens_total", "counter", "Generated tokens of finished requests.");
+  out += fmt::format("ranklm_completion_tokens_total {}\n", m.completion_tokens);
+  family("ranklm_queue_length", "gauge", "Requests waiting for a slot.");
+  out += fmt::format("ranklm_queue_length {}\n", m.queued + m.waiting_for_kv);
+  family("ranklm_slots_in_use", "gauge", "KV slots holding a running request.");
+  out += fmt::format("ranklm_slots_in_use {}\n", m.slots_in_use);
+  family("ranklm_slots", "gauge", "KV slots (--parallel).");
+  out += fmt::format("ranklm_slots {}\n", m.slots);
+  family("ranklm_kv_blocks_in_use", "gauge", "Rank 0's KV blocks held (running requests and prefixes kept for reuse).");
+  out += fmt::format("ranklm_kv_blocks_in_use {}\n", m.kv_blocks_in_use);
+  family("ranklm_kv_blocks", "gauge", "Rank 0's KV block pool.");
+  out += fmt::format("ranklm_kv_blocks {}\n", m.kv_blocks);
+  family("ranklm_rank_compute_seconds_total", "counter", "Seconds each rank spent computing.");
+  for (size_t r = 0; r < m.ranks.size(); ++r) {
+    out += fmt::format("ranklm_rank_compute_seconds_total{{rank=\"{}\"}} {:.6f}\n", r, m.ranks[r].compute_s);
+  }
+  family("ranklm_rank_comm_seconds_total", "counter", "Seconds each rank spent waiting for messages (transfers and other ranks).");
+  for (size_t r = 0; r < m.ranks.size(); ++r) {
+    out += fmt::format("ranklm_rank_comm_seconds_total{{rank=\"{}\"}} {:.6f}\n", r, m.ranks[r].comm_s);
+  }
+  return out;
+}
+
+}  // namespace ranklm::serve

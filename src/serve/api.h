@@ -1,0 +1,45 @@
+// The OpenAI API's shapes, as ranklm serve writes them: errors, streamed chunks (server-sent
+// events), the model list, and the Prometheus text of /metrics.
+//
+//   error:  {"error": {"message": "...", "type": "invalid_request_error", "param": "temperature", "code": null}}
+//   chunk:  {"id": "chatcmpl-…", "object": "chat.completion.chunk", "created": 1700000000, "model": "…",
+//            "choices": [{"index": 0, "delta": {"content": "Hel"}, "logprobs": null, "finish_reason": null}]}
+//           (completions: "object": "text_completion", choices[0].text); the last chunk carries the
+//           finish_reason, then, when stream_options.include_usage, one with "choices": [] and the usage.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "batch/prompts.h"
+#include "batch/records.h"
+#include "serve/hub.h"
+
+namespace ranklm::serve {
+
+struct ApiError {
+  int status = 400;
+  std::string type = "invalid_request_error";  // or "server_error", "authentication_error", ...
+  std::string message;
+  std::string param;  // the request field at fault, if any
+  std::string code;   // e.g. "context_length_exceeded", "invalid_api_key"
+};
+
+std::string error_json(const ApiError& e);
+
+// One streamed chunk. `first` adds the assistant role (chat); `finish` ends the choice.
+nlohmann::ordered_json chunk_json(batch::Endpoint ep, const std::string& id, const std::string& model, int64_t created,
+                                  const std::string& text, bool first, const std::optional<std::string>& finish);
+nlohmann::ordered_json usage_json(int64_t prompt, int64_t completion, int64_t cached);
+// "data: {…}\n\n"
+std::string sse(const nlohmann::ordered_json& j);
+
+nlohmann::ordered_json models_json(const std::string& model, int64_t created);
+
+// Prometheus text exposition format 0.0.4.
+std::string metrics_text(const Metrics& m);
+
+}  // namespace ranklm::serve
