@@ -24,8 +24,8 @@
 #include "plan/model_part.h"
 #include "plan/plan.h"
 #include "runtime/executor.h"
-#include "runtime/sampler.h"
 #include "runtime/scheduler.h"
+#include "runtime/sampler.h"
 #include "gguf_edit.h"
 #include "test_util.h"
 
@@ -372,6 +372,93 @@ static void check_prefix_sharing(const std::string& path, int64_t min_cached) {
 
 TEST(Executor, SharedPromptPrefixesGiveTheSameTokensAsComputingThemAgain) {
   check_prefix_sharing(test::fixture("models/tiny-llama-q4_0.gguf"), 6 * 32);
+}
+
+// A server's source: requests arrive while others run (the source stays open until told),
+// clients leave (a request cancelled while it decodes, one while its prompt runs, one while it
+// waits for another's prefix), and a drain point comes when asked. Every other request gets
+// exactly its own greedy tokens, the cancelled ones end as "cancelled", and once every slot
+// gives its KV back no block is left in use.
+TEST(Executor, AnOpenSourceTakesRequestsAsTheyComeAndEndsCancelledOnesAtOnce) {
+  const std::string path = test::fixture("models/tiny-llama-q4_0.gguf");
+  auto f = gguf::File::open(path);
+  auto one = Model::load(*f);
+  kern::ThreadPool pool(1);
+  std::mt19937 rng(5);
+  std::vector<int32_t> header(40);
+  for (int32_t& t : header) t = static_cast<int32_t>(1 + rng() % 200);
+  std::vector<runtime::Request> reqs;
+  std::vector<std::vector<int32_t>> want;
+  for (int i = 0; i < 10; ++i) {
+    runtime::Request r;
+    r.id = i;
+    r.prompt = header;
+    for (int k = 0; k < 1 + i % 3; ++k) r.prompt.push_back(static_cast<int32_t>(1 + rng() % 200));
+    if (i == 4) r.prompt.insert(r.prompt.end(), 60, 7);  // a long prompt: cancelled while it runs
+    r.max_tokens = i == 2 ? 40 : static_cast<int>(3 + rng() % 4);
+    r.sampling.temperature = 0;
+    want.push_back(compute_logits_report(*one, r.prompt, r.max_tokens, pool).greedy);
+    reqs.push_back(r);
+  }
+  struct Open : runtime::Source {
+    std::vector<runtime::Request> reqs;
+    size_t next_i = 0;
+    int calls = 0, drains = 0;
+    std::map<int64_t, runtime::Finished> ended;
+    std::map<int64_t, int> tokens;
+    bool closed = false;
+    std::optional<runtime::Request> next() override {
+      if (next_i == reqs.size() || ++calls % 3 != 0) return std::nullopt;  // one arrives every third call
+      runtime::Request r = reqs[next_i++];
+      const int64_t id = r.id;
+      r.stop = [this, id](const std::vector<int32_t>& out) {
+        tokens[id] = static_cast<int>(out.size());
+        return false;
+      };
+      return r;
+    }
+    bool open() const override { return !closed; }
+    void wait() override {
+      if (next_i == reqs.size() && ended.size() == reqs.size()) closed = true;
+    }
+    bool cancelled(int64_t id) override {
+      if (id == 2) return tokens[2] >= 3;            // decoding
+      if (id == 4) return calls > 15;                // its long prompt is running or waiting
+      return false;
+    }
+    void done(runtime::Finished&& fin) override {
+      EXPECT_TRUE(ended.emplace(fin.id, fin).second) << "request " << fin.id << " ended twice";
+    }
+    void reject(const runtime::Request& r, const std::string& why) override { ADD_FAILURE() << r.id << ": " << why; }
+    bool want_drain() override { return calls >= 20 && drains == 0; }
+    void drained() override { ++drains; }
+  };
+  const plan::ModelIdentity id = plan::model_identity(*f);
+  for (const Layout& l : {Layout{"1 rank", 1, 1, 1, {}}, kLayouts[0]}) {
+    SCOPED_TRACE(l.label);
+    Open src;
+    src.reqs = reqs;
+    int64_t left = -1;
+    run_ranks(path, exact_plan(id, l), comm::Compression::kNone, 3, 128, [&](runtime::Executor& ex) {
+      runtime::Scheduler(ex, runtime::SchedulerOptions{2, 8, true}).run(src);
+      for (int s = 0; s < ex.n_slots(); ++s) ex.share_kv(s, s, 0);
+      ex.gather_times();
+      left = ex.kv_stats().in_use;
+    });
+    ASSERT_EQ(src.ended.size(), reqs.size());
+    for (const auto& [rid, fin] : src.ended) {
+      if (rid == 2 || rid == 4) {
+        EXPECT_EQ(fin.finish_reason, "cancelled") << "request " << rid;
+        if (rid == 2) {
+          EXPECT_LT(fin.tokens.size(), 10u);
+        }
+      } else {
+        EXPECT_EQ(fin.tokens, want[static_cast<size_t>(rid)]) << "request " << rid;
+      }
+    }
+    EXPECT_GE(src.drains, 1);
+    EXPECT_EQ(left, 0) << "KV blocks left in use after every slot gave its own back";
+  }
 }
 
 // The same with sliding-window layers (window 8): a sequence's windowed layers give back blocks

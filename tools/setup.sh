@@ -38,3 +38,12 @@ else
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# Python packages of the tests, in .venv (gitignored): the official openai client, which the
+# server tests (tests/serve_test.py) speak to ranklm serve with.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! "$root/.venv/bin/python" -c 'import openai' 2> /dev/null; then
+  echo "[setup] creating .venv with the openai client (PyPI)"
+  python3 -m venv "$root/.venv"
+  "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check "openai==3.57.0"
+fi

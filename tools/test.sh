@@ -14,7 +14,7 @@ echo "[test] step 2/5: building Release in build/"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build -j"$jobs"
 
-echo "[test] step 3/5: running all tests (labels: unit, kernels, parity, mpi, slurm, cluster)"
+echo "[test] step 3/5: running all tests (labels: unit, kernels, parity, mpi, slurm, cluster, server)"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
 echo "[test] step 4/5: building the ASan+UBSan configuration in build-asan/ and running unit and kernel tests"

@@ -141,6 +141,10 @@ void read_body(const json& body, PromptItem& it, StreamOptions* so = nullptr) {
     }
     it.o.stop = stops;
   }
+  if (body.contains("ignore_eos") && !body["ignore_eos"].is_null()) {
+    if (!body["ignore_eos"].is_boolean()) bad("body.ignore_eos", "a boolean", body["ignore_eos"]);
+    it.o.ignore_eos = body["ignore_eos"].get<bool>();
+  }
   if (body.contains("n") && !body["n"].is_null() && body["n"] != 1) {
     throw LineError{"body.n", fmt::format("body.n is {}; one completion per request is supported (1)", short_dump(body["n"]))};
   }

@@ -7,6 +7,7 @@
 // JSONL line: {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
 //              "body": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 64,
 //                       "temperature": 0.7, "top_p": 0.9, "seed": 3, "stop": ["\n\n"]}}
+// ("ignore_eos": true, as llama.cpp and vLLM take it, runs to max_tokens.)
 // or "url": "/v1/completions" with "body": {"prompt": "Once upon a time", ...}. Body fields
 // not listed here (model, user, ...) are accepted and ignored; a listed field of the wrong
 // type or out of range is an error for that line.
@@ -39,6 +40,7 @@ struct Overrides {
   std::optional<float> temperature, top_p;
   std::optional<uint64_t> seed;
   std::optional<std::vector<std::string>> stop;
+  bool ignore_eos = false;  // generate max_tokens whatever the model's end tokens (benchmarks)
 };
 
 struct PromptItem {

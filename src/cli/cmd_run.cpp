@@ -126,7 +126,7 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
       if (it.o.temperature) r.sampling.temperature = *it.o.temperature;
       if (it.o.top_p) r.sampling.top_p = *it.o.top_p;
       r.sampling.seed = it.o.seed ? *it.o.seed : batch::request_seed(o.sp.seed, it.custom_id);
-      r.end_tokens = end_tokens;
+      if (!it.o.ignore_eos) r.end_tokens = end_tokens;
       auto st = std::make_shared<TextState>(*tok, it.o.stop.value_or(o.stops));
       texts[r.id] = st;
       r.stop = [st, &progress](const std::vector<int32_t>& out) {

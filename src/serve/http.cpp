@@ -234,7 +234,7 @@ std::shared_ptr<Job> HttpServer::make_job(const httplib::Request& req, batch::En
   if (it.o.temperature) r.sampling.temperature = *it.o.temperature;
   if (it.o.top_p) r.sampling.top_p = *it.o.top_p;
   r.sampling.seed = it.o.seed ? *it.o.seed : batch::request_seed(seed_base_, fmt::format("request-{}", job->id));
-  r.end_tokens = model_.end_tokens;
+  if (!it.o.ignore_eos) r.end_tokens = model_.end_tokens;
   return job;
 }
 

@@ -141,7 +141,7 @@ void Hub::check_stall() {
   if (!closing_) close("the server is shutting down (SIGTERM): no new requests are taken");
   const int64_t last = last_pass_ns_.load();
   if (last == 0) return;
-  const int64_t limit = std::max<int64_t>(300'000'000, 3 * max_gap_ns_.load());
+  const int64_t limit = std::max<int64_t>(500'000'000, 3 * max_gap_ns_.load());
   {
     std::lock_guard<std::mutex> lk(m_);
     if (running_.empty()) return;

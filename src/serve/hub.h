@@ -100,7 +100,7 @@ class Hub : public runtime::Source {
   // Every job not yet ended ends with `status` and `why` (a rank failed), and the hub closes.
   void fail_all(int status, const std::string& why);
   // After a stop signal, whether the scheduler has stopped making progress with requests in
-  // flight (no pass for max(300 ms, 3 x the longest recent step)): the other ranks are gone
+  // flight (no pass for max(500 ms, 3 x the longest recent step)): the other ranks are gone
   // (under mpirun a rank's death reaches rank 0 as SIGTERM, and SIGKILL follows 1 s later).
   // If so, every job ends with 503 now. Called by the waiting HTTP threads.
   void check_stall();
