@@ -101,3 +101,29 @@ id2=$(submit 2) || fail "the resubmitted job failed: $(tail -5 "$tmp/job2.log")"
 grep -q "0 requests to answer (10 already in the results file)" "$tmp/job2.log" || fail "the resubmitted job did not resume"
 [ "$(wc -l < "$tmp/results.jsonl")" = 10 ] || fail "records after resubmission: $(wc -l < "$tmp/results.jsonl")"
 echo "ok   resubmitted (job $id2): resumed, nothing answered twice"
+
+# jobs/serve.sbatch: the server for the length of a job. It prints where it listens; scancel
+# stops it gracefully (a running request still finishes) and the ranks end cleanly.
+(cd "$tmp/work" && sbatch --parsable --ntasks-per-node=2 --cpus-per-task=1 --output="$tmp/serve.log" \
+  --export=ALL,RANKLM_HOME="$root",MODEL="$model",SHARDS="$tmp/shards",HOST=127.0.0.1,PORT=0,URL_FILE="$tmp/url",SERVE_ARGS="--parallel 2 --ctx-size 256" \
+  "$root/jobs/serve.sbatch" > "$tmp/serve.id") || fail "sbatch jobs/serve.sbatch"
+sid="$(cat "$tmp/serve.id")"
+for _ in $(seq 1 120); do grep -q "^serving at " "$tmp/serve.log" 2> /dev/null && break; sleep 0.5; done
+grep -q "^serving at http://.*/v1 (job $sid)" "$tmp/serve.log" || fail "the serve job did not say where it listens"
+url="$(cat "$tmp/url")"
+port="${url##*:}"; port="${port%/v1}"
+curl -s "http://127.0.0.1:$port/v1/models" | grep -q '"object":"list"' || fail "GET /v1/models on the served job"
+curl -s "http://127.0.0.1:$port/v1/completions" -d '{"prompt": "the river", "max_tokens": 200, "ignore_eos": true}' \
+  -o "$tmp/long.json" -w '%{http_code}' > "$tmp/long.code" &
+curler=$!
+sleep 0.3
+scancel "$sid"
+wait "$curler"
+# (a cancelled job leaves squeue at once: the script's last line tells when it has ended)
+for _ in $(seq 1 180); do grep -q "^server stopped cleanly\|^server ended" "$tmp/serve.log" && break; sleep 0.5; done
+grep -q '"completion_tokens":200' "$tmp/long.json" && [ "$(cat "$tmp/long.code")" = 200 ] ||
+  fail "the request running at scancel did not finish: $(cat "$tmp/long.code") $(head -c 300 "$tmp/long.json")"
+grep -q "server stopped cleanly" "$tmp/serve.log" ||
+  fail "the serve job did not stop cleanly"
+[ ! -e "$tmp/url" ] || fail "the serve job left its URL file"
+echo "ok   sbatch jobs/serve.sbatch (job $sid): printed $url; scancel let the running request finish and stopped every rank"

@@ -32,8 +32,10 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 
+// The first SIGTERM or SIGINT starts the graceful stop; further SIGTERMs are the same request
+// again (a job script and the launcher may both send one); a second Ctrl-C (SIGINT) stops now.
 extern "C" void on_stop_signal(int sig) {
-  if (g_stop.exchange(true)) {  // a second signal: stop now
+  if (g_stop.exchange(true) && sig == SIGINT) {
     std::signal(sig, SIG_DFL);
     std::raise(sig);
   }
