@@ -105,8 +105,11 @@ class Server:
         return self.metrics(headers)
 
     def stop(self, timeout=60):
-        """SIGTERM to rank 0; returns (exit status, stderr)."""
-        os.kill(self.pid, signal.SIGTERM)
+        """SIGTERM to rank 0 (unless it has ended); returns (exit status, stderr)."""
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -147,6 +150,7 @@ def api_checks(s, label):
     models = s.client.models.list().data
     check(len(models) == 1 and models[0].id, f"{label}: /v1/models lists the model ({models[0].id if models else None})")
     model = models[0].id
+    check(s.client.models.retrieve(model).id == model, f"{label}: /v1/models/{{id}} gives the model")
     r = s.client.chat.completions.create(model=model, messages=MSGS, max_tokens=24, temperature=0)
     c = r.choices[0]
     check(r.object == "chat.completion" and c.message.role == "assistant" and c.message.content.strip()
@@ -299,6 +303,19 @@ def limits_checks(args):
         m = s.wait_idle(timeout=5)
         check(m.get("ranklm_slots_in_use") == 0 and m["ranklm_requests_cancelled_total"] == before + 2,
               f"a non-streaming client that leaves frees its slot ({time.time() - t0:.2f} s)")
+        # One that leaves while it waits in the queue (the only slot busy) leaves the queue at once.
+        with cf.ThreadPoolExecutor(1) as ex:
+            busy = ex.submit(lambda: s.raw("POST", "/v1/completions", '{"prompt": "Once", "max_tokens": 400}', timeout=60))
+            time.sleep(0.3)
+            raw_leave(s, "/v1/completions", {"prompt": "Queued", "max_tokens": 5}, 0.3)
+            time.sleep(0.1)
+            m = s.metrics()
+            check(m["ranklm_queue_length"] == 0 and m["ranklm_slots_in_use"] == 1 and
+                  m["ranklm_requests_cancelled_total"] == before + 3, "a queued client that leaves leaves the queue at once")
+            raw_leave(s, "/v1/completions", {"prompt": "x", "max_tokens": 1}, 0)  # (not waited for)
+            os.kill(s.pid, signal.SIGTERM)
+            st, _ = busy.result(timeout=60)
+            check(st == 200, f"... while the running one finishes after SIGTERM ({st})")
     finally:
         rc, err = s.stop()
         check(rc == 0 and "0 KV blocks in use" in err, f"limits server: exit status {rc}, no KV block left")

@@ -3,6 +3,8 @@
 // and the record shapes.
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -116,6 +118,49 @@ TEST(Prompts, JsonlChatAndCompletionRequestsWithTheirSettings) {
   EXPECT_EQ(items[1].o.stop->size(), 2u);
   EXPECT_FALSE(items[1].o.temperature.has_value());
   EXPECT_EQ(items[2].prompt_ids, (std::vector<int32_t>{1, 15043, 29892}));
+}
+
+// An HTTP request body (ranklm serve): the batch body's fields plus stream, stream_options and
+// ignore_eos; errors name the field as the API does (no "body." prefix).
+TEST(Prompts, ARequestBodyOfTheServerWithStreamingAndItsErrorsNamingTheField) {
+  StreamOptions so;
+  PromptItem it = parse_request_body(
+      R"({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "stream": true, "stream_options": {"include_usage": true}, "max_completion_tokens": 9, "ignore_eos": true, "seed": 5})",
+      Endpoint::kChat, so);
+  EXPECT_TRUE(it.error.empty()) << it.error;
+  EXPECT_TRUE(so.stream);
+  EXPECT_TRUE(so.include_usage);
+  EXPECT_TRUE(it.o.ignore_eos);
+  EXPECT_EQ(*it.o.max_tokens, 9);
+  EXPECT_EQ(*it.o.seed, 5u);
+  ASSERT_EQ(it.messages.size(), 1u);
+  EXPECT_EQ(it.messages[0].content, "Hi");
+  so = {};
+  it = parse_request_body(R"({"prompt": [3, 4]})", Endpoint::kCompletion, so);
+  EXPECT_TRUE(it.error.empty() && !so.stream && !it.o.ignore_eos);
+  EXPECT_EQ(it.prompt_ids, (std::vector<int32_t>{3, 4}));
+  const std::vector<std::tuple<std::string, Endpoint, std::string, std::string>> bad = {
+      {R"({"prompt": "x", "stream": 1})", Endpoint::kCompletion, "stream", "stream must be a boolean"},
+      {R"({"prompt": "x", "stream_options": []})", Endpoint::kCompletion, "stream_options", "must be an object"},
+      {R"({"prompt": "x", "stream_options": {"include_usage": "yes"}})", Endpoint::kCompletion,
+       "stream_options.include_usage", "must be a boolean"},
+      {R"({"prompt": "x", "ignore_eos": 0})", Endpoint::kCompletion, "ignore_eos", "must be a boolean"},
+      {R"({"prompt": "x", "model": 7})", Endpoint::kCompletion, "model", "must be a string"},
+      {R"({"prompt": "x", "top_p": 0})", Endpoint::kCompletion, "top_p", "outside (0, 1]"},
+      {R"({"messages": "hi"})", Endpoint::kChat, "messages", "non-empty array"},
+      {R"({"prompt": "x"})", Endpoint::kChat, "messages", "is missing"},
+      {R"({"messages": [{"role": "user", "content": "x"}]})", Endpoint::kCompletion, "prompt", "is missing"},
+      {R"({"prompt": "x",)", Endpoint::kCompletion, "", "not valid JSON"},
+      {"\xff\xfe", Endpoint::kCompletion, "", "not UTF-8"},
+  };
+  for (const auto& [body, ep, param, what] : bad) {
+    so = {};
+    it = parse_request_body(body, ep, so);
+    EXPECT_EQ(it.error_param, param) << body;
+    EXPECT_NE(it.error.find(what), std::string::npos) << body << " -> " << it.error;
+    EXPECT_EQ(it.error.find("body."), std::string::npos) << it.error;
+    EXPECT_TRUE(it.messages.empty() && it.prompt.empty() && it.prompt_ids.empty());
+  }
 }
 
 TEST(Prompts, EveryBadJsonlLineIsThatLinesErrorNamingTheField) {

@@ -55,34 +55,31 @@ std::string metrics_text(const Metrics& m) {
   auto family = [&](const char* name, const char* type, const char* help) {
     out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
   };
+  auto single = [&](const char* name, const char* type, const char* help, int64_t v) {
+    family(name, type, help);
+    out += fmt::format("{} {}\n", name, v);
+  };
   family("ranklm_requests_total", "counter", "HTTP requests answered, by status code.");
   for (const auto& [status, n] : m.requests) out += fmt::format("ranklm_requests_total{{code=\"{}\"}} {}\n", status, n);
-  family("ranklm_requests_cancelled_total", "counter", "Requests whose client left before the end (their slot freed at once).");
-  out += fmt::format("ranklm_requests_cancelled_total {}\n", m.cancelled);
-  family("ranklm_prompt_tokens_total", "counter", "Prompt tokens of finished requests.");
-  out += fmt::format("ranklm_prompt_tokens_total {}\n", m.prompt_tokens);
-  family("ranklm_prompt_tokens_cached_total", "counter", "Prompt tokens whose KV was shared from another request.");
-  out += fmt::format("ranklm_prompt_tokens_cached_total {}\n", m.cached_tokens);
-  family("ranklm_completion_tokens_total", "counter", "Generated tokens of finished requests.");
-  out += fmt::format("ranklm_completion_tokens_total {}\n", m.completion_tokens);
-  family("ranklm_queue_length", "gauge", "Requests waiting for a slot.");
-  out += fmt::format("ranklm_queue_length {}\n", m.queued + m.waiting_for_kv);
-  family("ranklm_slots_in_use", "gauge", "KV slots holding a running request.");
-  out += fmt::format("ranklm_slots_in_use {}\n", m.slots_in_use);
-  family("ranklm_slots", "gauge", "KV slots (--parallel).");
-  out += fmt::format("ranklm_slots {}\n", m.slots);
-  family("ranklm_kv_blocks_in_use", "gauge", "Rank 0's KV blocks held (running requests and prefixes kept for reuse).");
-  out += fmt::format("ranklm_kv_blocks_in_use {}\n", m.kv_blocks_in_use);
-  family("ranklm_kv_blocks", "gauge", "Rank 0's KV block pool.");
-  out += fmt::format("ranklm_kv_blocks {}\n", m.kv_blocks);
-  family("ranklm_rank_compute_seconds_total", "counter", "Seconds each rank spent computing.");
-  for (size_t r = 0; r < m.ranks.size(); ++r) {
-    out += fmt::format("ranklm_rank_compute_seconds_total{{rank=\"{}\"}} {:.6f}\n", r, m.ranks[r].compute_s);
-  }
-  family("ranklm_rank_comm_seconds_total", "counter", "Seconds each rank spent waiting for messages (transfers and other ranks).");
-  for (size_t r = 0; r < m.ranks.size(); ++r) {
-    out += fmt::format("ranklm_rank_comm_seconds_total{{rank=\"{}\"}} {:.6f}\n", r, m.ranks[r].comm_s);
-  }
+  single("ranklm_requests_cancelled_total", "counter", "Requests whose client left before the end (their slot freed at once).",
+         m.cancelled);
+  single("ranklm_prompt_tokens_total", "counter", "Prompt tokens of finished requests.", m.prompt_tokens);
+  single("ranklm_prompt_tokens_cached_total", "counter", "Prompt tokens whose KV was shared from another request.",
+         m.cached_tokens);
+  single("ranklm_completion_tokens_total", "counter", "Generated tokens of finished requests.", m.completion_tokens);
+  single("ranklm_queue_length", "gauge", "Requests waiting for a slot.", m.queued + m.waiting_for_kv);
+  single("ranklm_slots_in_use", "gauge", "KV slots holding a running request.", m.slots_in_use);
+  single("ranklm_slots", "gauge", "KV slots (--parallel).", m.slots);
+  single("ranklm_kv_blocks_in_use", "gauge", "Rank 0's KV blocks held (running requests and prefixes kept for reuse).",
+         m.kv_blocks_in_use);
+  single("ranklm_kv_blocks", "gauge", "Rank 0's KV block pool.", m.kv_blocks);
+  auto per_rank = [&](const char* name, const char* help, double RankSeconds::*field) {
+    family(name, "counter", help);
+    for (size_t r = 0; r < m.ranks.size(); ++r) out += fmt::format("{}{{rank=\"{}\"}} {:.6f}\n", name, r, m.ranks[r].*field);
+  };
+  per_rank("ranklm_rank_compute_seconds_total", "Seconds each rank spent computing.", &RankSeconds::compute_s);
+  per_rank("ranklm_rank_comm_seconds_total", "Seconds each rank spent waiting for messages (transfers and other ranks).",
+           &RankSeconds::comm_s);
   return out;
 }
 

@@ -165,6 +165,15 @@ void HttpServer::routes() {
     if (!ready_) return send_error(res, {503, "server_error", "the model is loading", "", "model_loading"});
     res.set_content(models_json(model_.name, model_.created).dump(), "application/json");
   });
+  svr_->Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!ready_) return send_error(res, {503, "server_error", "the model is loading", "", "model_loading"});
+    const std::string id = req.matches[1];
+    if (id != model_.name) {
+      return send_error(res, {404, "invalid_request_error", fmt::format("the model '{}' does not exist; this server has '{}'",
+                                                                       id, model_.name), "model", "model_not_found"});
+    }
+    res.set_content(models_json(model_.name, model_.created)["data"][0].dump(), "application/json");
+  });
   svr_->Post("/v1/chat/completions",
              [this](const httplib::Request& req, httplib::Response& res) { completion(req, res, batch::Endpoint::kChat); });
   svr_->Post("/v1/completions",

@@ -39,6 +39,15 @@ Hub::Admit Hub::submit(const std::shared_ptr<Job>& job) {
 void Hub::client_left(Job& job) {
   job.client_gone = true;
   std::lock_guard<std::mutex> lk(m_);
+  // Still queued: it leaves the queue now (its HTTP thread need not wait for a slot to free).
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->get() != &job) continue;
+    queue_.erase(it);
+    metrics_.queued = static_cast<int>(queue_.size());
+    ++metrics_.cancelled;
+    end_job(job, JobEnd::kCancelled, 499, "", "");
+    break;
+  }
   cv_.notify_all();
 }
 
