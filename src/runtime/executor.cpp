@@ -299,9 +299,15 @@ void Executor::serve(std::chrono::milliseconds idle_limit) {
     const auto t0 = clock::now();
     for (uint32_t spins = 0; !r.test(); ++spins) {
       // Spin for 1 ms at most (steps follow each other closely in a batch), then poll gently,
-      // so a rank waiting for the next step leaves the cores to ranks computing on its machine.
-      if ((spins & 15) == 15 && clock::now() - t0 > std::chrono::milliseconds(1)) {
-        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      // so a rank waiting for the next step leaves the cores to ranks computing on its machine;
+      // longer waits (a server between requests) back off to 5 ms naps.
+      if ((spins & 15) == 15) {
+        const auto waited = clock::now() - t0;
+        if (waited > std::chrono::milliseconds(1)) {
+          std::this_thread::sleep_for(waited > std::chrono::seconds(1)        ? std::chrono::microseconds(5000)
+                                      : waited > std::chrono::milliseconds(100) ? std::chrono::microseconds(1000)
+                                                                                : std::chrono::microseconds(50));
+        }
       }
       if ((spins & 1023) == 0 && idle_limit != std::chrono::milliseconds::max() && clock::now() - t0 > idle_limit) {
         throw comm::CommError(fmt::format("rank {}: no step from rank 0 within {} ms", c_.rank(), idle_limit.count()));
