@@ -44,7 +44,11 @@ std::string numeric_host(const sockaddr_storage& a, socklen_t len, int& port) {
 
 // The socket of this request's connection: cpp-httplib (0.11) does not hand it to handlers, so
 // it is found among this process's descriptors by its two ends (our port, the client's address
-// and port). -1 when not found (the request is then not watched).
+// and port). -1 when not found (the request is then not watched). Other threads may close or
+// open their connections' descriptors meanwhile (ThreadSanitizer reports the fstat as a race):
+// a descriptor that changes under the scan fails a call or does not match, since no other live
+// connection has this one's two ends, and this request's own descriptor stays open until its
+// handler returns.
 int client_socket(const httplib::Request& req, int local_port) {
   DIR* d = opendir("/proc/self/fd");
   if (!d) return -1;
