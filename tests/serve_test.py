@@ -277,6 +277,11 @@ def raw_leave(s, path, body, after_s):
 def limits_checks(args):
     s = Server(args, "limits", "--parallel", "1", "--max-queue", "1")
     try:
+        port = s.url.rsplit(":", 1)[1]
+        p = subprocess.run([args.ranklm, "serve", "-m", args.model, "--port", port, "-t", "1"], capture_output=True,
+                           text=True, timeout=60)
+        check(p.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in p.stderr,
+              f"a second server on a port in use is refused (exit {p.returncode}): {p.stderr.strip()[-160:]}")
         def long_one(i):
             try:
                 s.client.completions.create(model="m", prompt=f"Story {i}:", max_tokens=150, temperature=0.8, seed=i)

@@ -116,6 +116,12 @@ bool HttpServer::authorized(const httplib::Request& req) const {
 void HttpServer::routes() {
   const int threads = std::max(4, o_.threads);
   svr_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  // SO_REUSEADDR only: cpp-httplib's default also sets SO_REUSEPORT, which lets a second
+  // server bind the same port and silently share its connections.
+  svr_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   svr_->set_payload_max_length(o_.max_body_bytes);
   svr_->set_read_timeout(30, 0);
   svr_->set_write_timeout(30, 0);
