@@ -45,7 +45,9 @@ inline void add_sampling_options(po::options_description& desc, SamplingParams& 
       ("min-p", po::value<float>(&sp.min_p)->default_value(0.05f, "0.05"), "min-p (0 = off)")
       ("repeat-penalty", po::value<float>(&sp.repeat_penalty)->default_value(1.0f, "1.0"), "repetition penalty (1 = off)")
       ("seed,s", po::value<uint64_t>(&sp.seed)->default_value(0),
-       what.empty() ? "random seed" : "job seed; a request without its own seed gets one derived from this and its custom_id");
+       what.empty() ? "random seed"
+                    : "job seed; a request without its own seed gets one derived from this and its id (run: custom_id; "
+                      "serve: arrival number)");
 }
 // --ctx-size: KV positions per sequence.
 inline void add_context_option(po::options_description& desc, int& ctx, int default_ctx, const char* help) {
