@@ -284,7 +284,8 @@ def limits_checks(args):
               f"a second server on a port in use is refused (exit {p.returncode}): {p.stderr.strip()[-160:]}")
         def long_one(i):
             try:
-                s.client.completions.create(model="m", prompt=f"Story {i}:", max_tokens=150, temperature=0.8, seed=i)
+                s.client.completions.create(model="m", prompt=f"Story {i}:", max_tokens=150, temperature=0.8, seed=i,
+                                            extra_body={"ignore_eos": True})
                 return 200
             except openai.RateLimitError as e:
                 return e.status_code
@@ -295,7 +296,8 @@ def limits_checks(args):
         check(m.get("ranklm_slots_in_use") == 0, "queue full: every slot free afterwards")
         # A client that leaves: its slot is freed at once, streaming or not.
         before = s.metrics().get("ranklm_requests_cancelled_total", 0)
-        st = s.client.completions.create(model="m", prompt="Once upon a time", max_tokens=3000, stream=True)
+        st = s.client.completions.create(model="m", prompt="Once upon a time", max_tokens=3000, stream=True,
+                                         extra_body={"ignore_eos": True})
         next(iter(st))
         st.close()
         t0 = time.time()
@@ -303,20 +305,23 @@ def limits_checks(args):
         freed = time.time() - t0
         check(m.get("ranklm_slots_in_use") == 0 and m["ranklm_requests_cancelled_total"] == before + 1,
               f"a streaming client that leaves frees its slot ({freed:.2f} s)")
-        raw_leave(s, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 3000}, 0.5)
+        raw_leave(s, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 3000, "ignore_eos": True}, 0.5)
         t0 = time.time()
         m = s.wait_idle(timeout=5)
         check(m.get("ranklm_slots_in_use") == 0 and m["ranklm_requests_cancelled_total"] == before + 2,
               f"a non-streaming client that leaves frees its slot ({time.time() - t0:.2f} s)")
         # One that leaves while it waits in the queue (the only slot busy) leaves the queue at once.
         with cf.ThreadPoolExecutor(1) as ex:
-            busy = ex.submit(lambda: s.raw("POST", "/v1/completions", '{"prompt": "Once", "max_tokens": 400}', timeout=60))
+            body = '{"prompt": "Once", "max_tokens": 600, "ignore_eos": true}'  # still running 1 s later
+            busy = ex.submit(lambda: s.raw("POST", "/v1/completions", body, timeout=60))
             time.sleep(0.3)
             raw_leave(s, "/v1/completions", {"prompt": "Queued", "max_tokens": 5}, 0.3)
             time.sleep(0.1)
             m = s.metrics()
             check(m["ranklm_queue_length"] == 0 and m["ranklm_slots_in_use"] == 1 and
-                  m["ranklm_requests_cancelled_total"] == before + 3, "a queued client that leaves leaves the queue at once")
+                  m["ranklm_requests_cancelled_total"] == before + 3, "a queued client that leaves leaves the queue at once",
+                  f"queue {m['ranklm_queue_length']}, slots {m['ranklm_slots_in_use']}, cancelled "
+                  f"{m['ranklm_requests_cancelled_total']} (before {before})")
             raw_leave(s, "/v1/completions", {"prompt": "x", "max_tokens": 1}, 0)  # (not waited for)
             os.kill(s.pid, signal.SIGTERM)
             st, _ = busy.result(timeout=60)
@@ -387,7 +392,8 @@ def sigterm_checks(args, label):
 
     def run():
         try:
-            r = s.client.completions.create(model="m", prompt="Once upon a time", max_tokens=60, temperature=0.8, seed=3)
+            r = s.client.completions.create(model="m", prompt="Once upon a time", max_tokens=60, temperature=0.8, seed=3,
+                                            extra_body={"ignore_eos": True})
             box["r"] = r.usage.completion_tokens
         except Exception as e:  # noqa: BLE001
             box["r"] = repr(e)
@@ -409,7 +415,8 @@ def sigterm_checks(args, label):
     # A request still running when the grace period ends gets 503.
     s = Server(args, "grace", "--shutdown-grace", "0.5")
     with cf.ThreadPoolExecutor(1) as ex:
-        fut = ex.submit(lambda: s.raw("POST", "/v1/completions", '{"prompt": "Once", "max_tokens": 3000}', timeout=60))
+        fut = ex.submit(lambda: s.raw("POST", "/v1/completions", '{"prompt": "Once", "max_tokens": 3000, "ignore_eos": true}',
+                                      timeout=60))
         time.sleep(0.5)
         os.kill(s.pid, signal.SIGTERM)
         st, j = fut.result(timeout=60)
@@ -440,10 +447,11 @@ def rank_death_checks(args, label):
     box = {}
 
     def whole():
-        box["whole"] = s.raw("POST", "/v1/completions", '{"prompt": "Once", "max_tokens": 3000}', timeout=60)
+        box["whole"] = s.raw("POST", "/v1/completions", '{"prompt": "Once", "max_tokens": 3000, "ignore_eos": true}', timeout=60)
 
     def streamed():
-        st, text = s.raw("POST", "/v1/completions", '{"prompt": "Once", "max_tokens": 3000, "stream": true}', timeout=60)
+        body = '{"prompt": "Once", "max_tokens": 3000, "stream": true, "ignore_eos": true}'
+        st, text = s.raw("POST", "/v1/completions", body, timeout=60)
         box["stream"] = text
 
     with cf.ThreadPoolExecutor(2) as ex:

@@ -243,6 +243,15 @@ void parse_json_line(std::string_view text, PromptItem& it) {
   read_body(body, it);
 }
 
+// The item cannot run: its error, and nothing of its prompt.
+void not_runnable(PromptItem& it, std::string error, std::string param) {
+  it.error = std::move(error);
+  it.error_param = std::move(param);
+  it.messages.clear();
+  it.prompt.clear();
+  it.prompt_ids.clear();
+}
+
 std::string without_body_prefix(std::string s) {
   for (size_t at = s.find("body."); at != std::string::npos; at = s.find("body.", at)) s.erase(at, 5);
   return s;
@@ -268,11 +277,7 @@ PromptItem parse_request_body(std::string_view text, Endpoint ep, StreamOptions&
     }
     read_body(body, it, &so);
   } catch (const LineError& e) {
-    it.error = without_body_prefix(e.message);
-    it.error_param = without_body_prefix(e.param);
-    it.messages.clear();
-    it.prompt.clear();
-    it.prompt_ids.clear();
+    not_runnable(it, without_body_prefix(e.message), without_body_prefix(e.param));
   }
   return it;
 }
@@ -347,11 +352,7 @@ std::vector<PromptItem> parse_prompts(std::string_view content, const std::strin
       try {
         parse_json_line(text, it);
       } catch (const LineError& e) {
-        it.error = fmt::format("{}: line {}: {}", path, line, e.message);
-        it.error_param = e.param;
-        it.messages.clear();
-        it.prompt.clear();
-        it.prompt_ids.clear();
+        not_runnable(it, fmt::format("{}: line {}: {}", path, line, e.message), e.param);
       }
     }
     const auto [pos, fresh] = first_line.emplace(it.custom_id, line);

@@ -163,4 +163,16 @@ std::string ChatTemplate::apply(const std::vector<Message>& messages, bool add_g
   return tmpl_.render(ctx);
 }
 
+const ChatTemplate& LazyChatTemplate::get() {
+  if (!tmpl_ && error_.empty()) {
+    try {
+      tmpl_ = ChatTemplate::for_model(f_, tok_, override_);
+    } catch (const Error& e) {
+      error_ = e.what();
+    }
+  }
+  if (!tmpl_) fail("{}", error_);
+  return *tmpl_;
+}
+
 }  // namespace ranklm::chat

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -60,6 +61,21 @@ class ChatTemplate {
  private:
   jinja::Template tmpl_;
   std::string bos_, eos_, origin_;
+};
+
+// A model's template (ChatTemplate::for_model) loaded on first use: a model without one fails
+// every use with the same message, found once. Not thread-safe (callers serialize).
+class LazyChatTemplate {
+ public:
+  LazyChatTemplate(const gguf::File& f, const Tokenizer& tok, std::string override_path)
+      : f_(f), tok_(tok), override_(std::move(override_path)) {}
+  const ChatTemplate& get();  // throws ranklm::Error
+
+ private:
+  const gguf::File& f_;
+  const Tokenizer& tok_;
+  std::string override_, error_;
+  std::optional<ChatTemplate> tmpl_;
 };
 
 }  // namespace ranklm::chat

@@ -64,9 +64,7 @@ void stream(const GenerateOptions& o, runtime::Executor& ex, const Tokenizer& to
   req.prompt = std::move(ids);
   req.max_tokens = o.n_predict;
   req.sampling = o.sp;
-  for (int32_t id = 0; id < tok.n_vocab(); ++id) {
-    if (tok.is_eog(id)) req.end_tokens.push_back(id);
-  }
+  req.end_tokens = tok.eog_tokens();
   req.stop = [&](const std::vector<int32_t>& out) {
     std::fputs(stop.push(dec.push(out.back())).c_str(), stdout);
     std::fflush(stdout);

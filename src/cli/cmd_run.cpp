@@ -73,25 +73,11 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
   std::string model_name = o.model_name;
   if (model_name.empty()) model_name = meta.get_string_opt("general.name").value_or("ranklm");
   // The chat template, loaded on first use. A model without one fails every chat request with
-  // the same message, found once; text prompts sent as chat all need it, so there it is fatal.
-  std::optional<chat::ChatTemplate> tmpl;
-  std::string tmpl_error;
-  if (o.chat) tmpl = chat::ChatTemplate::for_model(meta, *tok, o.template_path);
-  const std::function<const chat::ChatTemplate&()> chat_template = [&]() -> const chat::ChatTemplate& {
-    if (!tmpl && tmpl_error.empty()) {
-      try {
-        tmpl = chat::ChatTemplate::for_model(meta, *tok, o.template_path);
-      } catch (const Error& e) {
-        tmpl_error = e.what();
-      }
-    }
-    if (!tmpl) fail("{}", tmpl_error);
-    return *tmpl;
-  };
-  std::vector<int32_t> end_tokens;
-  for (int32_t id = 0; id < tok->n_vocab(); ++id) {
-    if (tok->is_eog(id)) end_tokens.push_back(id);
-  }
+  // the same message; text prompts sent as chat all need it, so there it is fatal.
+  chat::LazyChatTemplate tmpl(meta, *tok, o.template_path);
+  if (o.chat) tmpl.get();
+  const std::function<const chat::ChatTemplate&()> chat_template = [&]() -> const chat::ChatTemplate& { return tmpl.get(); };
+  const std::vector<int32_t> end_tokens = tok->eog_tokens();
   const int64_t skipped = static_cast<int64_t>(std::count_if(items.begin(), items.end(), [&](const batch::PromptItem& it) {
     return results.done().count(it.custom_id) > 0;
   }));

@@ -100,27 +100,15 @@ void check_serve_options(ServeOptions& o) {
 int drive(const ServeOptions& o, Engine& engine, serve::Hub& hub, serve::HttpServer& http) {
   runtime::Executor& ex = engine.exec();
   auto tok = Tokenizer::from_gguf(engine.meta());
-  std::optional<chat::ChatTemplate> tmpl;
-  std::string tmpl_error;
+  chat::LazyChatTemplate tmpl(engine.meta(), *tok, o.template_path);
   serve::ServedModel m;
   m.name = o.model_name.empty() ? engine.meta().get_string_opt("general.name").value_or("ranklm") : o.model_name;
   m.created = static_cast<int64_t>(std::time(nullptr));
   m.n_ctx = ex.n_ctx();
   m.tok = tok.get();
-  m.chat_template = [&]() -> const chat::ChatTemplate& {  // called under the server's encode lock
-    if (!tmpl && tmpl_error.empty()) {
-      try {
-        tmpl = chat::ChatTemplate::for_model(engine.meta(), *tok, o.template_path);
-      } catch (const Error& e) {
-        tmpl_error = e.what();
-      }
-    }
-    if (!tmpl) fail("{}", tmpl_error);
-    return *tmpl;
-  };
-  for (int32_t id = 0; id < tok->n_vocab(); ++id) {
-    if (tok->is_eog(id)) m.end_tokens.push_back(id);
-  }
+  // Called under the server's encode lock (one thread at a time).
+  m.chat_template = [&]() -> const chat::ChatTemplate& { return tmpl.get(); };
+  m.end_tokens = tok->eog_tokens();
   hub.attach(&ex);
   http.ready(m);
   const std::string url = fmt::format("http://{}:{}", o.http.host, http.port());
@@ -185,7 +173,7 @@ int cmd_serve(const std::vector<std::string>& args) {
     if (c.rank() == 0) {
       std::signal(SIGTERM, on_stop_signal);
       std::signal(SIGINT, on_stop_signal);
-      hub = std::make_unique<serve::Hub>(nullptr, o.limits);
+      hub = std::make_unique<serve::Hub>(o.limits);
       hub->set_stop_flag(&g_stop);
       http = std::make_unique<serve::HttpServer>(o.http, *hub);
       http->start();  // /health answers "loading" while the ranks load

@@ -15,7 +15,6 @@
 #include <nlohmann/json.hpp>
 
 #include "batch/prompts.h"
-#include "batch/records.h"
 #include "serve/hub.h"
 
 namespace ranklm::serve {

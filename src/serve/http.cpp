@@ -102,7 +102,6 @@ std::string completion_id(batch::Endpoint ep, int64_t id) {
 }  // namespace
 
 HttpServer::HttpServer(const HttpOptions& o, Hub& hub) : o_(o), hub_(hub), svr_(std::make_unique<httplib::Server>()) {
-  seed_base_ = o_.sampling.seed;
   routes();
 }
 
@@ -252,7 +251,7 @@ std::shared_ptr<Job> HttpServer::make_job(const httplib::Request& req, batch::En
   r.sampling = o_.sampling;
   if (it.o.temperature) r.sampling.temperature = *it.o.temperature;
   if (it.o.top_p) r.sampling.top_p = *it.o.top_p;
-  r.sampling.seed = it.o.seed ? *it.o.seed : batch::request_seed(seed_base_, fmt::format("request-{}", job->id));
+  r.sampling.seed = it.o.seed ? *it.o.seed : batch::request_seed(o_.sampling.seed, fmt::format("request-{}", job->id));
   if (!it.o.ignore_eos) r.end_tokens = model_.end_tokens;
   return job;
 }

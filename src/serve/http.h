@@ -85,7 +85,6 @@ class HttpServer {
   ServedModel model_;
   std::mutex encode_m_;  // the tokenizer and the chat template, used by one thread at a time
   std::atomic<int64_t> next_id_{1};
-  uint64_t seed_base_ = 0;
 };
 
 }  // namespace ranklm::serve

@@ -13,10 +13,6 @@ int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(c
 }  // namespace
 
 
-Hub::Hub(runtime::Executor* ex, const HubLimits& limits) : ex_(ex), limits_(limits) {
-  if (ex_) metrics_.slots = ex_->n_slots();
-}
-
 void Hub::attach(runtime::Executor* ex) {
   std::lock_guard<std::mutex> lk(m_);
   ex_ = ex;

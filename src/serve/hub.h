@@ -76,7 +76,7 @@ struct HubLimits {
 
 class Hub : public runtime::Source {
  public:
-  Hub(runtime::Executor* ex, const HubLimits& limits);
+  explicit Hub(const HubLimits& limits) : limits_(limits) {}
   // The executor, once the model is loaded (metrics come from it).
   void attach(runtime::Executor* ex);
   // A flag set from a signal handler: when it is up, the scheduler's thread closes the hub.
@@ -125,7 +125,7 @@ class Hub : public runtime::Source {
  private:
   void end_job(Job& job, JobEnd end, int status, const std::string& type, const std::string& why);
 
-  runtime::Executor* ex_;
+  runtime::Executor* ex_ = nullptr;
   HubLimits limits_;
   mutable std::mutex m_;
   std::condition_variable cv_;            // the scheduler's wait: a job queued, a metrics request, close

@@ -229,6 +229,14 @@ int32_t Tokenizer::find_token(const std::string& text) const {
   return it == index_.end() ? -1 : it->second;
 }
 
+std::vector<int32_t> Tokenizer::eog_tokens() const {
+  std::vector<int32_t> out;
+  for (int32_t id = 0; id < n_vocab(); ++id) {
+    if (is_eog(id)) out.push_back(id);
+  }
+  return out;
+}
+
 bool Tokenizer::is_eog(int32_t id) const {
   if (id < 0 || id >= n_vocab()) return false;
   if (id == eos_ || id == eot_) return true;

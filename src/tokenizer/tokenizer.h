@@ -51,6 +51,7 @@ class Tokenizer {
   int32_t eot() const { return eot_; }
   bool add_bos() const { return add_bos_; }
   bool is_eog(int32_t id) const;  // end of generation (EOS, EOT, and the like)
+  std::vector<int32_t> eog_tokens() const;  // every id is_eog holds for
   const std::string& token_text(int32_t id) const { return tokens_.at(id).text; }
   int32_t find_token(const std::string& text) const;  // -1 when absent
   Kind kind() const { return kind_; }
