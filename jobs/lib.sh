@@ -9,9 +9,24 @@ ranklm_launcher() {
   case "$LAUNCHER" in
     mpirun) launch=(mpirun --map-by "slot:PE=$threads" --bind-to core)
             [ "$(id -u)" -eq 0 ] && launch+=(--allow-run-as-root) ;;
-    srun)   launch=(srun --cpu-bind=cores) ;;
+    srun)   launch=(srun --cpu-bind=cores "--mpi=$(ranklm_srun_mpi)") || exit 2 ;;
     *) echo "LAUNCHER must be mpirun or srun (got $LAUNCHER)" >&2; exit 2 ;;
   esac
+}
+
+# The PMI plugin srun starts the ranks with. Open MPI finds the job's other ranks through PMIx;
+# without it (srun's default is often --mpi=none) every task would be a job of one rank. A user's
+# SLURM_MPI_TYPE wins; otherwise the first PMIx plugin `srun --mpi=list` names.
+ranklm_srun_mpi() {
+  if [ -n "${SLURM_MPI_TYPE:-}" ] && [ "$SLURM_MPI_TYPE" != none ]; then echo "$SLURM_MPI_TYPE"; return 0; fi
+  local offered
+  offered="$(srun --mpi=list 2>&1 | grep -oE '(^|[[:space:]:])pmix[a-z0-9_]*' | tr -d ' :\t' | sort -u)"
+  if printf '%s\n' "$offered" | grep -qx pmix; then echo pmix; return 0; fi
+  if [ -n "$offered" ]; then printf '%s\n' "$offered" | head -1; return 0; fi
+  echo "LAUNCHER=srun: this Slurm offers no PMIx plugin (srun --mpi=list: $(srun --mpi=list 2>&1 | tr '\n' ' '))," \
+       "and Open MPI needs PMIx to see the job's ranks (without it every task runs alone)." \
+       "Use LAUNCHER=mpirun (Open MPI reads the allocation itself), or ask the site for Slurm's PMIx plugin." >&2
+  return 1
 }
 
 ranklm_shards() {

@@ -124,7 +124,7 @@ check "repack: a plan made for another file exits 1 and says to rerun ranklm pla
 check "logits --shards on a 1-rank plan: the same JSON as --model, byte for byte" "[ -s '$tmp/ls.json' ] && cmp -s '$tmp/lm.json' '$tmp/ls.json'"
 "$bin" logits --shards "$tmp/shards" --tokens 1 > /dev/null 2> "$tmp/err"; rc=$?
 check "logits --shards of a 2-rank plan in a 1-rank job exits 1 naming both counts" \
-  "[ $rc -eq 1 ] && grep -q 'made for 2 ranks, this job has 1' '$tmp/err'"
+  "[ $rc -eq 1 ] && grep -q '2 ranks planned, 1 started: start the job with mpirun -np 2' '$tmp/err'"
 "$bin" inspect "$tmp/shards/rank-00001.h5" > "$tmp/insp.txt" 2> /dev/null
 check "inspect on a shard: its place in the plan and its tensors" \
   "grep -q 'rank 1 of 2: stage 1' '$tmp/insp.txt' && grep -q 'output_norm.weight' '$tmp/insp.txt' && ! grep -q 'blk.0.attn_q' '$tmp/insp.txt'"
@@ -215,6 +215,34 @@ timeout 60 "$bin" run -m "$m" -f "$tmp/two.txt" -o "$tmp/deep.jsonl" --chat --ch
   --progress none > /dev/null 2> "$tmp/err"; rc=$?
 check "a template nested 100000 deep: refused when loaded, naming the bound, nothing written" \
   "[ $rc -eq 1 ] && grep -q 'deep.jinja line 1: a tag of' '$tmp/err' && [ ! -s '$tmp/deep.jsonl' ]"
+
+# --- the README's plan, repack and run sequence under mpirun -np 2 on one host ------------------
+# The placed plan may use fewer ranks than were started (one rank with every core); it says so
+# loudly, and every later step started with the wrong -np says, first thing, what to start.
+if command -v mpirun > /dev/null; then
+  mpi=(mpirun --oversubscribe --allow-run-as-root -np 2)
+  repack="$(dirname "$bin")/ranklm-repack"
+  printf 'one\ntwo\n' > "$tmp/np.txt"
+  "${mpi[@]}" "$bin" plan -m "$m" -t 1 -o "$tmp/np.plan.json" > "$tmp/np.plan.out" 2> "$tmp/np.plan.err"; rc=$?
+  check "mpirun -np 2 plan on one host: a 1-rank plan says so on stdout and stderr" \
+    "[ $rc -eq 0 ] && grep -q 'this plan has 1 rank, not the 2 this job started' '$tmp/np.plan.out' && grep -q 'mpirun -np 1' '$tmp/np.plan.err'"
+  "${mpi[@]}" "$repack" --model "$m" --plan "$tmp/np.plan.json" -o "$tmp/np.shards" > /dev/null 2> "$tmp/err"; rc=$?
+  check "repack under the wrong -np: '1 rank planned, 2 started', nothing written" \
+    "[ $rc -ne 0 ] && grep -q '1 rank planned, 2 started: start ranklm-repack with mpirun -np 1' '$tmp/err' && [ ! -e '$tmp/np.shards/rank-00000.h5' ]"
+  "$repack" --model "$m" --plan "$tmp/np.plan.json" -o "$tmp/np.shards" > /dev/null 2>&1
+  "${mpi[@]}" "$bin" run --shards "$tmp/np.shards" -f "$tmp/np.txt" -o "$tmp/np.jsonl" -n 2 --progress none > /dev/null 2> "$tmp/err"; rc=$?
+  check "run under the wrong -np: '1 rank planned, 2 started', no results" \
+    "[ $rc -ne 0 ] && grep -q '1 rank planned, 2 started: start the job with mpirun -np 1' '$tmp/err' && [ ! -s '$tmp/np.jsonl' ]"
+  "$bin" plan -m "$m" -n 3 -o "$tmp/np3.plan.json" > /dev/null && "$repack" --model "$m" --plan "$tmp/np3.plan.json" -o "$tmp/np3" > /dev/null 2>&1
+  "${mpi[@]}" "$bin" run --shards "$tmp/np3" -f "$tmp/np.txt" -o "$tmp/np3.jsonl" -n 2 --progress none > /dev/null 2> "$tmp/err"; rc=$?
+  check "shards of a 3-rank plan under -np 2: '3 ranks planned, 2 started'" \
+    "[ $rc -ne 0 ] && grep -q '3 ranks planned, 2 started: start the job with mpirun -np 3' '$tmp/err'"
+  "${mpi[@]}" "$bin" plan -m "$m" -t 1 --layout spread -o "$tmp/sp.plan.json" > /dev/null 2>&1 &&
+    "${mpi[@]}" "$repack" --model "$m" --plan "$tmp/sp.plan.json" -o "$tmp/sp" > /dev/null 2>&1 &&
+    "${mpi[@]}" "$bin" run --shards "$tmp/sp" -f "$tmp/np.txt" -o "$tmp/sp.jsonl" -n 2 --progress none > /dev/null 2> "$tmp/err"; rc=$?
+  check "plan --layout spread, repack and run, each under mpirun -np 2: two results" \
+    "[ $rc -eq 0 ] && [ \$(wc -l < '$tmp/sp.jsonl') -eq 2 ]"
+fi
 
 echo "$((total - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -102,6 +102,36 @@ grep -q "0 requests to answer (10 already in the results file)" "$tmp/job2.log" 
 [ "$(wc -l < "$tmp/results.jsonl")" = 10 ] || fail "records after resubmission: $(wc -l < "$tmp/results.jsonl")"
 echo "ok   resubmitted (job $id2): resumed, nothing answered twice"
 
+# The documented JSONL example: PROMPTS=requests.jsonl with the default RUN_ARGS (text prompts
+# go through the chat template; a JSONL request names its own endpoint).
+for i in 1 2 3; do
+  echo "{\"custom_id\": \"j$i\", \"method\": \"POST\", \"url\": \"/v1/completions\", \"body\": {\"prompt\": \"the river $i\", \"max_tokens\": 4}}"
+done > "$tmp/requests.jsonl"
+jid=$(cd "$tmp/work" && timeout 300 sbatch --wait --parsable --ntasks-per-node=2 --cpus-per-task=1 --output="$tmp/jsonl.log" \
+  --export=ALL,RANKLM_HOME="$root",MODEL="$model",PROMPTS="$tmp/requests.jsonl",OUT="$tmp/jsonl.jsonl",SHARDS="$tmp/shards" \
+  "$root/jobs/ranklm.sbatch") || fail "sbatch with PROMPTS=requests.jsonl and the default RUN_ARGS: $(tail -3 "$tmp/jsonl.log")"
+[ "$(grep -c '"status_code": *200' "$tmp/jsonl.jsonl")" = 3 ] || fail "the JSONL job's results: $(head -c 400 "$tmp/jsonl.jsonl")"
+echo "ok   sbatch with PROMPTS=requests.jsonl and the default RUN_ARGS (job $jid): 3 results"
+
+# LAUNCHER=srun: the job script picks srun's PMIx plugin (srun's default here is --mpi=none), and
+# ranklm started by srun without one refuses with what to start instead of running alone.
+sid2=$(cd "$tmp/work" && timeout 300 sbatch --wait --parsable --ntasks-per-node=2 --cpus-per-task=1 --output="$tmp/srun.log" \
+  --export=ALL,RANKLM_HOME="$root",MODEL="$model",PROMPTS="$tmp/prompts.txt",OUT="$tmp/srun.jsonl",SHARDS="$tmp/shards",RUN_ARGS="$args",LAUNCHER=srun \
+  "$root/jobs/ranklm.sbatch") || fail "LAUNCHER=srun: job ${sid2:-?} failed: $(tail -5 "$tmp/srun.log")"
+python3 - "$tmp/ref.jsonl" "$tmp/srun.jsonl" <<'PY' || fail "LAUNCHER=srun: results differ from one process"
+import json, sys
+load = lambda p: {r["custom_id"]: r["response"]["body"]["choices"][0]["text"] for r in map(json.loads, open(p))}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert len(a) == 10 and a == b, (len(a), len(b))
+PY
+echo "ok   LAUNCHER=srun (job $sid2): srun --mpi=pmix chosen by the job script; 10 results as one process gives them"
+(cd "$tmp/work" && timeout 120 srun --mpi=none -n 2 "$bin" generate -m "$model" -p hi -n 2 > "$tmp/nopmi.out" 2> "$tmp/nopmi.err"); rc=$?
+[ "$rc" -ne 0 ] && grep -q "each is a job of one rank" "$tmp/nopmi.err" && grep -q -- "srun --mpi=pmix" "$tmp/nopmi.err" ||
+  fail "srun --mpi=none -n 2: rc $rc, $(head -c 400 "$tmp/nopmi.err")"
+(cd "$tmp/work" && timeout 120 srun --mpi=none -n 1 "$bin" generate -m "$model" -p hi -n 2 > /dev/null 2>&1) ||
+  fail "srun --mpi=none -n 1: one task is a job of one rank and must run"
+echo "ok   srun --mpi=none -n 2 refused naming srun --mpi=pmix; -n 1 runs"
+
 # jobs/serve.sbatch: the server for the length of a job. It prints where it listens; scancel
 # stops it gracefully (a running request still finishes) and the ranks end cleanly.
 (cd "$tmp/work" && sbatch --parsable --ntasks-per-node=2 --cpus-per-task=1 --output="$tmp/serve.log" \

@@ -247,7 +247,7 @@ TEST(Executor, AJobOfTheWrongSizeIsRefusedNamingBothCounts) {
   for (int r = 0; r < 2; ++r) shard::write_shard(*f, p, r, dir.str());
   std::ofstream(dir.str() + "/manifest.json") << "{\"plan_hash\": \"" << plan::plan_hash(p) << "\"}";
   const std::string msg = test::error_message_of<Error>([&] { shard::load_rank_file(dir.str(), 0, 3); });
-  EXPECT_NE(msg.find("made for 2 ranks, this job has 3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("2 ranks planned, 3 started: start the job with mpirun -np 2"), std::string::npos) << msg;
 }
 
 // Continuous batching: 7 requests of different lengths through 3 KV slots, 2 steps in flight,

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "io/gguf.h"
 #include "shard/shard.h"
 #include "plan/identity.h"
@@ -124,7 +126,7 @@ std::string error_of(const std::function<void()>& f) { return test::error_messag
 void repack_all(const gguf::File& f, const plan::Plan& p, const std::string& dir) {
   for (int r = 0; r < p.world_size; ++r) shard::write_shard(f, p, r, dir);
   // The manifest ranklm-repack writes; the loader checks shards against its plan hash.
-  std::ofstream(dir + "/manifest.json") << "{\"plan_hash\": \"" << plan::plan_hash(p) << "\"}";
+  std::ofstream(dir + "/manifest.json") << nlohmann::json{{"plan_hash", plan::plan_hash(p)}, {"plan", plan::to_json(p)}}.dump();
 }
 
 }  // namespace
@@ -187,7 +189,7 @@ TEST(Shard, DamagedWrongAndForeignShardsFailNamingTheProblem) {
   // The wrong rank count for the job.
   fs::copy_file(pristine, path, fs::copy_options::overwrite_existing);
   e = error_of([&] { shard::check_shard(dir.str(), 0, 8); });
-  EXPECT_NE(e.find("shards were made for 1 ranks, this job has 8"), std::string::npos) << e;
+  EXPECT_NE(e.find("1 rank planned, 8 started: start the job with mpirun -np 1"), std::string::npos) << e;
 
   // A shard of another plan (same model, 2 stages) copied in: refused.
   TempDir other;

@@ -44,6 +44,14 @@ int env_rank() {
   return -1;
 }
 
+// The job's size as the launcher tells it (0: not under a launcher).
+int env_size() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"}) {
+    if (const char* s = std::getenv(v); s && *s) return std::atoi(s);
+  }
+  return 0;
+}
+
 std::vector<int> parse_ranks(const std::string& s, int world) {
   std::vector<int> out;
   std::stringstream ss(s);
@@ -184,7 +192,14 @@ int run(int argc, char** argv) {
   if (!ranks_s.empty()) {
     ranks = parse_ranks(ranks_s, p.world_size);
   } else if (const int r = env_rank(); r >= 0) {
-    if (r >= p.world_size) fail("this process is rank {} but the plan has {} ranks", r, p.world_size);
+    // Each process of the job writes its own rank's shard, so the job must have the plan's size.
+    if (const int n = env_size(); n > 0 && n != p.world_size) {
+      fail("{}: {} rank{} planned, {} started: start ranklm-repack with mpirun -np {}{} (or make a plan "
+           "for {} ranks: ranklm plan --layout spread under mpirun -np {})", plan_path, p.world_size,
+           p.world_size == 1 ? "" : "s", n, p.world_size,
+           p.world_size == 1 ? " or without mpirun (one process writes every shard)" : "", n, n);
+    }
+    if (r >= p.world_size) fail("{}: this process is rank {} but the plan has {} ranks: start ranklm-repack with mpirun -np {}", plan_path, r, p.world_size, p.world_size);
     ranks = {r};
   } else {
     for (int r = 0; r < p.world_size; ++r) ranks.push_back(r);

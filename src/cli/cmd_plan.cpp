@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+
+#include <fmt/format.h>
 #include <filesystem>
 #include <fstream>
 
@@ -109,6 +111,20 @@ int cmd_plan(const std::vector<std::string>& args) {
   p.tp_mode = tp_mode == "exact" ? plan::TpMode::kExact : plan::TpMode::kSum;
   plan::check_tp_slicing(*f, p);
   std::fputs(plan::plan_table(p).c_str(), stdout);
+  if (probe && p.world_size != static_cast<int>(inv.ranks.size())) {
+    // --layout auto on one host: fewer ranks than were started. Every later step must be started
+    // with the plan's size; say so where it cannot be missed (stdout and stderr).
+    const std::string note = fmt::format(
+        "\n*** this plan has {} rank{}, not the {} this job started (--layout auto: {}). Start ranklm-repack and "
+        "ranklm run with mpirun -np {}{}; for a plan over all {} ranks, add --layout spread. ***\n\n",
+        p.world_size, p.world_size == 1 ? "" : "s", inv.ranks.size(),
+        p.world_size == 1 ? "one rank with every core serves a batch job fastest when the model fits"
+                          : "one rank per host with all its cores",
+        p.world_size, p.world_size == 1 ? " (or without mpirun)" : "", inv.ranks.size());
+    std::fputs(note.c_str(), stdout);
+    std::fflush(stdout);
+    std::fputs(note.c_str(), stderr);
+  }
   std::printf("plan hash %s, model hash %s\n", plan::plan_hash(p).c_str(), p.model.gguf_hash.c_str());
   const plan::TpShape shape = plan::tp_shape(*f);
   bool any_tp = false;

@@ -142,6 +142,16 @@ bool launched_by_mpi() {
 
 World::World() {
   if (!launched_by_mpi()) {
+    // srun without a PMI plugin Open MPI speaks starts every task as a job of one rank: each
+    // would run the whole model alone (or refuse a plan for many). Say what to start instead.
+    const char* step = std::getenv("SLURM_STEP_ID");
+    const char* ntasks = std::getenv("SLURM_STEP_NUM_TASKS");
+    if (step && *step && ntasks && std::atoi(ntasks) > 1) {
+      fail("srun started {} tasks, but each is a job of one rank: this srun gave Open MPI no PMIx (its --mpi "
+           "plugin is '{}'). Start it with srun --mpi=pmix (srun --mpi=list names what this Slurm offers; "
+           "MpiDefault=pmix in slurm.conf makes it the default), or use mpirun inside the allocation",
+           ntasks, std::getenv("SLURM_MPI_TYPE") ? std::getenv("SLURM_MPI_TYPE") : "none");
+    }
     comm_ = std::make_unique<SoloComm>();
     return;
   }

@@ -279,12 +279,33 @@ std::string describe_shard(const std::string& path) {
   return out;
 }
 
+namespace {
+
+[[noreturn]] void fail_rank_count(const std::string& where, int64_t planned, int started) {
+  fail("{}: {} rank{} planned, {} started: start the job with mpirun -np {}{} (or make a plan for {} "
+       "ranks: ranklm plan --layout spread under mpirun -np {}, then ranklm-repack)", where, planned,
+       planned == 1 ? "" : "s", started, planned, planned == 1 ? " or without mpirun" : "", started, started);
+}
+
+}  // namespace
+
 ShardHeader check_shard(const std::string& dir, int rank, int world_size) {
   const std::string mpath = dir + "/manifest.json";
   if (!std::filesystem::exists(mpath)) fail("{}: missing; is {} the output directory of ranklm-repack?", mpath, dir);
   const nlohmann::json manifest = read_json_file(mpath, "the manifest");
   if (!manifest.is_object() || !manifest.contains("plan_hash") || !manifest["plan_hash"].is_string()) {
     fail("{}: not a ranklm-repack manifest (no 'plan_hash')", mpath);
+  }
+  // The rank count first: a job started with the wrong -np would otherwise report a missing or
+  // foreign shard file, which no rerun of ranklm-repack can fix.
+  const bool manifest_counts = manifest.contains("plan") && manifest["plan"].is_object() &&
+                               manifest["plan"].contains("world_size");
+  if (manifest.contains("plan") && manifest["plan"].is_object() && manifest["plan"].contains("world_size") &&
+      manifest["plan"]["world_size"].is_number_integer()) {
+    const int64_t planned = manifest["plan"]["world_size"].get<int64_t>();
+    if (planned != world_size) {
+      fail_rank_count(dir, planned, world_size);
+    }
   }
   const std::string path = dir + "/" + shard_name(rank);
   const h5::Node file = open_shard_file(path, rank);
@@ -304,8 +325,9 @@ ShardHeader check_shard(const std::string& dir, int rank, int world_size) {
   h.model_hash = file.get_string("model_hash");
   h.plan_json = file.get_string("plan");
   if (h.world_size != world_size) {
-    fail("{}: shards were made for {} ranks, this job has {}: rerun ranklm plan and ranklm-repack "
-         "for {} ranks (or start the job with {})", path, h.world_size, world_size, world_size, h.world_size);
+    if (!manifest_counts) fail_rank_count(path, h.world_size, world_size);
+    fail("{}: made for {} ranks, but {} plans {}: this shard comes from another plan; rerun ranklm-repack "
+         "for rank {}", path, h.world_size, mpath, world_size, rank);
   }
   if (h.rank != rank) fail("{}: holds rank {}, not rank {}; the file was renamed or copied over", path, h.rank, rank);
   if (h.plan_hash != manifest["plan_hash"].get<std::string>()) {
