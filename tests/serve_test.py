@@ -208,6 +208,51 @@ def seeded_checks(s, label, args, model):
           f"{got} vs {a!r} {c!r}")
 
 
+def field_checks(s, label, model, args):
+    """Fields a client asks for are honoured or refused, never ignored; ids are unique; created is now."""
+    h = {"Content-Type": "application/json"}
+    chat = {"messages": MSGS, "max_tokens": 4}
+    for field, value in [("logprobs", True), ("top_logprobs", 2), ("response_format", {"type": "json_object"}),
+                         ("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "required"),
+                         ("made_up_field", 1)]:
+        st, j = s.raw("POST", "/v1/chat/completions", json.dumps(dict(chat, **{field: value})), h)
+        err = j.get("error", {}) if isinstance(j, dict) else {}
+        check(st == 400 and err.get("param") == field, f"{label}: {field}={value!r} is refused naming it: {st} {err.get('message')}")
+    st, j = s.raw("POST", "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 2, "logprobs": 3}), h)
+    check(st == 400 and j["error"].get("param") == "logprobs", f"{label}: completions logprobs=3 is refused: {st}")
+    st, j = s.raw("POST", "/v1/chat/completions", json.dumps(dict(chat, logprobs=False, response_format={"type": "text"},
+                                                                   user="u1", frequency_penalty=0.5)), h)
+    check(st == 200, f"{label}: defaults of unimplemented fields (logprobs false, response_format text), user and a "
+          f"penalty are accepted: {st} {j}")
+    # logit_bias: -100 on the greedy next token (ranklm logits names it) makes the server answer
+    # the runner-up, +100 on the 5th-best token makes it answer that one.
+    ids = [504, 3458, 282, 1030]
+    probe = json.loads(subprocess.run([args.ranklm, "logits", "-m", args.model, "--tokens", ",".join(map(str, ids)),
+                                       "--greedy", "1"], check=True, capture_output=True, text=True).stdout)
+    top5 = [t[0] for t in probe["greedy_top5"][0]]  # [[id, logit], ...] of the first generated position
+
+    def next_text(bias):
+        r = s.client.completions.create(model=model, prompt=ids, max_tokens=1, temperature=0, logit_bias=bias)
+        return r.choices[0].text
+    plain = next_text({})
+    banned = next_text({str(top5[0]): -100})
+    fifth = next_text({str(top5[4]): 100})
+    check(plain != banned and banned != fifth and plain != fifth,
+          f"{label}: logit_bias -100 bans the greedy token and +100 picks the 5th best", f"{plain!r} {banned!r} {fifth!r} {top5}")
+    # A strong frequency penalty changes a long greedy answer (repetitions get demoted).
+    long = dict(prompt="one two one two one two one two", max_tokens=24, temperature=0)
+    a = s.client.completions.create(model=model, **long).choices[0].text
+    b = s.client.completions.create(model=model, frequency_penalty=2.0, **long).choices[0].text
+    check(a != b, f"{label}: frequency_penalty 2 changes the greedy text", f"{a!r} vs {b!r}")
+    # Ids: unique per request; created: the request's time, not the server's start.
+    r1 = s.client.chat.completions.create(model=model, messages=MSGS, max_tokens=2, temperature=0)
+    time.sleep(1.1)
+    r2 = s.client.chat.completions.create(model=model, messages=MSGS, max_tokens=2, temperature=0)
+    check(r1.id != r2.id and r1.id.startswith("chatcmpl-") and r2.created > r1.created,
+          f"{label}: two requests get two ids and their own created times", f"{r1.id} {r2.id} {r1.created} {r2.created}")
+    return r1.id
+
+
 def misuse_checks(s, label):
     h = {"Content-Type": "application/json"}
     cases = [
@@ -484,11 +529,17 @@ def main():
     try:
         model = api_checks(s, label)
         seeded_checks(s, label, args, model)
+        first_id = field_checks(s, label, model, args)
         misuse_checks(s, label)
         load_test(s, label, 300 if args.full else 80, 32 if args.full else 16, 5)
         rc, err = s.stop()
         check(rc == 0 and "0 KV blocks in use" in err, f"{label}: exit status {rc} after SIGTERM, no KV block left",
               err[-300:])
+        # A restarted server does not repeat the ids of the last one.
+        s = Server(args, "restart", "--ctx-size", "512")
+        r = s.client.chat.completions.create(model=model, messages=MSGS, max_tokens=2, temperature=0)
+        check(r.id != first_id, f"{label}: a restarted server's first id differs from the last one's ({r.id} {first_id})")
+        s.stop()
     finally:
         s.kill()
     if args.full:

@@ -191,7 +191,22 @@ TEST(Prompts, EveryBadJsonlLineIsThatLinesErrorNamingTheField) {
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "temperature": 7}})", "body.temperature is 7, outside [0, 2]", "body.temperature"},
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "top_p": 0}})", "body.top_p is 0, outside (0, 1]", "body.top_p"},
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "max_tokens": 2.5}})", "body.max_tokens must be an integer", "body.max_tokens"},
-      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "max_tokens": 0}})", "body.max_tokens is 0; it must be at least 1", "body.max_tokens"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "max_tokens": 0}})", "body.max_tokens is 0, outside 1..16777216", "body.max_tokens"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "max_tokens": 99999999}})", "body.max_tokens is 99999999, outside 1..16777216", "body.max_tokens"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "logprobs": 2}})", "body.logprobs is not supported by this server yet", "body.logprobs"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 3}})", "body.logprobs is not supported", "body.logprobs"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}})", "body.response_format is not supported", "body.response_format"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}})", "body.tools is not supported", "body.tools"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"}})", "body.tool_choice is not supported", "body.tool_choice"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "echo": true}})", "body.echo is not supported", "body.echo"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "temprature": 0.1}})", "body.temprature is not a request field this server knows", "body.temprature"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "messages": []}})", "body.messages is not a field of /v1/completions", "body.messages"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "frequency_penalty": 2.5}})", "body.frequency_penalty is 2.5, outside [-2, 2]", "body.frequency_penalty"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "presence_penalty": "x"}})", "body.presence_penalty must be a number", "body.presence_penalty"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "logit_bias": {"abc": 1}}})", "the key must be a token id", "body.logit_bias"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "logit_bias": {"5": 101}}})", "body.logit_bias[\"5\"] is 101, outside [-100, 100]", "body.logit_bias"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "logit_bias": [1]}})", "body.logit_bias must be an object", "body.logit_bias"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "top_k": -5}})", "body.top_k is -5", "body.top_k"},
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "seed": "1"}})", "body.seed must be an integer", "body.seed"},
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "stop": [1]}})", "body.stop must be a string or an array of up to 4 strings", "body.stop"},
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "stop": ["a","b","c","d","e"]}})", "body.stop must be", "body.stop"},
@@ -211,6 +226,34 @@ TEST(Prompts, EveryBadJsonlLineIsThatLinesErrorNamingTheField) {
   }
   EXPECT_EQ(parse("{\"url\": 1}\n")[0].custom_id, "line-1");
   EXPECT_EQ(line_error(R"({"custom_id": "z", "url": "/v1/completions", "body": {"prompt": "x", "stop": null, "seed": null}})"), "");
+  // Not-implemented fields at their defaults are no request for anything: accepted.
+  EXPECT_EQ(line_error(R"({"custom_id": "z", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "logprobs": false, "response_format": {"type": "text"}, "tools": [], "tool_choice": "none", "store": false, "top_logprobs": null}})"), "");
+  EXPECT_EQ(line_error(R"({"custom_id": "z", "url": "/v1/completions", "body": {"prompt": "x", "echo": false, "best_of": 1, "logprobs": null, "suffix": null}})"), "");
+  // A line that is no request never reached the endpoint (OpenAI's top-level error); a request
+  // the endpoint refuses is a 400 response.
+  EXPECT_EQ(parse("not json\n")[0].error_code, "invalid_line");
+  EXPECT_EQ(parse(R"({"custom_id": "a", "url": "/v2/x", "body": {}})" "\n")[0].error_code, "invalid_line");
+  EXPECT_EQ(parse(R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "top_p": 9}})" "\n")[0].error_code, "invalid_request");
+}
+
+TEST(Prompts, PenaltiesLogitBiasAndSamplerExtensionsAreRead) {
+  const auto items = parse(
+      R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "frequency_penalty": 0.5, "presence_penalty": -1.25, "logit_bias": {"7": -100, "12": 3.5}, "top_k": 5, "min_p": 0.1, "repetition_penalty": 1.1}})"
+      "\n");
+  ASSERT_EQ(items.size(), 1u);
+  ASSERT_TRUE(items[0].error.empty()) << items[0].error;
+  EXPECT_FLOAT_EQ(*items[0].o.frequency_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(*items[0].o.presence_penalty, -1.25f);
+  EXPECT_EQ(*items[0].o.top_k, 5);
+  EXPECT_FLOAT_EQ(*items[0].o.min_p, 0.1f);
+  EXPECT_FLOAT_EQ(*items[0].o.repeat_penalty, 1.1f);
+  auto bias = items[0].o.logit_bias;
+  std::sort(bias.begin(), bias.end());
+  ASSERT_EQ(bias.size(), 2u);
+  EXPECT_EQ(bias[0].first, 7);
+  EXPECT_FLOAT_EQ(bias[0].second, -100.0f);
+  EXPECT_EQ(bias[1].first, 12);
+  EXPECT_FLOAT_EQ(bias[1].second, 3.5f);
 }
 
 TEST(Prompts, AFileThatCannotRunIsOneFatalErrorBeforeAnythingRuns) {
@@ -334,8 +377,21 @@ TEST(Records, ResultAndErrorRecordsHaveTheBatchOutputShape) {
   EXPECT_EQ(e["custom_id"], "q1");
   EXPECT_EQ(e["response"]["status_code"], 400);
   EXPECT_EQ(e["response"]["body"]["error"]["param"], "body.seed");
-  EXPECT_EQ(e["error"]["code"], "invalid_request");
-  EXPECT_EQ(e["error"]["line"], 4);
+  EXPECT_EQ(e["response"]["body"]["error"]["code"], "invalid_request");
+  // The endpoint answered (a 400): OpenAI keeps the top-level error for requests that never
+  // reached it, so a strict reader counts this record once.
+  EXPECT_TRUE(e["error"].is_null());
+  const auto l = error_record(chat, "invalid_line", "p.jsonl: line 4: not valid JSON", "");
+  EXPECT_TRUE(l["response"].is_null());
+  EXPECT_EQ(l["error"]["code"], "invalid_line");
+  EXPECT_EQ(l["error"]["line"], 4);
+  // Ids are unique per record: the same request answered twice (two runs) gets two.
+  const auto r2 = result_record(chat, "smol", c, 1700000000);
+  EXPECT_NE(r["id"], r2["id"]);
+  EXPECT_NE(r["response"]["request_id"], r2["response"]["request_id"]);
+  EXPECT_NE(r["response"]["body"]["id"], r2["response"]["body"]["id"]);
+  EXPECT_EQ(r2["response"]["body"]["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+  EXPECT_EQ(r2["response"]["body"]["id"].get<std::string>().size(), 9u + 24u);
 }
 
 TEST(Records, RequestSeedsDependOnTheJobSeedAndTheCustomIdOnly) {
@@ -345,14 +401,33 @@ TEST(Records, RequestSeedsDependOnTheJobSeedAndTheCustomIdOnly) {
 }
 
 TEST(Progress, TheSummaryCountsRequestsAndTokens) {
-  Progress p(ProgressMode::kNone, 3, 2, 30);
+  Progress p(ProgressMode::kNone, 3, 2, 30, stderr, 1);
   p.token();
-  p.finished(true, 10, 5);
+  p.finished(true, 10, 5, 6);
   p.finished(false, 0, 0);
   EXPECT_NE(p.status_line().find("2/3 done (66.7%), 1 errors"), std::string::npos) << p.status_line();
   p.finished(true, 7, 4);
   const std::string s = p.summary();
-  EXPECT_NE(s.find("3 requests: 2 answered, 1 errors, 2 done before (resume); tokens in 17 (0 from shared prefixes), out 9"), std::string::npos) << s;
+  // The errors of the resumed file count too; shared-prefix tokens were never computed.
+  EXPECT_NE(s.find("3 requests: 2 answered, 1 errors; 2 done before (resume), 1 of them errors: the results file holds 2 "
+                   "errors in all; tokens in 17 (6 from shared prefixes), out 9"), std::string::npos) << s;
+  EXPECT_NE(s.find("tokens/s computed (in, less shared prefixes, + out)"), std::string::npos) << s;
+}
+
+TEST(Progress, TheFirstLogLineComesWithTheFirstResult) {
+  std::FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  {
+    Progress p(ProgressMode::kLog, 3, 0, 30, f);
+    p.finished(true, 4, 2);  // long before the 30 s interval
+    p.finished(true, 4, 2);  // the next waits for the interval
+  }
+  std::rewind(f);
+  std::string out(4096, '\0');
+  out.resize(std::fread(out.data(), 1, out.size(), f));
+  std::fclose(f);
+  EXPECT_NE(out.find("ranklm run: 1/3 done"), std::string::npos) << out;
+  EXPECT_EQ(out.find("ranklm run: 2/3 done"), std::string::npos) << out;
 }
 
 TEST(Results, ASecondJobOnTheSameFileIsRefusedNamingTheHolder) {
@@ -501,6 +576,7 @@ TEST(Records, AModelErrorIsTheServersFault) {
   const json model = error_record(it, "model_error", "p.jsonl: line 4: the model's logits were NaN", "");
   EXPECT_EQ(model["response"]["status_code"], 500);
   EXPECT_EQ(model["response"]["body"]["error"]["type"], "server_error");
-  EXPECT_EQ(model["error"]["code"], "model_error");
+  EXPECT_EQ(model["response"]["body"]["error"]["code"], "model_error");
+  EXPECT_TRUE(model["error"].is_null());
   EXPECT_EQ(model["custom_id"], "q4");
 }

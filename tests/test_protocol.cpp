@@ -65,12 +65,22 @@ TEST(Protocol, StepsRoundTrip) {
 }
 
 TEST(Protocol, SlotSetupTimesAndControlRoundTrip) {
-  const SamplingWire sp{0.7f, 0.9f, 0.05f, 1.1f, 40, 32, 0x123456789abcdefULL};
+  const SamplingWire sp{0.7f, 0.9f, 0.05f, 1.1f, 40, 32, 0x123456789abcdefULL, 0.25f, -0.5f};
   const std::vector<int32_t> prompt = {5, 17, 99, 3, 151000};
-  const Message m = encode_slot_setup(3, sp, prompt);
+  const std::vector<BiasEntry> bias = {{7, -100.0f}, {151000, 2.5f}, {3, 0.125f}};
+  const Message m = encode_slot_setup(3, sp, prompt, bias);
   const SlotSetup s = decode_slot_setup(header_of(m), m.body(), m.body_size());
   EXPECT_EQ(s.slot, 3);
   EXPECT_EQ(s.prompt, prompt);
+  ASSERT_EQ(s.bias.size(), 3u);
+  for (size_t i = 0; i < bias.size(); ++i) {
+    EXPECT_EQ(s.bias[i].token, bias[i].token);
+    EXPECT_EQ(s.bias[i].bias, bias[i].bias);
+  }
+  EXPECT_EQ(s.sampling.frequency_penalty, 0.25f);
+  EXPECT_EQ(s.sampling.presence_penalty, -0.5f);
+  // More bias entries than the protocol carries: refused when encoded.
+  EXPECT_THROW(encode_slot_setup(3, sp, prompt, std::vector<BiasEntry>(kMaxBiasEntries + 1, BiasEntry{1, 1.0f})), Error);
   EXPECT_EQ(s.sampling.temperature, 0.7f);
   EXPECT_EQ(s.sampling.top_p, 0.9f);
   EXPECT_EQ(s.sampling.min_p, 0.05f);

@@ -126,6 +126,63 @@ TEST(Sampler, RepetitionPenaltyDemotesSeenTokens) {
   EXPECT_EQ(s.sample(l.data(), 4, {0}), 1);     // negative logits are multiplied: -1.5 < -1.2
 }
 
+TEST(Sampler, LogitBiasMovesTokensAndMinus100BansThem) {
+  for (uint32_t seed = 1; seed < 10; ++seed) {
+    const auto l = random_logits(seed);
+    const int32_t best = argmax(l);
+    SamplingParams p;
+    p.temperature = 0;
+    p.logit_bias = {{best, -100.0f}};
+    Sampler s(p);
+    auto l2 = l;
+    l2[static_cast<size_t>(best)] = -1e30f;
+    EXPECT_EQ(s.sample(l.data(), 64, {}), argmax(l2));  // the banned token never wins
+    const int32_t low = static_cast<int32_t>(std::min_element(l.begin(), l.end()) - l.begin());
+    p.logit_bias = {{low, 100.0f}, {9999, 100.0f}};     // an id past the vocabulary changes nothing
+    Sampler up(p);
+    EXPECT_EQ(up.sample(l.data(), 64, {}), low);
+    // Sampled at temperature 1: a banned token is never drawn.
+    SamplingParams q = unfiltered(1.0f);
+    q.logit_bias = {{best, -100.0f}};
+    q.seed = seed;
+    const auto h = histogram(q, l, 500);
+    EXPECT_EQ(h.count(best), 0u);
+  }
+}
+
+TEST(Sampler, FrequencyAndPresencePenaltiesCountGeneratedTokensOnly) {
+  // Token 0 leads token 1 by 1.0. The prompt (first 3 history entries) holds token 0 many
+  // times: that counts for nothing. Generated: token 0 twice.
+  const std::vector<float> l = {3.0f, 2.0f, 0.0f, -1.0f};
+  const std::vector<int32_t> prompt_only = {0, 0, 0};
+  const std::vector<int32_t> generated = {0, 0, 0, 0, 0};
+  auto pick = [&](float freq, float pres, const std::vector<int32_t>& h) {
+    SamplingParams p;
+    p.temperature = 0;
+    p.frequency_penalty = freq;
+    p.presence_penalty = pres;
+    Sampler s(p, 3);
+    return s.sample(l.data(), 4, h);
+  };
+  EXPECT_EQ(pick(2.0f, 2.0f, prompt_only), 0);  // the prompt's tokens are not penalised
+  EXPECT_EQ(pick(0.4f, 0.0f, generated), 0);    // 3.0 - 2 * 0.4 = 2.2 > 2.0
+  EXPECT_EQ(pick(0.6f, 0.0f, generated), 1);    // 3.0 - 2 * 0.6 = 1.8 < 2.0
+  EXPECT_EQ(pick(0.0f, 0.9f, generated), 0);    // presence counts once: 2.1 > 2.0
+  EXPECT_EQ(pick(0.0f, 1.1f, generated), 1);    // 1.9 < 2.0
+  EXPECT_EQ(pick(-1.5f, 0.0f, {0, 0, 0, 1}), 1);  // a negative penalty promotes: 2.0 + 1.5 > 3.0
+  // Counted incrementally: each call sees the tokens generated since the last.
+  SamplingParams p;
+  p.temperature = 0;
+  p.frequency_penalty = 0.6f;
+  Sampler s(p, 1);
+  std::vector<int32_t> h = {2};
+  EXPECT_EQ(s.sample(l.data(), 4, h), 0);
+  h.push_back(0);
+  EXPECT_EQ(s.sample(l.data(), 4, h), 0);  // 3.0 - 0.6 = 2.4
+  h.push_back(0);
+  EXPECT_EQ(s.sample(l.data(), 4, h), 1);  // 3.0 - 1.2 = 1.8
+}
+
 TEST(StopMatcher, ReleasesTextThatCannotStartAStop) {
   StopMatcher m({"<end>", "\n\n"});
   std::string out;

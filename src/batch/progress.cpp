@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "util/error.h"
 
 namespace ranklm::batch {
@@ -25,12 +27,16 @@ std::string hms(double s) {
 
 }  // namespace
 
-Progress::Progress(ProgressMode mode, int64_t total, int64_t skipped, double log_interval_s, std::FILE* out)
-    : mode_(mode), total_(total), skipped_(skipped), interval_s_(log_interval_s), out_(out), t0_(clock::now()), last_draw_(t0_) {
+Progress::Progress(ProgressMode mode, int64_t total, int64_t skipped, double log_interval_s, std::FILE* out,
+                   int64_t skipped_errors)
+    : mode_(mode), total_(total), skipped_(skipped), skipped_errors_(skipped_errors), interval_s_(log_interval_s), out_(out),
+      t0_(clock::now()), last_draw_(t0_) {
   if (mode_ == ProgressMode::kAuto) mode_ = isatty(fileno(out_)) ? ProgressMode::kBar : ProgressMode::kLog;
   if (mode_ == ProgressMode::kLog) {
     std::fprintf(out_, "ranklm run: %lld requests to answer%s\n", static_cast<long long>(total_),
-                 skipped_ ? fmt::format(" ({} already in the results file)", skipped_).c_str() : "");
+                 skipped_ ? fmt::format(" ({} already in the results file{})", skipped_,
+                                        skipped_errors_ ? fmt::format(", {} of them errors", skipped_errors_) : "").c_str()
+                          : "");
     std::fflush(out_);
   }
 }
@@ -53,7 +59,10 @@ void Progress::maybe_draw(bool force) {
     std::fprintf(out_, "\r\033[K[%s]", status_line().c_str());
     drawn_ = true;
   } else {
-    if (!force && since < interval_s_) return;
+    // The first line early (at the first result, or after 5 s), so a log shows the job moving.
+    const double wait = first_logged_ ? interval_s_ : std::min(interval_s_, done_ > 0 ? 0.0 : 5.0);
+    if (!force && since < wait) return;
+    first_logged_ = true;
     std::fprintf(out_, "ranklm run: %s\n", status_line().c_str());
   }
   std::fflush(out_);
@@ -77,12 +86,17 @@ void Progress::finished(bool ok, int64_t prompt_tokens, int64_t completion_token
 
 std::string Progress::summary() {
   const double el = std::chrono::duration<double>(clock::now() - t0_).count();
+  // Tokens computed: prompt tokens whose KV came from a shared prefix were never run.
+  const int64_t computed = tokens_in_ - cached_ + tokens_out_;
   const std::string s = fmt::format(
       "ranklm run: {} requests: {} answered, {} errors{}; tokens in {} ({} from shared prefixes), out {}; wall {:.1f} s; "
-      "{:.1f} tokens/s out, {:.1f} tokens/s in+out",
-      done_, done_ - errors_, errors_, skipped_ ? fmt::format(", {} done before (resume)", skipped_) : std::string(),
+      "{:.1f} tokens/s out, {:.1f} tokens/s computed (in, less shared prefixes, + out)",
+      done_, done_ - errors_, errors_,
+      skipped_ ? fmt::format("; {} done before (resume), {} of them errors: the results file holds {} errors in all", skipped_,
+                             skipped_errors_, skipped_errors_ + errors_)
+               : std::string(),
       tokens_in_, cached_, tokens_out_, el, el > 0 ? static_cast<double>(tokens_out_) / el : 0.0,
-      el > 0 ? static_cast<double>(tokens_in_ + tokens_out_) / el : 0.0);
+      el > 0 ? static_cast<double>(computed) / el : 0.0);
   if (mode_ != ProgressMode::kNone) {
     if (mode_ == ProgressMode::kBar && drawn_) std::fputs("\r\033[K", out_);
     std::fprintf(out_, "%s\n", s.c_str());

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -95,7 +96,57 @@ void read_stream_options(const json& body, StreamOptions& so) {
   }
 }
 
+// Fields a request may carry. Known OpenAI fields that are not implemented are refused unless
+// they hold their default value; anything else unknown is refused too (OpenAI answers an
+// unrecognized argument with a 400 as well), so nothing a client asks for is silently dropped.
+void check_fields(const json& body, Endpoint ep) {
+  static const std::vector<std::string_view> kCommon = {"model", "user", "max_tokens", "temperature", "top_p", "seed", "stop", "n",
+                                        "stream", "stream_options", "max_completion_tokens", "frequency_penalty", "presence_penalty",
+                                        "logit_bias", "ignore_eos", "top_k", "min_p", "repeat_penalty",
+                                        "repetition_penalty"};
+  static const std::vector<std::string_view> kChat = {"messages"};
+  static const std::vector<std::string_view> kCompletion = {"prompt"};
+  auto in = [](const std::vector<std::string_view>& list, const std::string& k) {
+    return std::find(list.begin(), list.end(), k) != list.end();
+  };
+  const bool chat = ep == Endpoint::kChat;
+  for (const auto& [key, v] : body.items()) {
+    if (in(kCommon, key) || in(chat ? kChat : kCompletion, key)) continue;
+    // Known to OpenAI, not implemented here: accepted only as their defaults.
+    bool is_default = v.is_null();
+    if (key == "logprobs") is_default = is_default || v == false;
+    if (key == "top_logprobs") is_default = is_default || (v.is_number_integer() && v.get<int64_t>() == 0);
+    if (key == "response_format") is_default = is_default || (v.is_object() && v.size() == 1 && v.value("type", "") == "text");
+    if (key == "tools" || key == "functions") is_default = is_default || (v.is_array() && v.empty());
+    if (key == "tool_choice" || key == "function_call") is_default = is_default || v == "none";
+    if (key == "parallel_tool_calls" || key == "store") is_default = is_default || v.is_boolean();
+    if (key == "echo") is_default = is_default || v == false;
+    if (key == "best_of") is_default = is_default || v == 1;
+    if (key == "suffix") is_default = is_default || v == "";
+    if (key == "service_tier") is_default = is_default || v == "auto" || v == "default";
+    if (key == "metadata") is_default = is_default || v.is_object();
+    static const std::vector<std::string_view> kKnown = {"logprobs", "top_logprobs", "response_format", "tools", "functions",
+                                         "tool_choice", "function_call", "parallel_tool_calls", "store", "echo",
+                                         "best_of", "suffix", "service_tier", "metadata", "modalities", "audio",
+                                         "prediction", "reasoning_effort", "web_search_options", "messages",
+                                         "prompt", "max_completion_tokens", "verbosity", "prompt_cache_key",
+                                         "safety_identifier"};
+    const std::string p = "body." + key;
+    if (!in(kKnown, key)) {
+      throw LineError{p, fmt::format("{} is not a request field this server knows (unrecognized; leave it out)", p)};
+    }
+    if (!is_default) {
+      if (key == "messages" || key == "prompt" || key == "max_completion_tokens") {
+        throw LineError{p, fmt::format("{} is not a field of {} (use {})", p, chat ? "/v1/chat/completions" : "/v1/completions",
+                                       key == "messages" ? "/v1/chat/completions" : key == "prompt" ? "/v1/completions" : "max_tokens")};
+      }
+      throw LineError{p, fmt::format("{} is not supported by this server yet ({} would be ignored; leave it out)", p, short_dump(v))};
+    }
+  }
+}
+
 void read_body(const json& body, PromptItem& it, StreamOptions* so = nullptr) {
+  check_fields(body, it.endpoint);
   auto number = [&](const char* key, double lo, double hi, bool lo_open) -> std::optional<float> {
     if (!body.contains(key) || body[key].is_null()) return std::nullopt;
     const json& v = body[key];
@@ -109,13 +160,52 @@ void read_body(const json& body, PromptItem& it, StreamOptions* so = nullptr) {
   };
   it.o.temperature = number("temperature", 0.0, 2.0, false);
   it.o.top_p = number("top_p", 0.0, 1.0, true);
+  it.o.frequency_penalty = number("frequency_penalty", -kMaxPenalty, kMaxPenalty, false);
+  it.o.presence_penalty = number("presence_penalty", -kMaxPenalty, kMaxPenalty, false);
+  it.o.min_p = number("min_p", 0.0, 1.0, false);
+  it.o.repeat_penalty = number("repeat_penalty", 0.0, 10.0, true);
+  if (const auto rp = number("repetition_penalty", 0.0, 10.0, true)) {
+    if (it.o.repeat_penalty && *it.o.repeat_penalty != *rp) {
+      throw LineError{"body.repetition_penalty", "body.repetition_penalty and body.repeat_penalty differ; give one"};
+    }
+    it.o.repeat_penalty = rp;
+  }
+  if (body.contains("top_k") && !body["top_k"].is_null()) {
+    const json& v = body["top_k"];
+    if (!v.is_number_integer()) bad("body.top_k", "an integer", v);
+    const int64_t k = v.get<int64_t>();
+    // vLLM's -1 and llama.cpp's 0 both mean off.
+    if (k < -1 || k > (int64_t{1} << 24)) throw LineError{"body.top_k", fmt::format("body.top_k is {}, outside -1..16777216 (-1 or 0: off)", k)};
+    it.o.top_k = static_cast<int>(std::max<int64_t>(k, 0));
+  }
+  if (body.contains("logit_bias") && !body["logit_bias"].is_null()) {
+    const json& v = body["logit_bias"];
+    if (!v.is_object()) bad("body.logit_bias", "an object of token ids to biases", v);
+    if (v.size() > kMaxLogitBiasEntries) {
+      throw LineError{"body.logit_bias", fmt::format("body.logit_bias has {} entries; at most {}", v.size(), kMaxLogitBiasEntries)};
+    }
+    for (const auto& [k, b] : v.items()) {
+      const std::string p = fmt::format("body.logit_bias[\"{}\"]", k.size() > 20 ? k.substr(0, 20) + "..." : k);
+      char* end = nullptr;
+      const long long id = k.empty() || k.size() > 10 ? -1 : std::strtoll(k.c_str(), &end, 10);
+      if (id < 0 || id > INT32_MAX || *end != '\0') {
+        throw LineError{"body.logit_bias", fmt::format("{}: the key must be a token id (a non-negative integer)", p)};
+      }
+      if (!b.is_number()) bad(p, "a number", b);
+      const double x = b.get<double>();
+      if (!(x >= -kMaxLogitBias && x <= kMaxLogitBias)) {
+        throw LineError{"body.logit_bias", fmt::format("{} is {}, outside [-100, 100]", p, x)};
+      }
+      it.o.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(x));
+    }
+  }
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
     if (!body.contains(key) || body[key].is_null()) continue;
     const json& v = body[key];
     const std::string p = std::string("body.") + key;
     if (!v.is_number_integer()) bad(p, "an integer", v);
     const int64_t n = v.get<int64_t>();
-    if (n < 1 || n > (int64_t{1} << 24)) throw LineError{p, fmt::format("{} is {}; it must be at least 1", p, n)};
+    if (n < 1 || n > (int64_t{1} << 24)) throw LineError{p, fmt::format("{} is {}, outside 1..{}", p, n, int64_t{1} << 24)};
     it.o.max_tokens = static_cast<int>(n);
   }
   if (body.contains("seed") && !body["seed"].is_null()) {
@@ -284,6 +374,13 @@ PromptItem parse_request_body(std::string_view text, Endpoint ep, StreamOptions&
 
 bool prompt_ids(const PromptItem& it, const Tokenizer& tok, const std::function<const chat::ChatTemplate&()>& chat_template,
                 const std::string& system, std::vector<int32_t>& ids, std::string& why, std::string& param) {
+  for (const auto& [id, b] : it.o.logit_bias) {
+    if (id >= tok.n_vocab()) {
+      why = fmt::format("logit_bias: token id {} is outside the vocabulary (0..{})", id, tok.n_vocab() - 1);
+      param = "logit_bias";
+      return false;
+    }
+  }
   if (!it.prompt_ids.empty()) {
     const auto bad_id = std::find_if(it.prompt_ids.begin(), it.prompt_ids.end(), [&](int32_t id) { return id >= tok.n_vocab(); });
     if (bad_id != it.prompt_ids.end()) {
@@ -342,6 +439,7 @@ std::vector<PromptItem> parse_prompts(std::string_view content, const std::strin
       it.custom_id = std::to_string(line);
       if (!valid_text(text)) {
         it.error = fmt::format("{}: line {}: not UTF-8 text (binary data?)", path, line);
+        it.error_code = "invalid_line";
       } else if (chat) {
         it.endpoint = Endpoint::kChat;
         it.messages.push_back({"user", std::string(text)});
@@ -353,6 +451,7 @@ std::vector<PromptItem> parse_prompts(std::string_view content, const std::strin
         parse_json_line(text, it);
       } catch (const LineError& e) {
         not_runnable(it, fmt::format("{}: line {}: {}", path, line, e.message), e.param);
+        if (e.param.rfind("body", 0) != 0) it.error_code = "invalid_line";
       }
     }
     const auto [pos, fresh] = first_line.emplace(it.custom_id, line);

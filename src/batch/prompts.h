@@ -7,10 +7,13 @@
 // JSONL line: {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
 //              "body": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 64,
 //                       "temperature": 0.7, "top_p": 0.9, "seed": 3, "stop": ["\n\n"]}}
-// ("ignore_eos": true, as llama.cpp and vLLM take it, runs to max_tokens.)
-// or "url": "/v1/completions" with "body": {"prompt": "Once upon a time", ...}. Body fields
-// not listed here (model, user, ...) are accepted and ignored; a listed field of the wrong
-// type or out of range is an error for that line.
+// or "url": "/v1/completions" with "body": {"prompt": "Once upon a time", ...}. Also honoured:
+// frequency_penalty, presence_penalty, logit_bias, max_completion_tokens, n (1), and the
+// llama.cpp / vLLM extensions top_k, min_p, repeat_penalty (repetition_penalty) and ignore_eos
+// (runs to max_tokens). model and user are accepted (one model is served; user identifies the
+// caller to the provider). An OpenAI field this server does not implement (logprobs, tools,
+// response_format, ...) is refused unless it holds its default (logprobs: false), and so is a
+// field OpenAI does not know: each an error for that line naming the field, never ignored.
 #pragma once
 
 #include <cstdint>
@@ -41,7 +44,15 @@ struct Overrides {
   std::optional<uint64_t> seed;
   std::optional<std::vector<std::string>> stop;
   bool ignore_eos = false;  // generate max_tokens whatever the model's end tokens (benchmarks)
+  std::optional<float> frequency_penalty, presence_penalty, min_p, repeat_penalty;
+  std::optional<int> top_k;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // token id, bias (checked against the vocabulary later)
 };
+
+// Bounds of the OpenAI fields.
+constexpr double kMaxPenalty = 2.0;
+constexpr double kMaxLogitBias = 100.0;
+constexpr size_t kMaxLogitBiasEntries = 1024;  // the wire's bound too (runtime/protocol.h)
 
 struct PromptItem {
   int64_t line = 0;            // 1-based line of the file
@@ -53,6 +64,9 @@ struct PromptItem {
   Overrides o;
   std::string error;        // non-empty: not runnable; the message names the line and field
   std::string error_param;  // the field at fault ("body.temperature"), or empty
+  // "invalid_line": the line is no request (not JSON, no custom_id or url), so it never reached
+  // the endpoint; "invalid_request": a request the endpoint refuses (a 400).
+  std::string error_code = "invalid_request";
 };
 
 // One request body as an HTTP server receives it (ranklm serve): the same fields and checks as

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "util/checksum.h"
+#include "util/unique_id.h"
 
 namespace ranklm::batch {
 
@@ -12,9 +13,6 @@ namespace {
 
 uint64_t fnv1a(const std::string& s, uint64_t h = kFnv1a64Basis) { return fnv1a64(s.data(), s.size(), h); }
 
-std::string hex_id(const char* prefix, const std::string& custom_id, const char* salt) {
-  return fmt::format("{}{:016x}", prefix, fnv1a(custom_id, fnv1a(salt)));
-}
 
 }  // namespace
 
@@ -49,11 +47,11 @@ json completion_body(Endpoint ep, const std::string& id, const std::string& mode
 
 json result_record(const PromptItem& it, const std::string& model, const Completion& c, int64_t created) {
   const bool chat = it.endpoint == Endpoint::kChat;
-  const json body = completion_body(it.endpoint, hex_id(chat ? "chatcmpl-" : "cmpl-", it.custom_id, "body"), model, c, created);
+  const json body = completion_body(it.endpoint, unique_id(chat ? "chatcmpl-" : "cmpl-"), model, c, created);
   const double decode_s = c.total_s - c.first_token_s;
-  return {{"id", hex_id("batch_req_", it.custom_id, "record")},
+  return {{"id", unique_id("batch_req_")},
           {"custom_id", it.custom_id},
-          {"response", {{"status_code", 200}, {"request_id", hex_id("req_", it.custom_id, "request")}, {"body", body}}},
+          {"response", {{"status_code", 200}, {"request_id", unique_id("req_")}, {"body", body}}},
           {"error", nullptr},
           {"timing",
            {{"time_to_first_token_s", c.first_token_s},
@@ -62,14 +60,22 @@ json result_record(const PromptItem& it, const std::string& model, const Complet
 }
 
 json error_record(const PromptItem& it, const std::string& code, const std::string& message, const std::string& param) {
-  // A request the model could not answer (NaN logits) is the server's fault, not the request's.
+  // A line that is no request at all (not JSON, no custom_id, no url) never reached the
+  // endpoint: OpenAI's top-level error, no response. Any other failure is the endpoint's
+  // answer (400 for the request, 500 when the model could not answer): response, error null.
+  if (code == "invalid_line") {
+    return {{"id", unique_id("batch_req_")},
+            {"custom_id", it.custom_id},
+            {"response", nullptr},
+            {"error", {{"code", code}, {"message", message}, {"line", it.line}}}};
+  }
   const bool server = code == "model_error";
   json err = {{"message", message}, {"type", server ? "server_error" : "invalid_request_error"},
               {"param", param.empty() ? json() : json(param)}, {"code", code}};
-  return {{"id", hex_id("batch_req_", it.custom_id, "record")},
+  return {{"id", unique_id("batch_req_")},
           {"custom_id", it.custom_id},
-          {"response", {{"status_code", server ? 500 : 400}, {"request_id", hex_id("req_", it.custom_id, "request")}, {"body", {{"error", err}}}}},
-          {"error", {{"code", code}, {"message", message}, {"line", it.line}}}};
+          {"response", {{"status_code", server ? 500 : 400}, {"request_id", unique_id("req_")}, {"body", {{"error", err}}}}},
+          {"error", nullptr}};
 }
 
 }  // namespace ranklm::batch

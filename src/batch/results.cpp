@@ -67,7 +67,7 @@ JobIdentity JobIdentity::of_prompts(const std::string& path, std::string_view co
 }
 
 void parse_result_lines(std::string_view content, const std::string& path, int64_t first_line,
-                        std::set<std::string>& done) {
+                        std::set<std::string>& done, std::set<std::string>* errors) {
   int64_t line = first_line - 1;
   for (size_t at = 0; at < content.size();) {
     size_t end = content.find('\n', at);
@@ -83,6 +83,12 @@ void parse_result_lines(std::string_view content, const std::string& path, int64
            "by something else? Fix or remove that line, then resume (nothing was changed)", path, line);
     }
     done.insert(j["custom_id"].get<std::string>());
+    if (errors) {
+      const bool top_error = j.contains("error") && !j["error"].is_null();
+      const bool not_ok = !j.contains("response") || !j["response"].is_object() ||
+                          j["response"].value("status_code", json(0)) != 200;
+      if (top_error || not_ok) errors->insert(j["custom_id"].get<std::string>());
+    }
   }
 }
 
@@ -170,7 +176,7 @@ void ResultsFile::scan() {
       const size_t last = pending.rfind('\n');
       if (last != std::string::npos) {
         const std::string_view whole(pending.data(), last + 1);
-        parse_result_lines(whole.substr(0, last), path_, line, done_);
+        parse_result_lines(whole.substr(0, last), path_, line, done_, &failed_);
         line += static_cast<int64_t>(std::count(whole.begin(), whole.end(), '\n'));
         pending.erase(0, last + 1);
       }

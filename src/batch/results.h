@@ -58,6 +58,7 @@ class ResultsFile {
   void begin(const JobIdentity& id);
 
   const std::set<std::string>& done() const { return done_; }  // custom_ids already answered
+  const std::set<std::string>& failed() const { return failed_; }  // those of them answered with an error
   int64_t torn_bytes() const { return torn_; }                   // cut off by begin()
 
   // Appends one record (a JSON object with a string custom_id) as one line, written with one
@@ -85,15 +86,16 @@ class ResultsFile {
   Fd lock_, file_;  // the lock is released last
   int& fd_ = file_.fd;
   int& lock_fd_ = lock_.fd;
-  std::set<std::string> done_;
+  std::set<std::string> done_, failed_;
   int64_t size_ = 0, keep_ = 0, torn_ = 0;
   bool begun_ = false;
 };
 
 // Reads the custom_ids of a results file's content (the part up to its last newline), the
 // parser resume uses; throws ranklm::Error naming `path` and the line for a line that is not a
-// record. Exposed for tests and fuzzing.
+// record. `errors` (optional) also gets those of error records (a top-level error, or a
+// response other than 200). Exposed for tests and fuzzing.
 void parse_result_lines(std::string_view content, const std::string& path, int64_t first_line,
-                        std::set<std::string>& done);
+                        std::set<std::string>& done, std::set<std::string>* errors = nullptr);
 
 }  // namespace ranklm::batch

@@ -17,6 +17,7 @@
 #include "batch/records.h"
 #include "batch/results.h"
 #include "chat/chat_template.h"
+#include "serve/api.h"
 #include "cli/commands.h"
 #include "cli/engine.h"
 #include "cli/options.h"
@@ -81,8 +82,11 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
   const int64_t skipped = static_cast<int64_t>(std::count_if(items.begin(), items.end(), [&](const batch::PromptItem& it) {
     return results.done().count(it.custom_id) > 0;
   }));
+  const int64_t skipped_errors = static_cast<int64_t>(std::count_if(items.begin(), items.end(), [&](const batch::PromptItem& it) {
+    return results.failed().count(it.custom_id) > 0;
+  }));
   batch::Progress progress(batch::parse_progress_mode(o.progress), static_cast<int64_t>(items.size()) - skipped, skipped,
-                           o.progress_interval);
+                           o.progress_interval, stderr, skipped_errors);
   const int64_t created = static_cast<int64_t>(std::time(nullptr));
   auto write_error = [&](const batch::PromptItem& it, const std::string& code, const std::string& msg, const std::string& param) {
     results.write(batch::error_record(it, code, msg, param));
@@ -97,7 +101,7 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
       batch::PromptItem& it = items[i];
       if (results.done().count(it.custom_id)) continue;
       if (!it.error.empty()) {
-        write_error(it, "invalid_request", it.error, it.error_param);
+        write_error(it, it.error_code, it.error, it.error_param);
         continue;
       }
       runtime::Request r;
@@ -109,8 +113,7 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
       }
       r.max_tokens = it.o.max_tokens.value_or(o.max_tokens);
       r.sampling = o.sp;
-      if (it.o.temperature) r.sampling.temperature = *it.o.temperature;
-      if (it.o.top_p) r.sampling.top_p = *it.o.top_p;
+      serve::apply_overrides(it.o, r.sampling);
       r.sampling.seed = it.o.seed ? *it.o.seed : batch::request_seed(o.sp.seed, it.custom_id);
       if (!it.o.ignore_eos) r.end_tokens = end_tokens;
       auto st = std::make_shared<TextState>(*tok, it.o.stop.value_or(o.stops));

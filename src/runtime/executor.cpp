@@ -17,12 +17,23 @@ double since(clock::time_point t0) { return std::chrono::duration<double>(clock:
 constexpr size_t kMaxPending = 8;  // sends in flight per rank before it waits for the oldest
 
 proto::SamplingWire to_wire(const SamplingParams& sp) {
-  return proto::SamplingWire{sp.temperature, sp.top_p, sp.min_p, sp.repeat_penalty, sp.top_k, sp.repeat_last_n, sp.seed};
+  return proto::SamplingWire{sp.temperature, sp.top_p, sp.min_p, sp.repeat_penalty, sp.top_k, sp.repeat_last_n, sp.seed,
+                             sp.frequency_penalty, sp.presence_penalty};
 }
 
-SamplingParams from_wire(const proto::SamplingWire& w) {
-  return SamplingParams{.temperature = w.temperature, .top_k = w.top_k, .top_p = w.top_p, .min_p = w.min_p,
-                        .repeat_penalty = w.repeat_penalty, .repeat_last_n = w.repeat_last_n, .seed = w.seed};
+std::vector<proto::BiasEntry> bias_to_wire(const SamplingParams& sp) {
+  std::vector<proto::BiasEntry> out;
+  for (const auto& [t, b] : sp.logit_bias) out.push_back({t, b});
+  return out;
+}
+
+SamplingParams from_wire(const proto::SlotSetup& s) {
+  const proto::SamplingWire& w = s.sampling;
+  SamplingParams p{.temperature = w.temperature, .top_k = w.top_k, .top_p = w.top_p, .min_p = w.min_p,
+                   .repeat_penalty = w.repeat_penalty, .repeat_last_n = w.repeat_last_n, .seed = w.seed,
+                   .frequency_penalty = w.frequency_penalty, .presence_penalty = w.presence_penalty, .logit_bias = {}};
+  for (const proto::BiasEntry& e : s.bias) p.logit_bias.emplace_back(e.token, e.bias);
+  return p;
 }
 
 }  // namespace
@@ -151,7 +162,7 @@ void Executor::submit_sampled(const Batch& b) { submit_step(b, proto::Kind::kSam
 void Executor::setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt) {
   if (c_.rank() != 0) fail("Executor::setup_slot runs on rank 0");
   if (slot < 0 || slot >= static_cast<int>(slots_.size())) fail("KV slot {} out of range 0..{}", slot, slots_.size() - 1);
-  proto::Message m = proto::encode_slot_setup(slot, to_wire(sp), prompt);
+  proto::Message m = proto::encode_slot_setup(slot, to_wire(sp), prompt, bias_to_wire(sp));
   if (l_.head_rank == 0) {
     setup_here(proto::decode_slot_setup(m.header(), m.body(), m.body_size()));
     return;
@@ -180,7 +191,7 @@ void Executor::setup_here(const proto::SlotSetup& s) {
   if (!is_head_ || s.slot < 0 || s.slot >= static_cast<int>(slots_.size())) {
     fail("rank {}: a slot set-up for slot {} came from rank 0 (a bug)", c_.rank(), s.slot);
   }
-  samplers_[static_cast<size_t>(s.slot)] = std::make_unique<Sampler>(from_wire(s.sampling));
+  samplers_[static_cast<size_t>(s.slot)] = std::make_unique<Sampler>(from_wire(s), s.prompt.size());
   histories_[static_cast<size_t>(s.slot)] = s.prompt;
 }
 

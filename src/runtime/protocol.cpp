@@ -9,13 +9,14 @@ namespace ranklm::runtime::proto {
 namespace {
 
 // The body a header of this kind and these counts must come with.
-uint64_t expected_body(Kind k, int64_t n_seq, int64_t n_tok) {
+uint64_t expected_body(Kind k, int64_t n_seq, int64_t n_tok, int64_t n_out) {
   switch (k) {
     case Kind::kStep:
     case Kind::kSampledStep:
       return static_cast<uint64_t>(n_seq) * sizeof(SeqEntry) + static_cast<uint64_t>(n_tok) * sizeof(int32_t);
     case Kind::kSlotSetup:
-      return sizeof(SamplingWire) + static_cast<uint64_t>(n_tok) * sizeof(int32_t);
+      return sizeof(SamplingWire) + static_cast<uint64_t>(n_tok) * sizeof(int32_t) +
+             static_cast<uint64_t>(n_out) * sizeof(BiasEntry);
     case Kind::kKvShare:
       return sizeof(KvShare);
     default:
@@ -24,12 +25,14 @@ uint64_t expected_body(Kind k, int64_t n_seq, int64_t n_tok) {
 }
 
 Header make_header(Kind k, int64_t n_seq, int64_t n_tok, int64_t n_out) {
-  if (n_seq < 0 || n_seq > kMaxSeqs || n_tok < 0 || n_tok > kMaxTokens || n_out < 0 || n_out > n_tok) {
+  // A slot set-up's n_out counts its logit bias entries; a step's, logits rows of its tokens.
+  const int64_t out_max = k == Kind::kSlotSetup ? kMaxBiasEntries : n_tok;
+  if (n_seq < 0 || n_seq > kMaxSeqs || n_tok < 0 || n_tok > kMaxTokens || n_out < 0 || n_out > out_max) {
     fail("step protocol: a {} of {} sequences, {} tokens and {} logits rows is outside the protocol's bounds "
          "({} sequences, {} tokens)", kind_name(k), n_seq, n_tok, n_out, kMaxSeqs, kMaxTokens);
   }
   return Header{kMagic, kVersion, static_cast<uint16_t>(k), static_cast<int32_t>(n_seq), static_cast<int32_t>(n_tok),
-                static_cast<int32_t>(n_out), static_cast<uint32_t>(expected_body(k, n_seq, n_tok))};
+                static_cast<int32_t>(n_out), static_cast<uint32_t>(expected_body(k, n_seq, n_tok, n_out))};
 }
 
 Message with_body(const Header& h) {
@@ -81,11 +84,13 @@ Message encode_step(Kind k, const std::vector<SeqEntry>& seqs, const std::vector
   return m;
 }
 
-Message encode_slot_setup(int32_t slot, const SamplingWire& sp, const std::vector<int32_t>& prompt) {
-  Message m = with_body(make_header(Kind::kSlotSetup, slot, static_cast<int64_t>(prompt.size()), 0));
+Message encode_slot_setup(int32_t slot, const SamplingWire& sp, const std::vector<int32_t>& prompt,
+                          const std::vector<BiasEntry>& bias) {
+  Message m = with_body(make_header(Kind::kSlotSetup, slot, static_cast<int64_t>(prompt.size()), static_cast<int64_t>(bias.size())));
   uint8_t* p = m.bytes.data() + sizeof(Header);
   std::memcpy(p, &sp, sizeof sp);
   if (!prompt.empty()) std::memcpy(p + sizeof sp, prompt.data(), prompt.size() * sizeof(int32_t));
+  if (!bias.empty()) std::memcpy(p + sizeof sp + prompt.size() * sizeof(int32_t), bias.data(), bias.size() * sizeof(BiasEntry));
   return m;
 }
 
@@ -118,14 +123,15 @@ Header decode_header(const void* data, size_t n, int from) {
   check_version(h.magic, h.version, what);
   if (h.kind >= kKindCount) fail("step protocol: {} is of unknown kind {}", what, h.kind);
   const Kind k = static_cast<Kind>(h.kind);
-  if (h.n_seq < 0 || h.n_seq > kMaxSeqs || h.n_tok < 0 || h.n_tok > kMaxTokens || h.n_out < 0 || h.n_out > h.n_tok) {
+  const int32_t out_max = k == Kind::kSlotSetup ? kMaxBiasEntries : h.n_tok;
+  if (h.n_seq < 0 || h.n_seq > kMaxSeqs || h.n_tok < 0 || h.n_tok > kMaxTokens || h.n_out < 0 || h.n_out > out_max) {
     fail("step protocol: {} ({}) has out-of-bounds counts: {} sequences, {} tokens, {} logits rows", what, kind_name(k),
          h.n_seq, h.n_tok, h.n_out);
   }
   if ((k == Kind::kStep || k == Kind::kSampledStep) && (h.n_seq < 1 || h.n_tok < 1)) {
     fail("step protocol: {} is an empty {} ({} sequences, {} tokens)", what, kind_name(k), h.n_seq, h.n_tok);
   }
-  const uint64_t want = expected_body(k, h.n_seq, h.n_tok);
+  const uint64_t want = expected_body(k, h.n_seq, h.n_tok, h.n_out);
   if (h.body_bytes != want) {
     fail("step protocol: {} ({}) announces a body of {} bytes; its counts need {}", what, kind_name(k), h.body_bytes, want);
   }
@@ -168,6 +174,10 @@ SlotSetup decode_slot_setup(const Header& h, const void* body, size_t n) {
   std::memcpy(&s.sampling, p, sizeof s.sampling);
   s.prompt.resize(static_cast<size_t>(h.n_tok));
   if (!s.prompt.empty()) std::memcpy(s.prompt.data(), p + sizeof s.sampling, s.prompt.size() * sizeof(int32_t));
+  s.bias.resize(static_cast<size_t>(h.n_out));
+  if (!s.bias.empty()) {
+    std::memcpy(s.bias.data(), p + sizeof s.sampling + s.prompt.size() * sizeof(int32_t), s.bias.size() * sizeof(BiasEntry));
+  }
   return s;
 }
 

@@ -20,7 +20,7 @@
 namespace ranklm::runtime::proto {
 
 constexpr uint32_t kMagic = 0x504d4c52;  // "RLMP" in memory order
-constexpr uint16_t kVersion = 2;
+constexpr uint16_t kVersion = 3;
 
 // Largest step this protocol carries.
 constexpr int32_t kMaxSeqs = 1 << 20;
@@ -30,7 +30,8 @@ enum class Kind : uint16_t {
   kStop = 0,         // rank 0 -> every rank: serve() returns. No body.
   kStep = 1,         // rank 0 -> every rank: run a step; the last stage sends logits to rank 0.
   kReportTimes = 2,  // rank 0 -> every rank: each sends its Times to rank 0 (tag kStats). No body.
-  kSlotSetup = 3,    // rank 0 -> the head rank: a new request in a slot (its sampler, its prompt).
+  kSlotSetup = 3,    // rank 0 -> the head rank: a new request in a slot (its sampler, its prompt,
+                     // its logit bias; header n_out is the bias entries' count).
   kSampledStep = 4,  // rank 0 -> every rank: run a step; the head rank samples, tokens to rank 0.
   kKvShare = 5,      // rank 0 -> every rank: a slot takes another's KV prefix (or is emptied).
 };
@@ -67,8 +68,16 @@ struct SamplingWire {
   float temperature, top_p, min_p, repeat_penalty;
   int32_t top_k, repeat_last_n;
   uint64_t seed;
+  float frequency_penalty, presence_penalty;
 };
-static_assert(sizeof(SamplingWire) == 32, "protocol sampling layout");
+static_assert(sizeof(SamplingWire) == 40, "protocol sampling layout");
+// One logit bias entry of a slot set-up (after the prompt's tokens).
+struct BiasEntry {
+  int32_t token;
+  float bias;
+};
+static_assert(sizeof(BiasEntry) == 8, "protocol logit bias layout");
+constexpr int32_t kMaxBiasEntries = 1024;
 
 // A rank's time report (answer to kReportTimes).
 struct Times {
@@ -97,7 +106,8 @@ struct Message {
 };
 Message encode_control(Kind k);  // kStop, kReportTimes
 Message encode_step(Kind k, const std::vector<SeqEntry>& seqs, const std::vector<int32_t>& tokens);
-Message encode_slot_setup(int32_t slot, const SamplingWire& sp, const std::vector<int32_t>& prompt);
+Message encode_slot_setup(int32_t slot, const SamplingWire& sp, const std::vector<int32_t>& prompt,
+                          const std::vector<BiasEntry>& bias = {});
 Message encode_kv_share(const KvShare& k);
 Ready make_ready(int rank, int world_size, int64_t kv_blocks);
 
@@ -116,6 +126,7 @@ struct SlotSetup {
   int32_t slot;
   SamplingWire sampling;
   std::vector<int32_t> prompt;
+  std::vector<BiasEntry> bias;
 };
 SlotSetup decode_slot_setup(const Header& h, const void* body, size_t n);
 // A KV share whose header h was decoded (slot bounds are the executor's to check).

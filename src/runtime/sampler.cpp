@@ -14,6 +14,16 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<
     if (std::isnan(logits[i]) || logits[i] == std::numeric_limits<float>::infinity()) return kBadLogits;
   }
   std::vector<float> l(logits, logits + n_vocab);
+  for (const auto& [t, b] : p_.logit_bias) {
+    if (t >= 0 && t < n_vocab) l[static_cast<size_t>(t)] += b;
+  }
+  if (p_.frequency_penalty != 0.0f || p_.presence_penalty != 0.0f) {
+    for (; counted_ < history.size(); ++counted_) ++counts_[history[counted_]];
+    for (const auto& [t, n] : counts_) {
+      if (t < 0 || t >= n_vocab) continue;
+      l[static_cast<size_t>(t)] -= static_cast<float>(n) * p_.frequency_penalty + p_.presence_penalty;
+    }
+  }
   if (p_.repeat_penalty != 1.0f && p_.repeat_last_n != 0) {
     const size_t n = p_.repeat_last_n < 0 ? history.size()
                                           : std::min(history.size(), static_cast<size_t>(p_.repeat_last_n));

@@ -83,4 +83,15 @@ std::string metrics_text(const Metrics& m) {
   return out;
 }
 
+void apply_overrides(const batch::Overrides& o, SamplingParams& sp) {
+  if (o.temperature) sp.temperature = *o.temperature;
+  if (o.top_p) sp.top_p = *o.top_p;
+  if (o.top_k) sp.top_k = *o.top_k;
+  if (o.min_p) sp.min_p = *o.min_p;
+  if (o.repeat_penalty) sp.repeat_penalty = *o.repeat_penalty;
+  if (o.frequency_penalty) sp.frequency_penalty = *o.frequency_penalty;
+  if (o.presence_penalty) sp.presence_penalty = *o.presence_penalty;
+  if (!o.logit_bias.empty()) sp.logit_bias = o.logit_bias;
+}
+
 }  // namespace ranklm::serve

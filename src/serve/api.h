@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "batch/prompts.h"
+#include "runtime/sampler.h"
 #include "serve/hub.h"
 
 namespace ranklm::serve {
@@ -28,6 +29,10 @@ struct ApiError {
 };
 
 std::string error_json(const ApiError& e);
+
+// A request's sampling fields (a server body or a batch line) over the defaults; the seed is
+// the caller's to set.
+void apply_overrides(const batch::Overrides& o, SamplingParams& sp);
 
 // One streamed chunk. `first` adds the assistant role (chat); `finish` ends the choice.
 nlohmann::ordered_json chunk_json(batch::Endpoint ep, const std::string& id, const std::string& model, int64_t created,

@@ -15,10 +15,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 #include "batch/records.h"
 #include "serve/api.h"
 #include "util/error.h"
+#include "util/unique_id.h"
 
 namespace ranklm::serve {
 
@@ -93,10 +95,6 @@ bool equal_const_time(const std::string& a, const std::string& b) {
   unsigned char d = 0;
   for (size_t i = 0; i < a.size(); ++i) d |= static_cast<unsigned char>(a[i] ^ b[i]);
   return d == 0;
-}
-
-std::string completion_id(batch::Endpoint ep, int64_t id) {
-  return fmt::format("{}{:016x}", ep == batch::Endpoint::kChat ? "chatcmpl-" : "cmpl-", static_cast<uint64_t>(id) * 0x9e3779b97f4a7c15ull);
 }
 
 }  // namespace
@@ -245,12 +243,13 @@ std::shared_ptr<Job> HttpServer::make_job(const httplib::Request& req, batch::En
     return nullptr;
   }
   job->id = next_id_++;
+  job->public_id = unique_id(ep == batch::Endpoint::kChat ? "chatcmpl-" : "cmpl-");
+  job->created = static_cast<int64_t>(std::time(nullptr));
   const int64_t room = model_.n_ctx - n;
   int64_t max_tokens = it.o.max_tokens ? *it.o.max_tokens : o_.default_max_tokens > 0 ? o_.default_max_tokens : room;
   r.max_tokens = static_cast<int>(std::min(max_tokens, room));
   r.sampling = o_.sampling;
-  if (it.o.temperature) r.sampling.temperature = *it.o.temperature;
-  if (it.o.top_p) r.sampling.top_p = *it.o.top_p;
+  apply_overrides(it.o, r.sampling);
   r.sampling.seed = it.o.seed ? *it.o.seed : batch::request_seed(o_.sampling.seed, fmt::format("request-{}", job->id));
   if (!it.o.ignore_eos) r.end_tokens = model_.end_tokens;
   return job;
@@ -306,7 +305,7 @@ void HttpServer::answer_whole(const std::shared_ptr<Job>& job, int fd, httplib::
     c.prompt_tokens = job->n_prompt;
     c.completion_tokens = job->n_completion;
     c.cached_tokens = job->n_cached;
-    res.set_content(batch::completion_body(job->endpoint, completion_id(job->endpoint, job->id), model_.name, c, model_.created)
+    res.set_content(batch::completion_body(job->endpoint, job->public_id, model_.name, c, job->created)
                         .dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace),
                     "application/json");
   }
@@ -320,7 +319,7 @@ void HttpServer::answer_stream(const std::shared_ptr<Job>& job, int fd, httplib:
     bool first = true, finished = false;
   };
   auto st = std::make_shared<State>();
-  const std::string id = completion_id(job->endpoint, job->id);
+  const std::string& id = job->public_id;
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider(
@@ -331,14 +330,14 @@ void HttpServer::answer_stream(const std::shared_ptr<Job>& job, int fd, httplib:
         std::string out;
         const JobEnd end = job->end;
         if (job->text.size() > st->sent && end != JobEnd::kFailed) {
-          out += sse(chunk_json(job->endpoint, id, model_.name, model_.created, job->text.substr(st->sent), st->first, {}));
+          out += sse(chunk_json(job->endpoint, id, model_.name, job->created, job->text.substr(st->sent), st->first, {}));
           st->sent = job->text.size();
           st->first = false;
         }
         if (end == JobEnd::kDone) {
-          out += sse(chunk_json(job->endpoint, id, model_.name, model_.created, "", st->first, job->finish_reason));
+          out += sse(chunk_json(job->endpoint, id, model_.name, job->created, "", st->first, job->finish_reason));
           if (job->stream.include_usage) {
-            nlohmann::ordered_json u = chunk_json(job->endpoint, id, model_.name, model_.created, "", false, {});
+            nlohmann::ordered_json u = chunk_json(job->endpoint, id, model_.name, job->created, "", false, {});
             u["choices"] = nlohmann::ordered_json::array();
             u["usage"] = usage_json(job->n_prompt, job->n_completion, job->n_cached);
             out += sse(u);

@@ -34,6 +34,8 @@ struct Job {
   Job(const Tokenizer& tok, std::vector<std::string> stops) : dec(tok), stop(std::move(stops)) {}
 
   int64_t id = 0;
+  std::string public_id;  // "chatcmpl-…" / "cmpl-…": random, unique across requests and restarts
+  int64_t created = 0;    // Unix time the request arrived
   batch::Endpoint endpoint = batch::Endpoint::kCompletion;
   batch::StreamOptions stream;
   runtime::Request req;  // prompt ids, limits, sampling; the scheduler gets a copy
