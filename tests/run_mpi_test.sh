@@ -56,7 +56,8 @@ def load(p):
         b = r["response"]["body"]
         key = r["custom_id"]
         assert key not in out, f"{key} twice in {p}"
-        out[key] = (b["choices"][0]["text"], b["choices"][0]["finish_reason"], b["usage"]) if r["error"] is None else r["error"]["code"]
+        ok = r["response"] is not None and r["response"]["status_code"] == 200
+        out[key] = (b["choices"][0]["text"], b["choices"][0]["finish_reason"], b["usage"]) if ok else (r["error"] or b["error"])["code"]
     return out
 a, b = load(sys.argv[1]), load(sys.argv[2])
 assert a.keys() == b.keys(), f"{len(a)} vs {len(b)} records"
@@ -88,14 +89,23 @@ recs = {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
     recs[r["custom_id"]] = r
-want_err = {"line-2": "invalid_request", "line-3": "invalid_request", "no-body": "invalid_request", "wrong-type": "invalid_request",
-            "wrong-url": "invalid_request", "too-long": "context_length_exceeded", "bad-ids": "invalid_request",
+# Lines that are no request (not JSON, no custom_id, an url that is not served) never reached an
+# endpoint: top-level error, no response. Requests the endpoint refuses: a 400, error null.
+want_err = {"line-2": "invalid_line", "line-3": "invalid_line", "no-body": "invalid_request", "wrong-type": "invalid_request",
+            "wrong-url": "invalid_line", "too-long": "context_length_exceeded", "bad-ids": "invalid_request",
             "chat-no-template": "invalid_request"}
 assert set(recs) == set(want_err) | {"ok-1", "ok-2"}, sorted(recs)
 for cid, code in want_err.items():
     r = recs[cid]
-    assert r["error"]["code"] == code and r["response"]["status_code"] == 400, (cid, r)
-    assert "r.jsonl: line " in r["error"]["message"], r["error"]["message"]
+    if code == "invalid_line":
+        assert r["error"]["code"] == code and r["response"] is None, (cid, r)
+        e = r["error"]
+    else:
+        assert r["error"] is None and r["response"]["status_code"] == 400, (cid, r)
+        e = r["response"]["body"]["error"]
+        assert e["code"] == code, (cid, r)
+    assert "r.jsonl: line " in e["message"], e["message"]
+    recs[cid] = {"error": e}
 for cid in ("ok-1", "ok-2"):
     r = recs[cid]
     assert r["error"] is None and r["response"]["status_code"] == 200, r

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -319,6 +320,54 @@ def raw_leave(s, path, body, after_s):
         time.sleep(after_s)
 
 
+def probe_checks(args):
+    """What a hostile or demanding client tried: long prompts, cut characters."""
+    s = Server(args, "probe", "--max-body-bytes", str(4 << 20), "--parallel", "2")
+    try:
+        # A 1 MB prompt is tokenized in linear time and without a lock: a small request sent
+        # while it is being tokenized is answered first, and the long one gets its 400 quickly.
+        words = ["river", "mountain", "the", "and", "über", "日本語", "😀", "data"]
+        rnd = random.Random(3)
+        big = " ".join(rnd.choice(words) for _ in range(150000))
+        while len(big.encode()) < (1 << 20):
+            big += " river"
+        done = {}
+
+        def long_one():
+            t0 = time.time()
+            st, j = s.raw("POST", "/v1/completions", json.dumps({"prompt": big, "max_tokens": 1}),
+                          {"Content-Type": "application/json"})
+            done["big"] = (time.time(), time.time() - t0, st, j)
+
+        th = threading.Thread(target=long_one)
+        th.start()
+        time.sleep(0.05)
+        r = s.client.completions.create(model="m", prompt="Hi", max_tokens=2, temperature=0)
+        done["small"] = time.time()
+        th.join(60)
+        t_big, took, st, j = done["big"]
+        check(st == 400 and j["error"]["code"] == "context_length_exceeded" and took < 5.0,
+              f"a 1 MB prompt is tokenized and refused with its 400 in {took:.2f} s (bound 5 s; 30 s at 512 KB before)")
+        check(r.usage.completion_tokens >= 1 and done["small"] <= t_big,
+              "a small request sent meanwhile is answered before it (no lock held by the long one)")
+        # A length-limited answer never ends in half a character (no U+FFFD), whole or streamed.
+        prompt = "Emoji: 😀🎉🚀🌍😀🎉🚀🌍😀🎉🚀🌍 and Japanese: 日本語の文章です。日本語の文章です。"
+        bad = []
+        for n in range(1, 9):
+            w = s.client.completions.create(model="m", prompt=prompt, max_tokens=n, temperature=0).choices[0].text
+            st_text, _ = completion_text(s.client.completions.create(model="m", prompt=prompt, max_tokens=n, temperature=0,
+                                                                     stream=True))
+            if "\ufffd" in w or "\ufffd" in st_text:
+                bad.append((n, w, st_text))
+        check(not bad, f"answers cut by max_tokens hold back half characters (no U+FFFD), whole and streamed: {bad[:2]}")
+        st, j = s.raw("POST", "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 99999999}),
+                      {"Content-Type": "application/json"})
+        check(st == 400 and "outside 1..16777216" in j["error"]["message"],
+              f"max_tokens above the bound names the bound: {j['error']['message'] if isinstance(j, dict) else j}")
+    finally:
+        s.stop()
+
+
 def limits_checks(args):
     s = Server(args, "limits", "--parallel", "1", "--max-queue", "1")
     try:
@@ -545,6 +594,7 @@ def main():
     if args.full:
         auth_checks(args)
         limits_checks(args)
+        probe_checks(args)
     sigterm_checks(args, label)
     if args.shards:
         rank_death_checks(args, label)

@@ -36,6 +36,9 @@ double tolerance_for(const std::string& name) {
 std::vector<std::string> fixture_models() {
   std::vector<std::string> names;
   for (const char* dir : {"models", "new-arch"}) {
+    // Without the fixtures (CMake warned at configure time) there are no cases to list; test
+    // discovery at build time must not throw.
+    if (!std::filesystem::is_directory(test::fixture(dir))) continue;
     for (const auto& e : std::filesystem::directory_iterator(test::fixture(dir))) {
       if (e.path().extension() == ".gguf") names.push_back(std::string(dir) + "/" + e.path().stem().string());
     }
@@ -79,6 +82,7 @@ TEST_P(ParityTest, MatchesLlamaCppLogitsAndGreedy) {
   }
 }
 
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(ParityTest);
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParityTest, ::testing::ValuesIn(fixture_models()),
                          [](const auto& info) {
                            std::string n = info.param;

@@ -174,7 +174,7 @@ int run(int argc, char** argv) {
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, desc), vm);
   if (vm.count("help")) {
-    std::cout << "usage: ranklm-repack --model M.gguf --plan plan.json -o DIR [--ranks 3,5] [--missing]\n\n" << desc << "\n";
+    std::cout << "usage: ranklm-repack --model M.gguf --plan plan.json -o DIR [--ranks 3,5] [--missing] [-j J]\n\n" << desc << "\n";
     return 0;
   }
   po::notify(vm);

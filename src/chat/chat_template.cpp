@@ -164,6 +164,8 @@ std::string ChatTemplate::apply(const std::vector<Message>& messages, bool add_g
 }
 
 const ChatTemplate& LazyChatTemplate::get() {
+  // Loaded once, under the lock; rendering a loaded template is read-only and runs in parallel.
+  std::lock_guard<std::mutex> lk(m_);
   if (!tmpl_ && error_.empty()) {
     try {
       tmpl_ = ChatTemplate::for_model(f_, tok_, override_);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -69,13 +70,14 @@ class LazyChatTemplate {
  public:
   LazyChatTemplate(const gguf::File& f, const Tokenizer& tok, std::string override_path)
       : f_(f), tok_(tok), override_(std::move(override_path)) {}
-  const ChatTemplate& get();  // throws ranklm::Error
+  const ChatTemplate& get();  // throws ranklm::Error; any thread
 
  private:
   const gguf::File& f_;
   const Tokenizer& tok_;
   std::string override_, error_;
   std::optional<ChatTemplate> tmpl_;
+  std::mutex m_;
 };
 
 }  // namespace ranklm::chat

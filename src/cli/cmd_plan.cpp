@@ -58,7 +58,7 @@ int cmd_plan(const std::vector<std::string>& args) {
       ("threads,t", po::value(&threads)->default_value(default_threads()), "threads per rank for the speed probe")
       ("ctx-size,c", po::value(&po_.n_ctx)->default_value(4096), "placed plans: KV positions to reserve per sequence")
       ("parallel", po::value(&po_.n_seq)->default_value(1), "placed plans: sequences in flight (KV slots)")
-      ("memory-fraction", po::value(&po_.memory_fraction)->default_value(0.85), "placed plans: share of a rank's memory to use")
+      ("memory-fraction", po::value(&po_.memory_fraction)->default_value(0.85, "0.85"), "placed plans: share of a rank's memory to use")
       ("tp-latency-us", po::value(&po_.tp_latency_us)->default_value(0.0), "placed plans: hosts closer than this may share a TP group")
       ("site-latency-us", po::value(&po_.site_latency_us)->default_value(0.0), "placed plans: links this slow or slower separate sites (0: found from the measured latencies)")
       ("explain", po::bool_switch(&explain), "placed plans: also print the predicted decode time per token and batch throughput of this plan and of the alternatives it was chosen over")

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/version.h"
 #include "util/error.h"
 
 namespace {
@@ -29,7 +30,8 @@ void usage(FILE* out) {
                "  bench      prefill / decode throughput, llama-bench style (-m -t -p -n -r -o)\n"
                "  plan       split a model over N ranks (pipeline stages x tensor parallel)\n"
                "\n"
-               "run 'ranklm <command> --help' for the options of a command.\n");
+               "run 'ranklm <command> --help' for the options of a command; 'ranklm --version' for the\n"
+               "version, the commit and the instruction-set level in use.\n");
 }
 
 }  // namespace
@@ -45,6 +47,10 @@ int dispatch(int argc, char** argv) {
   const std::string cmd = argv[1];
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     usage(stdout);
+    return kExitOk;
+  }
+  if (cmd == "--version" || cmd == "version") {
+    std::fputs(version_text("ranklm").c_str(), stdout);
     return kExitOk;
   }
   std::vector<std::string> args(argv + 2, argv + argc);

@@ -6,12 +6,18 @@
 #include <boost/program_options/errors.hpp>
 #include <cstdio>
 #include <exception>
+#include <string_view>
 
+#include "cli/version.h"
 #include "util/error.h"
 
 namespace ranklm::cli {
 
 inline int run_tool(const char* name, int (*run)(int, char**), int argc, char** argv) {
+  if (argc == 2 && std::string_view(argv[1]) == "--version") {
+    std::fputs(version_text(name).c_str(), stdout);
+    return 0;
+  }
   try {
     return run(argc, argv);
   } catch (const boost::program_options::error& e) {

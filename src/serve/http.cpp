@@ -228,7 +228,8 @@ std::shared_ptr<Job> HttpServer::make_job(const httplib::Request& req, batch::En
   runtime::Request& r = job->req;
   {
     std::string why, param;
-    std::lock_guard<std::mutex> lk(encode_m_);
+    // No lock: encoding is read-only on the tokenizer and the loaded template, so a long prompt
+    // being tokenized never holds up another request.
     if (!batch::prompt_ids(it, *model_.tok, model_.chat_template, o_.system, r.prompt, why, param)) {
       send_error(res, {400, "invalid_request_error", why, param, ""});
       return nullptr;

@@ -83,7 +83,6 @@ class HttpServer {
   int port_ = 0;
   std::atomic<bool> ready_{false};
   ServedModel model_;
-  std::mutex encode_m_;  // the tokenizer and the chat template, used by one thread at a time
   std::atomic<int64_t> next_id_{1};
 };
 

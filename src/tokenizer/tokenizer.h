@@ -94,7 +94,9 @@ class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
   std::string push(int32_t id);  // text that became complete
-  std::string flush();           // whatever remains (possibly invalid UTF-8)
+  // At the end: what remains, less an incomplete UTF-8 character at the end (a token limit cut
+  // it off); that is held back for good, never sent as bytes a JSON writer would turn into U+FFFD.
+  std::string flush();
 
  private:
   const Tokenizer& tok_;
