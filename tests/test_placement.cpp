@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "cli/probe.h"
 #include "plan/placement.h"
 #include "plan/plan.h"
 #include "plan/predict.h"
@@ -448,4 +449,59 @@ TEST(PlacementPredict, RanksSharingAMachineShareItsBandwidth) {
   inv.ranks[1].machine = "m2";
   for (RankInfo& r : inv.ranks) r.speed_gbps = 9;
   EXPECT_NEAR(predict(q, sizes(), shape(), inv, {}).compute_ms, bytes / 2 / 9e9 * 1e3, 1e-9);
+}
+
+TEST(PlacementPredict, TheExplainColumnsAgreeAndTheOneRankPlanUsesTheWholeHost) {
+  // One host, two measured ranks (5 GB/s each when both read, 9 alone). With --layout auto the
+  // plan is one rank with both ranks' cores: it reads as both did together (10 GB/s).
+  Inventory inv = inventory({{"a", 2, 16 * kGiB, 5}});
+  for (RankInfo& r : inv.ranks) r.machine = "m", r.solo_speed_gbps = 9, r.compute_gmacs = 20;
+  PlaceOptions po;
+  po.one_rank_per_host = true;
+  const Plan one = place(tinyllama(), sizes(), shape(), inv, po);
+  ASSERT_EQ(one.world_size, 1);
+  ASSERT_EQ(one.placement[0].cores, 8);
+  const double bytes = (22 * 27.0 + 105) * (1 << 20);
+  PredictOptions o1;
+  o1.n_seq = 1;
+  EXPECT_NEAR(predict(one, sizes(), shape(), inv, o1).compute_ms, bytes / 10e9 * 1e3, 1e-9);
+  // For one sequence every candidate's tokens/s is 1000 / its ms per token (the columns of
+  // --explain once disagreed: 9.12 ms/token beside 95.2 tokens/s).
+  for (const Candidate& c : candidates(one, sizes(), shape(), inv, po, o1)) {
+    EXPECT_NEAR(c.pred.batch_tokens_s, 1000.0 / c.pred.decode_ms, 1e-6 * c.pred.batch_tokens_s) << c.name;
+  }
+  // The chosen one-rank plan is predicted fastest here, so no note says otherwise.
+  const auto cs = candidates(one, sizes(), shape(), inv, po, o1);
+  EXPECT_EQ(explain_table(cs, o1).find("note:"), std::string::npos) << explain_table(cs, o1);
+  // A note, when there is one, names both figures.
+  std::vector<Candidate> swapped = cs;
+  ASSERT_GE(swapped.size(), 2u);
+  swapped[1].pred.decode_ms = swapped[0].pred.decode_ms / 2;
+  swapped[1].pred.batch_tokens_s = swapped[0].pred.batch_tokens_s / 2;
+  const std::string t = explain_table(swapped, o1);
+  EXPECT_NE(t.find("faster per token for one sequence, but the chosen plan gives"), std::string::npos) << t;
+}
+
+TEST(PlacementProbe, IdenticalRanksOfAMachineShareOneMeasurementAndNoiseIsReported) {
+  // Two ranks of one host, same cores: one measured while a build ran (2 GB/s), one quiet (10).
+  Inventory inv = inventory({{"a", 2, 16 * kGiB, 10}});
+  inv.ranks[1].speed_gbps = 2;
+  for (RankInfo& r : inv.ranks) r.solo_speed_gbps = r.speed_gbps, r.compute_gmacs = 20;
+  PlaceOptions spread;
+  spread.one_rank_per_host = false;
+  spread.tp = 1;
+  const Plan noisy = place(tinyllama(), sizes(), shape(), inv, spread);
+  ASSERT_EQ(noisy.stages.size(), 2u);
+  EXPECT_GE(layers_of(noisy, 0) - layers_of(noisy, 1), 10);  // the noise decides the split
+  const std::string note = cli::steady_identical_ranks(inv);
+  EXPECT_NE(note.find("2 ranks of host a measured read bandwidths (GB/s) from 2.0 to 10.0"), std::string::npos) << note;
+  EXPECT_DOUBLE_EQ(inv.ranks[0].speed_gbps, 6.0);
+  EXPECT_DOUBLE_EQ(inv.ranks[1].speed_gbps, 6.0);
+  const Plan steady = place(tinyllama(), sizes(), shape(), inv, spread);
+  // Equal ranks: the split differs only by the output head the last stage also reads.
+  EXPECT_LE(std::abs(layers_of(steady, 0) - layers_of(steady, 1)), 5);
+  // Different hardware (another machine, or other core counts) keeps its own figures.
+  Inventory two = inventory({{"a", 1, 16 * kGiB, 10}, {"b", 1, 16 * kGiB, 2}});
+  EXPECT_EQ(cli::steady_identical_ranks(two), "");
+  EXPECT_DOUBLE_EQ(two.ranks[1].speed_gbps, 2.0);
 }

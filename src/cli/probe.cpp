@@ -1,8 +1,12 @@
 #include "cli/probe.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <map>
+#include <tuple>
 #include <vector>
 
 #include "kernels/stream.h"
@@ -17,7 +21,9 @@ using clock = std::chrono::steady_clock;
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
+  if (v.empty()) return 0;
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
 // Round trips between this rank and `peer`, each timed on its own: the initiator's median
@@ -62,12 +68,19 @@ void barrier(comm::Comm& c) {
 
 // Read bandwidth with this rank's threads: the median of several rounds that every rank runs
 // at the same time (ranks sharing a machine's memory see each other, as they will in the job).
+// Rounds that range widely mean something else ran meanwhile: the rank says so.
 double read_speed(comm::Comm& c, kern::ThreadPool& pool) {
   constexpr int kRounds = 5;
   std::vector<double> v;
   for (int i = 0; i < kRounds; ++i) {
     barrier(c);
     v.push_back(kern::measure_read_bandwidth(pool, size_t{256} << 20, 1) / 1e9);
+  }
+  const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  if (*lo > 0 && *hi / *lo > 1.5) {
+    std::fprintf(stderr, "ranklm plan: warning: rank %d (host %s): its read-bandwidth rounds ranged %.1f..%.1f GB/s: "
+                 "another program is probably using the machine; the plan uses the median, but rerun on a quiet "
+                 "machine for a plan to keep\n", c.rank(), c.host(c.rank()).c_str(), *lo, *hi);
   }
   return median(v);
 }
@@ -103,6 +116,38 @@ void solo_speeds(comm::Comm& c, kern::ThreadPool& pool, plan::Inventory& inv) {
 }
 
 }  // namespace
+
+std::string steady_identical_ranks(plan::Inventory& inv) {
+  // Ranks of one machine with the same cores and NUMA nodes are the same hardware: differences
+  // between their measurements are noise (another program, a frequency step), and a plan that
+  // followed them would split layers 29/1 where 22/8 is right. They get the group's median, and
+  // a spread over 25% is reported.
+  std::map<std::tuple<std::string, int, int>, std::vector<size_t>> groups;
+  for (size_t i = 0; i < inv.ranks.size(); ++i) {
+    const plan::RankInfo& r = inv.ranks[i];
+    groups[{r.machine_key(), r.cores, r.numa_nodes}].push_back(i);
+  }
+  std::string note;
+  for (const auto& [key, idx] : groups) {
+    if (idx.size() < 2) continue;
+    auto settle = [&](double plan::RankInfo::*field, const char* what) {
+      std::vector<double> v;
+      for (size_t i : idx) v.push_back(inv.ranks[i].*field);
+      const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+      if (*lo > 0 && *hi / *lo > 1.25 && note.empty()) {
+        note = fmt::format("the {} ranks of host {} measured {} from {:.1f} to {:.1f} on the same hardware: another "
+                           "program was probably using the machine. The plan takes their median; rerun on a quiet "
+                           "machine for a plan to keep", idx.size(), inv.ranks[idx[0]].host, what, *lo, *hi);
+      }
+      const double m = median(v);
+      for (size_t i : idx) inv.ranks[i].*field = m;
+    };
+    settle(&plan::RankInfo::speed_gbps, "read bandwidths (GB/s)");
+    settle(&plan::RankInfo::solo_speed_gbps, "solo read bandwidths (GB/s)");
+    settle(&plan::RankInfo::compute_gmacs, "compute rates (G multiply-adds/s)");
+  }
+  return note;
+}
 
 plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& xml) {
   plan::RankInfo me = sys::probe_topology(xml);
@@ -179,6 +224,9 @@ plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& 
     for (size_t a = 1; a < leaders.size(); ++a) {
       const nlohmann::json j = nlohmann::json::parse(c.recv_string(leaders[a], comm::Tag::kProbe, "a host's link times"));
       for (const auto& x : j) add({x.at(0).get<std::string>(), x.at(1).get<std::string>()}, {x.at(2).get<double>(), x.at(3).get<double>()});
+    }
+    if (const std::string note = steady_identical_ranks(inv); !note.empty()) {
+      std::fprintf(stderr, "ranklm plan: warning: %s\n", note.c_str());
     }
     return inv;
   }

@@ -19,4 +19,9 @@ namespace ranklm::cli {
 // xml: describe this hwloc XML topology instead of the machine (tests).
 plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& xml);
 
+// Ranks of one machine with the same cores and NUMA nodes get the median of their measured
+// speeds (their differences are noise); returns a warning when those differed by over 25%, or
+// "" (gather_inventory prints it).
+std::string steady_identical_ranks(plan::Inventory& inv);
+
 }  // namespace ranklm::cli
