@@ -368,6 +368,120 @@ def probe_checks(args):
         s.stop()
 
 
+def raw_http(s, data, timeout=30):
+    """Sends raw bytes on a new connection; returns (status, body text) of the answer."""
+    host, port = s.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as so:
+        so.sendall(data)
+        got = b""
+        while True:
+            try:
+                piece = so.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not piece:
+                break
+            got += piece
+            if b"\r\n\r\n" in got:
+                head, _, body = got.partition(b"\r\n\r\n")
+                m = [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+                if m and len(body) >= int(m[0].split(b":")[1]):
+                    break
+    line = got.split(b"\r\n", 1)[0].decode(errors="replace")
+    status = int(line.split()[1]) if line.startswith("HTTP/1.1 ") else 0
+    return status, got.partition(b"\r\n\r\n")[2].decode(errors="replace")
+
+
+def transport_checks(args):
+    """Slow and hostile connections: bounded, and real clients keep being served."""
+    s = Server(args, "transport", "--max-body-bytes", "65536", "--parallel", "4", "--request-timeout", "6")
+    try:
+        host, port = s.url.split("//")[1].split(":")
+        # A chunked body over --max-body-bytes: 413, the rest never read.
+        chunk = b"x" * 16384
+        body = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(8)) + b"0\r\n\r\n"
+        st, text = raw_http(s, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n" + body)
+        check(st == 413 and "max-body-bytes" in text, f"a chunked body over --max-body-bytes gets 413 ({st} {text[:80]})")
+        # 100,000 header lines: 431 once the head passes its bound.
+        hdrs = b"".join(b"X-H%d: v\r\n" % i for i in range(100000))
+        st, text = raw_http(s, b"GET /health HTTP/1.1\r\nHost: x\r\n" + hdrs + b"\r\n")
+        check(st == 431, f"100000 header lines get 431 ({st} {text[:80]})")
+        # curl -d: form-urlencoded Content-Type, a JSON body over 8 KB: read as JSON.
+        big = json.dumps({"prompt": "the river " * 1200, "max_tokens": 1})
+        p = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", f"{s.url}/v1/completions", "-d", big],
+                           capture_output=True, text=True, timeout=60)
+        code = p.stdout.rsplit("\n", 1)[-1]
+        check(code == "200" and '"text_completion"' in p.stdout, f"curl -d with a {len(big)}-byte JSON body is served ({code})")
+        # 200 slow connections (a header line every 2 s) while 20 normal requests all succeed.
+        slow = []
+        for i in range(200):
+            so = socket.create_connection((host, int(port)), timeout=10)
+            so.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+            slow.append(so)
+        stop = threading.Event()
+
+        def drip():
+            while not stop.is_set():
+                for so in slow:
+                    try:
+                        so.sendall(b"X-Slow: 1\r\n")
+                    except OSError:
+                        pass
+                stop.wait(2)
+
+        th = threading.Thread(target=drip)
+        th.start()
+        t0 = time.time()
+        with cf.ThreadPoolExecutor(10) as ex:
+            codes = list(ex.map(lambda i: s.raw("POST", "/v1/completions", json.dumps({"prompt": f"Hi {i}", "max_tokens": 4}),
+                                                {"Content-Type": "application/json"}, timeout=30)[0], range(20)))
+        took = time.time() - t0
+        time.sleep(7)  # past --request-timeout: the slow ones are closed
+        closed = 0
+        for so in slow:
+            try:
+                so.settimeout(0.2)
+                closed += so.recv(1) == b""
+            except (ConnectionResetError, BrokenPipeError):
+                closed += 1
+            except socket.timeout:
+                pass
+        stop.set()
+        th.join()
+        for so in slow:
+            so.close()
+        check(codes == [200] * 20, f"200 slow connections: 20 normal requests all answered 200 in {took:.1f} s ({sorted(set(codes))})")
+        check(closed >= 190, f"the slow connections are closed once their request is past --request-timeout ({closed} of 200)")
+        st, _ = s.raw("GET", "/health")
+        check(st == 200, "after all that /health answers 200")
+    finally:
+        s.stop()
+    # Over --max-connections the connection waiting longest for its request makes room, so idle
+    # connections cannot lock a new client out.
+    s = Server(args, "maxconn", "--max-connections", "8")
+    try:
+        host, port = s.url.split("//")[1].split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(12)]
+        time.sleep(0.3)
+        st, j = s.raw("POST", "/v1/completions", json.dumps({"prompt": "Hi", "max_tokens": 2}),
+                      {"Content-Type": "application/json"}, timeout=20)
+        first_closed = False
+        try:
+            idle[0].settimeout(1)
+            first_closed = idle[0].recv(1) == b""
+        except ConnectionResetError:
+            first_closed = True
+        except socket.timeout:
+            first_closed = False
+        for so in idle:
+            so.close()
+        check(st == 200 and first_closed, f"12 idle connections over --max-connections 8: the oldest are closed and a "
+              f"new client is served ({st})")
+    finally:
+        s.stop()
+
+
 def limits_checks(args):
     s = Server(args, "limits", "--parallel", "1", "--max-queue", "1")
     try:
@@ -595,6 +709,7 @@ def main():
         auth_checks(args)
         limits_checks(args)
         probe_checks(args)
+        transport_checks(args)
     sigterm_checks(args, label)
     if args.shards:
         rank_death_checks(args, label)

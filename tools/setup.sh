@@ -14,7 +14,7 @@ PKGS=(
   libpcre2-dev
   nlohmann-json3-dev
   libfmt-dev
-  libcpp-httplib-dev
+  libboost-dev curl
   slurmctld slurmd slurm-client munge
   python3-matplotlib
   iproute2 util-linux

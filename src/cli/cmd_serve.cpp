@@ -63,7 +63,11 @@ void add_serve_options(po::options_description& desc, ServeOptions& o) {
       ("max-queue", po::value(&o.limits.max_queue)->default_value(64), "requests waiting for a slot; more get 429")
       ("max-body-bytes", po::value(&h.max_body_bytes)->default_value(size_t{8} << 20), "largest request body (413 beyond)")
       ("http-threads", po::value(&o.http_threads)->default_value(0),
-       "connections served at once (0: --parallel + --max-queue + 8)")
+       "requests served at once, once read whole (0: --parallel + --max-queue + 8)")
+      ("max-connections", po::value(&h.max_connections)->default_value(512),
+       "open connections; beyond, the one waiting longest for its request is closed")
+      ("request-timeout", po::value(&h.request_timeout_s)->default_value(30.0, "30"),
+       "seconds a request's head and body may take to arrive (a slow client is closed after it)")
       ("max-tokens,n", po::value(&h.default_max_tokens)->default_value(0),
        "max_tokens of requests that do not say (0: until the context is full)")
       ("stop", po::value(&h.stops)->composing(), "default stop string (repeatable)")
@@ -91,6 +95,12 @@ void check_serve_options(ServeOptions& o) {
   if (o.prefill_chunk < 1) usage_fail("--prefill-chunk: {} must be >= 1", o.prefill_chunk);
   if (!(o.grace_s >= 0) || o.grace_s > 86400) usage_fail("--shutdown-grace: {} must be in 0..86400 seconds", o.grace_s);
   if (o.http_threads < 0 || o.http_threads > 4096) usage_fail("--http-threads: {} must be in 0..4096", o.http_threads);
+  if (o.http.max_connections < 8 || o.http.max_connections > 1000000) {
+    usage_fail("--max-connections: {} must be in 8..1000000", o.http.max_connections);
+  }
+  if (!(o.http.request_timeout_s >= 0.1 && o.http.request_timeout_s <= 3600)) {
+    usage_fail("--request-timeout: {} must be in 0.1..3600 seconds", o.http.request_timeout_s);
+  }
   check_sampling(o.http.sampling);
   o.http.threads = o.http_threads > 0 ? o.http_threads : o.parallel + o.limits.max_queue + 8;
   o.limits.grace = std::chrono::milliseconds(static_cast<int64_t>(o.grace_s * 1000));
@@ -106,7 +116,7 @@ int drive(const ServeOptions& o, Engine& engine, serve::Hub& hub, serve::HttpSer
   m.created = static_cast<int64_t>(std::time(nullptr));
   m.n_ctx = ex.n_ctx();
   m.tok = tok.get();
-  // Called under the server's encode lock (one thread at a time).
+  // Called from any HTTP worker (the template loads once under its own lock).
   m.chat_template = [&]() -> const chat::ChatTemplate& { return tmpl.get(); };
   m.end_tokens = tok->eog_tokens();
   hub.attach(&ex);

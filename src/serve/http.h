@@ -1,5 +1,5 @@
-// The HTTP side of ranklm serve (rank 0): cpp-httplib's server on its own threads, with the
-// OpenAI routes. It listens from the start (so /health can say "loading"), takes requests once
+// The HTTP side of ranklm serve (rank 0): the OpenAI routes over the transport (serve/transport.h:
+// Asio, Beast's parser, a bounded worker pool). It listens from the start (so /health can say "loading"), takes requests once
 // ready() gives it the model, and hands each one to the Hub as a Job; its thread then waits for
 // the job and answers (whole, or as server-sent events). While it waits it watches the client's
 // socket: a client that has gone is told to the hub at once, which frees the sequence's slot.
@@ -24,11 +24,7 @@
 #include "serve/hub.h"
 #include "tokenizer/tokenizer.h"
 
-namespace httplib {
-class Server;
-struct Request;
-struct Response;
-}  // namespace httplib
+#include "serve/transport.h"
 
 namespace ranklm::serve {
 
@@ -37,7 +33,9 @@ struct HttpOptions {
   int port = 8080;
   std::string api_key;                    // non-empty: /v1/* and /metrics need "Authorization: Bearer KEY"
   size_t max_body_bytes = size_t{8} << 20;
-  int threads = 64;                       // connections served at once
+  int threads = 64;                       // requests served at once (transport workers)
+  int max_connections = 512;              // open connections; beyond, the longest-waiting one is closed
+  double request_timeout_s = 30;          // a request's head and body must arrive within this
   int default_max_tokens = 0;             // 0: until the context is full
   SamplingParams sampling;                // defaults of requests that do not say
   std::vector<std::string> stops;         // default stop strings
@@ -69,17 +67,18 @@ class HttpServer {
   void stop();
 
  private:
-  void routes();
-  void completion(const httplib::Request& req, httplib::Response& res, batch::Endpoint ep);
-  std::shared_ptr<Job> make_job(const httplib::Request& req, batch::Endpoint ep, httplib::Response& res);
-  void answer_whole(const std::shared_ptr<Job>& job, int fd, httplib::Response& res);
-  void answer_stream(const std::shared_ptr<Job>& job, int fd, httplib::Response& res);
-  bool authorized(const httplib::Request& req) const;
+  void handle(const net::Request& req, int fd, net::Response& res);
+  void route(const net::Request& req, int fd, net::Response& res);
+  void completion(const net::Request& req, int fd, net::Response& res, batch::Endpoint ep);
+  std::shared_ptr<Job> make_job(const net::Request& req, batch::Endpoint ep, net::Response& res);
+  void answer_whole(const std::shared_ptr<Job>& job, int fd, net::Response& res);
+  void answer_stream(const std::shared_ptr<Job>& job, int fd, net::Response& res);
+  bool authorized(const net::Request& req) const;
 
   HttpOptions o_;
   Hub& hub_;
-  std::unique_ptr<httplib::Server> svr_;
-  std::thread listener_;
+  std::unique_ptr<net::Server> svr_;
+  bool started_ = false;
   int port_ = 0;
   std::atomic<bool> ready_{false};
   ServedModel model_;
