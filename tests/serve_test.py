@@ -48,7 +48,7 @@ def check(cond, what, detail=""):
 class Server:
     """One ranklm serve job (one process, or mpirun -np N over shards)."""
 
-    def __init__(self, args, name, *extra, env=None):
+    def __init__(self, args, name, *extra, env=None, session=False):
         self.args, self.name = args, name
         self.ready = os.path.join(args.tmp, f"{name}.ready")
         self.log = os.path.join(args.tmp, f"{name}.log")
@@ -62,7 +62,8 @@ class Server:
         cmd += ["--port", "0", "-t", "1", "--ready-file", self.ready] + list(extra)
         e = dict(os.environ)
         e.update(env or {})
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=e)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=e,
+                                     start_new_session=session)
         deadline = time.time() + 120
         while not os.path.exists(self.ready):
             if self.proc.poll() is not None or time.time() > deadline:
@@ -633,6 +634,45 @@ def sigterm_checks(args, label):
           f"{label}: past --shutdown-grace a running request gets 503 and the server exits 0 ({st}, {rc})")
 
 
+def ctrl_c_checks(args, label):
+    """Ctrl-C at the terminal (SIGINT to mpirun's whole process group): mpirun kills the job 1 s
+    later, so rank 0 ends running requests at once, each with an error (a stream with its error
+    event), and says so on stderr."""
+    s = Server(args, "ctrlc", session=True)
+    box = {}
+
+    def streamed():
+        host, port = s.url.split("//")[1].split(":")
+        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 3000, "stream": True, "ignore_eos": True}).encode()
+        with socket.create_connection((host, int(port)), timeout=30) as so:
+            so.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            got = b""
+            try:
+                while True:
+                    piece = so.recv(65536)
+                    if not piece:
+                        break
+                    got += piece
+            except OSError:
+                pass
+            box["stream"] = got.decode(errors="replace")
+
+    th = threading.Thread(target=streamed)
+    th.start()
+    time.sleep(1.5)
+    os.killpg(os.getpgid(s.proc.pid), signal.SIGINT)
+    th.join(30)
+    try:
+        s.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        s.kill()
+    err = open(s.log).read()
+    check('data: {"error"' in box.get("stream", "") and "odls_base_sigkill_timeout" in box.get("stream", ""),
+          f"{label}: Ctrl-C to mpirun ends a running stream with an error event naming why", box.get("stream", "")[-300:])
+    check("stop signal: no new requests are taken" in err, f"{label}: ... and rank 0 says it is stopping", err[-300:])
+
+
 def rank_pid(ready, rank):
     """The pid of the ranklm process of MPI rank `rank` started with --ready-file `ready`."""
     for d in os.listdir("/proc"):
@@ -713,6 +753,7 @@ def main():
     sigterm_checks(args, label)
     if args.shards:
         rank_death_checks(args, label)
+        ctrl_c_checks(args, label)
     print(f"{len(FAILS)} failed" if FAILS else "all passed")
     sys.exit(1 if FAILS else 0)
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "cli/commands.h"
 #include "cli/engine.h"
 #include "cli/options.h"
+#include "comm/mpi.h"
 #include "runtime/scheduler.h"
 #include "serve/http.h"
 #include "serve/hub.h"
@@ -31,14 +33,26 @@ namespace ranklm::cli {
 namespace {
 
 std::atomic<bool> g_stop{false};
+// Set with g_stop when the launcher started the stop: Ctrl-C reaches mpirun too (the terminal
+// signals the whole process group), and a SIGTERM from our parent is mpirun's own. mpirun then
+// kills the job odls_base_sigkill_timeout seconds later.
+std::atomic<bool> g_launcher_stop{false};
+bool g_under_launcher = false;
+char g_stop_note[512] = "ranklm serve: stop signal: no new requests are taken\n";
 
 // The first SIGTERM or SIGINT starts the graceful stop; further SIGTERMs are the same request
 // again (a job script and the launcher may both send one); a second Ctrl-C (SIGINT) stops now.
-extern "C" void on_stop_signal(int sig) {
-  if (g_stop.exchange(true) && sig == SIGINT) {
-    std::signal(sig, SIG_DFL);
-    std::raise(sig);
+extern "C" void on_stop_signal(int sig, siginfo_t* info, void*) {
+  if (g_under_launcher && (sig == SIGINT || (info && info->si_pid == getppid()))) g_launcher_stop = true;
+  if (g_stop.exchange(true)) {
+    if (sig == SIGINT) {
+      std::signal(sig, SIG_DFL);
+      std::raise(sig);
+    }
+    return;
   }
+  const ssize_t n = ::write(STDERR_FILENO, g_stop_note, std::strlen(g_stop_note));  // async-signal-safe
+  (void)n;
 }
 
 struct ServeOptions {
@@ -104,6 +118,28 @@ void check_serve_options(ServeOptions& o) {
   check_sampling(o.http.sampling);
   o.http.threads = o.http_threads > 0 ? o.http_threads : o.parallel + o.limits.max_queue + 8;
   o.limits.grace = std::chrono::milliseconds(static_cast<int64_t>(o.grace_s * 1000));
+}
+
+// Stop signals on rank 0; the message it prints at once says what happens next.
+void install_stop_signals(const ServeOptions& o, serve::Hub& hub) {
+  g_under_launcher = comm::launched_by_mpi();
+  double kill_after = 1.0;  // Open MPI's default odls_base_sigkill_timeout
+  if (const char* v = std::getenv("OMPI_MCA_odls_base_sigkill_timeout")) kill_after = std::atof(v);
+  const auto window = std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, kill_after - 0.6) * 1000));
+  hub.set_stop_flag(&g_stop);
+  if (g_under_launcher) hub.set_launcher_stop(&g_launcher_stop, window);
+  std::snprintf(g_stop_note, sizeof g_stop_note,
+                "ranklm serve: stop signal: no new requests are taken; running ones get %.0f s (%s); a second Ctrl-C "
+                "stops at once\n", o.grace_s,
+                g_under_launcher ? "a Ctrl-C to mpirun ends them sooner, with an error, since mpirun kills the job "
+                                   "odls_base_sigkill_timeout seconds later"
+                                 : "--shutdown-grace");
+  struct sigaction sa {};
+  sa.sa_sigaction = on_stop_signal;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
 }
 
 // Rank 0 once every rank is ready: serves until SIGTERM, then stops the other ranks.
@@ -181,10 +217,8 @@ int cmd_serve(const std::vector<std::string>& args) {
     std::unique_ptr<serve::Hub> hub;
     std::unique_ptr<serve::HttpServer> http;
     if (c.rank() == 0) {
-      std::signal(SIGTERM, on_stop_signal);
-      std::signal(SIGINT, on_stop_signal);
       hub = std::make_unique<serve::Hub>(o.limits);
-      hub->set_stop_flag(&g_stop);
+      install_stop_signals(o, *hub);
       http = std::make_unique<serve::HttpServer>(o.http, *hub);
       http->start();  // /health answers "loading" while the ranks load
       std::fprintf(stderr, "ranklm serve: listening on http://%s:%d (loading the model)\n", o.http.host.c_str(), http->port());

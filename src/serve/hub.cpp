@@ -143,7 +143,7 @@ void Hub::wait() {
 void Hub::check_stall() {
   if (!stop_flag_ || !stop_flag_->load()) return;
   // The scheduler's thread closes the hub at its next pass; it may be stuck waiting for a rank.
-  if (!closing_) close("the server is shutting down (SIGTERM): no new requests are taken");
+  if (!closing_) close("the server is shutting down (a stop signal): no new requests are taken");
   const int64_t last = last_pass_ns_.load();
   if (last == 0) return;
   const int64_t limit = std::max<int64_t>(500'000'000, 3 * max_gap_ns_.load());
@@ -163,7 +163,7 @@ bool Hub::want_drain() {
     max_gap_ns_ = gap > mx ? gap : mx - mx / 256 + gap / 256;
   }
   if (stop_flag_ && stop_flag_->load() && !closing_) {
-    close("the server is shutting down (SIGTERM): no new requests are taken");
+    close("the server is shutting down (a stop signal): no new requests are taken");
   }
   return want_times_.load();
 }
@@ -173,7 +173,7 @@ bool Hub::cancelled(int64_t id) {
   auto it = running_.find(id);
   if (it == running_.end()) return false;
   if (it->second->client_gone) return true;
-  return closing_ && clock::now() - close_at_ > limits_.grace;
+  return closing_ && clock::now() - close_at_ > grace();
 }
 
 bool Hub::on_token(Job& job, const std::vector<int32_t>& out) {
@@ -201,8 +201,12 @@ void Hub::done(runtime::Finished&& f) {
         end_job(*job, JobEnd::kCancelled, 499, "", "");
       } else {
         end_job(*job, JobEnd::kFailed, 503, "server_error",
-                fmt::format("{}; the request did not finish within the {} s grace period", close_why_,
-                            std::chrono::duration_cast<std::chrono::seconds>(limits_.grace).count()));
+                launcher_stop_ && launcher_stop_->load()
+                    ? fmt::format("{}; the launcher (mpirun) ends the job within {:.1f} s of a Ctrl-C, so the request "
+                                  "was ended first (mpirun --mca odls_base_sigkill_timeout S gives running requests "
+                                  "--shutdown-grace)", close_why_, static_cast<double>(launcher_window_.count()) / 1000 + 0.6)
+                    : fmt::format("{}; the request did not finish within the {} s grace period", close_why_,
+                                  std::chrono::duration_cast<std::chrono::seconds>(limits_.grace).count()));
       }
       return;
     }

@@ -83,6 +83,13 @@ class Hub : public runtime::Source {
   void attach(runtime::Executor* ex);
   // A flag set from a signal handler: when it is up, the scheduler's thread closes the hub.
   void set_stop_flag(const std::atomic<bool>* f) { stop_flag_ = f; }
+  // A flag set with the stop flag when the launcher itself started the stop (Ctrl-C under
+  // mpirun): it kills the job `window` later, so running requests get at most that long and
+  // then end with 503 (a stream with its error event) while they still can.
+  void set_launcher_stop(const std::atomic<bool>* f, std::chrono::milliseconds window) {
+    launcher_stop_ = f;
+    launcher_window_ = window;
+  }
 
   // --- HTTP threads ---
   enum class Admit { kQueued, kFull, kClosed };
@@ -141,6 +148,11 @@ class Hub : public runtime::Source {
   std::atomic<int64_t> last_pass_ns_{0};  // steady clock of the scheduler's last pass
   std::atomic<int64_t> max_gap_ns_{0};    // the longest recent time between passes (decaying)
   const std::atomic<bool>* stop_flag_ = nullptr;
+  const std::atomic<bool>* launcher_stop_ = nullptr;
+  std::chrono::milliseconds launcher_window_{0};
+  std::chrono::milliseconds grace() const {
+    return launcher_stop_ && launcher_stop_->load() ? std::min(limits_.grace, launcher_window_) : limits_.grace;
+  }
   int64_t times_epoch_ = 0;
   int unanswered_ = 0;
   Metrics metrics_;
