@@ -96,6 +96,17 @@ TEST(StreamDecoder, HoldsBackPartialUtf8) {
   EXPECT_EQ(cut.flush(), "");
 }
 
+TEST(Unicode, ValidUtf8OnePass) {
+  EXPECT_TRUE(unicode::valid_utf8(""));
+  EXPECT_TRUE(unicode::valid_utf8("plain \xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(unicode::valid_utf8("a\xc3"));              // cut off at the end
+  EXPECT_FALSE(unicode::valid_utf8("\xc0\xaf"));           // overlong
+  EXPECT_FALSE(unicode::valid_utf8("\xed\xa0\x80"));       // a surrogate
+  EXPECT_FALSE(unicode::valid_utf8("\xf4\x90\x80\x80"));   // above U+10FFFF
+  EXPECT_FALSE(unicode::valid_utf8("\xff"));
+  EXPECT_FALSE(unicode::valid_utf8("a\xe6\x97x"));          // a bad continuation byte
+}
+
 TEST(Unicode, CompletePrefix) {
   EXPECT_EQ(unicode::complete_utf8_prefix("ab"), 2u);
   EXPECT_EQ(unicode::complete_utf8_prefix("a\xe2\x96"), 1u);

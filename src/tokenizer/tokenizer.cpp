@@ -71,44 +71,6 @@ const PreTokenizer* find_pre(const std::string& name) {
 
 }  // namespace
 
-namespace {
-
-// Well-formed UTF-8 as PCRE2 defines it (no overlong forms, no surrogates, nothing above
-// U+10FFFF), checked in one pass.
-bool valid_utf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t n;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0) {
-      n = 1, cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2, cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3, cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;  // cut off at the end
-    for (size_t k = 1; k <= n; ++k) {
-      const auto d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    const uint32_t min = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n + 1;
-  }
-  return true;
-}
-
-}  // namespace
-
 struct Tokenizer::Regexes {
   std::vector<pcre2_code*> codes;
   ~Regexes() {
@@ -120,7 +82,7 @@ struct Tokenizer::Regexes {
   // (a 512 KB prompt took 30 s). Invalid UTF-8 (possible from a raw prompt) keeps PCRE2's own
   // check, which is then needed for safety.
   std::vector<std::string> split(const std::string& text) const {
-    const uint32_t check = valid_utf8(text) ? PCRE2_NO_UTF_CHECK : 0;
+    const uint32_t check = unicode::valid_utf8(text) ? PCRE2_NO_UTF_CHECK : 0;
     std::vector<std::string> frags{text};
     pcre2_match_data* md = nullptr;
     for (pcre2_code* re : codes) {

@@ -29,4 +29,7 @@ int unicode_to_byte(uint32_t cp);
 // held back so streamed text never splits a character).
 size_t complete_utf8_prefix(std::string_view s);
 
+// Well-formed UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF), in one pass.
+bool valid_utf8(std::string_view s);
+
 }  // namespace ranklm::unicode
