@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -43,13 +44,20 @@ inline plan::TpShape tinyllama_tp_shape() {
   return s;
 }
 
+// The fixtures: RANKLM_FIXTURES_DIR as configured, or $RANKLM_TEST_FIXTURES (the test that
+// lists cases without fixtures points it at a missing directory).
+inline std::string fixtures_dir() {
+  const char* e = std::getenv("RANKLM_TEST_FIXTURES");
+  return e && *e ? e : RANKLM_FIXTURES_DIR;
+}
+
 // Every fixture GGUF, sorted.
 // Every fixture GGUF: models/ (llama, qwen2) and new-arch/ (qwen3, gemma3).
 inline std::vector<std::string> fixture_models() {
   std::vector<std::string> out;
   for (const char* dir : {"/models", "/new-arch"}) {
-    if (!std::filesystem::is_directory(std::string(RANKLM_FIXTURES_DIR) + dir)) continue;  // no fixtures: no cases
-    for (const auto& e : std::filesystem::directory_iterator(std::string(RANKLM_FIXTURES_DIR) + dir)) {
+    if (!std::filesystem::is_directory(fixtures_dir() + dir)) continue;  // no fixtures: no cases
+    for (const auto& e : std::filesystem::directory_iterator(fixtures_dir() + dir)) {
       if (e.path().extension() == ".gguf") out.push_back(e.path().string());
     }
   }
@@ -91,7 +99,6 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-inline std::string fixtures_dir() { return RANKLM_FIXTURES_DIR; }
 inline std::string fixture(const std::string& rel) { return fixtures_dir() + "/" + rel; }
 
 inline std::string read_file(const std::string& path) {
