@@ -454,6 +454,22 @@ def transport_checks(args):
             so.close()
         check(codes == [200] * 20, f"200 slow connections: 20 normal requests all answered 200 in {took:.1f} s ({sorted(set(codes))})")
         check(closed >= 190, f"the slow connections are closed once their request is past --request-timeout ({closed} of 200)")
+        # A streaming client that half-closes its socket after the request still gets the whole
+        # stream (an SSE comment tells a half-close from a close).
+        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 24, "stream": True, "ignore_eos": True}).encode()
+        with socket.create_connection((host, int(port)), timeout=30) as so:
+            so.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            so.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                piece = so.recv(65536)
+                if not piece:
+                    break
+                got += piece
+        text = got.decode(errors="replace")
+        check("data: [DONE]" in text and text.count('"text"') >= 20,
+              f"a streaming client that half-closes its socket gets the whole stream ({text.count(chr(34) + 'text' + chr(34))} chunks)")
         st, _ = s.raw("GET", "/health")
         check(st == 200, "after all that /health answers 200")
     finally:

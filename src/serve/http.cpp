@@ -246,6 +246,7 @@ void HttpServer::answer_stream(const std::shared_ptr<Job>& job, int fd, net::Res
   res.stream = [this, job, fd](net::ChunkWriter& out) {
     size_t sent = 0;
     bool first = true;
+    auto last_probe = std::chrono::steady_clock::time_point{};
     for (;;) {
       std::unique_lock<std::mutex> lk(job->m);
       job->cv.wait_for(lk, kPoll, [&] { return job->text.size() > sent || job->end != JobEnd::kNone; });
@@ -278,9 +279,15 @@ void HttpServer::answer_stream(const std::shared_ptr<Job>& job, int fd, net::Res
         out.finish();
         break;
       }
-      if (client_gone(fd)) {
-        hub_.client_left(*job);
-        break;
+      // The end of the client's input is a close or only a half-close (shutdown(SHUT_WR)); a
+      // stream can tell them apart: an SSE comment (ignored by clients) reaches a half-closed
+      // client, and a second one fails on a closed socket. So a stream ends only then.
+      if (client_gone(fd) && std::chrono::steady_clock::now() - last_probe > 100ms) {
+        last_probe = std::chrono::steady_clock::now();
+        if (!out.write(": \n\n")) {
+          hub_.client_left(*job);
+          break;
+        }
       }
       hub_.check_stall();
     }
