@@ -222,8 +222,14 @@ std::vector<Candidate> candidates(const Plan& chosen, const ModelSizes& sizes, c
     for (size_t s = 0; s + 1 < p.stages.size(); ++s) {  // its boundaries over the real links
       const int a = p.stages[s].ranks[0], b = p.stages[s + 1].ranks[0];
       const HostLink l = rank_link(inv, a, b, o);
-      const int sa = chosen.placement.empty() ? 0 : chosen.placement[static_cast<size_t>(a)].site;
-      const int sb = chosen.placement.empty() ? 0 : chosen.placement[static_cast<size_t>(b)].site;
+      // Sites by host: the chosen plan may have fewer ranks than the job (one rank per host).
+      auto site_of = [&](int r) {
+        for (const RankPlacement& rp : chosen.placement) {
+          if (rp.host == inv.ranks[static_cast<size_t>(r)].host) return rp.site;
+        }
+        return 0;
+      };
+      const int sa = site_of(a), sb = site_of(b);
       p.hops.push_back({inv.ranks[static_cast<size_t>(a)].host, inv.ranks[static_cast<size_t>(b)].host, l.latency_us,
                         l.bandwidth_gbps, sa != sb});
       p.placement[static_cast<size_t>(a)].site = sa;
