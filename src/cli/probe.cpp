@@ -128,7 +128,8 @@ std::string steady_identical_ranks(plan::Inventory& inv) {
     groups[{r.machine_key(), r.cores, r.numa_nodes}].push_back(i);
   }
   std::string note;
-  for (const auto& [key, idx] : groups) {
+  for (const auto& group : groups) {
+    const std::vector<size_t>& idx = group.second;  // (a named reference: clang 14 cannot capture bindings)
     if (idx.size() < 2) continue;
     auto settle = [&](double plan::RankInfo::*field, const char* what) {
       std::vector<double> v;

@@ -176,7 +176,7 @@ struct Server::Impl {
     c->is_waiting = false;
   }
 
-  void close(const std::shared_ptr<Conn>& c) {
+  void close(std::shared_ptr<Conn> c) {  // by value: c may be an element of `waiting`, erased here
     unlist(c);
     c->timer.cancel();
     beast::error_code ec;
