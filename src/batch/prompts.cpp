@@ -99,16 +99,15 @@ void check_fields(const json& body, Endpoint ep) {
                                          "tool_choice", "function_call", "parallel_tool_calls", "store", "echo",
                                          "best_of", "suffix", "service_tier", "metadata", "modalities", "audio",
                                          "prediction", "reasoning_effort", "web_search_options", "messages",
-                                         "prompt", "max_completion_tokens", "verbosity", "prompt_cache_key",
-                                         "safety_identifier"};
+                                         "prompt", "verbosity", "prompt_cache_key", "safety_identifier"};
     const std::string p = "body." + key;
     if (!in(kKnown, key)) {
       throw LineError{p, fmt::format("{} is not a request field this server knows (unrecognized; leave it out)", p)};
     }
     if (!is_default) {
-      if (key == "messages" || key == "prompt" || key == "max_completion_tokens") {
+      if (key == "messages" || key == "prompt") {  // the other endpoint's prompt field
         throw LineError{p, fmt::format("{} is not a field of {} (use {})", p, chat ? "/v1/chat/completions" : "/v1/completions",
-                                       key == "messages" ? "/v1/chat/completions" : key == "prompt" ? "/v1/completions" : "max_tokens")};
+                                       chat ? "/v1/completions" : "/v1/chat/completions")};
       }
       throw LineError{p, fmt::format("{} is not supported by this server yet ({} would be ignored; leave it out)", p, short_dump(v))};
     }
