@@ -32,10 +32,10 @@ double tolerance_for(const std::string& name) {
   return 2e-2;
 }
 
-// "models/<name>" and "new-arch/<name>" of every fixture GGUF.
+// "models/<name>", "new-arch/<name>" and "moe/<name>" of every fixture GGUF.
 std::vector<std::string> fixture_models() {
   std::vector<std::string> names;
-  for (const char* dir : {"models", "new-arch"}) {
+  for (const char* dir : {"models", "new-arch", "moe"}) {
     // Without the fixtures (CMake warned at configure time) there are no cases to list; test
     // discovery at build time must not throw.
     if (!std::filesystem::is_directory(test::fixture(dir))) continue;

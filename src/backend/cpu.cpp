@@ -91,6 +91,9 @@ void CpuBackend::set_collectives(runtime::TpCollectives* c) {
                                                              : pt.member_rows;
     c->allgather_columns(local, n_tok, w, full);
   };
+  hooks.gather_counts = [c](const float* mine, const std::vector<int64_t>& counts, float* out) {
+    c->allgather_columns(mine, 1, counts, out);
+  };
   model_->set_tp_hooks(std::move(hooks));
 }
 

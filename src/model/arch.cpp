@@ -38,6 +38,12 @@ constexpr TensorKind kTensors[] = {
     {TensorId::kFfnUp, "ffn_up.weight", true, TpSplit::kFfnRows},
     {TensorId::kFfnDown, "ffn_down.weight", true, TpSplit::kFfnDown},
     {TensorId::kFfnPostNorm, "post_ffw_norm.weight", true, TpSplit::kWhole},
+    // Mixture of experts: the router [n_expert, n_embd] and the experts stacked along a third
+    // dimension (one expert's matrix after another).
+    {TensorId::kFfnGateInp, "ffn_gate_inp.weight", true, TpSplit::kWhole},
+    {TensorId::kFfnGateExps, "ffn_gate_exps.weight", true, TpSplit::kExperts},
+    {TensorId::kFfnUpExps, "ffn_up_exps.weight", true, TpSplit::kExperts},
+    {TensorId::kFfnDownExps, "ffn_down_exps.weight", true, TpSplit::kExperts},
 };
 
 const TensorKind& kind(TensorId id) {
@@ -49,9 +55,10 @@ const TensorKind& kind(TensorId id) {
 
 // The registry: one line per architecture.
 constexpr Arch kArchs[] = {
-    {"llama", "Llama 2/3, Mistral, TinyLlama, SmolLM2", &blocks_llama, &configure_llama, &describe_llama},
+    {"llama", "Llama 2/3, Mistral, Mixtral, TinyLlama, SmolLM2", &blocks_llama, &configure_llama, &describe_llama},
     {"qwen2", "Qwen2, Qwen2.5", &blocks_qwen2, nullptr, nullptr},
     {"qwen3", "Qwen3 (dense)", &blocks_qwen3, nullptr, nullptr},
+    {"qwen3moe", "Qwen3 MoE (Qwen3-30B-A3B, Qwen3-235B-A22B)", &blocks_qwen3, &configure_qwen3moe, &describe_qwen3moe},
     {"gemma3", "Gemma 3 (text)", &blocks_gemma3, &configure_gemma3, &describe_gemma3},
 };
 
@@ -119,12 +126,60 @@ std::vector<TensorDecl> model_tensors(const HParams& hp) {
     add(TensorId::kAttnOut, {q, E});
     if (hp.post_norms) add(TensorId::kAttnPostNorm, {E});
     add(TensorId::kFfnNorm, {E});
-    add(TensorId::kFfnGate, {E, ff});
-    add(TensorId::kFfnUp, {E, ff});
-    add(TensorId::kFfnDown, {ff, E});
+    if (hp.moe()) {
+      const int64_t fe = hp.n_ff_exp, ne = hp.n_expert;
+      add(TensorId::kFfnGateInp, {E, ne});
+      add(TensorId::kFfnGateExps, {E, fe, ne});
+      add(TensorId::kFfnUpExps, {E, fe, ne});
+      add(TensorId::kFfnDownExps, {fe, E, ne});
+    } else {
+      add(TensorId::kFfnGate, {E, ff});
+      add(TensorId::kFfnUp, {E, ff});
+      add(TensorId::kFfnDown, {ff, E});
+    }
     if (hp.post_norms) add(TensorId::kFfnPostNorm, {E});
   }
   return out;
+}
+
+std::vector<BlockKind> layer_blocks(const HParams& hp, int64_t /*il*/) {
+  return {BlockKind::kAttention, hp.moe() ? BlockKind::kMoeFfn : BlockKind::kDenseFfn};
+}
+
+void read_expert_hparams(const gguf::File& f, HParams& hp, bool own_ff_key) {
+  const std::string p = hp.arch + ".";
+  hp.n_expert = f.get_int_opt(p + "expert_count").value_or(0);
+  if (hp.n_expert == 0) return;
+  constexpr int64_t kMaxExperts = 4096;
+  if (hp.n_expert < 0 || hp.n_expert > kMaxExperts) {
+    fail("{}: metadata '{}expert_count': {} out of range 0..{}", f.path(), p, hp.n_expert, kMaxExperts);
+  }
+  if (!f.find(p + "expert_used_count")) {
+    fail("{}: metadata '{}expert_count' is {} but '{}expert_used_count' is missing; the file is damaged or badly "
+         "converted", f.path(), p, hp.n_expert, p);
+  }
+  hp.n_expert_used = f.get_int(p + "expert_used_count");
+  if (hp.n_expert_used < 1 || hp.n_expert_used > hp.n_expert) {
+    fail("{}: metadata '{}expert_used_count': {} out of range 1..{} (expert_count)", f.path(), p, hp.n_expert_used,
+         hp.n_expert);
+  }
+  hp.n_ff_exp = own_ff_key ? f.get_int(p + "expert_feed_forward_length") : hp.n_ff;
+  if (hp.n_ff_exp < 1 || hp.n_ff_exp > (1 << 22)) {
+    fail("{}: metadata '{}expert_feed_forward_length': {} out of range 1..{}", f.path(), p, hp.n_ff_exp, 1 << 22);
+  }
+  // Experts stored one tensor each (blk.N.ffn_gate.E.weight, early Mixtral conversions) are not read.
+  if (!f.find_tensor(tensor_name(TensorId::kFfnGateExps, 0)) && f.find_tensor("blk.0.ffn_gate.0.weight")) {
+    fail("{}: the experts are stored one tensor each (blk.0.ffn_gate.0.weight), a layout of early conversions; "
+         "convert the model again with a current llama.cpp convert_hf_to_gguf.py (stacked ffn_gate_exps)", f.path());
+  }
+}
+
+void write_expert_hparams(gguf::Writer& w, const HParams& hp, bool own_ff_key) {
+  if (!hp.moe()) return;
+  const std::string p = hp.arch + ".";
+  w.set_u32(p + "expert_count", static_cast<uint32_t>(hp.n_expert));
+  w.set_u32(p + "expert_used_count", static_cast<uint32_t>(hp.n_expert_used));
+  if (own_ff_key) w.set_u32(p + "expert_feed_forward_length", static_cast<uint32_t>(hp.n_ff_exp));
 }
 
 const Arch* find_arch(std::string_view name) {

@@ -1,6 +1,7 @@
 // The architecture registry: what a GGUF's `general.architecture` means to ranklm.
 //
-// Every architecture ranklm reads is a pre-norm decoder assembled from the same blocks; an
+// Every architecture ranklm reads is a pre-norm decoder assembled from the same blocks
+// (layer_blocks: attention, then a dense or a mixture-of-experts FFN); an
 // architecture file (arch_<name>.cpp) reads its metadata keys into HParams and switches those
 // blocks on: Q/K/V biases, per-head Q/K RMS norms, NeoX or interleaved RoPE, sliding-window
 // layers with their own RoPE base, post-attention / post-FFN norms, SiLU or GELU-tanh gating,
@@ -65,7 +66,12 @@ struct HParams {
   std::vector<uint8_t> swa_layers;
   float rope_base_swa = 10000.0f;
   bool tied_output = false;
+  // Mixture of experts (n_expert 0: every FFN dense): the router picks n_expert_used of n_expert
+  // gated FFNs of n_ff_exp rows per token (expert_feed_forward_length; feed_forward_length when
+  // the architecture has no such key, as for Mixtral).
+  int64_t n_expert = 0, n_expert_used = 0, n_ff_exp = 0;
 
+  bool moe() const { return n_expert > 0; }
   bool windowed(int64_t il) const {
     return swa_window > 0 && il >= 0 && il < static_cast<int64_t>(swa_layers.size()) && swa_layers[static_cast<size_t>(il)] != 0;
   }
@@ -78,12 +84,18 @@ enum class TensorId : uint8_t {
   kAttnNorm, kAttnQ, kAttnK, kAttnV, kAttnOut, kAttnQBias, kAttnKBias, kAttnVBias,
   kAttnQNorm, kAttnKNorm, kAttnPostNorm,
   kFfnNorm, kFfnGate, kFfnUp, kFfnDown, kFfnPostNorm,
+  kFfnGateInp, kFfnGateExps, kFfnUpExps, kFfnDownExps,
 };
 
 // How tensor parallelism cuts a tensor (plan/tp_slice.h has the rules): whole on every member,
 // by the members' query heads or KV heads (rows of a matrix, elements of a bias), by FFN rows,
-// or the two products whose inputs are split (attention output, FFN down).
-enum class TpSplit { kWhole, kQHeads, kKvHeads, kFfnRows, kAttnOutput, kFfnDown };
+// the two products whose inputs are split (attention output, FFN down), or by experts (the
+// stacked expert tensors of an MoE layer, which a group splits by expert: expert parallelism).
+enum class TpSplit { kWhole, kQHeads, kKvHeads, kFfnRows, kAttnOutput, kFfnDown, kExperts };
+
+// The blocks a layer is made of, in order (model/block.h).
+enum class BlockKind { kAttention, kDenseFfn, kMoeFfn };
+std::vector<BlockKind> layer_blocks(const HParams& hp, int64_t il);
 
 // The GGUF name: "token_embd.weight", or "blk.<layer>.attn_q.weight" for per-layer tensors.
 std::string tensor_name(TensorId id, int64_t layer = -1);
@@ -143,6 +155,12 @@ std::vector<float> llama3_freq_factors(const HParams& hp);
 void describe_llama(gguf::Writer& w, const HParams& hp);
 void blocks_qwen2(HParams& hp);                           // arch_qwen2.cpp
 void blocks_qwen3(HParams& hp);                           // arch_qwen3.cpp
+void configure_qwen3moe(const gguf::File& f, HParams& hp);  // arch_qwen3moe.cpp
+void describe_qwen3moe(gguf::Writer& w, const HParams& hp);
+// The expert keys "<arch>.expert_count" / "expert_used_count" (and expert_feed_forward_length
+// when `own_ff_key`; else the experts have feed_forward_length rows), checked.
+void read_expert_hparams(const gguf::File& f, HParams& hp, bool own_ff_key);
+void write_expert_hparams(gguf::Writer& w, const HParams& hp, bool own_ff_key);
 void blocks_gemma3(HParams& hp);                          // arch_gemma3.cpp
 void configure_gemma3(const gguf::File& f, HParams& hp);
 void describe_gemma3(gguf::Writer& w, const HParams& hp);

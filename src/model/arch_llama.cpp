@@ -2,6 +2,8 @@
 // Pre-norm RMSNorm, rotary embeddings on interleaved pairs (GGUF stores Q/K rows permuted for
 // this), grouped-query attention, SwiGLU feed-forward, tied or separate output head.
 // Llama 3 frequency scaling arrives as the rope_freqs tensor or as rope.scaling.* keys.
+// With llama.expert_count > 0 (Mixtral and its layout), every FFN is a mixture of experts of
+// feed_forward_length rows each (model/block_moe.cpp).
 #include <cmath>
 
 #include "model/arch.h"
@@ -11,6 +13,7 @@ namespace ranklm {
 void blocks_llama(HParams& hp) { hp.rope.neox = false; }
 
 void configure_llama(const gguf::File& f, HParams& hp) {
+  read_expert_hparams(f, hp, false);  // Mixtral: llama with expert_count > 0
   if (f.get_string_opt("llama.rope.scaling.type").value_or("") == "llama3") {
     const std::string p = "llama.rope.scaling.";
     Llama3Rope r;
@@ -43,6 +46,7 @@ std::vector<float> llama3_freq_factors(const HParams& hp) {
 }
 
 void describe_llama(gguf::Writer& w, const HParams& hp) {
+  write_expert_hparams(w, hp, false);
   if (!hp.llama3_rope) return;
   const std::string p = "llama.rope.scaling.";
   w.set_string(p + "type", "llama3");

@@ -34,8 +34,8 @@ void Model::pack_weights(const gguf::File& f) {
   } else if (output.data) {
     pack(output);
   }
-  for (LayerWeights& L : layers) {
-    for (kern::MatrixView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) pack(*w);
+  for (auto& layer : layers_) {
+    for (auto& block : layer) block->for_each_matrix(pack);
   }
 }
 
@@ -67,33 +67,6 @@ KvPools Model::make_pools(int64_t max_blocks) const {
 }
 
 KvCache Model::make_cache(int64_t n_ctx) const { return KvCache(make_pools(std::max<int64_t>(1, kv_blocks_for(n_ctx))), n_ctx); }
-
-kern::MatrixView matrix(const gguf::File& f, const std::string& name, int64_t rows, int64_t cols) {
-  const gguf::TensorInfo& t = f.tensor(name);
-  if (t.ne.size() != 2 || t.ne[0] != cols || t.ne[1] != rows) {
-    fail("{}: tensor '{}': shape {} does not match the metadata (expected [{}, {}])", f.path(),
-         name, t.shape_string(), cols, rows);
-  }
-  if (!kern::traits(t.type).supported) {
-    fail("{}: tensor '{}': type {} has no kernels in ranklm (supported: F32, F16, BF16, Q4_0, "
-         "Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K); requantize the model",
-         f.path(), name, kern::type_name(t.type));
-  }
-  return kern::MatrixView{t.type, t.data, rows, cols};
-}
-
-std::vector<float> vector_f32(const gguf::File& f, const std::string& name, int64_t n) {
-  const gguf::TensorInfo& t = f.tensor(name);
-  if (t.n_elements() != n) {
-    fail("{}: tensor '{}': {} elements {} (expected {})", f.path(), name, t.n_elements(),
-         t.shape_string(), n);
-  }
-  const kern::TypeTraits& tt = kern::traits(t.type);
-  if (!tt.supported) fail("{}: tensor '{}': type {} not supported", f.path(), name, tt.name);
-  std::vector<float> out(static_cast<size_t>(n));
-  tt.dequantize(t.data, out.data(), n);
-  return out;
-}
 
 namespace {
 
@@ -165,249 +138,29 @@ void Model::load_weights(const gguf::File& f) {
   } else if (hp.llama3_rope) {
     rope_freq_factors = llama3_freq_factors(hp);
   }
-  const int64_t q_dim = pt.n_head * hp.head_dim;
-  const int64_t kv_dim = pt.n_head_kv * hp.head_dim;
-  const bool exact = pt.out_rows > 0;
-  const int64_t wo_cols = pt.wo_gather || exact ? hp.n_head * hp.head_dim : q_dim;
-  const int64_t out_rows = exact ? pt.out_rows : hp.n_embd;
-  const int64_t down_cols = exact ? hp.n_ff : pt.n_ff;
-  layers.resize(static_cast<size_t>(pt.layer_end - pt.layer_begin));
-  for (int64_t il = pt.layer_begin; il < pt.layer_end; ++il) {
-    auto name = [il](TensorId id) { return tensor_name(id, il); };
-    auto vec = [&](TensorId id, int64_t n) { return vector_f32(f, name(id), n); };
-    LayerWeights& L = layers[static_cast<size_t>(il - pt.layer_begin)];
-    L.attn_norm = vec(TensorId::kAttnNorm, hp.n_embd);
-    L.wq = matrix(f, name(TensorId::kAttnQ), q_dim, hp.n_embd);
-    L.wk = matrix(f, name(TensorId::kAttnK), kv_dim, hp.n_embd);
-    L.wv = matrix(f, name(TensorId::kAttnV), kv_dim, hp.n_embd);
-    L.wo = matrix(f, name(TensorId::kAttnOut), out_rows, wo_cols);
-    if (hp.qkv_bias) {
-      L.bq = vec(TensorId::kAttnQBias, q_dim);
-      L.bk = vec(TensorId::kAttnKBias, kv_dim);
-      L.bv = vec(TensorId::kAttnVBias, kv_dim);
-    }
-    if (hp.qk_norm) {
-      L.q_norm = vec(TensorId::kAttnQNorm, hp.head_dim);
-      L.k_norm = vec(TensorId::kAttnKNorm, hp.head_dim);
-    }
-    L.ffn_norm = vec(TensorId::kFfnNorm, hp.n_embd);
-    L.w_gate = matrix(f, name(TensorId::kFfnGate), pt.n_ff, hp.n_embd);
-    L.w_up = matrix(f, name(TensorId::kFfnUp), pt.n_ff, hp.n_embd);
-    L.w_down = matrix(f, name(TensorId::kFfnDown), out_rows, down_cols);
-    if (hp.post_norms) {
-      L.attn_post_norm = vec(TensorId::kAttnPostNorm, hp.n_embd);
-      L.ffn_post_norm = vec(TensorId::kFfnPostNorm, hp.n_embd);
-    }
-  }
   // Windowed layers keep their KV in a pool of their own, given back as the window moves on.
   int64_t n_full = 0;
-  for (int64_t il = pt.layer_begin; il < pt.layer_end; ++il) kv_slot_.push_back(hp.windowed(il) ? n_windowed_++ : n_full++);
+  for (int64_t il = pt.layer_begin; il < pt.layer_end; ++il) {
+    const int64_t kv_slot = hp.windowed(il) ? n_windowed_++ : n_full++;
+    const BlockInit in{f, hp, pt, il, rope_freq_factors, kv_slot};
+    std::vector<std::unique_ptr<Block>>& layer = layers_.emplace_back();
+    for (const BlockKind k : layer_blocks(hp, il)) {
+      switch (k) {
+        case BlockKind::kAttention: layer.push_back(make_attention_block(in)); break;
+        case BlockKind::kDenseFfn: layer.push_back(make_dense_ffn_block(in)); break;
+        case BlockKind::kMoeFfn: layer.push_back(make_moe_ffn_block(in)); break;
+      }
+    }
+  }
 }
-
-namespace {
-void add_bias(float* y, const std::vector<float>& b, int64_t n_tok) {
-  if (b.empty()) return;
-  const int64_t n = static_cast<int64_t>(b.size());
-  for (int64_t t = 0; t < n_tok; ++t) kern::add_inplace(y + t * n, b.data(), n);
-}
-}  // namespace
-
-namespace {
-// Whether kern::matmul gives a token's outputs the same bits in a batch of any size (true for
-// packed views and the quantized types; unpacked float weights switch to sgemm for large
-// batches).
-bool per_token_exact(const kern::MatrixView& w) {
-  return w.packed || (w.type != kern::GgmlType::F32 && w.type != kern::GgmlType::F16 && w.type != kern::GgmlType::BF16);
-}
-}  // namespace
 
 bool Model::chunk_invariant() const {
-  for (const LayerWeights& L : layers) {
-    for (const kern::MatrixView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
-      if (!per_token_exact(*w)) return false;
+  for (const auto& layer : layers_) {
+    for (const auto& block : layer) {
+      if (!block->chunk_invariant()) return false;
     }
   }
   return true;
-}
-
-// Each sequence's keys and values (rows of k, v) into its cache at its positions, then the
-// attention of every sequence over its own cache in one batched call: attn [n_tok, n_head * head_dim].
-void Model::attend(int64_t il, const float* q, const float* k, const float* v, const SeqSpan* seqs, int n_seq, float* attn,
-                   kern::ThreadPool& pool) {
-  const int64_t hd = hp_.head_dim, q_dim = part_.n_head * hd, kv_dim = part_.n_head_kv * hd;
-  const bool windowed = hp_.windowed(part_.layer_begin + il);
-  const int64_t slot = kv_slot_[static_cast<size_t>(il)];  // the layer's index in its pool
-  auto table = [windowed](const KvCache& c) -> const std::vector<int32_t>& { return windowed ? c.windowed_blocks() : c.blocks(); };
-  int64_t n_ptr = 0;
-  for (int s = 0; s < n_seq; ++s) n_ptr += 2 * static_cast<int64_t>(table(*seqs[s].cache).size());
-  buf_.kv_rows.resize(static_cast<size_t>(n_ptr));
-  buf_.attn_seqs.resize(static_cast<size_t>(n_seq));
-  const uint16_t** ptr = buf_.kv_rows.data();
-  int64_t row = 0;  // the sequence's first row in the batch
-  for (int s = 0; s < n_seq; row += seqs[s].n_tok, ++s) {
-    const SeqSpan& sp = seqs[s];
-    KvPool& kp = windowed ? *sp.cache->windowed_pool() : sp.cache->pool();
-    const std::vector<int32_t>& blocks = table(*sp.cache);
-    for (int64_t t = 0; t < sp.n_tok; ++t) {
-      const int64_t p = sp.pos0 + t;
-      const int32_t b = blocks[static_cast<size_t>(p / kKvBlockLen)];
-      uint16_t* kd = kp.k(b, slot) + (p % kKvBlockLen) * kv_dim;
-      uint16_t* vd = kp.v(b, slot) + (p % kKvBlockLen) * kv_dim;
-      const float* ks = k + (row + t) * kv_dim;
-      const float* vs = v + (row + t) * kv_dim;
-      for (int64_t i = 0; i < kv_dim; ++i) {
-        kd[i] = kern::fp32_to_fp16(ks[i]);
-        vd[i] = kern::fp32_to_fp16(vs[i]);
-      }
-    }
-    const size_t nb = blocks.size();
-    for (size_t i = 0; i < nb; ++i) {  // given-back windowed blocks: before every query's window
-      ptr[i] = blocks[i] < 0 ? nullptr : kp.k(blocks[i], slot);
-      ptr[nb + i] = blocks[i] < 0 ? nullptr : kp.v(blocks[i], slot);
-    }
-    buf_.attn_seqs[static_cast<size_t>(s)] = {q + row * q_dim, attn + row * q_dim, ptr, ptr + nb, kKvBlockLen, sp.n_tok, sp.pos0};
-    ptr += 2 * nb;
-  }
-  const int64_t window = windowed ? hp_.swa_window : 0;
-  kern::attention_batch(buf_.attn_seqs.data(), n_seq, static_cast<int>(part_.n_head), static_cast<int>(part_.n_head_kv),
-                        static_cast<int>(hd), hp_.scores_scale(), pool, window);
-}
-
-namespace {
-template <class V>
-V& sized(V& vec, int64_t n) {
-  if (static_cast<int64_t>(vec.size()) < n) vec.resize(static_cast<size_t>(n));
-  return vec;
-}
-}  // namespace
-
-// Products of the whole batch. Float weights take OpenBLAS sgemm for 16+ tokens, in another
-// summation order than the per-token dot products, so they go sequence by sequence: the path
-// (and so every bit of a sequence's result) then depends only on that sequence's own chunk,
-// never on what it is batched with. The other types give the same bits for a token in any batch.
-void Model::product(const kern::MatrixView& w, const float* in, float* out, const SeqSpan* seqs, int n_seq, int64_t n_tok,
-                    kern::ThreadPool& pool) {
-  if (per_token_exact(w) || n_seq == 1) return kern::matmul(w, in, n_tok, out, pool, scratch_);
-  int64_t row = 0;
-  for (int s = 0; s < n_seq; row += seqs[s].n_tok, ++s) {
-    kern::matmul(w, in + row * w.cols, seqs[s].n_tok, out + row * w.rows, pool, scratch_);
-  }
-}
-
-// The output of attn_output or ffn_down (input `in`, [n_tok, w.cols]) into buf_.cur, whole on
-// every TP member: this member's rows then a gather (exact TP), or a partial sum then an
-// all-reduce (sum TP, when `reduce`), or the whole product (one rank; attn_output replicated).
-void Model::out_product(const kern::MatrixView& w, const float* in, bool reduce, const SeqSpan* seqs, int n_seq,
-                        int64_t n_tok, kern::ThreadPool& pool) {
-  if (part_.out_rows > 0) {
-    std::vector<float>& rows = sized(buf_.rows, n_tok * part_.out_rows);
-    product(w, in, rows.data(), seqs, n_seq, n_tok, pool);
-    tp_.gather(rows.data(), n_tok, TpGather::kRows, buf_.cur.data());
-    return;
-  }
-  product(w, in, buf_.cur.data(), seqs, n_seq, n_tok, pool);
-  if (tp_.allreduce && reduce) tp_.allreduce(buf_.cur.data(), n_tok * hp_.n_embd);
-}
-
-void Model::layer_forward(int64_t il, float* x, const SeqSpan* seqs, int n_seq, int64_t n_tok,
-                          kern::ThreadPool& pool) {
-  const HParams& hp = hp_;
-  const ModelPart& pt = part_;
-  const LayerWeights& L = layers[static_cast<size_t>(il)];  // il: this part's layer index
-  const int64_t global_il = pt.layer_begin + il;
-  const int64_t n_embd = hp.n_embd, hd = hp.head_dim;
-  const int64_t n_head = pt.n_head, n_head_kv = pt.n_head_kv, n_ff = pt.n_ff;
-  const int64_t q_dim = n_head * hd, kv_dim = n_head_kv * hd;
-
-  std::vector<float>& cur = sized(buf_.cur, n_tok * n_embd);  // [n_tok, n_embd]
-  std::vector<float>& q = sized(buf_.q, n_tok * q_dim);
-  std::vector<float>& k = sized(buf_.k, n_tok * kv_dim);
-  std::vector<float>& v = sized(buf_.v, n_tok * kv_dim);
-  std::vector<float>& attn = sized(buf_.attn, n_tok * q_dim);  // [n_tok, q_dim]
-  std::vector<int32_t>& pos = sized(buf_.pos, n_tok);
-  {
-    int64_t t = 0;
-    for (int s = 0; s < n_seq; ++s) {
-      for (int64_t j = 0; j < seqs[s].n_tok; ++j) pos[t++] = static_cast<int32_t>(seqs[s].pos0 + j);
-    }
-  }
-
-  // Element-wise steps split over tokens (prefill) like the products; one token runs inline.
-  auto per_token = [&](const std::function<void(int64_t, int64_t)>& f) {
-    pool.parallel_for(n_tok, [&](int64_t t0, int64_t t1, int) { f(t0, t1); });
-  };
-  // RMS norm of rows of `width` (n_per_tok per token) from `in` into `out` (may be the same).
-  auto norm = [&](const float* in, const std::vector<float>& w, int64_t n_per_tok, int64_t width, float* out) {
-    per_token([&](int64_t t0, int64_t t1) {
-      const int64_t o = t0 * n_per_tok * width;
-      kern::rms_norm(in + o, w.data(), (t1 - t0) * n_per_tok, width, hp.rms_eps, out + o);
-    });
-  };
-  auto add_residual = [&] {
-    per_token([&](int64_t t0, int64_t t1) { kern::add_inplace(x + t0 * n_embd, cur.data() + t0 * n_embd, (t1 - t0) * n_embd); });
-  };
-  auto mm = [&](const kern::MatrixView& w, const float* in, float* out) { product(w, in, out, seqs, n_seq, n_tok, pool); };
-
-  // --- attention block ---
-  norm(x, L.attn_norm, 1, n_embd, cur.data());
-  mm(L.wq, cur.data(), q.data());
-  mm(L.wk, cur.data(), k.data());
-  mm(L.wv, cur.data(), v.data());
-  add_bias(q.data(), L.bq, n_tok);
-  add_bias(k.data(), L.bk, n_tok);
-  add_bias(v.data(), L.bv, n_tok);
-  if (hp.qk_norm) {
-    norm(q.data(), L.q_norm, n_head, hd, q.data());
-    norm(k.data(), L.k_norm, n_head_kv, hd, k.data());
-  }
-  kern::RopeParams rp = hp.rope;
-  rp.freq_factors = rope_freq_factors.empty() ? nullptr : rope_freq_factors.data();
-  if (hp.windowed(global_il)) {
-    rp.freq_base = hp.rope_base_swa;
-    rp.freq_scale = 1.0f;
-  }
-  per_token([&](int64_t t0, int64_t t1) {
-    kern::rope_inplace(q.data() + t0 * q_dim, t1 - t0, static_cast<int>(n_head), static_cast<int>(hd), pos.data() + t0, rp);
-    kern::rope_inplace(k.data() + t0 * kv_dim, t1 - t0, static_cast<int>(n_head_kv), static_cast<int>(hd), pos.data() + t0, rp);
-    if (hp.q_prescaled) {
-      for (int64_t i = t0 * q_dim; i < t1 * q_dim; ++i) q[static_cast<size_t>(i)] *= hp.attn_scale;
-    }
-  });
-  attend(il, q.data(), k.data(), v.data(), seqs, n_seq, attn.data(), pool);
-  if (pt.wo_gather || pt.out_rows > 0) {
-    // Whole attn_output columns here: every member's heads first, then no sum afterwards.
-    std::vector<float>& full = sized(buf_.attn_full, n_tok * hp.n_head * hd);
-    tp_.gather(attn.data(), n_tok, TpGather::kHeads, full.data());
-    out_product(L.wo, full.data(), false, seqs, n_seq, n_tok, pool);
-  } else {
-    out_product(L.wo, attn.data(), true, seqs, n_seq, n_tok, pool);
-  }
-  if (hp.post_norms) norm(cur.data(), L.attn_post_norm, 1, n_embd, cur.data());
-  add_residual();
-
-  // --- feed-forward block (gated: SiLU or GELU) ---
-  std::vector<float>& gate = sized(buf_.gate, n_tok * n_ff);  // [n_tok, n_ff]
-  std::vector<float>& up = sized(buf_.up, n_tok * n_ff);
-  norm(x, L.ffn_norm, 1, n_embd, cur.data());
-  mm(L.w_gate, cur.data(), gate.data());
-  mm(L.w_up, cur.data(), up.data());
-  per_token([&](int64_t t0, int64_t t1) {
-    const int64_t o = t0 * n_ff, n = (t1 - t0) * n_ff;
-    if (hp.ffn_act == FfnAct::kGeluTanh) {
-      kern::gelu_mul_inplace(gate.data() + o, up.data() + o, n);
-    } else {
-      kern::silu_mul_inplace(gate.data() + o, up.data() + o, n);
-    }
-  });
-  if (pt.out_rows > 0) {
-    std::vector<float>& full = sized(buf_.ffn_full, n_tok * hp.n_ff);
-    tp_.gather(gate.data(), n_tok, TpGather::kFfn, full.data());
-    out_product(L.w_down, full.data(), true, seqs, n_seq, n_tok, pool);
-  } else {
-    out_product(L.w_down, gate.data(), true, seqs, n_seq, n_tok, pool);
-  }
-  if (hp.post_norms) norm(cur.data(), L.ffn_post_norm, 1, n_embd, cur.data());
-  add_residual();
 }
 
 void Model::embed(const int32_t* tokens, int64_t n_tok, float* x) const {
@@ -443,7 +196,15 @@ void Model::run_layers(float* x, const SeqSpan* seqs, int n_seq, kern::ThreadPoo
   // Blocks for the positions this step writes (copies of shared ones), before any layer runs.
   for (int s = 0; s < n_seq; ++s) seqs[s].cache->prepare(seqs[s].pos0, seqs[s].n_tok);
   if (n_tok <= 0) fail("forward: empty batch");
-  for (int64_t il = 0; il < static_cast<int64_t>(layers.size()); ++il) layer_forward(il, x, seqs, n_seq, n_tok, pool);
+  if (static_cast<int64_t>(pos_.size()) < n_tok) pos_.resize(static_cast<size_t>(n_tok));
+  int64_t t = 0;
+  for (int s = 0; s < n_seq; ++s) {
+    for (int64_t j = 0; j < seqs[s].n_tok; ++j) pos_[static_cast<size_t>(t++)] = static_cast<int32_t>(seqs[s].pos0 + j);
+  }
+  const Step step{seqs, n_seq, n_tok, pos_.data(), pool};
+  for (auto& layer : layers_) {
+    for (auto& block : layer) block->forward(ops_, step, x);
+  }
 }
 
 void Model::run_layers(float* x, int64_t n_tok, int64_t pos0, KvCache& cache, kern::ThreadPool& pool) {

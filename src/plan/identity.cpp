@@ -35,12 +35,14 @@ TpShape tp_shape(const gguf::File& f) {
   s.n_head_kv = hp.n_head_kv;
   s.head_dim = hp.head_dim;
   s.n_ff = hp.n_ff;
+  s.n_expert = hp.n_expert;
   s.attn_output_block = s.ffn_down_block = 1;
   for (int64_t il = 0; il < hp.n_layer; ++il) {
     const int64_t ob = kern::traits(f.tensor(tensor_name(TensorId::kAttnOut, il)).type).block_size;
-    const int64_t db = kern::traits(f.tensor(tensor_name(TensorId::kFfnDown, il)).type).block_size;
     s.attn_output_block = std::max(s.attn_output_block, ob);
-    s.ffn_down_block = std::max(s.ffn_down_block, db);
+    if (const gguf::TensorInfo* down = f.find_tensor(tensor_name(TensorId::kFfnDown, il))) {  // dense layers
+      s.ffn_down_block = std::max(s.ffn_down_block, kern::traits(down->type).block_size);
+    }
   }
   return s;
 }

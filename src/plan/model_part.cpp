@@ -31,8 +31,12 @@ ModelPart model_part(const Plan& p, int rank, const gguf::File& model) {
       part.member_heads.push_back(m.q_heads.size() * shape.head_dim);
       part.member_ffn.push_back(m.ffn.size());
       part.member_rows.push_back(m.out_rows.size());
+      if (shape.n_expert > 0) part.member_experts.push_back(m.experts.size());
     }
     if (tp.exact) part.out_rows = tp.out_rows.size();
+    part.expert_begin = tp.experts.begin;
+    part.expert_end = shape.n_expert > 0 ? tp.experts.end : -1;
+    part.exact_moe = tp.exact;
   }
   if (part.head) {
     const std::vector<int64_t> off = vocab_offsets(p.model.n_vocab, st.tp());

@@ -35,6 +35,7 @@ TpPart tp_part(const TpShape& s, int tp, int index, TpMode mode) {
   TpPart p;
   p.q_heads = {index * hp, (index + 1) * hp};
   p.kv_heads = {p.q_heads.begin / group, (p.q_heads.end - 1) / group + 1};
+  if (s.n_expert > 0) p.experts = aligned_split(s.n_expert, tp, 1, "MoE experts (expert_count)")[index];
   if (mode == TpMode::kExact) {
     // Every split tensor is cut by rows, which need no block alignment.
     p.exact = true;
@@ -69,6 +70,9 @@ Slice tensor_slice(const std::string& name, int n_dims, const TpShape& s, const 
     case TpSplit::kFfnDown:
       if (part.exact) return {1, part.out_rows.begin, part.out_rows.end};
       return {0, part.ffn.begin, part.ffn.end};
+    case TpSplit::kExperts:
+      if (n_dims != 3 || part.experts.size() == s.n_expert) return {};
+      return {2, part.experts.begin, part.experts.end};
   }
   return {};
 }

@@ -10,6 +10,9 @@
 //     whole blocks (e.g. 4 heads of 32 against a 256-element K-quant block) no column split
 //     exists, and the tensor is replicated instead: the runtime then gathers the heads'
 //     outputs across the group before it rather than reducing after it.
+//   MoE layers: the stacked expert tensors (ffn_gate_exps, ffn_up_exps, ffn_down_exps) are
+//     split by expert, members holding contiguous ranges as even as possible (expert
+//     parallelism); the router (ffn_gate_inp) is whole on every member.
 //   Everything else (norms, embedding, output head, rope factors): whole, on every rank that
 //   needs it.
 //
@@ -45,6 +48,7 @@ const char* tp_mode_name(TpMode m);  // "sum" / "exact"
 struct TpShape {
   int64_t n_embd = 0;
   int64_t n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0;
+  int64_t n_expert = 0;            // MoE layers' experts (0: a dense model)
   int64_t attn_output_block = 32;  // block size of attn_output.weight's type
   int64_t ffn_down_block = 32;     // block size of ffn_down.weight's type
 };
@@ -55,6 +59,7 @@ struct TpPart {
   bool attn_output_replicated = false;  // see above (sum mode only)
   bool exact = false;                   // exact mode: out_rows below
   Range out_rows;                       // exact mode: rows of attn_output and ffn_down held
+  Range experts;                        // MoE layers: the experts held (expert parallelism)
 };
 TpPart tp_part(const TpShape& s, int tp, int index, TpMode mode = TpMode::kSum);
 
@@ -66,7 +71,7 @@ struct Slice {
   bool operator==(const Slice&) const = default;
 };
 // `name` is a GGUF tensor name (blk.N.attn_q.weight, ...). n_dims is the tensor's dimension
-// count (1 for biases and norms, 2 for matrices).
+// count (1 for biases and norms, 2 for matrices, 3 for stacked experts: dim 2 cuts experts).
 Slice tensor_slice(const std::string& name, int n_dims, const TpShape& s, const TpPart& part);
 
 }  // namespace ranklm::plan

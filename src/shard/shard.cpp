@@ -37,6 +37,7 @@ PartSource part_source(const Part& part) {
   const plan::Slice& s = part.slice;
   if (s.dim < 0) return {t.data, full_row};
   if (s.dim == 1) return {t.data + s.begin * full_row, full_row};
+  if (s.dim == 2) return {t.data + s.begin * t.ne[1] * full_row, full_row};  // whole experts: contiguous
   if (s.begin % bs != 0 || s.end % bs != 0) {
     fail("tensor '{}': column slice [{}, {}) cuts {}-element blocks", t.name, s.begin, s.end, bs);
   }
@@ -99,6 +100,7 @@ uint64_t part_size(const Part& part) {
   if (s.dim < 0) return t.n_bytes;
   const uint64_t full_row = static_cast<uint64_t>(t.ne[0] / tt.block_size) * tt.type_size;
   if (s.dim == 1) return static_cast<uint64_t>(s.end - s.begin) * full_row;
+  if (s.dim == 2) return static_cast<uint64_t>((s.end - s.begin) * t.ne[1]) * full_row;
   return t.n_bytes / full_row * static_cast<uint64_t>((s.end - s.begin) / tt.block_size) * tt.type_size;
 }
 
@@ -114,6 +116,9 @@ PartBytes part_layout(const Part& part) {
   if (s.dim == 1) {
     out.rows = s.end - s.begin;
     out.ne[1] = out.rows;
+  } else if (s.dim == 2) {
+    out.rows = (s.end - s.begin) * t.ne[1];
+    out.ne[2] = s.end - s.begin;
   } else if (s.dim == 0) {
     out.row_bytes = (s.end - s.begin) / tt.block_size * static_cast<int64_t>(tt.type_size);
     out.ne[0] = s.end - s.begin;
@@ -269,7 +274,8 @@ std::string describe_shard(const std::string& path) {
     std::string shape, slice = "whole";
     for (size_t k = 0; k < d.full_ne.size(); ++k) shape += (k ? " x " : "") + std::to_string(d.full_ne[k]);
     if (d.slice.dim >= 0) {
-      slice = fmt::format("{} [{}, {})", d.slice.dim == 0 ? "cols" : "rows", d.slice.begin, d.slice.end);
+      slice = fmt::format("{} [{}, {})", d.slice.dim == 0 ? "cols" : d.slice.dim == 1 ? "rows" : "experts", d.slice.begin,
+                          d.slice.end);
     }
     const uint64_t bytes = d.bytes.data.size();
     total += bytes;
