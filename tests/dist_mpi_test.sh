@@ -2,6 +2,7 @@
 # ranklm logits --shards under mpirun, one process per rank, against one rank on the GGUF, for
 # layouts 2 (PP), 2 (TP), 3 (PP uneven), 4 (PP 2 x TP 2), 4 (TP 4 with replicated KV heads on a
 # model with 2 KV heads), 5 and 7 (PP, on an 8-layer model), 6 (PP 3 x TP 2), 8 (PP 2 x TP 4),
+# the MoE fixtures under PP, TP, EP 2 / 4 and PP 2 x EP 2,
 # in exact TP mode (the default) bit-identical logits, and in sum mode with f32 and Q8_0
 # allreduce within the bounds of tests/test_executor.cpp (under the 1e-2 summation-order floor;
 # printed). Then a rank killed mid-run: the job ends within seconds
@@ -17,11 +18,11 @@ toks=1,5,9,13,2,7
 "$synth" --shape test-deep --type q4_0 -o "$tmp/deep.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth"; exit 1; }
 "$synth" --shape test-gemma3 --type q4_k_m -o "$tmp/gemma.gguf" > /dev/null 2>&1 || { echo "FAIL: ranklm-synth test-gemma3"; exit 1; }
 
-run_case() {  # model ranks pp tp layers allreduce bound [tp-mode [hops]]; bound 0: bit-identical
-  local m="$1" n="$2" pp="$3" tp="$4" layers="$5" z="$6" bound="$7" mode="${8:-exact}" hops="${9:-f32}"
-  local label; label="$(basename "$m") n=$n pp=$pp tp=$tp ${layers:+layers=$layers }tp-mode=$mode allreduce=$z hops=$hops"
+run_case() {  # model ranks pp tp layers allreduce bound [tp-mode [hops [group-flag]]]; bound 0: bit-identical
+  local m="$1" n="$2" pp="$3" tp="$4" layers="$5" z="$6" bound="$7" mode="${8:-exact}" hops="${9:-f32}" group="${10:---tp}"
+  local label; label="$(basename "$m") n=$n pp=$pp ${group#--}=$tp ${layers:+layers=$layers }tp-mode=$mode allreduce=$z hops=$hops"
   local extra=(--tp-mode "$mode"); [ -n "$layers" ] && extra+=(--layers "$layers")
-  "$bin" plan -m "$m" -n "$n" --pp "$pp" --tp "$tp" "${extra[@]}" -o "$tmp/p.json" > /dev/null 2>&1 || { echo "FAIL: plan $label"; fails=$((fails + 1)); return; }
+  "$bin" plan -m "$m" -n "$n" --pp "$pp" "$group" "$tp" "${extra[@]}" -o "$tmp/p.json" > /dev/null 2>&1 || { echo "FAIL: plan $label"; fails=$((fails + 1)); return; }
   rm -rf "$tmp/s"
   "$repack" -m "$m" --plan "$tmp/p.json" -o "$tmp/s" 2> /dev/null || { echo "FAIL: repack $label"; fails=$((fails + 1)); return; }
   "$bin" logits -m "$m" --tokens "$toks" --greedy 6 -t 1 > "$tmp/ref.json" 2> /dev/null
@@ -60,6 +61,20 @@ run_case "$g3" 2 2 1 "5,1" f32 0            # the global layer 5 alone on the la
 run_case "$g3" 4 2 2 "4,2" f32 0
 run_case "$g3" 4 1 4 "" f32 0               # 1 KV head on each of 4 ranks
 run_case "$tmp/gemma.gguf" 3 3 1 "3,3,1" f32 0   # ranklm-synth's test-gemma3: windowed, global, windowed
+# Mixtures of experts (qwen3moe: 8 experts, top 2; Mixtral-style llama: 4 experts, top 2):
+# pipeline, attention by heads with the experts by expert (--tp), expert-parallel groups
+# (--ep: attention whole on every member), exact mode bit-identical; sum mode within 1e-2.
+qm="$fixtures/moe/tiny-qwen3moe-q4_k_m.gguf"
+mx="$fixtures/moe/tiny-mixtral-q8_0.gguf"
+run_case "$qm" 2 2 1 "" f32 0
+run_case "$qm" 2 1 2 "" f32 0
+run_case "$qm" 2 1 2 "" f32 0 exact f32 --ep
+run_case "$qm" 4 1 4 "" f32 0 exact f32 --ep
+run_case "$qm" 4 2 2 "" f32 0 exact f32 --ep      # PP 2 x EP 2
+run_case "$mx" 4 1 4 "" f32 0 exact f32 --ep      # one expert per rank
+run_case "$mx" 4 2 2 "" f32 0
+run_case "$qm" 4 1 4 "" f32 1e-2 sum f32 --ep
+run_case "$mx" 2 1 2 "" q8_0 2e-2 sum f32 --ep
 # Sum mode: partial sums added by the ring allreduce (f32 or Q8_0 payloads).
 run_case "$q8" 2 1 2 "" f32 1e-2 sum
 run_case "$kq" 2 1 2 "" f32 1e-2 sum          # attn_output whole on each rank: heads gathered

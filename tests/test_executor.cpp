@@ -215,6 +215,53 @@ TEST(Executor, EveryLayoutMatchesOneRankOnEveryFixture) {
   if (getenv("RANKLM_TEST_VERBOSE")) std::printf("%d of %d sum-mode TP runs within 1e-4\n", tp_close, tp_runs);
 }
 
+// Mixture-of-experts fixtures (qwen3moe: 8 experts, top 2; Mixtral-style llama: 4 experts, top
+// 2; 3 layers) on every MoE layout: pipeline, groups with attention split by heads and experts
+// by expert (TP), expert-parallel groups (EP: attention whole), and both with stages. Exact mode
+// is bit-identical to one rank; sum mode (each member's weighted partial sums all-reduced) stays
+// under the 1e-2 summation-order floor with the same greedy tokens.
+TEST(Executor, MoeEveryLayoutMatchesOneRank) {
+  struct MoeLayout {
+    const char* label;
+    int ranks, pp, tp;
+    bool ep;
+  };
+  const std::vector<MoeLayout> layouts = {{"PP 2", 2, 2, 1, false},      {"TP 2", 2, 1, 2, false},
+                                          {"EP 2", 2, 1, 2, true},       {"EP 4", 4, 1, 4, true},
+                                          {"PP 2 x EP 2", 4, 2, 2, true}, {"PP 2 x TP 2", 4, 2, 2, false}};
+  const std::vector<std::string> fixtures = test::fixture_models({"/moe"});
+  ASSERT_EQ(fixtures.size(), 6u);
+  int exact = 0, sum = 0;
+  for (const std::string& path : fixtures) {
+    auto f = gguf::File::open(path);
+    auto one = Model::load(*f);
+    ASSERT_TRUE(one->hparams().moe());
+    kern::ThreadPool pool(1);
+    const LogitsReport want = compute_logits_report(*one, kPrompt, kGreedy, pool);
+    const plan::ModelIdentity id = plan::model_identity(*f);
+    for (const MoeLayout& l : layouts) {
+      for (const plan::TpMode mode : {plan::TpMode::kExact, plan::TpMode::kSum}) {
+        if (l.tp == 1 && mode == plan::TpMode::kSum) continue;
+        SCOPED_TRACE(path + ", " + l.label + ", mode " + plan::tp_mode_name(mode));
+        plan::Plan p = plan::make_plan(id, l.ranks, l.pp, l.tp, {}, l.ep);
+        p.tp_mode = mode;
+        plan::check_tp_slicing(*f, p);
+        const LogitsReport got = run_plan(path, p, comm::Compression::kNone);
+        EXPECT_EQ(got.greedy, want.greedy);
+        if (mode == plan::TpMode::kExact) {
+          EXPECT_EQ(nrmse(want, got), 0.0) << "not bit-identical to one rank";
+          ++exact;
+        } else {
+          EXPECT_LT(nrmse(want, got), 1e-2);
+          ++sum;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(exact, 6 * 6);
+  EXPECT_EQ(sum, 6 * 5);
+}
+
 // Q8_0 payloads: each hop quantizes a partial sum (about 0.5% relative error), and the random
 // weights of the fixtures amplify that through the layers. Measured on these fixtures
 // (normalized RMS error at TP 2): f32 0.33%, q8_0 0.93%, q4_0 1.05%, q4_k_m 1.11%, qwen2 q8_0

@@ -258,3 +258,49 @@ TEST(Plan, LayerOfATensorNameIsParsedStrictly) {
   EXPECT_EQ(layer_of("blk.-1.attn"), std::nullopt);
   EXPECT_EQ(layer_of("blk..attn"), std::nullopt);
 }
+
+// Expert parallelism: only the stacked experts are cut (by expert, as even as possible); the
+// router, attention and norms stay whole; the plan says so in JSON and its hash; a dense model
+// or more EP ranks than experts is refused with the reason.
+TEST(TpSlice, ExpertParallelCutsOnlyTheExperts) {
+  TpShape s;
+  s.n_embd = 256, s.n_head = 8, s.n_head_kv = 2, s.head_dim = 64, s.n_ff = 512, s.n_expert = 10;
+  std::vector<Range> got;
+  for (int i = 0; i < 4; ++i) {
+    const TpPart p = tp_part(s, 4, i, TpMode::kExact, true);
+    EXPECT_TRUE(p.ep);
+    EXPECT_EQ(p.q_heads, (Range{0, 8}));
+    EXPECT_EQ(tensor_slice("blk.3.attn_q.weight", 2, s, p), Slice{});
+    EXPECT_EQ(tensor_slice("blk.3.ffn_gate_inp.weight", 2, s, p), Slice{});
+    EXPECT_EQ(tensor_slice("blk.3.ffn_down_exps.weight", 3, s, p), (Slice{2, p.experts.begin, p.experts.end}));
+    got.push_back(p.experts);
+  }
+  EXPECT_EQ(got, (std::vector<Range>{{0, 3}, {3, 6}, {6, 8}, {8, 10}}));
+  // Attention split by heads, experts by expert (a TP group on an MoE model).
+  const TpPart t = tp_part(s, 2, 1, TpMode::kExact);
+  EXPECT_EQ(t.q_heads, (Range{4, 8}));
+  EXPECT_EQ(tensor_slice("blk.0.ffn_up_exps.weight", 3, s, t), (Slice{2, 5, 10}));
+  EXPECT_NE(error_of([&] { tp_part(s, 11, 0, TpMode::kExact, true); }).find("too few"), std::string::npos);
+  s.n_expert = 0;
+  EXPECT_NE(error_of([&] { tp_part(s, 2, 0, TpMode::kExact, true); }).find("no experts"), std::string::npos);
+}
+
+TEST(Plan, ExpertParallelRoundTripsAndIsRefusedForDenseModels) {
+  ModelIdentity m = tinyllama();
+  EXPECT_NE(error_of([&] { make_plan(m, 2, 1, 2, {}, true); }).find("no experts"), std::string::npos);
+  m.n_expert = 8, m.n_expert_used = 2;
+  const Plan p = make_plan(m, 4, 2, 2, {}, true);
+  EXPECT_TRUE(p.ep);
+  const nlohmann::json j = to_json(p);
+  EXPECT_EQ(j["ep"], true);
+  EXPECT_EQ(j["model"]["n_expert"], 8);
+  const Plan q = from_json(j, "test");
+  EXPECT_TRUE(q.ep);
+  EXPECT_EQ(q.model.n_expert_used, 2);
+  EXPECT_EQ(plan_hash(q), plan_hash(p));
+  EXPECT_NE(plan_hash(make_plan(m, 4, 2, 2, {}, false)), plan_hash(p));
+  EXPECT_NE(error_of([&] { make_plan(m, 16, 1, 16, {}, true); }).find("8 experts"), std::string::npos);
+  nlohmann::json bad = j;
+  bad["ep"] = "yes";
+  EXPECT_NE(error_of([&] { from_json(bad, "plan.json"); }).find("'ep'"), std::string::npos);
+}

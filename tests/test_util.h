@@ -53,9 +53,9 @@ inline std::string fixtures_dir() {
 
 // Every fixture GGUF, sorted.
 // Every fixture GGUF: models/ (llama, qwen2) and new-arch/ (qwen3, gemma3).
-inline std::vector<std::string> fixture_models() {
+inline std::vector<std::string> fixture_models(std::initializer_list<const char*> dirs = {"/models", "/new-arch"}) {
   std::vector<std::string> out;
-  for (const char* dir : {"/models", "/new-arch"}) {
+  for (const char* dir : dirs) {
     if (!std::filesystem::is_directory(fixtures_dir() + dir)) continue;  // no fixtures: no cases
     for (const auto& e : std::filesystem::directory_iterator(fixtures_dir() + dir)) {
       if (e.path().extension() == ".gguf") out.push_back(e.path().string());

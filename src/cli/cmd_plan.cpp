@@ -35,12 +35,39 @@ plan::PlaceOptions po_with_tp(plan::PlaceOptions o, int tp) {
   return o;
 }
 
+// What the groups split and how they combine (printed under the plan table).
+void print_split_notes(const plan::Plan& p, const plan::TpShape& shape) {
+  bool any_tp = false;
+  for (const plan::Stage& st : p.stages) any_tp = any_tp || st.tp() > 1;
+  const bool exact = p.tp_mode == plan::TpMode::kExact;
+  if (any_tp && !p.ep) {
+    std::printf("tensor parallel: %s\n", exact ? "exact (inputs of attn_output and ffn_down gathered, rows split; logits as on one rank)"
+                                               : "sum (partial products of attn_output and ffn_down summed by allreduce)");
+  }
+  if (any_tp && shape.n_expert > 0) {
+    std::printf("MoE layers: %s, %s\n",
+                p.ep ? "expert parallel (each group member holds its share of the experts; attention whole on every member)"
+                     : "attention split by heads (TP), the experts by expert",
+                exact ? "expert outputs gathered and summed in the one-rank order (logits as on one rank)"
+                      : "each member's weighted expert outputs summed by allreduce");
+  }
+  for (size_t s = 0; s < p.stages.size(); ++s) {
+    const int tp = p.stages[s].tp();
+    if (tp > 1 && plan::tp_part(shape, tp, 0, p.tp_mode, p.ep).attn_output_replicated) {
+      std::printf("note: stage %zu: %lld heads x %lld per rank do not fill whole %lld-element blocks of "
+                  "attn_output.weight; it is replicated on the stage's %d ranks (more memory, a gather "
+                  "instead of a reduce)\n", s, static_cast<long long>(shape.n_head / tp),
+                  static_cast<long long>(shape.head_dim), static_cast<long long>(shape.attn_output_block), tp);
+    }
+  }
+}
+
 }  // namespace
 
 int cmd_plan(const std::vector<std::string>& args) {
   po::options_description desc("plan options");
   std::string model, out, layers_s, inventory, save_inventory, topology, tp_mode = "exact", layout = "auto";
-  int ranks = 0, pp = 0, tp = 0, threads = default_threads();
+  int ranks = 0, pp = 0, tp = 0, ep = 0, threads = default_threads();
   bool explain = false;
   std::string hops = "f32";
   plan::PlaceOptions po_;
@@ -49,6 +76,7 @@ int cmd_plan(const std::vector<std::string>& args) {
       ("ranks,n", po::value(&ranks), "number of ranks (the job's world size); under mpirun, the job's")
       ("pp", po::value(&pp)->default_value(0), "pipeline stages (0: ranks / tp)")
       ("tp", po::value(&tp)->default_value(0), "tensor-parallel size of every stage (0: ranks / pp)")
+      ("ep", po::value(&ep)->default_value(0), "MoE models: expert-parallel groups of this size (each member holds its share of the experts and attention whole) instead of attention split by heads; 0: --tp groups, or the planner's choice")
       ("layers", po::value(&layers_s), "layers per stage, comma-separated (default: even split)")
       ("tp-mode", po::value(&tp_mode)->default_value("exact"), "how TP members combine attn_output and ffn_down: exact (gathers; logits identical to one rank) or sum (allreduce of partial sums; fewer bytes)")
       ("output,o", po::value(&out), "write the plan here (JSON); without it, only print")
@@ -70,6 +98,12 @@ int cmd_plan(const std::vector<std::string>& args) {
     return kExitOk;
   }
   const auto layers = parse_int_list<int64_t>("--layers", layers_s, 1, 1 << 20);
+  if (ep < 0 || (ep > 0 && tp > 0 && tp != ep)) {
+    usage_fail("--ep {} with --tp {}: an EP group is the stage's group (attention whole on each member); give --ep N alone", ep, tp);
+  }
+  if (ep > 0) tp = ep;
+  po_.ep = ep > 0;
+  po_.ep_forced = ep > 0 || tp > 0;
   if (tp_mode != "exact" && tp_mode != "sum") usage_fail("--tp-mode: '{}' is not a TP mode (exact or sum)", tp_mode);
   if (layout != "auto" && layout != "spread") usage_fail("--layout: '{}' is not a layout choice (auto or spread)", layout);
   po_.one_rank_per_host = layout == "auto";
@@ -106,7 +140,7 @@ int cmd_plan(const std::vector<std::string>& args) {
     if (ranks > 0 && ranks != static_cast<int>(inv.ranks.size())) usage_fail("--ranks {} but {} lists {} ranks", ranks, inventory, inv.ranks.size());
     p = plan::place(plan::model_identity(*f), plan::model_sizes(*f), plan::tp_shape(*f), inv, po_with_tp(po_, tp));
   } else {
-    p = plan::make_plan(plan::model_identity(*f), ranks, pp, tp, layers);
+    p = plan::make_plan(plan::model_identity(*f), ranks, pp, tp, layers, ep > 0);
   }
   p.tp_mode = tp_mode == "exact" ? plan::TpMode::kExact : plan::TpMode::kSum;
   plan::check_tp_slicing(*f, p);
@@ -127,22 +161,7 @@ int cmd_plan(const std::vector<std::string>& args) {
   }
   std::printf("plan hash %s, model hash %s\n", plan::plan_hash(p).c_str(), p.model.gguf_hash.c_str());
   const plan::TpShape shape = plan::tp_shape(*f);
-  bool any_tp = false;
-  for (const plan::Stage& st : p.stages) any_tp = any_tp || st.tp() > 1;
-  if (any_tp) {
-    std::printf("tensor parallel: %s\n", p.tp_mode == plan::TpMode::kExact
-                                             ? "exact (inputs of attn_output and ffn_down gathered, rows split; logits as on one rank)"
-                                             : "sum (partial products of attn_output and ffn_down summed by allreduce)");
-  }
-  for (size_t s = 0; s < p.stages.size(); ++s) {
-    const int tp = p.stages[s].tp();
-    if (tp > 1 && plan::tp_part(shape, tp, 0, p.tp_mode).attn_output_replicated) {
-      std::printf("note: stage %zu: %lld heads x %lld per rank do not fill whole %lld-element blocks of "
-                  "attn_output.weight; it is replicated on the stage's %d ranks (more memory, a gather "
-                  "instead of a reduce)\n", s, static_cast<long long>(shape.n_head / tp),
-                  static_cast<long long>(shape.head_dim), static_cast<long long>(shape.attn_output_block), tp);
-    }
-  }
+  print_split_notes(p, shape);
   if (explain) {
     plan::PredictOptions o;
     o.n_seq = po_.n_seq;

@@ -53,7 +53,8 @@ void BlockOps::out_product(const kern::MatrixView& w, const float* in, bool redu
     return;
   }
   product(w, in, out, s);
-  if (tp_.allreduce && reduce) tp_.allreduce(out, s.n_tok * hp_.n_embd);
+  // An expert-parallel group (no member shares) holds attention and dense FFNs whole: no sum.
+  if (tp_.allreduce && reduce && !pt_.member_heads.empty()) tp_.allreduce(out, s.n_tok * hp_.n_embd);
 }
 
 void BlockOps::per_token(const Step& s, const std::function<void(int64_t, int64_t)>& f) {

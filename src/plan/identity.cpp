@@ -22,6 +22,8 @@ ModelIdentity model_identity(const gguf::File& f) {
   m.n_head_kv = hp.n_head_kv;
   m.n_embd = hp.n_embd;
   m.n_ff = hp.n_ff;
+  m.n_expert = hp.n_expert;
+  m.n_expert_used = hp.n_expert_used;
   m.n_vocab = emb.ne[1];
   m.gguf_hash = fnv1a64_hex(f.bytes(), static_cast<size_t>(f.data_offset()));
   return m;
@@ -52,7 +54,7 @@ void check_tp_slicing(const gguf::File& f, const Plan& p) {
   for (size_t st = 0; st < p.stages.size(); ++st) {
     const int tp = p.stages[st].tp();
     try {
-      for (int i = 0; i < tp; ++i) tp_part(s, tp, i, p.tp_mode);
+      for (int i = 0; i < tp; ++i) tp_part(s, tp, i, p.tp_mode, p.ep);
     } catch (const Error& e) {
       fail("{}: stage {}: {}", f.path(), st, e.what());
     }

@@ -15,7 +15,7 @@ ModelPart model_part(const Plan& p, int rank, const gguf::File& model) {
   const auto [stage, tpi] = p.where(rank);
   const Stage& st = p.stages[static_cast<size_t>(stage)];
   const TpShape shape = tp_shape(model);
-  const TpPart tp = tp_part(shape, st.tp(), tpi, p.tp_mode);
+  const TpPart tp = tp_part(shape, st.tp(), tpi, p.tp_mode, p.ep);
   ModelPart part;
   part.layer_begin = st.layer_begin;
   part.layer_end = st.layer_end;
@@ -27,10 +27,12 @@ ModelPart model_part(const Plan& p, int rank, const gguf::File& model) {
   part.wo_gather = tp.attn_output_replicated && st.tp() > 1;
   if (st.tp() > 1) {
     for (int i = 0; i < st.tp(); ++i) {
-      const TpPart m = tp_part(shape, st.tp(), i, p.tp_mode);
-      part.member_heads.push_back(m.q_heads.size() * shape.head_dim);
-      part.member_ffn.push_back(m.ffn.size());
-      part.member_rows.push_back(m.out_rows.size());
+      const TpPart m = tp_part(shape, st.tp(), i, p.tp_mode, p.ep);
+      if (!p.ep) {  // an EP group splits nothing but the experts
+        part.member_heads.push_back(m.q_heads.size() * shape.head_dim);
+        part.member_ffn.push_back(m.ffn.size());
+        part.member_rows.push_back(m.out_rows.size());
+      }
       if (shape.n_expert > 0) part.member_experts.push_back(m.experts.size());
     }
     if (tp.exact) part.out_rows = tp.out_rows.size();

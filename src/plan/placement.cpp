@@ -1,6 +1,7 @@
 #include "plan/placement.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <set>
 
@@ -19,7 +20,8 @@ namespace {
 double gib(uint64_t b) { return static_cast<double>(b) / 1073741824.0; }
 
 // Whether every rank of a TP group of size t gets a valid slice of this model.
-bool tp_ok(const TpShape& shape, int t) {
+bool tp_ok(const TpShape& shape, int t, bool ep) {
+  if (ep) return t >= 1 && t <= shape.n_expert;
   if (t < 1 || shape.n_head % t != 0) return false;
   if (shape.n_head_kv % t != 0 && t % shape.n_head_kv != 0) return false;
   try {
@@ -144,6 +146,14 @@ ModelSizes model_sizes(const gguf::File& f) {
     if (const std::optional<int64_t> il = layer_of(t.name)) {
       if (*il < id.n_layer) s.layer_bytes[static_cast<size_t>(*il)] += t.n_bytes;
       if (*il < id.n_layer && t.ne.size() == 2) s.layer_macs[static_cast<size_t>(*il)] += elems;  // matrices only
+      if (*il < id.n_layer && t.ne.size() == 3) {  // stacked experts
+        if (s.layer_expert_bytes.empty()) {
+          s.layer_expert_bytes.assign(static_cast<size_t>(id.n_layer), 0);
+          s.layer_expert_macs.assign(static_cast<size_t>(id.n_layer), 0);
+        }
+        s.layer_expert_bytes[static_cast<size_t>(*il)] += t.n_bytes;
+        s.layer_expert_macs[static_cast<size_t>(*il)] += elems;
+      }
     } else if (const std::optional<NamedTensor> nt = parse_tensor_name(t.name)) {
       if (nt->id == TensorId::kTokEmbd) s.embd_bytes = t.n_bytes, embd_macs = elems;
       if (nt->id == TensorId::kOutput) s.output_bytes = t.n_bytes, s.output_macs = elems;
@@ -154,7 +164,14 @@ ModelSizes model_sizes(const gguf::File& f) {
   s.kv_bytes_per_token_layer = static_cast<uint64_t>(2 * shape.n_head_kv * shape.head_dim * 2);
   const HParams hp = read_hparams(f);
   for (int64_t il = 0; il < hp.n_layer; ++il) s.layer_window.push_back(hp.windowed(il) ? hp.swa_window : 0);
+  s.n_expert = hp.n_expert;
+  s.n_expert_used = hp.n_expert_used;
   return s;
+}
+
+double ModelSizes::expert_read_share(double n_tok) const {
+  if (n_expert <= 0) return 0;
+  return 1.0 - std::pow(1.0 - static_cast<double>(n_expert_used) / static_cast<double>(n_expert), std::max(1.0, n_tok));
 }
 
 uint64_t ModelSizes::kv_layer_bytes(int64_t l, int64_t n_ctx) const {
@@ -168,9 +185,13 @@ uint64_t rank_bytes(const Plan& p, const ModelSizes& sizes, int rank, const Plac
   const uint64_t t = static_cast<uint64_t>(st.tp());
   uint64_t b = 0;
   for (int64_t l = st.layer_begin; l < st.layer_end; ++l) {
-    b += sizes.layer_bytes[static_cast<size_t>(l)] / t;
+    const uint64_t experts = sizes.layer_expert_bytes.empty() ? 0 : sizes.layer_expert_bytes[static_cast<size_t>(l)];
+    const uint64_t rest = sizes.layer_bytes[static_cast<size_t>(l)] - experts;
+    // An EP group holds attention (and its KV) whole on every member, the experts split.
+    const uint64_t split = p.ep ? 1 : t;
+    b += rest / split + experts / t;
     // KV heads are replicated when TP exceeds them; count a rank's share as at least one head's.
-    b += sizes.kv_layer_bytes(l, o.n_ctx) * static_cast<uint64_t>(o.n_seq) / t;
+    b += sizes.kv_layer_bytes(l, o.n_ctx) * static_cast<uint64_t>(o.n_seq) / split;
   }
   if (stage == p.embedding_stage) b += sizes.embd_bytes;
   if (stage == p.output_stage) b += sizes.output_bytes;
@@ -192,10 +213,11 @@ Plan place_spread(const ModelIdentity& m, const ModelSizes& sizes, const TpShape
   int tp = o.tp;
   if (tp == 0) {
     tp = per_host;
-    while (tp > 1 && !tp_ok(shape, tp)) --tp;
+    while (tp > 1 && !tp_ok(shape, tp, o.ep)) --tp;
     while (tp > 1 && per_host % tp != 0) --tp;
   }
-  if (!tp_ok(shape, tp)) {
+  if (!tp_ok(shape, tp, o.ep)) {
+    if (o.ep) fail("EP {} does not suit this model ({} experts); choose an EP size of at most {}", tp, shape.n_expert, shape.n_expert);
     fail("TP {} does not suit this model ({} heads, {} KV heads, FFN {}); choose a TP size that divides the heads",
          tp, shape.n_head, shape.n_head_kv, shape.n_ff);
   }
@@ -273,6 +295,7 @@ Plan place_spread(const ModelIdentity& m, const ModelSizes& sizes, const TpShape
   Plan p;
   p.world_size = n;
   p.model = m;
+  p.ep = o.ep && tp > 1;
   int64_t next = 0;
   for (int s = 0; s < n_stages; ++s) {
     Stage st;
@@ -349,6 +372,32 @@ std::string widen_tp(Plan& p, const ModelIdentity& m, const ModelSizes& sizes, c
   return why;
 }
 
+// An MoE model with groups and no --ep: the groups split attention by heads (TP) or hold it whole
+// (EP); both split the experts by expert. Takes the one predicted faster for a batch; says why.
+std::string choose_moe_split(Plan& p, const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape,
+                             const Inventory& inv, const PlaceOptions& o) {
+  if (shape.n_expert == 0 || o.ep_forced || p.stages.front().tp() < 2) return "";
+  PredictOptions po;
+  po.n_seq = o.n_seq;
+  PlaceOptions w = o;
+  w.ep = !p.ep;
+  w.tp = p.stages.front().tp();
+  try {
+    Plan q = place_spread(m, sizes, shape, inv, w);
+    q.tp_mode = o.tp_mode;
+    const double a = predict(p, sizes, shape, inv, po).batch_tokens_s, b = predict(q, sizes, shape, inv, po).batch_tokens_s;
+    const auto name = [](const Plan& x) { return x.ep ? "EP (attention whole on each member)" : "attention by heads (TP)"; };
+    if (b > a) {
+      const std::string why = fmt::format("MoE layers: {} predicted {:.3g} tokens/s against {:.3g} with {}", name(q), b, a, name(p));
+      p = std::move(q);
+      return why;
+    }
+    return fmt::format("MoE layers: {} predicted {:.3g} tokens/s against {:.3g} with {}", name(p), a, b, name(q));
+  } catch (const Error&) {
+    return "";  // the other split does not fit (memory) or suit the model
+  }
+}
+
 }  // namespace
 
 Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape, const Inventory& inv,
@@ -382,6 +431,7 @@ Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape
   p.tp_mode = o.tp_mode;
   std::string wider;
   if (cores.size() > 1 && o.tp == 0) wider = widen_tp(p, m, sizes, shape, inv, o);
+  const std::string moe = choose_moe_split(p, m, sizes, shape, inv, o);
   count_kv_blocks(p, sizes, o);
   if (cores.size() == 1 && n > 1) {
     p.why = o.tp != 0 || !o.one_rank_per_host ? fmt::format("every rank of the job, as asked ({} ranks on host {})", n, cores.begin()->first)
@@ -394,6 +444,7 @@ Plan place(const ModelIdentity& m, const ModelSizes& sizes, const TpShape& shape
                                         "pipeline crosses between sites as few times as it can", cores.size(), p.n_sites, groups)
                           : fmt::format("{} hosts: {}, pipeline stages across them", cores.size(), groups);
   }
+  if (!moe.empty()) p.why += (p.why.empty() ? "" : "; ") + moe;
   return p;
 }
 

@@ -57,6 +57,14 @@ struct ModelSizes {
   uint64_t embd_bytes = 0, output_bytes = 0, output_macs = 0;
   uint64_t kv_bytes_per_token_layer = 0;  // K and V, fp16, all KV heads
   std::vector<int64_t> layer_window;      // sliding window of each layer (0: every position)
+  // Mixture of experts: each layer's stacked expert tensors (part of layer_bytes, not of
+  // layer_macs) and their multiply-adds for one token through every expert; a token passes
+  // through n_expert_used of the n_expert.
+  std::vector<uint64_t> layer_expert_bytes, layer_expert_macs;
+  int64_t n_expert = 0, n_expert_used = 0;
+  // The share of a layer's experts a step of n_tok tokens reads (every token's picks spread
+  // evenly: 1 - (1 - used/n_expert)^n_tok), 0 for a dense model.
+  double expert_read_share(double n_tok) const;
   // KV bytes of layer l for one sequence of n_ctx positions (kv_positions_held: a windowed
   // layer holds its window and one step of up to 512 tokens, the others every position).
   uint64_t kv_layer_bytes(int64_t l, int64_t n_ctx) const;
@@ -71,6 +79,11 @@ struct PlaceOptions {
   double tp_latency_us = 0;   // hosts closer than this may share a TP group (0: never)
   double site_latency_us = 0;  // links at or above this separate sites (0: found from the latencies)
   TpMode tp_mode = TpMode::kExact;  // the plan's TP mode (what the predictions assume)
+  // MoE models: groups of `tp` ranks split the experts only (--ep N gives tp = N and true);
+  // otherwise attention by heads and the experts by expert. Without --ep or --tp, the planner
+  // predicts both and takes the faster.
+  bool ep = false;
+  bool ep_forced = false;
   // On one host, without a TP size given: one rank with every core of the job when the model
   // fits its memory (a batch job runs fastest so: no pipeline bubbles, no transfers or
   // collectives; docs/PERFORMANCE.md). false: always use every rank of the job.

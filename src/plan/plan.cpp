@@ -51,11 +51,16 @@ void validate(const Plan& p, const std::string& what) {
     next = st.layer_end;
     const int tp = st.tp();
     if (tp < 1) fail("{}: stage {}: no ranks", what, s);
-    if (m.n_head % tp != 0) {
+    if (p.ep) {
+      if (tp > m.n_expert) {
+        fail("{}: stage {}: {} ranks of expert parallelism but the model has {} experts; use an EP size of at most {}",
+             what, s, tp, m.n_expert, m.n_expert);
+      }
+    } else if (m.n_head % tp != 0) {
       fail("{}: stage {}: tensor-parallel size {} does not divide the {} attention heads; use a "
            "TP size that divides {}", what, s, tp, m.n_head, m.n_head);
     }
-    if (m.n_head_kv % tp != 0 && tp % m.n_head_kv != 0) {
+    if (!p.ep && m.n_head_kv % tp != 0 && tp % m.n_head_kv != 0) {
       fail("{}: stage {}: tensor-parallel size {} neither divides the {} KV heads nor is a "
            "multiple of them (to replicate them); use a TP size that does", what, s, tp, m.n_head_kv);
     }
@@ -78,7 +83,7 @@ void validate(const Plan& p, const std::string& what) {
   if (p.output_stage != last) fail("{}: 'output_stage': {} (must be {}, the last stage)", what, p.output_stage, last);
 }
 
-Plan make_plan(const ModelIdentity& m, int n_ranks, int pp, int tp, const std::vector<int64_t>& layers) {
+Plan make_plan(const ModelIdentity& m, int n_ranks, int pp, int tp, const std::vector<int64_t>& layers, bool ep) {
   if (n_ranks < 1) fail("--ranks: {} must be >= 1", n_ranks);
   if (pp < 0 || tp < 0) fail("--pp / --tp: must be >= 1");
   if (pp == 0 && !layers.empty()) pp = static_cast<int>(layers.size());
@@ -122,6 +127,8 @@ Plan make_plan(const ModelIdentity& m, int n_ranks, int pp, int tp, const std::v
   }
   p.embedding_stage = 0;
   p.output_stage = pp - 1;
+  p.ep = ep;
+  if (ep && m.n_expert == 0) fail("--ep: the model has no experts (it is dense); use --tp");
   validate(p, "requested plan");
   return p;
 }
@@ -141,7 +148,12 @@ json to_json(const Plan& p) {
              {{"name", m.name}, {"architecture", m.arch}, {"n_layer", m.n_layer}, {"n_head", m.n_head},
               {"n_head_kv", m.n_head_kv}, {"n_embd", m.n_embd}, {"n_ff", m.n_ff}, {"n_vocab", m.n_vocab},
               {"gguf_hash", m.gguf_hash}}}};
+  if (m.n_expert > 0) {
+    j["model"]["n_expert"] = m.n_expert;
+    j["model"]["n_expert_used"] = m.n_expert_used;
+  }
   if (p.tp_mode != TpMode::kSum) j["tp_mode"] = tp_mode_name(p.tp_mode);
+  if (p.ep) j["ep"] = true;
   if (!p.placement.empty()) {
     json pl = json::array();
     for (size_t r = 0; r < p.placement.size(); ++r) {
@@ -197,6 +209,10 @@ Plan from_json(const json& j, const std::string& source) {
   p.model.n_ff = int_field<int64_t>(m, "n_ff", mw);
   p.model.n_vocab = int_field<int64_t>(m, "n_vocab", mw);
   p.model.gguf_hash = str_field(m, "gguf_hash", mw);
+  if (m.contains("n_expert")) {
+    p.model.n_expert = int_field<int64_t>(m, "n_expert", mw);
+    p.model.n_expert_used = int_field<int64_t>(m, "n_expert_used", mw);
+  }
   const json& st = field(j, "stages", source);
   if (!st.is_array()) fail("{}: field 'stages' must be an array", source);
   for (size_t s = 0; s < st.size(); ++s) {
@@ -225,6 +241,12 @@ Plan from_json(const json& j, const std::string& source) {
     } else if (m != "sum") {
       fail("{}: field 'tp_mode': '{}' is not a TP mode (exact or sum)", source, m);
     }
+  }
+  if (j.contains("ep")) {
+    const json& e = j.at("ep");
+    if (!e.is_boolean()) fail("{}: field 'ep' must be true or false (got {})", source, e.dump());
+    p.ep = e.get<bool>();
+    if (p.ep && p.model.n_expert == 0) fail("{}: field 'ep': the model has no experts (model.n_expert)", source);
   }
   if (j.contains("placement")) {
     const json& pl = j.at("placement");

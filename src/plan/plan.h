@@ -25,6 +25,7 @@ struct ModelIdentity {
   std::string name;
   std::string arch;
   int64_t n_layer = 0, n_head = 0, n_head_kv = 0, n_embd = 0, n_ff = 0, n_vocab = 0;
+  int64_t n_expert = 0, n_expert_used = 0;  // MoE models (written only when > 0)
   std::string gguf_hash;  // 16 hex digits, FNV-1a 64 of the bytes before the data section
 };
 
@@ -64,6 +65,10 @@ struct Plan {
   // How TP members combine attn_output and ffn_down (tp_slice.h). Plans written before the
   // field existed have none and mean "sum"; it is written only when it is "exact".
   TpMode tp_mode = TpMode::kSum;
+  // Expert parallelism: every group (stage with several ranks) splits only the experts of its
+  // MoE layers; attention stays whole on each member. Written only when true. Without it, a
+  // group splits attention by heads (TP) and the experts by expert.
+  bool ep = false;
   std::vector<RankPlacement> placement;  // per rank; empty for plans made without an inventory
   // Why a placed plan has this layout, its stage boundaries (hops[s]: stage s to s + 1) and the
   // sites found (shown in the table; not stored in plan.json).
@@ -83,7 +88,8 @@ void validate(const Plan& p, const std::string& what);
 
 // An even (or given) split. n_ranks = pp * tp; pp or tp 0 means "derive from the other"
 // (both 0: one stage per rank). layers, when not empty, gives each stage's layer count.
-Plan make_plan(const ModelIdentity& m, int n_ranks, int pp, int tp, const std::vector<int64_t>& layers);
+// ep: the groups split the experts only (Plan::ep).
+Plan make_plan(const ModelIdentity& m, int n_ranks, int pp, int tp, const std::vector<int64_t>& layers, bool ep = false);
 
 nlohmann::json to_json(const Plan& p);
 // Parses and validates; errors name `source` and the field.

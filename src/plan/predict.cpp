@@ -30,21 +30,31 @@ HostLink group_link(const Inventory& inv, const std::vector<int>& ranks, const P
   return worst;
 }
 
-// TP collectives of one layer for a step of n_tok tokens.
-double tp_layer_s(const Plan& p, const TpShape& shape, int t, const HostLink& l, double n_tok) {
+// TP collectives of one layer for a step of n_tok tokens. MoE layers (n_used > 0): the
+// attention's (none in an EP group), then the experts' outputs: gathered in exact mode (every
+// token's n_used rows of n_embd), all-reduced in sum mode.
+double tp_layer_s(const Plan& p, const TpShape& shape, int t, const HostLink& l, double n_tok, double n_used) {
   if (t <= 1) return 0;
   const double f = 4.0 * n_tok;  // bytes per value per step (f32)
+  const double embd = static_cast<double>(shape.n_embd);
+  const double bytes = f * embd;
+  auto allreduce = [&] {
+    return bytes <= kExchangeMaxBytes ? step_s(l, bytes * (t - 1)) : 2.0 * (t - 1) * step_s(l, bytes / t);
+  };
+  double s = 0;
   if (p.tp_mode == TpMode::kExact) {
-    double s = 0;
-    for (const double width : {static_cast<double>(shape.n_head * shape.head_dim), static_cast<double>(shape.n_embd),
-                               static_cast<double>(shape.n_ff), static_cast<double>(shape.n_embd)}) {
-      s += (t - 1) * step_s(l, f * width / t);
+    std::vector<double> widths;
+    if (!p.ep) widths = {static_cast<double>(shape.n_head * shape.head_dim), embd};
+    if (n_used > 0) {
+      widths.push_back(n_used * embd);
+    } else {
+      widths.push_back(static_cast<double>(shape.n_ff));
+      widths.push_back(embd);
     }
+    for (const double width : widths) s += (t - 1) * step_s(l, f * width / t);
     return s;
   }
-  const double bytes = f * static_cast<double>(shape.n_embd);
-  const double one = bytes <= kExchangeMaxBytes ? step_s(l, bytes * (t - 1)) : 2.0 * (t - 1) * step_s(l, bytes / t);
-  return 2 * one;
+  return (p.ep ? 1 : 2) * allreduce();
 }
 
 // A rank's read speed in a step. all_busy (a batch: every stage works at once): what it measured
@@ -71,14 +81,19 @@ StageCost stage_cost(const Plan& p, const ModelSizes& sizes, const TpShape& shap
                      double n_tok, bool all_busy, const PredictOptions& o) {
   const Stage& st = p.stages[static_cast<size_t>(s)];
   const int t = st.tp();
+  // Per step: the weights a member reads and its multiply-adds per token. An MoE layer reads the
+  // share of its experts the step's tokens pick, and a token goes through n_expert_used of them.
   double bytes = 0, macs = 0;
+  const double split = p.ep ? 1.0 : t;  // what divides attention and dense FFNs
+  const double picked = sizes.n_expert > 0 ? static_cast<double>(sizes.n_expert_used) / static_cast<double>(sizes.n_expert) : 0;
   for (int64_t l = st.layer_begin; l < st.layer_end; ++l) {
-    bytes += static_cast<double>(sizes.layer_bytes[static_cast<size_t>(l)]);
-    if (l < static_cast<int64_t>(sizes.layer_macs.size())) macs += static_cast<double>(sizes.layer_macs[static_cast<size_t>(l)]);
+    const size_t i = static_cast<size_t>(l);
+    const double experts = sizes.layer_expert_bytes.empty() ? 0.0 : static_cast<double>(sizes.layer_expert_bytes[i]);
+    bytes += (static_cast<double>(sizes.layer_bytes[i]) - experts) / split + experts * sizes.expert_read_share(n_tok) / t;
+    if (i < sizes.layer_macs.size()) macs += static_cast<double>(sizes.layer_macs[i]) / split;
+    if (!sizes.layer_expert_macs.empty()) macs += static_cast<double>(sizes.layer_expert_macs[i]) * picked / t;
   }
-  if (s == p.output_stage) bytes += static_cast<double>(sizes.output_bytes), macs += static_cast<double>(sizes.output_macs);
-  bytes /= t;
-  macs /= t;
+  if (s == p.output_stage) bytes += static_cast<double>(sizes.output_bytes) / t, macs += static_cast<double>(sizes.output_macs) / t;
   StageCost c;
   for (int r : st.ranks) {  // the group goes at its slowest member's pace
     const RankInfo& ri = inv.ranks[static_cast<size_t>(r)];
@@ -95,7 +110,8 @@ StageCost stage_cost(const Plan& p, const ModelSizes& sizes, const TpShape& shap
     const double cmp = gmacs > 0 ? n_tok * macs / (gmacs * 1e9) : 0.0;
     c.compute_s = std::max(c.compute_s, std::max(mem, cmp));
   }
-  c.tp_s = static_cast<double>(st.layer_end - st.layer_begin) * tp_layer_s(p, shape, t, group_link(inv, st.ranks, o), n_tok);
+  c.tp_s = static_cast<double>(st.layer_end - st.layer_begin) *
+           tp_layer_s(p, shape, t, group_link(inv, st.ranks, o), n_tok, static_cast<double>(sizes.n_expert_used));
   return c;
 }
 
@@ -184,7 +200,7 @@ std::vector<Candidate> candidates(const Plan& chosen, const ModelSizes& sizes, c
   std::vector<Candidate> out;
   std::vector<std::string> seen;
   auto add = [&](std::string name, Plan p) {
-    const std::string key = plan_hash(p) + tp_mode_name(p.tp_mode);
+    const std::string key = plan_hash(p) + tp_mode_name(p.tp_mode) + (p.ep ? "ep" : "");
     if (std::find(seen.begin(), seen.end(), key) != seen.end()) return;
     seen.push_back(key);
     Candidate c{std::move(name), p, predict(p, sizes, shape, inv, o), out.empty()};
@@ -195,18 +211,25 @@ std::vector<Candidate> candidates(const Plan& chosen, const ModelSizes& sizes, c
   PlaceOptions any = po;
   any.tp_latency_us = 1e12;  // alternatives may put TP groups anywhere
   any.one_rank_per_host = false;
+  any.ep_forced = true;
   for (int t = 1; t <= n; ++t) {
     if (n % t != 0) continue;
     any.tp = t;
-    try {
-      Plan p = place(chosen.model, sizes, shape, inv, any);
-      p.tp_mode = chosen.tp_mode;
-      const std::string reach = t > 1 ? ", groups " + tp_reach(p) : "";
-      add(fmt::format("TP {} x PP {}{}", t, static_cast<int>(p.stages.size()), reach), p);
-    } catch (const Error&) {
-      // A TP size this model or these ranks do not allow.
+    // MoE models: groups with attention split by heads, and EP groups (attention whole).
+    for (const bool ep : {false, true}) {
+      if (ep && (shape.n_expert == 0 || t < 2)) continue;
+      any.ep = ep;
+      try {
+        Plan p = place(chosen.model, sizes, shape, inv, any);
+        p.tp_mode = chosen.tp_mode;
+        const std::string reach = t > 1 ? ", groups " + tp_reach(p) : "";
+        add(fmt::format("{} {} x PP {}{}", ep ? "EP" : "TP", t, static_cast<int>(p.stages.size()), reach), p);
+      } catch (const Error&) {
+        // A TP size this model or these ranks do not allow.
+      }
     }
   }
+  any.ep = false;
   // The stages in the hostfile's rank order (what a placement blind to the network gives).
   PlaceOptions same = po;
   same.site_latency_us = 1e15;  // one site: hosts in the order of their first rank

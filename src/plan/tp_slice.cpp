@@ -25,8 +25,18 @@ std::vector<Range> aligned_split(int64_t n, int parts, int64_t align, const std:
 
 const char* tp_mode_name(TpMode m) { return m == TpMode::kExact ? "exact" : "sum"; }
 
-TpPart tp_part(const TpShape& s, int tp, int index, TpMode mode) {
+TpPart tp_part(const TpShape& s, int tp, int index, TpMode mode, bool ep) {
   if (tp < 1 || index < 0 || index >= tp) fail("tp_part: index {} of TP size {}", index, tp);
+  if (ep) {
+    if (s.n_expert == 0) fail("expert parallelism: the model has no experts (a dense model splits by TP)");
+    TpPart p;
+    p.ep = true;
+    p.q_heads = {0, s.n_head};
+    p.kv_heads = {0, s.n_head_kv};
+    p.ffn = {0, s.n_ff};
+    p.experts = aligned_split(s.n_expert, tp, 1, "MoE experts (expert_count)")[index];
+    return p;
+  }
   if (s.n_head % tp != 0) {
     fail("tensor-parallel size {} does not divide the {} attention heads", tp, s.n_head);
   }
@@ -54,6 +64,7 @@ Slice tensor_slice(const std::string& name, int n_dims, const TpShape& s, const 
   if (!t) return {};  // a tensor no architecture here reads: whole
   const int64_t hd = s.head_dim;
   const int row_dim = n_dims >= 2 ? 1 : 0;  // a bias's only dimension runs along the rows
+  if (part.ep && tp_split(t->id) != TpSplit::kExperts) return {};
   switch (tp_split(t->id)) {
     case TpSplit::kWhole:
       return {};

@@ -60,8 +60,11 @@ struct TpPart {
   bool exact = false;                   // exact mode: out_rows below
   Range out_rows;                       // exact mode: rows of attn_output and ffn_down held
   Range experts;                        // MoE layers: the experts held (expert parallelism)
+  bool ep = false;                      // an EP group: everything but the experts whole here
 };
-TpPart tp_part(const TpShape& s, int tp, int index, TpMode mode = TpMode::kSum);
+// `ep`: the group splits only the experts (plan field "ep"); attention and dense FFNs stay whole
+// on every member, which then computes them redundantly and exchanges nothing for them.
+TpPart tp_part(const TpShape& s, int tp, int index, TpMode mode = TpMode::kSum, bool ep = false);
 
 // The slice of one tensor: `dim` is the GGUF dimension cut (0: the contiguous one, i.e.
 // columns of a matrix or the elements of a vector; 1: rows), or -1 for the whole tensor.

@@ -70,7 +70,7 @@ std::vector<Part> rank_parts(const gguf::File& f, const plan::Plan& p, int rank)
   const auto [stage, tpi] = p.where(rank);
   const plan::Stage& st = p.stages[stage];
   const plan::TpShape shape = plan::tp_shape(f);
-  const plan::TpPart part = plan::tp_part(shape, st.tp(), tpi, p.tp_mode);
+  const plan::TpPart part = plan::tp_part(shape, st.tp(), tpi, p.tp_mode, p.ep);
   const bool tied = f.find_tensor(tensor_name(TensorId::kOutput)) == nullptr;
   std::vector<Part> out;
   for (const gguf::TensorInfo& t : f.tensors()) {
