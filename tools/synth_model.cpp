@@ -33,28 +33,36 @@ struct Shape {
   bool tied_output;
   bool llama3_rope;  // Llama 3.1-style frequency factors (factor 32, orig. context 8192)
   int64_t swa_window;  // gemma3: sliding window (every 6th layer global)
+  int64_t n_expert, n_expert_used, n_ff_exp;  // mixtures of experts (0: dense)
 };
 
 // Hyperparameters as published in each model's config.json.
 constexpr Shape kShapes[] = {
-    {"tinyllama-1.1b", "TinyLlama-1.1B", "llama", 2048, 22, 32, 4, 0, 5632, 32000, 2048, 10000.0f, false, false, 0},
-    {"llama-3.2-1b", "Llama-3.2-1B", "llama", 2048, 16, 32, 8, 0, 8192, 128256, 131072, 500000.0f, true, true, 0},
-    {"llama-2-7b", "Llama-2-7B", "llama", 4096, 32, 32, 32, 0, 11008, 32000, 4096, 10000.0f, false, false, 0},
-    {"llama-3-8b", "Llama-3-8B", "llama", 4096, 32, 32, 8, 0, 14336, 128256, 8192, 500000.0f, false, false, 0},
-    {"llama-3-70b", "Llama-3-70B", "llama", 8192, 80, 64, 8, 0, 28672, 128256, 8192, 500000.0f, false, false, 0},
-    {"qwen3-0.6b", "Qwen3-0.6B", "qwen3", 1024, 28, 16, 8, 128, 3072, 151936, 40960, 1000000.0f, true, false, 0},
-    {"qwen3-8b", "Qwen3-8B", "qwen3", 4096, 36, 32, 8, 128, 12288, 151936, 40960, 1000000.0f, false, false, 0},
-    {"gemma3-270m", "Gemma-3-270M", "gemma3", 640, 18, 4, 1, 256, 2048, 262144, 32768, 1000000.0f, true, false, 512},
-    {"gemma3-1b", "Gemma-3-1B", "gemma3", 1152, 26, 4, 1, 256, 6912, 262144, 32768, 1000000.0f, true, false, 512},
+    {"tinyllama-1.1b", "TinyLlama-1.1B", "llama", 2048, 22, 32, 4, 0, 5632, 32000, 2048, 10000.0f, false, false, 0, 0, 0, 0},
+    {"llama-3.2-1b", "Llama-3.2-1B", "llama", 2048, 16, 32, 8, 0, 8192, 128256, 131072, 500000.0f, true, true, 0, 0, 0, 0},
+    {"llama-2-7b", "Llama-2-7B", "llama", 4096, 32, 32, 32, 0, 11008, 32000, 4096, 10000.0f, false, false, 0, 0, 0, 0},
+    {"llama-3-8b", "Llama-3-8B", "llama", 4096, 32, 32, 8, 0, 14336, 128256, 8192, 500000.0f, false, false, 0, 0, 0, 0},
+    {"llama-3-70b", "Llama-3-70B", "llama", 8192, 80, 64, 8, 0, 28672, 128256, 8192, 500000.0f, false, false, 0, 0, 0, 0},
+    {"qwen3-0.6b", "Qwen3-0.6B", "qwen3", 1024, 28, 16, 8, 128, 3072, 151936, 40960, 1000000.0f, true, false, 0, 0, 0, 0},
+    {"qwen3-8b", "Qwen3-8B", "qwen3", 4096, 36, 32, 8, 128, 12288, 151936, 40960, 1000000.0f, false, false, 0, 0, 0, 0},
+    {"gemma3-270m", "Gemma-3-270M", "gemma3", 640, 18, 4, 1, 256, 2048, 262144, 32768, 1000000.0f, true, false, 512, 0, 0, 0},
+    {"gemma3-1b", "Gemma-3-1B", "gemma3", 1152, 26, 4, 1, 256, 6912, 262144, 32768, 1000000.0f, true, false, 512, 0, 0, 0},
+    // Mixtures of experts: every FFN 128 experts, 8 used per token (Qwen3 MoE); 8 experts, 2 used (Mixtral).
+    {"qwen3-30b-a3b", "Qwen3-30B-A3B", "qwen3moe", 2048, 48, 32, 4, 128, 6144, 151936, 40960, 1000000.0f, false, false, 0, 128, 8, 768},
+    {"qwen3-235b-a22b", "Qwen3-235B-A22B", "qwen3moe", 4096, 94, 64, 4, 128, 12288, 151936, 40960, 1000000.0f, false, false, 0, 128, 8, 1536},
+    {"mixtral-8x7b", "Mixtral-8x7B", "llama", 4096, 32, 32, 8, 0, 14336, 32000, 32768, 1000000.0f, false, false, 0, 8, 2, 14336},
+    // A small MoE for speed runs: Qwen3-MoE attention, 16 experts of 1024, 4 used (about 2 GB at Q4_K_M).
+    {"moe-16x4", "MoE-16x4 (small)", "qwen3moe", 2048, 24, 32, 4, 128, 6144, 151936, 40960, 1000000.0f, false, false, 0, 16, 4, 1024},
     // Small shapes for tests (a few MB); the same code paths as the real ones.
-    {"test-small", "test-small", "llama", 256, 2, 4, 2, 0, 512, 512, 512, 10000.0f, false, false, 0},
-    {"test-small-tied", "test-small-tied", "llama", 256, 2, 4, 1, 0, 768, 512, 512, 500000.0f, true, true, 0},
+    {"test-small", "test-small", "llama", 256, 2, 4, 2, 0, 512, 512, 512, 10000.0f, false, false, 0, 0, 0, 0},
+    {"test-small-tied", "test-small-tied", "llama", 256, 2, 4, 1, 0, 768, 512, 512, 500000.0f, true, true, 0, 0, 0, 0},
     // 8 layers of test-small's width: pipelines of 5 or 7 stages (rank counts 1..8 in tests).
-    {"test-deep", "test-deep", "llama", 256, 8, 4, 2, 0, 512, 512, 512, 10000.0f, false, false, 0},
+    {"test-deep", "test-deep", "llama", 256, 8, 4, 2, 0, 512, 512, 512, 10000.0f, false, false, 0, 0, 0, 0},
     // About 60 MB in Q8_0: big enough that a repack takes a measurable time (kill tests).
-    {"test-medium", "test-medium", "llama", 1024, 4, 16, 4, 0, 2816, 16000, 2048, 10000.0f, false, false, 0},
-    {"test-qwen3", "test-qwen3", "qwen3", 256, 4, 8, 2, 64, 512, 512, 512, 1000000.0f, false, false, 0},
-    {"test-gemma3", "test-gemma3", "gemma3", 256, 7, 4, 1, 64, 768, 512, 512, 1000000.0f, true, false, 8},
+    {"test-medium", "test-medium", "llama", 1024, 4, 16, 4, 0, 2816, 16000, 2048, 10000.0f, false, false, 0, 0, 0, 0},
+    {"test-qwen3", "test-qwen3", "qwen3", 256, 4, 8, 2, 64, 512, 512, 512, 1000000.0f, false, false, 0, 0, 0, 0},
+    {"test-gemma3", "test-gemma3", "gemma3", 256, 7, 4, 1, 64, 768, 512, 512, 1000000.0f, true, false, 8, 0, 0, 0},
+    {"test-qwen3moe", "test-qwen3moe", "qwen3moe", 256, 4, 8, 2, 64, 512, 512, 512, 1000000.0f, false, false, 0, 8, 2, 256},
 };
 
 struct Mix {
@@ -113,6 +121,12 @@ void fill_matrix(GgmlType type, uint64_t& s, uint8_t* dst, size_t n) {
   switch (type) {
     case GgmlType::F16:
       for (size_t i = 0; i < n / 2; ++i) put_half(dst + 2 * i, kAmp * uniform(s));
+      return;
+    case GgmlType::F32:
+      for (size_t i = 0; i < n / 4; ++i) {
+        const float v = kAmp * uniform(s);
+        std::memcpy(dst + 4 * i, &v, 4);
+      }
       return;
     case GgmlType::Q8_0:
       for (size_t b = 0; b < n / sizeof(BlockQ8_0); ++b) {
@@ -177,6 +191,9 @@ ranklm::HParams hparams_of(const Shape& sh) {
   hp.tied_output = sh.tied_output;
   if (sh.llama3_rope) hp.llama3_rope = ranklm::Llama3Rope{32.0, 1.0, 4.0, 8192.0};
   hp.swa_window = sh.swa_window;
+  hp.n_expert = sh.n_expert;
+  hp.n_expert_used = sh.n_expert_used;
+  hp.n_ff_exp = sh.n_ff_exp;
   // The blocks the architecture switches on decide the tensors (model_tensors).
   ranklm::find_arch(sh.arch)->blocks(hp);
   return hp;
@@ -247,11 +264,12 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (vm.count("list")) {
-    std::printf("%-16s %-7s %6s %6s %5s %4s %5s %6s %7s\n", "shape", "arch", "n_embd", "layers", "heads", "kv",
-                "head", "n_ff", "vocab");
+    std::printf("%-16s %-8s %6s %6s %5s %4s %5s %6s %7s %8s\n", "shape", "arch", "n_embd", "layers", "heads", "kv",
+                "head", "n_ff", "vocab", "experts");
     for (const Shape& s : kShapes) {
-      std::printf("%-16s %-7s %6ld %6ld %5ld %4ld %5ld %6ld %7ld\n", s.name, s.arch, s.n_embd, s.n_layer, s.n_head,
-                  s.n_head_kv, s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head, s.n_ff, s.n_vocab);
+      const std::string experts = s.n_expert > 0 ? fmt::format("{}/{}x{}", s.n_expert_used, s.n_expert, s.n_ff_exp) : "-";
+      std::printf("%-16s %-8s %6ld %6ld %5ld %4ld %5ld %6ld %7ld %8s\n", s.name, s.arch, s.n_embd, s.n_layer, s.n_head,
+                  s.n_head_kv, s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head, s.n_ff, s.n_vocab, experts.c_str());
     }
     return 0;
   }
@@ -297,14 +315,15 @@ int run(int argc, char** argv) {
   using ranklm::TensorId;
   for (const ranklm::TensorDecl& t : ranklm::model_tensors(hp)) {
     GgmlType type = mix->base;
-    if (t.ne.size() == 1) {
-      type = GgmlType::F32;
+    if (t.ne.size() == 1 || t.id == TensorId::kFfnGateInp) {
+      type = GgmlType::F32;  // norms, and the MoE router (llama-quantize keeps it in F32)
     } else if (t.id == TensorId::kOutput) {
       type = mix->output;
-    } else if ((t.id == TensorId::kAttnV || t.id == TensorId::kFfnDown) && use_more_bits(t.layer, hp.n_layer)) {
+    } else if ((t.id == TensorId::kAttnV || t.id == TensorId::kFfnDown || t.id == TensorId::kFfnDownExps) &&
+               use_more_bits(t.layer, hp.n_layer)) {
       type = mix->more_bits;
     }
-    if (t.ne.size() == 2) type = fitting(type, t.ne[0]);
+    if (t.ne.size() >= 2 && type != GgmlType::F32) type = fitting(type, t.ne[0]);
     w.add_tensor(ranklm::tensor_name(t.id, t.layer), t.ne, type);
     plan.push_back({type, t.ne.size() == 1, {}});
   }
