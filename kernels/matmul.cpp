@@ -184,6 +184,77 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, Thread
   });
 }
 
+void matmul_grouped(const MatmulJob* jobs, int n_jobs, ThreadPool& pool, std::vector<uint8_t>& scratch) {
+  // Packed quantized jobs go together; the others one by one.
+  struct Packed {
+    const MatmulJob* job;
+    PackedGemmFn fn;
+    size_t act;          // offset of its activations in scratch
+    int64_t g0, groups;  // its row groups
+  };
+  std::vector<Packed> packed;
+  std::vector<uint8_t> own;  // the one-by-one jobs' scratch
+  size_t act_bytes = 0;
+  for (int j = 0; j < n_jobs; ++j) {
+    const MatmulJob& job = jobs[j];
+    if (job.n_tok <= 0) continue;
+    if (!job.w.packed || is_float_type(job.w.type)) {
+      matmul(job.w, job.x, job.n_tok, job.y, pool, own);
+      continue;
+    }
+    const int64_t first = job.w.row0, last = job.w.row0 + job.w.rows;
+    const int64_t g0 = first / kGroupRows, g1 = (last + kGroupRows - 1) / kGroupRows;
+    size_t act = act_bytes;
+    for (const Packed& p : packed) {  // the same activations in the same format: shared
+      if (p.job->x == job.x && p.job->n_tok == job.n_tok && p.job->w.cols == job.w.cols && p.job->w.type == job.w.type) {
+        act = p.act;
+        break;
+      }
+    }
+    if (act == act_bytes) act_bytes += act_q8_bytes(job.w.cols) * static_cast<size_t>(job.n_tok);
+    packed.push_back({&job, packed_gemm(job.w.type, active_isa()), act, g0, g1 - g0});
+  }
+  if (packed.empty()) return;
+  scratch.resize(act_bytes);
+  // Activations: every (job, token) row not shared with an earlier job.
+  std::vector<std::pair<int, int64_t>> rows;  // (packed index, token)
+  for (size_t i = 0; i < packed.size(); ++i) {
+    bool first = true;
+    for (size_t k = 0; k < i && first; ++k) first = packed[k].act != packed[i].act;
+    if (first) {
+      for (int64_t t = 0; t < packed[i].job->n_tok; ++t) rows.emplace_back(static_cast<int>(i), t);
+    }
+  }
+  pool.parallel_for(static_cast<int64_t>(rows.size()), [&](int64_t a, int64_t b, int) {
+    for (int64_t i = a; i < b; ++i) {
+      const Packed& p = packed[static_cast<size_t>(rows[static_cast<size_t>(i)].first)];
+      const int64_t t = rows[static_cast<size_t>(i)].second, cols = p.job->w.cols;
+      quantize_act_q8(p.job->x + t * cols, cols, act_format(p.job->w.type),
+                      scratch.data() + p.act + act_q8_bytes(cols) * static_cast<size_t>(t));
+    }
+  });
+  // Row groups of every job, as one index space.
+  std::vector<int64_t> start(packed.size() + 1, 0);
+  for (size_t i = 0; i < packed.size(); ++i) start[i + 1] = start[i] + packed[i].groups;
+  pool.parallel_for(start.back(), [&](int64_t a, int64_t b, int) {
+    size_t i = static_cast<size_t>(std::upper_bound(start.begin(), start.end(), a) - start.begin()) - 1;
+    for (int64_t g = a; g < b;) {
+      while (g >= start[i + 1]) ++i;
+      const Packed& p = packed[i];
+      const MatrixView& w = p.job->w;
+      const int64_t ge = std::min(b, start[i + 1]);  // this job's groups in [g, ge)
+      const int64_t first = w.row0, last = w.row0 + w.rows;
+      const int64_t r0 = std::max(first, (p.g0 + g - start[i]) * kGroupRows);
+      const int64_t r1 = std::min(last, (p.g0 + ge - start[i]) * kGroupRows);
+      if (r0 < r1) {
+        p.fn(static_cast<const uint8_t*>(w.data), packed_row_bytes(w.type, w.cols), r0, r1, w.cols,
+             scratch.data() + p.act, p.job->n_tok, p.job->y + (r0 - first), w.rows);
+      }
+      g = ge;
+    }
+  });
+}
+
 void matmul_reference(const MatrixView& w, const float* x, int64_t n_tok, float* y) {
   const TypeTraits& wt = checked_traits(w);
   if (w.packed) throw std::invalid_argument("matmul_reference: takes the GGUF layout, not a packed view");

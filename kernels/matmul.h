@@ -33,6 +33,20 @@ MatrixView pack_matrix(const MatrixView& w, std::vector<uint8_t>& storage);
 void matmul(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool,
             std::vector<uint8_t>& scratch);
 
+// One product of a grouped call: y [n_tok, w.rows] = x [n_tok, w.cols] x W^T.
+struct MatmulJob {
+  MatrixView w;
+  const float* x;
+  int64_t n_tok;
+  float* y;
+};
+// Several products at once (an MoE layer's experts, llama.cpp's mul_mat_id): the activations
+// of every job converted first (once per distinct x and format), then the row groups of all
+// the jobs split over the pool in one pass, so small products do not each wait for the pool.
+// Every output gets the same bits as kern::matmul gives it. Jobs whose weights are not packed
+// run one after another through kern::matmul.
+void matmul_grouped(const MatmulJob* jobs, int n_jobs, ThreadPool& pool, std::vector<uint8_t>& scratch);
+
 // Reference twin: float64 dot of dequantized rows (same activation conversion).
 void matmul_reference(const MatrixView& w, const float* x, int64_t n_tok, float* y);
 

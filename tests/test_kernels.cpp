@@ -205,6 +205,38 @@ TEST_P(PackedTest, MatchesReference) {
   }
 }
 
+// Grouped products (an MoE layer's experts): every job's outputs are the bits kern::matmul gives
+// it alone, with jobs sharing their activations (gate and up of one expert), jobs of other
+// types and row counts cut by the threads' ranges, an empty job, and an unpacked float job.
+TEST(Packed, GroupedProductsEqualOneByOne) {
+  if (detected_isa() == Isa::Scalar) GTEST_SKIP() << "no SIMD level to pack for";
+  struct Spec { GgmlType type; int64_t rows, cols, n_tok; int x; };
+  const std::vector<Spec> specs = {{GgmlType::Q4_K, 40, 512, 3, 0}, {GgmlType::Q4_K, 40, 512, 3, 0},
+                                   {GgmlType::Q6_K, 23, 256, 5, 1}, {GgmlType::Q5_0, 17, 96, 1, 2},
+                                   {GgmlType::Q8_0, 33, 512, 0, 3}, {GgmlType::F32, 9, 64, 2, 4},
+                                   {GgmlType::Q4_0, 64, 256, 7, 5}};
+  std::vector<std::vector<uint8_t>> w(specs.size()), storage(specs.size());
+  std::vector<std::vector<float>> x(6), got(specs.size()), want(specs.size());
+  std::vector<MatmulJob> jobs;
+  ThreadPool pool(3);
+  std::vector<uint8_t> scratch;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const Spec& sp = specs[i];
+    w[i] = random_row(sp.type, sp.rows * sp.cols, static_cast<uint32_t>(11 + i));
+    if (x[sp.x].empty()) x[sp.x] = test::random_floats(std::max<int64_t>(1, sp.n_tok) * sp.cols, static_cast<uint32_t>(70 + sp.x));
+    const MatrixView plain{sp.type, w[i].data(), sp.rows, sp.cols};
+    const MatrixView mv = sp.type == GgmlType::F32 ? plain : pack_matrix(plain, storage[i]);  // one unpacked job
+    if (active_isa() != Isa::Scalar) EXPECT_EQ(mv.packed, sp.type != GgmlType::F32);  // scalar: nothing packs
+    got[i].assign(static_cast<size_t>(std::max<int64_t>(1, sp.n_tok) * sp.rows), -7.0f);
+    want[i] = got[i];
+    if (sp.n_tok > 0) matmul(mv, x[sp.x].data(), sp.n_tok, want[i].data(), pool, scratch);
+    jobs.push_back({mv, x[sp.x].data(), sp.n_tok, got[i].data()});
+  }
+  matmul_grouped(jobs.data(), static_cast<int>(jobs.size()), pool, scratch);
+  for (size_t i = 0; i < specs.size(); ++i) EXPECT_EQ(got[i], want[i]) << "job " << i;
+  EXPECT_NE(want[0], std::vector<float>(want[0].size(), -7.0f));
+}
+
 TEST(Packed, ActivationConversionIsTheSameAtEveryLevel) {
   // Chunks plus a tail, a block of zeros, a block with a half-way value (round to even) and
   // large and tiny magnitudes.

@@ -65,6 +65,10 @@ uint64_t rss_bytes() {
 struct Row {
   std::string model, model_type, isa;
   uint64_t model_size = 0, n_params = 0, bytes_per_token = 0, macs_per_token = 0;
+  // Mixtures of experts: the stacked experts' bytes and multiply-adds (all experts; left out of
+  // the two above), of which a token uses expert_share (used / experts).
+  uint64_t expert_bytes = 0, expert_macs = 0;
+  double expert_share = 0;
   double compute_rate = 0;  // multiply-adds per second of the batched kernel (kern::measure_compute_rate)
   int threads = 0;
   int64_t n_prompt = 0, n_gen = 0;
@@ -106,10 +110,19 @@ struct Row {
     double ts = 0;             // tokens/s the roof allows (0: not measured)
     const char* bound = "";    // "memory" or "compute"
   };
+  // Weight bytes a step of t tokens reads: the dense weights, and the share of the experts its
+  // tokens pick (each token's picks spread evenly: 1 - (1 - share)^t of them).
+  double step_bytes(double t) const {
+    const double picked = expert_share > 0 ? 1.0 - std::pow(1.0 - expert_share, std::max(1.0, t)) : 0.0;
+    return static_cast<double>(bytes_per_token) + picked * static_cast<double>(expert_bytes);
+  }
+  double token_macs() const {
+    return static_cast<double>(macs_per_token) + expert_share * static_cast<double>(expert_macs);
+  }
   Roof roof() const {
     const double t = static_cast<double>(n_parallel) * static_cast<double>(n_prompt > 0 ? n_prompt : 1);
-    const double mem_s = mem_bw_gbps > 0 ? static_cast<double>(bytes_per_token) / (mem_bw_gbps * 1e9) : 0.0;
-    const double mac_s = compute_rate > 0 ? t * static_cast<double>(macs_per_token) / compute_rate : 0.0;
+    const double mem_s = mem_bw_gbps > 0 ? step_bytes(t) / (mem_bw_gbps * 1e9) : 0.0;
+    const double mac_s = compute_rate > 0 ? t * token_macs() / compute_rate : 0.0;
     const double step = std::max(mem_s, mac_s);
     return step > 0 ? Roof{t / step, mem_s >= mac_s ? "memory" : "compute"} : Roof{};
   }
@@ -129,7 +142,8 @@ void finish(Row& r) {
   };
   mean_sd(ts, r.avg_ts, r.stddev_ts);
   mean_sd(r.samples_ns, r.avg_ns, r.stddev_ns);
-  if (r.n_gen > 0) r.gbps = r.avg_ts * static_cast<double>(r.bytes_per_token) / 1e9;
+  // Steps per second times the bytes a step reads (n_parallel tokens per decode step).
+  if (r.n_gen > 0) r.gbps = r.avg_ts / r.n_parallel * r.step_bytes(r.n_parallel) / 1e9;
 }
 
 std::string mib(uint64_t b) { return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1 << 20)); }
@@ -161,7 +175,8 @@ nlohmann::ordered_json row_json(const Row& r) {
   j["weight_bytes_per_token"] = r.bytes_per_token;
   j["achieved_gbps"] = r.gbps;
   j["mem_bw_gbps"] = r.mem_bw_gbps;
-  j["bw_limit_ts"] = r.bytes_per_token ? r.mem_bw_gbps * 1e9 / static_cast<double>(r.bytes_per_token) : 0.0;
+  j["bw_limit_ts"] = r.bytes_per_token ? r.mem_bw_gbps * 1e9 / r.step_bytes(1) : 0.0;
+  j["expert_bytes"] = r.expert_bytes;
   j["macs_per_token"] = r.macs_per_token;
   j["compute_macs_per_s"] = r.compute_rate;
   const Row::Roof roof = r.roof();
@@ -191,7 +206,8 @@ void print_rows(const std::vector<Row>& rows, const std::string& out, const std:
     std::printf("\nbuild %s, %s, CPU %s", RANKLM_COMMIT, __VERSION__, cpu_name().c_str());
     if (!bw.empty()) std::printf("; measured (read bandwidth, batched Q4_0 product):");
     for (auto [t, g] : bw) std::printf(" %.1f GB/s and %.1f G multiply-adds/s at %d thread%s;", g, rate.at(t) / 1e9, t, t > 1 ? "s" : "");
-    std::printf("\nroof: a step reads every weight once and does its tokens' multiply-adds; the larger of the two "
+    std::printf("\nroof: a step reads every weight once (of an MoE's experts, the share its tokens pick: 1 - (1 - used / "
+                "experts)^tokens) and does its tokens' multiply-adds; the larger of the two "
                 "times bounds it (attention left out); read bandwidth for a model: the faster of the 1 GiB buffer and a "
                 "buffer of its weights' size (in cache when they fit)\n");
   } else if (out == "json") {
@@ -243,7 +259,7 @@ void print_md_row(const Row& r, bool first) {
                 "compute s/rep (min/avg/max) | comm+wait s/rep (min/avg/max) | KV | RSS |\n");
     std::printf("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |\n");
   }
-  const double limit = r.bytes_per_token ? r.mem_bw_gbps * 1e9 / static_cast<double>(r.bytes_per_token) : 0.0;
+  const double limit = r.bytes_per_token ? r.mem_bw_gbps * 1e9 / r.step_bytes(1) : 0.0;
   const Row::Roof roof = r.roof();
   const std::string roof_s = roof.ts > 0 ? fmt::format("{:.1f} {} ({:.0f}%)", roof.ts, roof.bound, 100 * r.avg_ts / roof.ts) : "";
   std::printf("| %s | %s | %d | %s | %d | %s | %s | %d | %.2f ± %.2f | %s | %s | %s | %.3f / %.3f / %.3f | %.3f / %.3f / %.3f | %s | %s |\n",
@@ -336,7 +352,7 @@ void bench_source(comm::World& world, const ModelSource& src, int threads, const
   std::string layout;
   for (const plan::Stage& st : p.stages) layout += (layout.empty() ? "" : "+") + fmt::format("{}x{}", st.layer_end - st.layer_begin, st.tp());
   layout = fmt::format("pp{} [{}]", p.stages.size(), layout);
-  uint64_t size = 0, n_params = 0, embd_bytes = 0, macs = 0;
+  uint64_t size = 0, n_params = 0, embd_bytes = 0, macs = 0, expert_bytes = 0, expert_macs = 0;
   // Decode streams every weight once per token except the embedding table (one row), which
   // is read in full only when it doubles as the output matrix.
   const std::string embd_name = tensor_name(TensorId::kTokEmbd);
@@ -347,14 +363,17 @@ void bench_source(comm::World& world, const ModelSource& src, int threads, const
     if (ti.name == embd_name) embd_bytes = ti.n_bytes;
     // Multiply-adds per token: one per element of every matrix a token is multiplied by.
     if (ti.ne.size() == 2 && (ti.name != embd_name || tied)) macs += static_cast<uint64_t>(ti.n_elements());
+    if (ti.ne.size() == 3) expert_bytes += ti.n_bytes, expert_macs += static_cast<uint64_t>(ti.n_elements());
   }
-  const uint64_t per_token = tied ? size : size - embd_bytes;
+  const uint64_t per_token = (tied ? size : size - embd_bytes) - expert_bytes;
+  const HParams hp = read_hparams(header);
+  const double expert_share = hp.moe() ? static_cast<double>(hp.n_expert_used) / static_cast<double>(hp.n_expert) : 0.0;
   // The memory roof must bound what decode can do: weights that fit in the last-level cache are
   // read faster than the 1 GiB buffer's DRAM bandwidth (a small model then showed 135% of its
   // roof). Read a buffer of the weights' own size too and take the faster of the two.
-  if (per_token > 0 && per_token < (uint64_t{1} << 30)) {
+  if (per_token + expert_bytes > 0 && per_token + expert_bytes < (uint64_t{1} << 30)) {
     kern::ThreadPool pool(threads, sys::core_binder(threads));
-    bw_gbps = std::max(bw_gbps, kern::measure_read_bandwidth(pool, std::max<size_t>(per_token, size_t{1} << 20), 5) / 1e9);
+    bw_gbps = std::max(bw_gbps, kern::measure_read_bandwidth(pool, std::max<size_t>(per_token + expert_bytes, size_t{1} << 20), 5) / 1e9);
   }
   const std::string type = header.get_string_opt("general.name").value_or(p.model.arch);
   std::mt19937 rng(o.seed);
@@ -362,6 +381,9 @@ void bench_source(comm::World& world, const ModelSource& src, int threads, const
     Row r = Row::of(src.label(), type, size, n_params, threads, n_prompt, n_gen);
     r.bytes_per_token = per_token;
     r.macs_per_token = macs;
+    r.expert_bytes = expert_bytes;
+    r.expert_macs = expert_macs;
+    r.expert_share = expert_share;
     r.compute_rate = compute_rate;
     r.mem_bw_gbps = bw_gbps;
     r.n_ranks = p.world_size;

@@ -105,6 +105,9 @@ class BlockOps {
   // The same for n rows of any grouping (an expert's tokens); the same bits as `product` for
   // the per-token-exact types, and a deterministic function of the group for float weights.
   void product_rows(const kern::MatrixView& w, const float* in, int64_t n, float* out, kern::ThreadPool& pool);
+  // Several products in one pass over the pool (kern::matmul_grouped): each output the bits
+  // product_rows gives it.
+  void products(const std::vector<kern::MatmulJob>& jobs, kern::ThreadPool& pool);
   // n rows, each with the bits it gets alone whatever n is (float weights in groups small enough
   // for the per-token kernels): for products whose result picks a path, such as an MoE router.
   void product_per_token(const kern::MatrixView& w, const float* in, int64_t n, float* out, kern::ThreadPool& pool);

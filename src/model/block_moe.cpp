@@ -79,6 +79,7 @@ class MoeFfn final : public Block {
   std::vector<float> norm_, post_norm_;
   kern::MatrixView router_;                        // [n_expert, n_embd]
   std::vector<kern::MatrixView> gate_, up_, down_;  // per held expert
+  std::vector<kern::MatmulJob> jobs_;
 };
 
 MoeFfn::MoeFfn(const BlockInit& in) {
@@ -174,19 +175,27 @@ void MoeFfn::forward(BlockOps& ops, const Step& s, float* x) {
   s.pool.parallel_for(n_local, [&](int64_t b, int64_t e, int) {
     for (int64_t a = b; a < e; ++a) std::copy_n(cur + tok[a0 + a] * E, E, in + a * E);
   });
+  // Every expert's gate and up products in one pass, the gating, then every down product.
+  jobs_.clear();
   for (int64_t e = e0_; e < e1_; ++e) {
     const int64_t n = off[e + 1] - off[e], r = off[e] - a0;
-    if (n == 0) continue;
     const size_t i = static_cast<size_t>(e - e0_);
-    ops.product_rows(gate_[i], in + r * E, n, g + r * F, s.pool);
-    ops.product_rows(up_[i], in + r * E, n, u + r * F, s.pool);
-    if (hp.ffn_act == FfnAct::kGeluTanh) {
-      kern::gelu_mul_inplace(g + r * F, u + r * F, n * F);
-    } else {
-      kern::silu_mul_inplace(g + r * F, u + r * F, n * F);
-    }
-    ops.product_rows(down_[i], g + r * F, n, y + r * E, s.pool);
+    if (n > 0) jobs_.insert(jobs_.end(), {{gate_[i], in + r * E, n, g + r * F}, {up_[i], in + r * E, n, u + r * F}});
   }
+  ops.products(jobs_, s.pool);
+  s.pool.parallel_for(n_local, [&](int64_t b, int64_t e, int) {
+    if (hp.ffn_act == FfnAct::kGeluTanh) {
+      kern::gelu_mul_inplace(g + b * F, u + b * F, (e - b) * F);
+    } else {
+      kern::silu_mul_inplace(g + b * F, u + b * F, (e - b) * F);
+    }
+  });
+  jobs_.clear();
+  for (int64_t e = e0_; e < e1_; ++e) {
+    const int64_t n = off[e + 1] - off[e], r = off[e] - a0;
+    if (n > 0) jobs_.push_back({down_[static_cast<size_t>(e - e0_)], g + r * F, n, y + r * E});
+  }
+  ops.products(jobs_, s.pool);
 
   // The weighted sum of every token's experts, in its top-k order, into cur.
   const bool split = !pt.member_experts.empty();

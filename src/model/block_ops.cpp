@@ -36,6 +36,10 @@ void BlockOps::product_rows(const kern::MatrixView& w, const float* in, int64_t 
   kern::matmul(w, in, n, out, pool, scratch_);
 }
 
+void BlockOps::products(const std::vector<kern::MatmulJob>& jobs, kern::ThreadPool& pool) {
+  kern::matmul_grouped(jobs.data(), static_cast<int>(jobs.size()), pool, scratch_);
+}
+
 void BlockOps::product_per_token(const kern::MatrixView& w, const float* in, int64_t n, float* out,
                                  kern::ThreadPool& pool) {
   if (per_token_exact(w)) return kern::matmul(w, in, n, out, pool, scratch_);
