@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The layer graph is enforced, not a convention: tools/check_layers.py passes on the tree as it
 # is, and a copy of the project with one forbidden include (io including plan, kernels including
-# src/, a directory that is no module) fails to build, naming the file, the line and the modules.
+# src/, the runtime including model, which it reaches only through plan, a directory that is no
+# module) fails to build, naming the file, the line and the modules.
 # The size check (tools/check_sizes.py, also part of the build) refuses a function over 120 lines.
 #   layers_test.sh REPO BUILD_DIR
 set -u
@@ -34,6 +35,10 @@ copy; sed -i '1a #include "backend/cpu.h"' "$tmp/c/src/runtime/executor.h"
 expect_refused "the runtime including the CPU backend (above its seam)" "module 'runtime' includes 'backend/cpu.h'"
 copy; sed -i '1a #include "comm/comm.h"' "$tmp/c/src/model/model.h"
 expect_refused "the model including comm" "module 'model' includes 'comm/comm.h'"
+# Only declared direct dependencies: the runtime reaches model only through plan (runtime ->
+# plan -> model), so it may not include a model header itself.
+copy; sed -i '1a #include "model/model.h"' "$tmp/c/src/runtime/executor.cpp"
+expect_refused "the runtime including a model header (model is not its direct dependency)" "module 'runtime' includes 'model/model.h'"
 copy; mkdir "$tmp/c/src/extra"; echo '#include "util/error.h"' > "$tmp/c/src/extra/x.cpp"
 expect_refused "a directory that is not a module" "directory 'extra' is not a module"
 
@@ -46,7 +51,11 @@ elif grep -q "function 'long_one' has 133 lines, more than 120" "$tmp/err"; then
 else
   bad "a 133-line function: refused without naming it:"; cat "$tmp/err"
 fi
-if python3 "$repo/tools/check_sizes.py" "$repo/src" 2> "$tmp/err"; then ok "src/ keeps to the size limits"; else bad "src/ breaks the size limits:"; cat "$tmp/err"; fi
+if python3 "$repo/tools/check_sizes.py" "$repo/src" "$repo/kernels" "$repo/tools" 2> "$tmp/err"; then
+  ok "src/, kernels/ and tools/ keep to the size limits"
+else
+  bad "src/, kernels/ or tools/ break the size limits:"; cat "$tmp/err"
+fi
 
 # The build itself: a copy of the project with io including plan fails at the layer check.
 mkdir -p "$tmp/p"

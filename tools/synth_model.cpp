@@ -240,6 +240,16 @@ void add_vocab(ranklm::gguf::Writer& w, int64_t n_vocab) {
   w.set_u32("tokenizer.ggml.unknown_token_id", 0);
 }
 
+void print_shapes() {
+  std::printf("%-16s %-8s %6s %6s %5s %4s %5s %6s %7s %8s\n", "shape", "arch", "n_embd", "layers", "heads", "kv",
+              "head", "n_ff", "vocab", "experts");
+  for (const Shape& s : kShapes) {
+    const std::string experts = s.n_expert > 0 ? fmt::format("{}/{}x{}", s.n_expert_used, s.n_expert, s.n_ff_exp) : "-";
+    std::printf("%-16s %-8s %6ld %6ld %5ld %4ld %5ld %6ld %7ld %8s\n", s.name, s.arch, s.n_embd, s.n_layer, s.n_head,
+                s.n_head_kv, s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head, s.n_ff, s.n_vocab, experts.c_str());
+  }
+}
+
 int run(int argc, char** argv) {
   po::options_description opts(
       "usage: ranklm-synth --shape NAME --type TYPE -o OUT.gguf\n\n"
@@ -264,13 +274,7 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (vm.count("list")) {
-    std::printf("%-16s %-8s %6s %6s %5s %4s %5s %6s %7s %8s\n", "shape", "arch", "n_embd", "layers", "heads", "kv",
-                "head", "n_ff", "vocab", "experts");
-    for (const Shape& s : kShapes) {
-      const std::string experts = s.n_expert > 0 ? fmt::format("{}/{}x{}", s.n_expert_used, s.n_expert, s.n_ff_exp) : "-";
-      std::printf("%-16s %-8s %6ld %6ld %5ld %4ld %5ld %6ld %7ld %8s\n", s.name, s.arch, s.n_embd, s.n_layer, s.n_head,
-                  s.n_head_kv, s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head, s.n_ff, s.n_vocab, experts.c_str());
-    }
+    print_shapes();
     return 0;
   }
   if (shape_name.empty() || out.empty()) {
