@@ -15,6 +15,7 @@
 
 #include "cli/logits_json.h"
 #include "io/gguf.h"
+#include "io/gguf_writer.h"
 #include "model/model.h"
 #include "test_util.h"
 
@@ -81,6 +82,88 @@ TEST_P(ParityTest, MatchesLlamaCppLogitsAndGreedy) {
     ASSERT_EQ(r.greedy[s], ref_greedy[s]) << "greedy step " << s << " (reference margin " << margin << ")";
   }
 }
+
+// The accuracy judge of quantized files (../shared/fixtures/README.md): the file dequantized to
+// F32 and run in f32 is the truth for those weights; ranklm's mean nRMSE to it over the prompt
+// positions must be at most 1.25x llama.cpp's (its reference logits for the quantized file).
+// Fairer than a fixed tolerance: random fixtures amplify summation-order differences.
+void dequantize_to_f32(const std::string& src, const std::string& dst) {
+  auto f = gguf::File::open(src);
+  gguf::Writer w(f->alignment());
+  for (const auto& [k, v] : f->metadata()) {
+    if (k != "general.alignment" && k != "general.file_type") w.set(k, v);
+  }
+  for (const auto& t : f->tensors()) w.add_tensor(t.name, t.ne, kern::GgmlType::F32);
+  std::vector<float> cur;
+  size_t cur_index = SIZE_MAX;
+  w.write(dst, [&](size_t index, uint64_t offset, uint8_t* out, size_t n) {
+    const gguf::TensorInfo& t = f->tensors()[index];
+    if (index != cur_index) {
+      cur.resize(static_cast<size_t>(t.n_elements()));
+      kern::traits(t.type).dequantize(t.data, cur.data(), t.n_elements());
+      cur_index = index;
+    }
+    std::memcpy(out, reinterpret_cast<const uint8_t*>(cur.data()) + offset, n);
+  });
+}
+
+double mean_nrmse(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& truth) {
+  double sum = 0;
+  for (size_t p = 0; p < truth.size(); ++p) {
+    double err = 0, mag = 0;
+    for (size_t i = 0; i < truth[p].size(); ++i) {
+      err += std::pow(double(a[p][i]) - truth[p][i], 2);
+      mag += double(truth[p][i]) * truth[p][i];
+    }
+    sum += std::sqrt(err / mag);
+  }
+  return sum / static_cast<double>(truth.size());
+}
+
+class AccuracyTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AccuracyTest, AtMostAQuarterMoreErrorThanLlamaCppAgainstTheF32Truth) {
+  const std::string base = test::fixture(GetParam());
+  const auto ref = nlohmann::json::parse(test::read_file(base + ".ref.json"));
+  const auto prompt = ref["prompt"].get<std::vector<int32_t>>();
+  test::TempDir dir;
+  dequantize_to_f32(base + ".gguf", dir.str() + "/truth.gguf");
+  kern::ThreadPool pool(2);
+  auto logits_of = [&](const std::string& path) {
+    auto file = gguf::File::open(path);
+    auto model = Model::load(*file);
+    return compute_logits_report(*model, prompt, 0, pool).logits;
+  };
+  const auto truth = logits_of(dir.str() + "/truth.gguf");
+  const auto ours = logits_of(base + ".gguf");
+  const auto llama = ref["logits"].get<std::vector<std::vector<float>>>();
+  const double e_ours = mean_nrmse(ours, truth), e_llama = mean_nrmse(llama, truth);
+  RecordProperty("ranklm_nrmse", std::to_string(e_ours));
+  RecordProperty("llamacpp_nrmse", std::to_string(e_llama));
+  if (getenv("RANKLM_TEST_VERBOSE")) std::printf("%s: ranklm %.4f, llama.cpp %.4f\n", GetParam().c_str(), e_ours, e_llama);
+  EXPECT_GT(e_llama, 0.0);
+  EXPECT_LE(e_ours, 1.25 * e_llama) << "ranklm " << e_ours << ", llama.cpp " << e_llama << " against the f32 truth";
+}
+
+// The quantized fixtures (every file but the f32 / f16 / bf16 ones).
+std::vector<std::string> quantized_fixtures() {
+  std::vector<std::string> out;
+  for (const std::string& n : fixture_models()) {
+    if (n.find("-f32") == std::string::npos && n.find("-f16") == std::string::npos && n.find("-bf16") == std::string::npos) {
+      out.push_back(n);
+    }
+  }
+  return out;
+}
+
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(AccuracyTest);
+INSTANTIATE_TEST_SUITE_P(Fixtures, AccuracyTest, ::testing::ValuesIn(quantized_fixtures()),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           n = n.substr(n.find('/') + 1);
+                           for (auto& ch : n) if (ch == '-') ch = '_';
+                           return n;
+                         });
 
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(ParityTest);
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParityTest, ::testing::ValuesIn(fixture_models()),
