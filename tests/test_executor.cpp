@@ -17,6 +17,7 @@
 #include "cli/logits_json.h"
 #include "comm/fake.h"
 #include "comm/layout.h"
+#include "engine/engine.h"
 #include "io/gguf.h"
 #include "shard/shard.h"
 #include "model/model.h"
@@ -38,8 +39,9 @@ constexpr int kGreedy = 6;
 
 std::mutex hdf5_mu;  // HDF5 (serial build) is not thread-safe; loading is serialized
 
-// Runs plan p over shards of `model_path` with one thread per rank: rank 0 runs body(executor),
-// the others serve.
+// Runs plan p over shards of `model_path` with one thread per rank, each rank the engine every
+// command runs (engine/engine.h) on its communicator of a fake world: rank 0 runs
+// body(executor), the others serve.
 void run_ranks(const std::string& model_path, const plan::Plan& p, comm::Compression z, int n_slots, int64_t n_ctx,
                const std::function<void(runtime::Executor&)>& body, int64_t kv_blocks = 0) {
   test::TempDir dir;
@@ -56,19 +58,19 @@ void run_ranks(const std::string& model_path, const plan::Plan& p, comm::Compres
       try {
         comm::Comm& c = world.rank(r);
         c.set_timeout(std::chrono::seconds(30));
-        std::unique_ptr<shard::RankFile> rf;
-        std::unique_ptr<backend::CpuBackend> be;
+        std::unique_ptr<engine::Engine> e;
         {
           std::lock_guard lk(hdf5_mu);
-          rf = std::make_unique<shard::RankFile>(shard::load_rank_file(dir.str(), r, p.world_size));
-          be = std::make_unique<backend::CpuBackend>(Model::load(*rf->file, plan::model_part(rf->plan, r, *rf->model)), 1);
+          e = engine::Engine::load(c, engine::ModelSource{"", dir.str()}, 1);
         }
-        runtime::Executor ex(c, comm::Layout::of(rf->plan, r), *be, n_slots, n_ctx, z, kv_blocks);
+        // Every slot's whole context unless the test gives the pool's size.
+        const int64_t blocks = kv_blocks > 0 ? kv_blocks : n_slots * ((n_ctx + kKvBlockLen - 1) / kKvBlockLen);
+        e->start(n_slots, n_ctx, comm::Payloads{z, comm::Compression::kNone}, blocks);
         if (r == 0) {
-          body(ex);
-          ex.stop();
+          body(e->exec());
+          e->exec().stop();
         } else {
-          ex.serve(std::chrono::seconds(30));
+          e->exec().serve(std::chrono::seconds(30));
         }
       } catch (...) {
         errors[static_cast<size_t>(r)] = std::current_exception();

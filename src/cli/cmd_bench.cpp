@@ -341,7 +341,7 @@ void bench_source(comm::World& world, const ModelSource& src, int threads, const
   for (auto p : o.pps) n_ctx = std::max(n_ctx, p + 2);
   for (auto n : o.tgs) n_ctx = std::max(n_ctx, n + 2);
   for (auto n : o.npls) max_npl = std::max(max_npl, n);
-  auto e = Engine::load(world, src, threads);
+  auto e = load_engine(world, src, threads);
   e->start(static_cast<int>(max_npl), n_ctx, o.z);
   if (!e->drives()) {
     e->exec().serve();

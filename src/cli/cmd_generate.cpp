@@ -123,7 +123,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   const comm::Payloads z = parse_payloads(o.payloads);
 
   return with_world("generate", [&](comm::World& world) {
-    auto engine = Engine::load(world, o.src, o.threads);
+    auto engine = load_engine(world, o.src, o.threads);
     // Rank 0 tokenizes; the others only when the context size depends on the prompt's length.
     std::unique_ptr<Tokenizer> tok;
     std::vector<int32_t> ids;

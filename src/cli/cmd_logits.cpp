@@ -34,7 +34,7 @@ int cmd_logits(const std::vector<std::string>& args) {
   if (prompt.empty()) usage_fail("--tokens: the list is empty");
   const comm::Payloads z = parse_payloads(payloads);
   return with_world("logits", [&](comm::World& world) {
-    auto engine = Engine::load(world, src, threads);
+    auto engine = load_engine(world, src, threads);
     engine->start(1, static_cast<int64_t>(prompt.size()) + greedy, z);
     runtime::Executor& ex = engine->exec();
     if (!engine->drives()) {

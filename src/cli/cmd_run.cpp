@@ -235,7 +235,7 @@ int cmd_run(const std::vector<std::string>& args) {
       results = std::make_unique<batch::ResultsFile>(o.out, ro);
       Watchdog::hold(false);
     }
-    auto engine = Engine::load(world, o.src, o.threads);
+    auto engine = load_engine(world, o.src, o.threads);
     engine->start(o.parallel, o.ctx, z);
     if (!engine->drives()) {
       engine->exec().serve();

@@ -226,7 +226,7 @@ int cmd_serve(const std::vector<std::string>& args) {
       std::signal(SIGTERM, SIG_IGN);
       std::signal(SIGINT, SIG_IGN);
     }
-    auto engine = Engine::load(world, o.src, o.threads);
+    auto engine = load_engine(world, o.src, o.threads);
     engine->start(o.parallel, o.ctx, z);
     if (!engine->drives()) {
       engine->exec().serve();

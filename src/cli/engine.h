@@ -1,73 +1,27 @@
-// One rank's side of every command that runs a model (generate, logits, bench, run): the job's
-// world (MPI under a launcher, one rank otherwise), this rank's part of the model on its backend,
-// and the executor. The model comes from a GGUF file (a one-rank plan made in memory) or from a
-// shard directory (this rank's own shard); either way the same engine, executor and scheduler
-// run it. Errors on any rank end the whole job at once, naming the rank and host.
+// The commands' side of the engine (engine/engine.h): the job's world, the watchdog's start-up
+// hooks, and the policy that an error on any rank ends the whole job at once, naming the rank and
+// host.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
 
-#include "backend/cpu.h"
-#include "comm/layout.h"
 #include "comm/mpi.h"
-#include "io/gguf.h"
-#include "plan/plan.h"
-#include "runtime/executor.h"
-#include "shard/shard.h"
+#include "engine/engine.h"
 
 namespace ranklm::cli {
 
-// Where the model comes from: exactly one of a GGUF file and a shard directory.
+using engine::Engine;
+using engine::ModelSource;
+
 // --allreduce and --hops as given: "f32" or "q8_0" each (parse_payloads).
 struct PayloadOptions {
   std::string allreduce = "f32", hops = "f32";
 };
 
-struct ModelSource {
-  std::string gguf, shards;
-  // "M.gguf" or "DIR" (the last path component), for reports.
-  std::string label() const;
-  // Exactly one of the two (a usage error otherwise); a GGUF only on a world of one rank.
-  void check(int world_size = 1) const;
-};
-
-class Engine {
- public:
-  // Loads this rank's part: its own shard of DIR, or (a one-rank world only) the whole GGUF.
-  static std::unique_ptr<Engine> load(comm::World& world, const ModelSource& src, int threads);
-  ~Engine();
-
-  // KV storage for n_slots sequences of n_ctx positions (refused when it cannot fit), the
-  // executor, and the start-up handshake: every rank reports ready to rank 0 (the protocol
-  // version checked), within what is left of the start-up time.
-  void start(int n_slots, int64_t n_ctx, comm::Payloads z);
-
-  runtime::Executor& exec() { return *exec_; }
-  bool drives() const { return rank_ == 0; }  // rank 0 drives; the others serve
-  const plan::Plan& plan() const { return plan_; }
-  const gguf::File& meta() const { return *meta_; }      // the whole model's metadata (tokenizer, template)
-  const gguf::File& header() const { return *header_; }  // the whole model's tensor table
-  const runtime::BackendInfo& backend_info() const { return backend_->info(); }
-  int64_t n_ctx_train() const { return backend_->info().n_ctx_train; }
-  int64_t kv_bytes(int64_t n_ctx) const { return backend_->kv_bytes(n_ctx); }  // one sequence, this rank
-  runtime::KvStats kv_stats() const { return backend_->kv_stats(); }  // this rank's KV pool now
-
- private:
-  Engine() = default;
-  comm::World* world_ = nullptr;
-  int rank_ = 0;
-  plan::Plan plan_;
-  shard::RankFile rank_file_;              // shards: this rank's image and the model's header
-  std::unique_ptr<gguf::File> gguf_;       // a GGUF source
-  const gguf::File* meta_ = nullptr;
-  const gguf::File* header_ = nullptr;
-  comm::Layout layout_;
-  std::unique_ptr<backend::CpuBackend> backend_;
-  std::unique_ptr<runtime::Executor> exec_;
-  int64_t kv_blocks_ = 0;  // this rank's KV pool; on rank 0 after start, the job's smallest
-};
+// This rank's engine on the job's world, its start-up watched by the watchdog (cli/watchdog.h).
+std::unique_ptr<Engine> load_engine(comm::World& world, const ModelSource& src, int threads);
 
 // Runs body with the job's world. An error on this rank is printed with its rank and host and,
 // under MPI, ends every rank (MPI_Abort), so no rank waits for one that has failed.
