@@ -58,17 +58,16 @@ void print_prompt(const std::string& text, const std::vector<int32_t>& ids) {
 
 // Rank 0: the request through the scheduler, each token printed as it comes.
 void stream(const GenerateOptions& o, runtime::Executor& ex, const Tokenizer& tok, std::vector<int32_t> ids) {
-  StreamDecoder dec(tok);
-  StopMatcher stop(o.stops);
+  TextStream text(tok, o.stops);
   runtime::Request req;
   req.prompt = std::move(ids);
   req.max_tokens = o.n_predict;
   req.sampling = o.sp;
   req.end_tokens = tok.eog_tokens();
   req.stop = [&](const std::vector<int32_t>& out) {
-    std::fputs(stop.push(dec.push(out.back())).c_str(), stdout);
+    std::fputs(text.push(out.back()).c_str(), stdout);
     std::fflush(stdout);
-    return stop.stopped();
+    return text.stopped();
   };
   if (!o.chat) std::fputs(o.prompt.c_str(), stdout);
   const size_t n_prompt = req.prompt.size();
@@ -82,8 +81,7 @@ void stream(const GenerateOptions& o, runtime::Executor& ex, const Tokenizer& to
                                  [&](const runtime::Request&, const std::string& why) { rejected = why; });
   if (!rejected.empty()) fail("--prompt: {}", rejected);
   if (fin.finish_reason == "error") fail("the model's logits are NaN or infinite; its weights or hyperparameters are damaged");
-  if (!stop.stopped()) std::fputs(stop.push(dec.flush()).c_str(), stdout);
-  std::fputs(stop.flush().c_str(), stdout);
+  std::fputs(text.finish().c_str(), stdout);
   std::fputs("\n", stdout);
   std::fflush(stdout);
   // The first token comes with the prefill; each later one is a decode step. A stop on the

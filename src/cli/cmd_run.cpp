@@ -50,10 +50,9 @@ struct RunOptions {
 
 // One request's text so far: tokens become text as they come, stop strings end it.
 struct TextState {
-  StreamDecoder dec;
-  StopMatcher stop;
+  TextStream stream;
   std::string text;
-  TextState(const Tokenizer& tok, std::vector<std::string> stops) : dec(tok), stop(std::move(stops)) {}
+  TextState(const Tokenizer& tok, std::vector<std::string> stops) : stream(tok, std::move(stops)) {}
 };
 
 batch::PromptFormat parse_format(const std::string& s) {
@@ -107,21 +106,17 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
       runtime::Request r;
       r.id = static_cast<int64_t>(i);
       std::string why, param;
-      if (!batch::prompt_ids(it, *tok, chat_template, o.system, r.prompt, why, param)) {
+      const serve::RequestDefaults defaults{*tok, chat_template, o.system, o.sp, end_tokens, o.max_tokens};
+      if (!serve::to_request(it, defaults, it.custom_id, r, why, param)) {
         write_error(it, "invalid_request", fmt::format("{}: line {}: {}", o.prompts, it.line, why), "body." + param);
         continue;
       }
-      r.max_tokens = it.o.max_tokens.value_or(o.max_tokens);
-      r.sampling = o.sp;
-      serve::apply_overrides(it.o, r.sampling);
-      r.sampling.seed = it.o.seed ? *it.o.seed : batch::request_seed(o.sp.seed, it.custom_id);
-      if (!it.o.ignore_eos) r.end_tokens = end_tokens;
       auto st = std::make_shared<TextState>(*tok, it.o.stop.value_or(o.stops));
       texts[r.id] = st;
       r.stop = [st, &progress](const std::vector<int32_t>& out) {
         progress.token();
-        st->text += st->stop.push(st->dec.push(out.back()));
-        return st->stop.stopped();
+        st->text += st->stream.push(out.back());
+        return st->stream.stopped();
       };
       return r;
     }
@@ -137,14 +132,11 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
       return;
     }
     TextState& st = *texts.at(f.id);
-    if (!st.stop.stopped()) {
-      st.text += st.stop.push(st.dec.flush());
-      st.text += st.stop.flush();
-    }
+    st.text += st.stream.finish();
     batch::Completion c;
     c.text = st.text;
     // A stop string counts as a stop even when it ended the sequence at its token limit.
-    c.finish_reason = st.stop.stopped() ? "stop" : f.finish_reason;
+    c.finish_reason = st.stream.stopped() ? "stop" : f.finish_reason;
     c.prompt_tokens = f.n_prompt;
     c.cached_tokens = f.n_cached;
     c.completion_tokens = static_cast<int64_t>(f.tokens.size());

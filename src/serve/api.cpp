@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "batch/records.h"
+
 namespace ranklm::serve {
 
 using json = nlohmann::ordered_json;
@@ -92,6 +94,18 @@ void apply_overrides(const batch::Overrides& o, SamplingParams& sp) {
   if (o.frequency_penalty) sp.frequency_penalty = *o.frequency_penalty;
   if (o.presence_penalty) sp.presence_penalty = *o.presence_penalty;
   if (!o.logit_bias.empty()) sp.logit_bias = o.logit_bias;
+}
+
+bool to_request(const batch::PromptItem& it, const RequestDefaults& d, const std::string& seed_key, runtime::Request& r,
+                std::string& why, std::string& param) {
+  if (!batch::prompt_ids(it, d.tok, d.chat_template, d.system, r.prompt, why, param)) return false;
+  r.max_tokens = static_cast<int>(it.o.max_tokens.value_or(d.max_tokens));
+  r.sampling = d.sampling;
+  apply_overrides(it.o, r.sampling);
+  r.sampling.seed = it.o.seed ? *it.o.seed : batch::request_seed(d.sampling.seed, seed_key);
+  r.end_tokens.clear();
+  if (!it.o.ignore_eos) r.end_tokens = d.end_tokens;
+  return true;
 }
 
 }  // namespace ranklm::serve

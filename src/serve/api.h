@@ -34,6 +34,22 @@ std::string error_json(const ApiError& e);
 // the caller's to set.
 void apply_overrides(const batch::Overrides& o, SamplingParams& sp);
 
+// What a request gets where it says nothing: the server's or the batch job's settings.
+struct RequestDefaults {
+  const Tokenizer& tok;
+  const std::function<const chat::ChatTemplate&()>& chat_template;
+  const std::string& system;
+  const SamplingParams& sampling;
+  const std::vector<int32_t>& end_tokens;
+  int64_t max_tokens;
+};
+// A request (a server body or a batch line) as the scheduler takes it: its prompt ids, token
+// limit, sampling over the defaults, its seed (its own, or one derived from the job's seed and
+// seed_key), the end tokens unless it ignores them. False, with the error and the field at
+// fault, when its prompt cannot be run. The one mapping of `ranklm run` and `ranklm serve`.
+bool to_request(const batch::PromptItem& it, const RequestDefaults& d, const std::string& seed_key, runtime::Request& r,
+                std::string& why, std::string& param);
+
 // One streamed chunk. `first` adds the assistant role (chat); `finish` ends the choice.
 nlohmann::ordered_json chunk_json(batch::Endpoint ep, const std::string& id, const std::string& model, int64_t created,
                                   const std::string& text, bool first, const std::optional<std::string>& finish);

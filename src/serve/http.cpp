@@ -152,11 +152,13 @@ std::shared_ptr<Job> HttpServer::make_job(const net::Request& req, batch::Endpoi
   job->endpoint = ep;
   job->stream = so;
   runtime::Request& r = job->req;
+  job->id = next_id_++;
   {
     std::string why, param;
     // No lock: encoding is read-only on the tokenizer and the loaded template, so a long prompt
-    // being tokenized never holds up another request.
-    if (!batch::prompt_ids(it, *model_.tok, model_.chat_template, o_.system, r.prompt, why, param)) {
+    // being tokenized never holds up another request. The token limit is settled below.
+    const RequestDefaults defaults{*model_.tok, model_.chat_template, o_.system, o_.sampling, model_.end_tokens, 0};
+    if (!to_request(it, defaults, fmt::format("request-{}", job->id), r, why, param)) {
       send_error(res, {400, "invalid_request_error", why, param, ""});
       return nullptr;
     }
@@ -169,16 +171,11 @@ std::shared_ptr<Job> HttpServer::make_job(const net::Request& req, batch::Endpoi
                      ep == batch::Endpoint::kChat ? "messages" : "prompt", "context_length_exceeded"});
     return nullptr;
   }
-  job->id = next_id_++;
   job->public_id = unique_id(ep == batch::Endpoint::kChat ? "chatcmpl-" : "cmpl-");
   job->created = static_cast<int64_t>(std::time(nullptr));
   const int64_t room = model_.n_ctx - n;
   int64_t max_tokens = it.o.max_tokens ? *it.o.max_tokens : o_.default_max_tokens > 0 ? o_.default_max_tokens : room;
   r.max_tokens = static_cast<int>(std::min(max_tokens, room));
-  r.sampling = o_.sampling;
-  apply_overrides(it.o, r.sampling);
-  r.sampling.seed = it.o.seed ? *it.o.seed : batch::request_seed(o_.sampling.seed, fmt::format("request-{}", job->id));
-  if (!it.o.ignore_eos) r.end_tokens = model_.end_tokens;
   return job;
 }
 

@@ -177,14 +177,14 @@ bool Hub::cancelled(int64_t id) {
 }
 
 bool Hub::on_token(Job& job, const std::vector<int32_t>& out) {
-  const std::string piece = job.stop.push(job.dec.push(out.back()));
+  const std::string piece = job.text_stream.push(out.back());
   {
     std::lock_guard<std::mutex> lk(job.m);
     job.text += piece;
     job.n_completion = static_cast<int64_t>(out.size());
     if (!piece.empty()) job.cv.notify_all();
   }
-  return job.stop.stopped();
+  return job.text_stream.stopped();
 }
 
 void Hub::done(runtime::Finished&& f) {
@@ -220,13 +220,11 @@ void Hub::done(runtime::Finished&& f) {
                         "hyperparameters are damaged", f.tokens.size()));
     return;
   }
-  std::string tail;
-  if (!job->stop.stopped()) tail = job->stop.push(job->dec.flush());
-  tail += job->stop.flush();
+  const std::string tail = job->text_stream.finish();
   std::lock_guard<std::mutex> lk(job->m);
   job->text += tail;
   // A stop string counts as a stop even when it ended the sequence at its token limit.
-  job->finish_reason = job->stop.stopped() ? "stop" : f.finish_reason;
+  job->finish_reason = job->text_stream.stopped() ? "stop" : f.finish_reason;
   job->n_prompt = f.n_prompt;
   job->n_cached = f.n_cached;
   job->n_completion = static_cast<int64_t>(f.tokens.size());

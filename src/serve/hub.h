@@ -31,7 +31,7 @@ namespace ranklm::serve {
 enum class JobEnd { kNone, kDone, kCancelled, kFailed };
 
 struct Job {
-  Job(const Tokenizer& tok, std::vector<std::string> stops) : dec(tok), stop(std::move(stops)) {}
+  Job(const Tokenizer& tok, std::vector<std::string> stops) : text_stream(tok, std::move(stops)) {}
 
   int64_t id = 0;
   std::string public_id;  // "chatcmpl-…" / "cmpl-…": random, unique across requests and restarts
@@ -54,8 +54,7 @@ struct Job {
   std::atomic<bool> client_gone{false};
 
   // The scheduler's thread only.
-  StreamDecoder dec;
-  StopMatcher stop;
+  TextStream text_stream;
 };
 
 // Counters for /metrics.

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "tokenizer/tokenizer.h"
+
 namespace ranklm {
 
 class StopMatcher {
@@ -22,6 +24,25 @@ class StopMatcher {
   std::vector<std::string> stops_;
   std::string pending_;
   bool stopped_ = false;
+};
+
+// Generated tokens into text, the one decode-then-stop-strings step of every command and of the
+// server: each token decoded as it comes (an incomplete UTF-8 character held back), then through
+// the stop strings (which end the text and are not part of it).
+class TextStream {
+ public:
+  TextStream(const Tokenizer& tok, std::vector<std::string> stops) : dec_(tok), stop_(std::move(stops)) {}
+  std::string push(int32_t token) { return stop_.push(dec_.push(token)); }  // text safe to show now
+  bool stopped() const { return stop_.stopped(); }
+  // At the end: what was held back (nothing after a stop string).
+  std::string finish() {
+    std::string tail = stop_.stopped() ? "" : stop_.push(dec_.flush());
+    return tail + stop_.flush();
+  }
+
+ private:
+  StreamDecoder dec_;
+  StopMatcher stop_;
 };
 
 }  // namespace ranklm
