@@ -19,6 +19,7 @@
 
 #include "io/gguf.h"
 #include "kernels/matmul.h"
+#include "kernels/ops.h"
 #include "kernels/threadpool.h"
 #include "model/arch.h"
 #include "model/kv_cache.h"
@@ -121,6 +122,16 @@ class BlockOps {
   void norm(const Step& s, const float* in, const std::vector<float>& w, int64_t n_per_tok, int64_t width, float* out);
   // x += y over [n_tok, n_embd].
   void add_residual(const Step& s, float* x, const float* y);
+  // y[t] += b for each of the step's tokens (a bias of b.size(); none when empty).
+  void add_bias(const Step& s, float* y, const std::vector<float>& b);
+  // RoPE over n_head heads of head_dim per token, at the step's positions; then, when scale is
+  // not 0, every element multiplied by it (queries pre-scaled as Gemma does).
+  void rope(const Step& s, float* x, int64_t n_head, int64_t head_dim, const kern::RopeParams& rp, float scale = 0);
+  // g = act(g) * u over n rows of width (SiLU or GELU-tanh gating), split over the pool.
+  void gate(kern::ThreadPool& pool, float* g, const float* u, int64_t n, int64_t width, FfnAct act);
+  // Attention of every sequence over its own paged KV (kern::attention_batch).
+  void attention(const kern::AttnSeq* seqs, int n_seq, int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale,
+                 kern::ThreadPool& pool, int64_t window);
 
  private:
   const HParams& hp_;

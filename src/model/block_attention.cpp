@@ -11,12 +11,6 @@ namespace ranklm {
 
 namespace {
 
-void add_bias(float* y, const std::vector<float>& b, int64_t n_tok) {
-  if (b.empty()) return;
-  const int64_t n = static_cast<int64_t>(b.size());
-  for (int64_t t = 0; t < n_tok; ++t) kern::add_inplace(y + t * n, b.data(), n);
-}
-
 class Attention final : public Block {
  public:
   explicit Attention(const BlockInit& in);
@@ -117,8 +111,7 @@ void Attention::attend(BlockOps& ops, const float* q, const float* k, const floa
     ptr += 2 * nb;
   }
   const int64_t window = windowed ? hp.swa_window : 0;
-  kern::attention_batch(attn_seqs_.data(), s.n_seq, static_cast<int>(pt.n_head), static_cast<int>(pt.n_head_kv),
-                        static_cast<int>(hd), hp.scores_scale(), s.pool, window);
+  ops.attention(attn_seqs_.data(), s.n_seq, pt.n_head, pt.n_head_kv, hd, hp.scores_scale(), s.pool, window);
 }
 
 void Attention::forward(BlockOps& ops, const Step& s, float* x) {
@@ -137,9 +130,9 @@ void Attention::forward(BlockOps& ops, const Step& s, float* x) {
   ops.product(wq_, cur, q, s);
   ops.product(wk_, cur, k, s);
   ops.product(wv_, cur, v, s);
-  add_bias(q, bq_, n_tok);
-  add_bias(k, bk_, n_tok);
-  add_bias(v, bv_, n_tok);
+  ops.add_bias(s, q, bq_);
+  ops.add_bias(s, k, bk_);
+  ops.add_bias(s, v, bv_);
   if (hp.qk_norm) {
     ops.norm(s, q, q_norm_, n_head, hd, q);
     ops.norm(s, k, k_norm_, n_head_kv, hd, k);
@@ -150,13 +143,8 @@ void Attention::forward(BlockOps& ops, const Step& s, float* x) {
     rp.freq_base = hp.rope_base_swa;
     rp.freq_scale = 1.0f;
   }
-  ops.per_token(s, [&](int64_t t0, int64_t t1) {
-    kern::rope_inplace(q + t0 * q_dim, t1 - t0, static_cast<int>(n_head), static_cast<int>(hd), s.pos + t0, rp);
-    kern::rope_inplace(k + t0 * kv_dim, t1 - t0, static_cast<int>(n_head_kv), static_cast<int>(hd), s.pos + t0, rp);
-    if (hp.q_prescaled) {
-      for (int64_t i = t0 * q_dim; i < t1 * q_dim; ++i) q[i] *= hp.attn_scale;
-    }
-  });
+  ops.rope(s, q, n_head, hd, rp, hp.q_prescaled ? hp.attn_scale : 0.0f);
+  ops.rope(s, k, n_head_kv, hd, rp);
   attend(ops, q, k, v, s, attn);
   if (pt.wo_gather || pt.out_rows > 0) {
     // Whole attn_output columns here: every member's heads first, then no sum afterwards.

@@ -50,14 +50,7 @@ void DenseFfn::forward(BlockOps& ops, const Step& s, float* x) {
   ops.norm(s, x, norm_, 1, n_embd, cur);
   ops.product(w_gate_, cur, gate, s);
   ops.product(w_up_, cur, up, s);
-  ops.per_token(s, [&](int64_t t0, int64_t t1) {
-    const int64_t o = t0 * n_ff, n = (t1 - t0) * n_ff;
-    if (hp.ffn_act == FfnAct::kGeluTanh) {
-      kern::gelu_mul_inplace(gate + o, up + o, n);
-    } else {
-      kern::silu_mul_inplace(gate + o, up + o, n);
-    }
-  });
+  ops.gate(s.pool, gate, up, n_tok, n_ff, hp.ffn_act);
   if (pt.out_rows > 0) {
     float* full = ops.buf(BlockOps::kFfnFull, n_tok * hp.n_ff);
     ops.tp().gather(gate, n_tok, TpGather::kFfn, full);

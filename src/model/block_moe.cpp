@@ -183,13 +183,7 @@ void MoeFfn::forward(BlockOps& ops, const Step& s, float* x) {
     if (n > 0) jobs_.insert(jobs_.end(), {{gate_[i], in + r * E, n, g + r * F}, {up_[i], in + r * E, n, u + r * F}});
   }
   ops.products(jobs_, s.pool);
-  s.pool.parallel_for(n_local, [&](int64_t b, int64_t e, int) {
-    if (hp.ffn_act == FfnAct::kGeluTanh) {
-      kern::gelu_mul_inplace(g + b * F, u + b * F, (e - b) * F);
-    } else {
-      kern::silu_mul_inplace(g + b * F, u + b * F, (e - b) * F);
-    }
-  });
+  ops.gate(s.pool, g, u, n_local, F, hp.ffn_act);
   jobs_.clear();
   for (int64_t e = e0_; e < e1_; ++e) {
     const int64_t n = off[e + 1] - off[e], r = off[e] - a0;

@@ -78,6 +78,38 @@ void BlockOps::add_residual(const Step& s, float* x, const float* y) {
   per_token(s, [&](int64_t t0, int64_t t1) { kern::add_inplace(x + t0 * n_embd, y + t0 * n_embd, (t1 - t0) * n_embd); });
 }
 
+void BlockOps::add_bias(const Step& s, float* y, const std::vector<float>& b) {
+  if (b.empty()) return;
+  const int64_t n = static_cast<int64_t>(b.size());
+  for (int64_t t = 0; t < s.n_tok; ++t) kern::add_inplace(y + t * n, b.data(), n);
+}
+
+void BlockOps::rope(const Step& s, float* x, int64_t n_head, int64_t head_dim, const kern::RopeParams& rp, float scale) {
+  const int64_t width = n_head * head_dim;
+  per_token(s, [&](int64_t t0, int64_t t1) {
+    kern::rope_inplace(x + t0 * width, t1 - t0, static_cast<int>(n_head), static_cast<int>(head_dim), s.pos + t0, rp);
+    if (scale != 0) {
+      for (int64_t i = t0 * width; i < t1 * width; ++i) x[i] *= scale;
+    }
+  });
+}
+
+void BlockOps::gate(kern::ThreadPool& pool, float* g, const float* u, int64_t n, int64_t width, FfnAct act) {
+  pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
+    if (act == FfnAct::kGeluTanh) {
+      kern::gelu_mul_inplace(g + b * width, u + b * width, (e - b) * width);
+    } else {
+      kern::silu_mul_inplace(g + b * width, u + b * width, (e - b) * width);
+    }
+  });
+}
+
+void BlockOps::attention(const kern::AttnSeq* seqs, int n_seq, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                         float scale, kern::ThreadPool& pool, int64_t window) {
+  kern::attention_batch(seqs, n_seq, static_cast<int>(n_head), static_cast<int>(n_head_kv), static_cast<int>(head_dim),
+                        scale, pool, window);
+}
+
 kern::MatrixView matrix(const gguf::File& f, const std::string& name, int64_t rows, int64_t cols) {
   const gguf::TensorInfo& t = f.tensor(name);
   if (t.ne.size() != 2 || t.ne[0] != cols || t.ne[1] != rows) {
