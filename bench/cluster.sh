@@ -8,6 +8,8 @@
 #
 #   sudo bash bench/cluster.sh [MODEL.gguf]     # default: the TinyLlama-shape Q4_0 (ranklm-synth)
 #   DELAY_MS=10 RATE_MBIT=200 NGEN=24 REPS=3 OUT=bench/results/cluster ONLY="PP 4" ...
+#   MOE_MODEL=M.gguf (default: ranklm-synth's moe-16x4 Q4_K_M) for the mixture-of-experts rows
+#   (EP 2 and attention-by-heads TP 2, inside a site and across sites); ONLY="MoE" runs just those.
 #
 # Not part of CI: a full run takes about 10 minutes.
 set -euo pipefail
@@ -20,6 +22,11 @@ if [[ ! -f "$model" ]]; then
   mkdir -p "$(dirname "$model")"
   "$bin/ranklm-synth" --shape tinyllama-1.1b --type q4_0 -o "$model"
 fi
+moe="${MOE_MODEL:-$root/models/synth/moe-16x4-q4_k_m.gguf}"
+if [[ ( -z "${ONLY:-}" || "MoE" == *"${ONLY:-}"* || "${ONLY:-}" == MoE* ) && ! -f "$moe" ]]; then
+  mkdir -p "$(dirname "$moe")"
+  "$bin/ranklm-synth" --shape moe-16x4 --type q4_k_m -o "$moe"
+fi
 work="$(mktemp -d)"
 source "$root/tests/cluster/cluster.sh"
 trap 'cluster_down; rm -rf "$work"' EXIT
@@ -29,9 +36,9 @@ mkdir -p "$(dirname "$out")"
 rows="$out.jsonl"
 : > "$rows"
 
-# layout NAME HOSTS PLAN-OPTIONS HOPS: plan (with --explain), repack, bench; one JSON row.
+# layout NAME HOSTS PLAN-OPTIONS HOPS [MODEL]: plan (with --explain), repack, bench; one JSON row.
 layout() {
-  local name="$1" hosts="$2" opts="$3" hops="$4" np
+  local name="$1" hosts="$2" opts="$3" hops="$4" model="${5:-$model}" np
   [[ -n "${ONLY:-}" && "$name $hops" != *"$ONLY"* ]] && return 0
   np="$(echo "$hosts" | wc -w)"
   printf '%s slots=1\n' $hosts > "$work/hosts"
@@ -46,11 +53,12 @@ layout() {
     -o "$work/c/local/s" > /dev/null 2>&1
   "$mpi" --hostfile "$work/hosts" -np "$np" "$bin/ranklm" bench --shards "$work/c/local/s" -t 1 -p 0 -n "$ngen" \
     -r "$reps" --hops "$hops" -o json > "$work/bench.json" 2> "$work/err" || { cat "$work/err"; return 1; }
-  python3 - "$name" "$hops" "$predicted" "$work/bench.json" >> "$rows" <<'PY'
+  python3 - "$name" "$hops" "$predicted" "$work/bench.json" "$(basename "$model")" >> "$rows" <<'PY'
 import json, sys
-name, hops, predicted, path = sys.argv[1:5]
+name, hops, predicted, path, model = sys.argv[1:6]
 row = [r for r in json.load(open(path)) if r["n_gen"] > 0][0]
-print(json.dumps({"layout": name, "hops": hops, "predicted_ms": float(predicted), "measured_ms": 1000.0 / row["avg_ts"]}))
+print(json.dumps({"layout": name, "hops": hops, "predicted_ms": float(predicted), "measured_ms": 1000.0 / row["avg_ts"],
+                  "model": model}))
 PY
   tail -1 "$rows"
 }
@@ -64,6 +72,11 @@ layout "TP 2 inside a site, exact" "h0 h1" "--tp 2 --tp-latency-us 1e9" f32
 layout "TP 2 inside a site, sum" "h0 h1" "--tp 2 --tp-latency-us 1e9 --tp-mode sum" f32
 layout "TP 2 across sites, exact" "h0 h2" "--tp 2 --tp-latency-us 1e9" f32
 layout "TP 2 across sites, sum" "h0 h2" "--tp 2 --tp-latency-us 1e9 --tp-mode sum" f32
+# Mixtures of experts: expert parallelism (attention whole on each member) and attention by heads.
+layout "MoE EP 2 inside a site" "h0 h1" "--ep 2 --tp-latency-us 1e9" f32 "$moe"
+layout "MoE TP 2 inside a site" "h0 h1" "--tp 2 --tp-latency-us 1e9" f32 "$moe"
+layout "MoE EP 2 across sites" "h0 h2" "--ep 2 --tp-latency-us 1e9" f32 "$moe"
+layout "MoE PP 2 x EP 2 over both sites" "h0 h1 h2 h3" "--ep 2 --tp-latency-us 1e9" f32 "$moe"
 
 # The plot needs matplotlib (Debian's python3-matplotlib, installed by tools/setup.sh): use the
 # system Python when the first python3 on PATH lacks it.
@@ -73,10 +86,12 @@ python3 -c "import matplotlib" 2> /dev/null || py=/usr/bin/python3
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 out, model, delay, rate = sys.argv[2:6]
-lines = [f"Virtual cluster, {model}, 1 thread per rank, {delay} ms one way between the sites, {rate} Mbit/s:", "",
-         "| layout | hops | predicted ms/token | measured ms/token | measured / predicted |", "|---|---|---:|---:|---:|"]
+lines = [f"Virtual cluster, {model} (MoE rows: their own model), 1 thread per rank, {delay} ms one way between the sites, "
+         f"{rate} Mbit/s:", "",
+         "| layout | model | hops | predicted ms/token | measured ms/token | measured / predicted |", "|---|---|---|---:|---:|---:|"]
 for r in rows:
-    lines.append(f"| {r['layout']} | {r['hops']} | {r['predicted_ms']:.1f} | {r['measured_ms']:.1f} | {r['measured_ms'] / r['predicted_ms']:.2f} |")
+    lines.append(f"| {r['layout']} | {r.get('model', model)} | {r['hops']} | {r['predicted_ms']:.1f} | {r['measured_ms']:.1f} | "
+                 f"{r['measured_ms'] / r['predicted_ms']:.2f} |")
 open(out + ".md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 try:
