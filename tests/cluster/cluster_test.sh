@@ -4,8 +4,8 @@
 #   - ranklm plan under mpirun, with the hostfile in the order h0 h2 h1 h3: the pipeline
 #     crosses between the sites once; TP 2 (--tp-latency-us 5000) pairs h0 with h1 and h2 with
 #     h3; the probe run twice and replanning from the saved inventory give the same plan;
-#   - shards on each host's own disk; logits identical to one rank for the PP plan, the TP plan
-#     and 8 ranks (2 per host, TP inside hosts);
+#   - shards on each host's own disk; logits identical to one rank for the PP plan, the TP plan,
+#     8 ranks (2 per host, TP inside hosts) and a mixture of experts on 8 ranks (EP 2 inside hosts);
 #   - a batch job through jobs/run_mpirun.sh, resumed: the shards are not written again, every
 #     prompt is answered once;
 #   - faults (fault part, see below).
@@ -112,6 +112,24 @@ if timeout 300 "$here/mpirun" --hostfile "$tmp/hosts8" -np 8 "$bin" plan -m "$mo
 else
   bad "8-rank plan"; cat "$tmp/err"
 fi
+
+# A mixture of experts (3 layers) on 2 ranks of h0 and 2 of h1: expert-parallel groups inside
+# each host (each rank half of the experts, attention whole), a pipeline stage per host;
+# bit-identical to one rank.
+dense="$model"
+model="$fixtures/moe/tiny-qwen3moe-q4_k_m.gguf"
+grep -E '^h[01] ' "$tmp/hosts8" > "$tmp/hosts-ep"
+"$bin" logits -m "$model" --tokens "$toks" --greedy 6 -t 1 > "$tmp/ref.json" 2> /dev/null
+if timeout 300 "$here/mpirun" --hostfile "$tmp/hosts-ep" -np 4 "$bin" plan -m "$model" -t 1 --layout spread --ep 2 \
+    -o "$tmp/ep.json" > "$tmp/plan.out" 2> "$tmp/err" && grep -q '"ep": true' "$tmp/ep.json" \
+    && [[ "$(plan_hosts "$tmp/ep.json")" == "h0,h0 h1,h1" ]]; then
+  ok "MoE: EP 2 inside each host, stages on $(plan_hosts "$tmp/ep.json")"
+  logits_on_cluster ep4 "$tmp/ep.json" 4 "$tmp/hosts-ep"
+else
+  bad "MoE EP plan on 8 ranks"; cat "$tmp/plan.out" "$tmp/err"
+fi
+model="$dense"
+"$bin" logits -m "$model" --tokens "$toks" --greedy 6 -t 1 > "$tmp/ref.json" 2> /dev/null
 
 # --- a batch job, resumed -------------------------------------------------------------------------
 python3 -c "
