@@ -48,6 +48,13 @@ std::vector<std::string> fixture_models() {
   return names;
 }
 
+// "models/tiny-llama-q4_0" -> "tiny_llama_q4_0" (a test name).
+std::string case_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string n = info.param.substr(info.param.find('/') + 1);
+  for (auto& ch : n) if (ch == '-') ch = '_';
+  return n;
+}
+
 class ParityTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ParityTest, MatchesLlamaCppLogitsAndGreedy) {
@@ -158,21 +165,11 @@ std::vector<std::string> quantized_fixtures() {
 
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(AccuracyTest);
 INSTANTIATE_TEST_SUITE_P(Fixtures, AccuracyTest, ::testing::ValuesIn(quantized_fixtures()),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           n = n.substr(n.find('/') + 1);
-                           for (auto& ch : n) if (ch == '-') ch = '_';
-                           return n;
-                         });
+                         case_name);
 
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(ParityTest);
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParityTest, ::testing::ValuesIn(fixture_models()),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           n = n.substr(n.find('/') + 1);
-                           for (auto& ch : n) if (ch == '-') ch = '_';
-                           return n;
-                         });
+                         case_name);
 
 }  // namespace
 }  // namespace ranklm

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <vector>
 
@@ -103,11 +104,8 @@ class BlockOps {
   // a sequence's bits then depend only on its own chunk. The other types give the same bits for
   // a token in any batch.
   void product(const kern::MatrixView& w, const float* in, float* out, const Step& s);
-  // The same for n rows of any grouping (an expert's tokens); the same bits as `product` for
-  // the per-token-exact types, and a deterministic function of the group for float weights.
-  void product_rows(const kern::MatrixView& w, const float* in, int64_t n, float* out, kern::ThreadPool& pool);
-  // Several products in one pass over the pool (kern::matmul_grouped): each output the bits
-  // product_rows gives it.
+  // Several products in one pass over the pool (kern::matmul_grouped): each output the bits a
+  // lone product of its rows gives it (the same as `product` for the per-token-exact types).
   void products(const std::vector<kern::MatmulJob>& jobs, kern::ThreadPool& pool);
   // n rows, each with the bits it gets alone whatever n is (float weights in groups small enough
   // for the per-token kernels): for products whose result picks a path, such as an MoE router.
@@ -174,5 +172,7 @@ std::vector<float> vector_f32(const gguf::File& f, const std::string& name, int6
 // Whether kern::matmul gives a token's outputs the same bits in a batch of any size (true for
 // packed views and the quantized types; unpacked float weights switch to sgemm for large batches).
 bool per_token_exact(const kern::MatrixView& w);
+// Whether every one of `ws` is (a block's chunk_invariant).
+bool all_per_token_exact(std::initializer_list<const kern::MatrixView*> ws);
 
 }  // namespace ranklm

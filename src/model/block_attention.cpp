@@ -18,12 +18,7 @@ class Attention final : public Block {
   void for_each_matrix(const std::function<void(kern::MatrixView&)>& fn) override {
     for (kern::MatrixView* w : {&wq_, &wk_, &wv_, &wo_}) fn(*w);
   }
-  bool chunk_invariant() override {
-    for (const kern::MatrixView* w : {&wq_, &wk_, &wv_, &wo_}) {
-      if (!per_token_exact(*w)) return false;
-    }
-    return true;
-  }
+  bool chunk_invariant() override { return all_per_token_exact({&wq_, &wk_, &wv_, &wo_}); }
 
  private:
   void attend(BlockOps& ops, const float* q, const float* k, const float* v, const Step& s, float* attn);

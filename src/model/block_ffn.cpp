@@ -15,12 +15,7 @@ class DenseFfn final : public Block {
   void for_each_matrix(const std::function<void(kern::MatrixView&)>& fn) override {
     for (kern::MatrixView* w : {&w_gate_, &w_up_, &w_down_}) fn(*w);
   }
-  bool chunk_invariant() override {
-    for (const kern::MatrixView* w : {&w_gate_, &w_up_, &w_down_}) {
-      if (!per_token_exact(*w)) return false;
-    }
-    return true;
-  }
+  bool chunk_invariant() override { return all_per_token_exact({&w_gate_, &w_up_, &w_down_}); }
 
  private:
   std::vector<float> norm_;

@@ -108,16 +108,7 @@ void MoeFfn::route(BlockOps& ops, const Step& s, const float* h, int32_t* sel, f
   ops.per_token(s, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       float* p = logits + t * N;
-      // Softmax as ggml computes it: exp(x - max) in float, summed in double, scaled by 1/sum.
-      float mx = -INFINITY;
-      for (int64_t e = 0; e < N; ++e) mx = std::max(mx, p[e]);
-      double sum = 0;
-      for (int64_t e = 0; e < N; ++e) {
-        p[e] = std::exp(p[e] - mx);
-        sum += p[e];
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t e = 0; e < N; ++e) p[e] *= inv;
+      kern::softmax_inplace(p, N);  // as ggml: exp(x - max) in float, summed in double, scaled by 1/sum
       // The K most probable, highest first (ties: the lower expert id first).
       int32_t* st = sel + t * K;
       float* wt = wts + t * K;

@@ -12,6 +12,10 @@ bool per_token_exact(const kern::MatrixView& w) {
   return w.packed || (w.type != kern::GgmlType::F32 && w.type != kern::GgmlType::F16 && w.type != kern::GgmlType::BF16);
 }
 
+bool all_per_token_exact(std::initializer_list<const kern::MatrixView*> ws) {
+  return std::all_of(ws.begin(), ws.end(), [](const kern::MatrixView* w) { return per_token_exact(*w); });
+}
+
 float* BlockOps::buf(Buf b, int64_t n) {
   std::vector<float>& v = bufs_[b];
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
@@ -30,10 +34,6 @@ void BlockOps::product(const kern::MatrixView& w, const float* in, float* out, c
   for (int i = 0; i < s.n_seq; row += s.seqs[i].n_tok, ++i) {
     kern::matmul(w, in + row * w.cols, s.seqs[i].n_tok, out + row * w.rows, s.pool, scratch_);
   }
-}
-
-void BlockOps::product_rows(const kern::MatrixView& w, const float* in, int64_t n, float* out, kern::ThreadPool& pool) {
-  kern::matmul(w, in, n, out, pool, scratch_);
 }
 
 void BlockOps::products(const std::vector<kern::MatmulJob>& jobs, kern::ThreadPool& pool) {
