@@ -505,3 +505,40 @@ TEST(PlacementProbe, IdenticalRanksOfAMachineShareOneMeasurementAndNoiseIsReport
   EXPECT_EQ(cli::steady_identical_ranks(two), "");
   EXPECT_DOUBLE_EQ(two.ranks[1].speed_gbps, 2.0);
 }
+
+// A mixture of experts on two ranks of one host: every rank holds its share of the experts;
+// an EP group holds attention (and every KV head) whole on each member, a TP group half; the
+// KV blocks a rank's memory holds follow; without --ep or --tp the planner predicts both
+// splits and says which it took.
+TEST(Placement, MoeGroupsCountExpertsAndKvByTheirSplit) {
+  ModelIdentity m = tinyllama();
+  m.n_expert = 8, m.n_expert_used = 2;
+  ModelSizes s = sizes();  // 27 MB per layer, of which 20 MB of experts
+  s.layer_expert_bytes.assign(22, uint64_t{20} << 20);
+  s.layer_expert_macs.assign(22, uint64_t{80} << 20);
+  s.n_expert = 8, s.n_expert_used = 2;
+  TpShape sh = shape();
+  sh.n_expert = 8;
+  const Inventory inv = inventory({{"a", 2, 4 * kGiB, 10}});
+  PlaceOptions o;
+  o.one_rank_per_host = false;
+  o.tp = 2;
+  o.ep_forced = true;
+  const Plan tp = place(m, s, sh, inv, o);
+  o.ep = true;
+  const Plan ep = place(m, s, sh, inv, o);
+  ASSERT_FALSE(tp.ep);
+  ASSERT_TRUE(ep.ep);
+  const uint64_t layers = 22, mb = uint64_t{1} << 20;
+  EXPECT_EQ(rank_bytes(tp, s, 1, {.n_seq = 0}), layers * (7 * mb / 2 + 10 * mb) + uint64_t{175} * mb);
+  EXPECT_EQ(rank_bytes(ep, s, 1, {.n_seq = 0}), layers * (7 * mb + 10 * mb) + uint64_t{175} * mb);
+  // KV per block: 22 layers x 16 positions x 1 KiB, halved by the TP group, whole under EP.
+  const uint64_t room = static_cast<uint64_t>(4 * kGiB * 0.85), block = 22 * 16 * 1024;
+  EXPECT_EQ(ep.placement[1].kv_blocks, static_cast<int64_t>((room - rank_bytes(ep, s, 1, {.n_seq = 0})) / block));
+  EXPECT_EQ(tp.placement[1].kv_blocks, static_cast<int64_t>((room - rank_bytes(tp, s, 1, {.n_seq = 0})) / (block / 2)));
+  PlaceOptions any;
+  any.one_rank_per_host = false;
+  const Plan chosen = place(m, s, sh, inv, any);
+  EXPECT_NE(chosen.why.find("MoE layers: "), std::string::npos) << chosen.why;
+  EXPECT_NE(chosen.why.find("predicted"), std::string::npos) << chosen.why;
+}

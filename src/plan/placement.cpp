@@ -330,7 +330,9 @@ void count_kv_blocks(Plan& p, const ModelSizes& sizes, const PlaceOptions& o) {
     uint64_t per_ctx = 0;
     for (int64_t l = st.layer_begin; l < st.layer_end; ++l) per_ctx += sizes.kv_layer_bytes(l, o.n_ctx);
     const uint64_t blocks_per_ctx = static_cast<uint64_t>(std::max<int64_t>(1, kv_blocks_for(o.n_ctx)));
-    const uint64_t block = (per_ctx + blocks_per_ctx - 1) / blocks_per_ctx / static_cast<uint64_t>(st.tp());
+    // An EP group keeps every KV head on each member (attention is whole there).
+    const uint64_t kv_split = p.ep ? 1 : static_cast<uint64_t>(st.tp());
+    const uint64_t block = (per_ctx + blocks_per_ctx - 1) / blocks_per_ctx / kv_split;
     const uint64_t weights = rank_bytes(p, sizes, r, weights_only);
     const uint64_t room = static_cast<uint64_t>(static_cast<double>(x.memory_bytes) * o.memory_fraction);
     x.kv_blocks = block > 0 && room > weights ? static_cast<int64_t>((room - weights) / block) : 0;
@@ -387,12 +389,10 @@ std::string choose_moe_split(Plan& p, const ModelIdentity& m, const ModelSizes& 
     q.tp_mode = o.tp_mode;
     const double a = predict(p, sizes, shape, inv, po).batch_tokens_s, b = predict(q, sizes, shape, inv, po).batch_tokens_s;
     const auto name = [](const Plan& x) { return x.ep ? "EP (attention whole on each member)" : "attention by heads (TP)"; };
-    if (b > a) {
-      const std::string why = fmt::format("MoE layers: {} predicted {:.3g} tokens/s against {:.3g} with {}", name(q), b, a, name(p));
-      p = std::move(q);
-      return why;
-    }
-    return fmt::format("MoE layers: {} predicted {:.3g} tokens/s against {:.3g} with {}", name(p), a, b, name(q));
+    const std::string why = fmt::format("MoE layers: {} predicted {:.3g} tokens/s against {:.3g} with {}", name(b > a ? q : p),
+                                        std::max(a, b), std::min(a, b), name(b > a ? p : q));
+    if (b > a) p = std::move(q);
+    return why;
   } catch (const Error&) {
     return "";  // the other split does not fit (memory) or suit the model
   }
