@@ -21,7 +21,7 @@ bool packable(GgmlType t, Isa isa) {
 ActQ8Format act_format(GgmlType t) {
   switch (t) {
     case GgmlType::Q4_1: case GgmlType::Q5_1: return {0, true};
-    case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, false, true, 0};
+    case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, false, true, 0, true};
     case GgmlType::Q6_K: return {0, false, true, 32};
     case GgmlType::Q3_K: return {0, false, true, 4};
     case GgmlType::Q2_K: return {0, false, true, -1};
@@ -245,8 +245,9 @@ void pack_group_row(GgmlType t, const uint8_t* src, uint8_t* group, int64_t j, i
 struct BlockInts {
   int8_t q[QK];
   float d = 0.0f, m = 0.0f;  // Q2_K: m is -dmin
-  int sc_lo = 1, sc_hi = 1;
-  int mn_lo = 0, mn_hi = 0;  // Q2_K
+  int sc_lo = 1, sc_hi = 1;  // Q4_K, Q5_K: sc_lo is the block's 6-bit scale
+  int mn_lo = 0, mn_hi = 0;  // Q2_K; Q4_K, Q5_K: mn_lo is the block's 6-bit min
+  float ds = 0.0f, dm = 0.0f;  // K-quants: the super-block's d and -dmin
 };
 
 // Element e (0..31) of row j in a nibble plane, a 1-bit plane and a 2-bit plane (packed.h).
@@ -302,8 +303,12 @@ void unpack_block(GgmlType t, const uint8_t* group, int64_t j, int64_t b, BlockI
       const uint8_t* blk = g + 64 + (five ? 352 : 288) * s;
       values(blk, five ? 5 : 4, 0);
       const uint8_t* sc = blk + (five ? 320 : 256);
-      o.d = half(g, j) * static_cast<float>(sc[j]);
-      o.m = -(half(g + 32, j) * static_cast<float>(sc[16 + j]));
+      o.ds = half(g, j);
+      o.dm = -half(g + 32, j);
+      o.sc_lo = sc[j];
+      o.mn_lo = sc[16 + j];
+      o.d = o.ds * static_cast<float>(o.sc_lo);
+      o.m = -(half(g + 32, j) * static_cast<float>(o.mn_lo));
       return;
     }
     case GgmlType::Q2_K: {
@@ -313,8 +318,8 @@ void unpack_block(GgmlType t, const uint8_t* group, int64_t j, int64_t b, BlockI
       o.sc_hi = blk[144 + j] & 0x0F;
       o.mn_lo = blk[128 + j] >> 4;
       o.mn_hi = blk[144 + j] >> 4;
-      o.d = half(g, j);
-      o.m = -half(g + 32, j);
+      o.d = o.ds = half(g, j);
+      o.m = o.dm = -half(g + 32, j);
       return;
     }
     case GgmlType::Q3_K: {
@@ -322,7 +327,7 @@ void unpack_block(GgmlType t, const uint8_t* group, int64_t j, int64_t b, BlockI
       for (int e = 0; e < QK; ++e) o.q[e] = static_cast<int8_t>((two_bits_at(blk, j, e) | (bit_at(blk + 128, j, e) << 2)) - 4);
       o.sc_lo = static_cast<int8_t>(blk[192 + j]);
       o.sc_hi = static_cast<int8_t>(blk[208 + j]);
-      o.d = half(g, j);
+      o.d = o.ds = half(g, j);
       return;
     }
     default: {  // Q6_K
@@ -330,7 +335,7 @@ void unpack_block(GgmlType t, const uint8_t* group, int64_t j, int64_t b, BlockI
       values(blk, 6, 32);
       o.sc_lo = static_cast<int8_t>(blk[384 + j]);
       o.sc_hi = static_cast<int8_t>(blk[400 + j]);
-      o.d = half(g, j);
+      o.d = o.ds = half(g, j);
       return;
     }
   }
@@ -407,7 +412,7 @@ namespace {
 
 // The Q8_K rounding (the reference quantizer, bit for bit) in the ActQ8 layout; cols a
 // multiple of 256. One implementation for every level.
-void quantize_act_q8_k(const float* x, int64_t cols, int half_bias, uint8_t* dst) {
+void quantize_act_q8_k(const float* x, int64_t cols, int half_bias, bool block_sums, uint8_t* dst) {
   const int64_t nb = cols / QK;
   auto* q = reinterpret_cast<int8_t*>(dst);
   auto* corr = reinterpret_cast<int32_t*>(dst + cols);
@@ -421,8 +426,8 @@ void quantize_act_q8_k(const float* x, int64_t cols, int half_bias, uint8_t* dst
     std::memcpy(q + sb * QK_K, blk.qs, QK_K);
     for (int j = 0; j < QK_K / QK; ++j) {
       const int64_t b = sb * (QK_K / QK) + j;
-      corr[b] = -half_bias * blk.bsums[2 * j];
-      corr2[b] = -half_bias * blk.bsums[2 * j + 1];
+      corr[b] = block_sums ? blk.bsums[2 * j] + blk.bsums[2 * j + 1] : -half_bias * blk.bsums[2 * j];
+      corr2[b] = block_sums ? 0 : -half_bias * blk.bsums[2 * j + 1];
       dl[b] = blk.d;
       sl[b] = blk.d * static_cast<float>(blk.bsums[2 * j] + blk.bsums[2 * j + 1]);
     }
@@ -432,7 +437,7 @@ void quantize_act_q8_k(const float* x, int64_t cols, int half_bias, uint8_t* dst
 }  // namespace
 
 void quantize_act_q8_at(Isa isa, const float* x, int64_t cols, ActQ8Format f, uint8_t* dst) {
-  if (f.q8_k) return quantize_act_q8_k(x, cols, f.half_bias, dst);
+  if (f.q8_k) return quantize_act_q8_k(x, cols, f.half_bias, f.block_sums, dst);
   if (isa >= Isa::Avx2) return quantize_act_q8_avx2(x, cols, f, dst);
   const int64_t nb = cols / QK;
   auto* q = reinterpret_cast<int8_t*>(dst);
@@ -460,11 +465,44 @@ namespace {
 // Portable kernel on the packed layouts: the twin of the SIMD kernels (the same integer block
 // products and float operations in the same order, so the same bits) and the fallback when
 // the active level is lowered after packing.
+constexpr bool k_quant(GgmlType t) {
+  return t == GgmlType::Q2_K || t == GgmlType::Q3_K || t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K;
+}
+
+// One (row, token) product of a K-quant row (its nb blocks decoded) with a Q8_K-rounded
+// activation, super-block by super-block in integers (packed.h).
+template <GgmlType kType>
+float super_blocks_dot(const BlockInts* blocks, const int8_t* aq, const int32_t* corr, const int32_t* corr2,
+                       const float* dl, int64_t nb) {
+  constexpr bool kHalves = kType == GgmlType::Q2_K || kType == GgmlType::Q3_K || kType == GgmlType::Q6_K;
+  constexpr bool kMins = kType == GgmlType::Q2_K || kType == GgmlType::Q4_K || kType == GgmlType::Q5_K;
+  constexpr int64_t kPer = QK_K / QK;
+  float acc = 0.0f;
+  for (int64_t b0 = 0; b0 < nb; b0 += kPer) {
+    int32_t isum = 0, msum = 0;
+    for (int64_t b = b0; b < b0 + kPer; ++b) {
+      const BlockInts& blk = blocks[b];
+      int32_t dot[2] = {0, 0};
+      for (int e = 0; e < QK; ++e) dot[e / 16] += blk.q[e] * aq[b * QK + e];
+      if constexpr (kHalves) {
+        isum += dot[0] * blk.sc_lo + dot[1] * blk.sc_hi;
+      } else {
+        isum += (dot[0] + dot[1]) * blk.sc_lo;
+      }
+      if constexpr (kType == GgmlType::Q2_K) msum += corr[b] * blk.mn_lo + corr2[b] * blk.mn_hi;
+      if constexpr (kType == GgmlType::Q4_K || kType == GgmlType::Q5_K) msum += corr[b] * blk.mn_lo;
+    }
+    const BlockInts& head = blocks[b0];
+    acc = std::fma(static_cast<float>(isum), head.ds * dl[b0], acc);
+    if constexpr (kMins) acc = std::fma(static_cast<float>(msum), head.dm * dl[b0], acc);
+  }
+  return acc;
+}
+
 template <GgmlType kType>
 void gemm_scalar(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols, const uint8_t* act,
                  int64_t n_tok, float* y, int64_t ldy) {
-  constexpr bool kMin = kType == GgmlType::Q4_1 || kType == GgmlType::Q5_1 || kType == GgmlType::Q4_K || kType == GgmlType::Q5_K;
-  constexpr bool kHalves = kType == GgmlType::Q2_K || kType == GgmlType::Q3_K || kType == GgmlType::Q6_K;
+  constexpr bool kMin = kType == GgmlType::Q4_1 || kType == GgmlType::Q5_1;
   const int64_t nb = cols / QK;
   std::vector<BlockInts> blocks(static_cast<size_t>(nb));
   for (int64_t r = r0; r < r1; ++r) {
@@ -478,16 +516,15 @@ void gemm_scalar(const uint8_t* w, size_t row_bytes, int64_t r0, int64_t r1, int
       const float* sl = dl + nb;
       const auto* corr2 = reinterpret_cast<const int32_t*>(sl + nb);
       float acc = 0.0f;
-      for (int64_t b = 0; b < nb; ++b) {
-        const BlockInts& blk = blocks[static_cast<size_t>(b)];
-        int32_t dot[2] = {0, 0};
-        for (int e = 0; e < QK; ++e) dot[e / 16] += blk.q[e] * aq[b * QK + e];
-        const int32_t i = kHalves ? dot[0] * blk.sc_lo + dot[1] * blk.sc_hi : dot[0] + dot[1];
-        acc = std::fma(static_cast<float>(i), blk.d * dl[b], acc);
-        if constexpr (kMin) acc = std::fma(blk.m, sl[b], acc);
-        if constexpr (kType == GgmlType::Q2_K) {  // corr, corr2: the halves' activation sums
-          const int32_t mi = corr[b] * blk.mn_lo + corr2[b] * blk.mn_hi;
-          acc = std::fma(static_cast<float>(mi), blk.m * dl[b], acc);
+      if constexpr (k_quant(kType)) {
+        acc = super_blocks_dot<kType>(blocks.data(), aq, corr, corr2, dl, nb);
+      } else {
+        for (int64_t b = 0; b < nb; ++b) {
+          const BlockInts& blk = blocks[static_cast<size_t>(b)];
+          int32_t dot = 0;
+          for (int e = 0; e < QK; ++e) dot += blk.q[e] * aq[b * QK + e];
+          acc = std::fma(static_cast<float>(dot), blk.d * dl[b], acc);
+          if constexpr (kMin) acc = std::fma(blk.m, sl[b], acc);
         }
       }
       y[t * ldy + (r - r0)] = acc;

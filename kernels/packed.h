@@ -50,20 +50,25 @@
 // integer dot product of unsigned (biased) weights started at corr gives the signed result.
 // bias is 8 for Q4_0 (nibbles 0..15 stand for -8..7), 16 for Q5_0, 128 for Q8_0 (weights offset
 // by 128 to become unsigned for VNNI) and 0 for the types with mins. s[b] is the block's sum for
-// the min term m_w * s of Q4_1, Q5_1, Q4_K and Q5_K products: for Q4_1 and Q5_1, Q8_1's
-// d * sum(q) rounded to fp16, with d = amax / 127 before its own fp16 rounding (as llama.cpp
-// pairs them with Q8_1); for Q4_K and Q5_K, exactly the sum of the block's dequantized values
-// (d times sum(q), exact in float), with q and d rounded as Q8_K rounds them (one scale per 256
-// elements, as llama.cpp pairs K-quants with Q8_K). For Q6_K (Q8_K
-// rounding too), corr and corr2 are -32 times the sums of each block's first and last 16 values,
-// for Q3_K -4 times them, for Q2_K the sums themselves (its min term: (mn_lo sum_lo + mn_hi
-// sum_hi) in int32, times -dmin d_x); corr2 is 0 otherwise.
+// the min term m_w * s of Q4_1 and Q5_1 products: Q8_1's d * sum(q) rounded to fp16, with
+// d = amax / 127 before its own fp16 rounding (as llama.cpp pairs them with Q8_1). K-quants
+// take q and d as Q8_K rounds them (one scale per 256 elements, as llama.cpp pairs K-quants with
+// Q8_K; d is repeated for the 8 blocks of a super-block). For Q4_K and Q5_K, corr[b] is the
+// block's integer sum of q (for the min term); for Q6_K, corr and corr2 are -32 times the sums
+// of each block's first and last 16 values, for Q3_K -4 times them, for Q2_K the sums
+// themselves (its min term); corr2 is 0 otherwise (s is then d times the block's sum, unused).
 //
 // Every level (scalar twin, AVX2, AVX-512) computes a (row, token) result with the same integer
-// block products and the same float operations in the same order, one block after another:
-// acc = fma(float(dot), d_w * d_x, acc), then acc = fma(m_w, s_x, acc) for types with mins (Q2_K:
-// acc = fma(float(min dot), -dmin * d_x, acc)). So
-// every level gives the same bits, whatever the batch, tile or thread split.
+// products and the same float operations in the same order, so every level gives the same bits,
+// whatever the batch, tile or thread split:
+//   - legacy blocks (Q4_0 .. Q8_0), one block after another: acc = fma(float(dot), d_w * d_x,
+//     acc), then acc = fma(m_w, s_x, acc) for Q4_1 and Q5_1;
+//   - K-quants, one super-block after another (as llama.cpp's K-quant dot products): the scaled
+//     block products summed in int32 over the super-block (Q4_K, Q5_K: sc_b dot_b; Q2_K, Q3_K,
+//     Q6_K: sc_lo dot_lo + sc_hi dot_hi) and, for the types with mins, the min term's integer
+//     sum m (Q4_K, Q5_K: mn_b sum_b; Q2_K: mn_lo sum_lo + mn_hi sum_hi); then
+//     acc = fma(float(isum), d_w * d_x, acc) and acc = fma(float(m), (-dmin_w) * d_x, acc).
+//     Every partial sum is exact in int32 (Q6_K's largest: 8 x 2 x 16 x 32 x 128 x 128 < 2^31).
 #pragma once
 
 #include <cstddef>
@@ -107,6 +112,8 @@ struct ActQ8Format {
   // With q8_k: corr, corr2 = -half_bias x the sums of each block's halves (Q6_K 32, Q3_K 4;
   // Q2_K -1: the halves' sums themselves, for its per-half min term).
   int half_bias = 0;
+  // With q8_k: corr = the block's sum, corr2 = 0 (Q4_K, Q5_K: their min term).
+  bool block_sums = false;
 };
 ActQ8Format act_format(GgmlType t);
 void quantize_act_q8(const float* x, int64_t cols, ActQ8Format f, uint8_t* dst);

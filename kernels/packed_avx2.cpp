@@ -21,9 +21,6 @@ namespace {
 
 inline __m256i load(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 inline __m256 load_ph8(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-inline __m256 load_u8_ps(const uint8_t* p) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
 inline __m256i bcast(const int8_t* q) { return _mm256_set1_epi32(act4(q)); }
 inline __m256i madd1(__m256i s16) { return _mm256_madd_epi16(s16, _mm256_set1_epi16(1)); }
 
@@ -50,8 +47,9 @@ inline __m256i madd1(__m256i s16) { return _mm256_madd_epi16(s16, _mm256_set1_ep
 struct Scales {
   __m256 dw, mw;
   __m256i sl, sh;  // the halves' integer scales (Q2_K, Q3_K, Q6_K)
-  __m256i ml, mh;  // Q2_K: the halves' integer mins, times dm = -dmin
-  __m256 dm;
+  __m256i ml, mh;  // Q2_K: the halves' integer mins
+  __m256i sc2;     // Q4_K, Q5_K: each row's scale twice (an int16 pair per lane)
+  __m256i mn;      // Q4_K, Q5_K: each row's min (int32 lanes)
 };
 
 // Values 0..3 of a 2-bit plane, rows 8h..8h+7 (p0, p1 its two vectors' halves).
@@ -64,7 +62,9 @@ inline __m256i load_u8_epi32(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm
 // Each type's block b, half h of a group (as in packed_avx512.cpp; Q8_0 keeps signed weights).
 enum class Kind { kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K };
 constexpr bool halves(Kind k) { return k == Kind::kQ2_K || k == Kind::kQ3_K || k == Kind::kQ6_K; }
-constexpr bool has_min(Kind k) { return k == Kind::kQ4_1 || k == Kind::kQ5_1 || k == Kind::kQ4_K || k == Kind::kQ5_K; }
+constexpr bool has_min(Kind k) { return k == Kind::kQ4_1 || k == Kind::kQ5_1; }
+constexpr bool k_quant(Kind k) { return halves(k) || k == Kind::kQ4_K || k == Kind::kQ5_K; }
+constexpr bool k_mins(Kind k) { return k == Kind::kQ2_K || k == Kind::kQ4_K || k == Kind::kQ5_K; }
 constexpr bool five_bit(Kind k) { return k == Kind::kQ5_0 || k == Kind::kQ5_1 || k == Kind::kQ5_K; }
 
 template <Kind K>
@@ -90,7 +90,6 @@ template <Kind K>
     }
     s.sl = load_i8_epi32(p + 192 + 8 * h);
     s.sh = load_i8_epi32(p + 208 + 8 * h);
-    s.dw = load_ph8(hd + 16 * h);
   } else if constexpr (K == Kind::kQ2_K) {
     const uint8_t* hd = g + (b / 8) * 1344;
     const uint8_t* p = hd + 64 + 160 * (b % 8);
@@ -104,8 +103,6 @@ template <Kind K>
     s.sh = _mm256_and_si256(hi, m4);
     s.ml = _mm256_srli_epi32(lo, 4);
     s.mh = _mm256_srli_epi32(hi, 4);
-    s.dw = load_ph8(hd + 16 * h);
-    s.dm = _mm256_xor_ps(load_ph8(hd + 32 + 16 * h), _mm256_set1_ps(-0.0f));
   } else if constexpr (K == Kind::kQ8_0) {
     const uint8_t* p = g + b * 544;
     for (int k = 0; k < 8; ++k) w[k] = load(p + 64 * k + 32 * h);
@@ -120,8 +117,12 @@ template <Kind K>
       unpack_nibbles(p, h, w);
     }
     const uint8_t* sc = p + (k5 ? 320 : 256);  // 16 scales, then 16 mins
-    s.dw = _mm256_mul_ps(load_ph8(hd + 16 * h), load_u8_ps(sc + 8 * h));
-    s.mw = _mm256_xor_ps(_mm256_mul_ps(load_ph8(hd + 32 + 16 * h), load_u8_ps(sc + 16 + 8 * h)), _mm256_set1_ps(-0.0f));
+    // Row 8h + j's scale into both int16 halves of lane j (bytes 4j and 4j + 2).
+    const __m256i pairs = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,  //
+                                           4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);
+    const __m128i sc8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8 * h));
+    s.sc2 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(sc8), pairs);
+    s.mn = load_u8_epi32(sc + 16 + 8 * h);
   } else {
     const uint8_t* hd = g + (b / 8) * 3360;
     const uint8_t* p = hd + 32 + 416 * (b % 8);
@@ -136,7 +137,6 @@ template <Kind K>
     }
     s.sl = load_i8_epi32(p + 384 + 8 * h);
     s.sh = load_i8_epi32(p + 400 + 8 * h);
-    s.dw = load_ph8(hd + 16 * h);
   }
 }
 
@@ -195,17 +195,56 @@ constexpr int block_bytes(Kind k) {
   }
 }
 
-// Token t's block b, half h, into f.
+// Token t's block b, half h, into f (legacy block types).
 template <Kind K>
 [[gnu::always_inline]] inline void block_step(const __m256i (&w)[8], const Scales& s, const Act& a, int64_t b, __m256& f) {
   const __m256i i = block_dots<K>(w, a, b, s);
   const __m256 dx = _mm256_set1_ps(a.d[b]);
   f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(s.dw, dx), f);
   if constexpr (has_min(K)) f = _mm256_fmadd_ps(s.mw, _mm256_set1_ps(a.s[b]), f);
+}
+
+// K-quants, block b, half h, token a: the block's scaled integer product (sc_b dot_b, or the
+// halves' dots times their scales) and its min term (packed.h), both exact in int32.
+template <Kind K>
+[[gnu::always_inline]] inline __m256i kblock_int(const __m256i (&w)[8], const Act& a, int64_t b, const Scales& s) {
+  const int8_t* q = a.q + b * 32;
+  if constexpr (halves(K)) {
+    return block_dots<K>(w, a, b, s);
+  } else if constexpr (K == Kind::kQ5_K) {
+    // 5 bits (<= 31) times int8: four pair sums stay in int16; VPMADDWD applies the scale.
+    auto four = [&](int k) {
+      const __m256i a0 = _mm256_add_epi16(_mm256_maddubs_epi16(w[k], bcast(q + 4 * k)), _mm256_maddubs_epi16(w[k + 1], bcast(q + 4 * k + 4)));
+      const __m256i a1 = _mm256_add_epi16(_mm256_maddubs_epi16(w[k + 2], bcast(q + 4 * k + 8)), _mm256_maddubs_epi16(w[k + 3], bcast(q + 4 * k + 12)));
+      return _mm256_madd_epi16(_mm256_add_epi16(a0, a1), s.sc2);
+    };
+    return _mm256_add_epi32(four(0), four(4));
+  } else {
+    __m256i s16 = _mm256_maddubs_epi16(w[0], bcast(q));
+    for (int k = 1; k < 8; ++k) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], bcast(q + 4 * k)));
+    return _mm256_madd_epi16(s16, s.sc2);
+  }
+}
+
+template <Kind K>
+[[gnu::always_inline]] inline __m256i kblock_min(const Act& a, int64_t b, const Scales& s) {
+  // The activation sums (|sum| <= 16 x 128 or 32 x 128) fit an int16: VPMADDWD against a lane's
+  // (min, 0) pair is the exact product.
   if constexpr (K == Kind::kQ2_K) {
-    const __m256i mi = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_set1_epi32(a.corr[b]), s.ml),
-                                        _mm256_mullo_epi32(_mm256_set1_epi32(a.corr2[b]), s.mh));
-    f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mi), _mm256_mul_ps(s.dm, dx), f);
+    return _mm256_add_epi32(_mm256_madd_epi16(s.ml, _mm256_set1_epi32(a.corr[b])), _mm256_madd_epi16(s.mh, _mm256_set1_epi32(a.corr2[b])));
+  } else {
+    return _mm256_madd_epi16(s.mn, _mm256_set1_epi32(a.corr[b]));
+  }
+}
+
+// A K-quant super-block's end for half h: f += float(isum) d_w d_x, then float(msum) (-dmin) d_x.
+template <Kind K>
+[[gnu::always_inline]] inline void kfinish(const uint8_t* hd, int h, __m256i isum, __m256i msum, float dx, __m256& f) {
+  const __m256 vdx = _mm256_set1_ps(dx);
+  f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(load_ph8(hd + 16 * h), vdx), f);
+  if constexpr (k_mins(K)) {
+    const __m256 dm = _mm256_xor_ps(load_ph8(hd + 32 + 16 * h), _mm256_set1_ps(-0.0f));
+    f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, vdx), f);
   }
 }
 
@@ -254,14 +293,73 @@ void tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_
   }
 }
 
+// K-quants: the same passes, summing each super-block in integers (packed.h).
+template <Kind K, int TT>
+void ktile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
+  const int64_t nsb = cols / 256;
+  constexpr int64_t kUnit = 8 * block_bytes(K);
+  Act a[TT];
+  for (int t = 0; t < TT; ++t) a[t] = act_row(act, cols, t0 + t);
+  auto put = [&](__m256 (&f)[TT], int h) {
+    for (int t = 0; t < TT; ++t) {
+      alignas(32) float v[8];
+      _mm256_store_ps(v, f[t]);
+      out.put(t0 + t, row0 + 8 * h, v, 8);
+    }
+  };
+  if constexpr (TT == 1) {
+    __m256 f[2][1] = {{_mm256_setzero_ps()}, {_mm256_setzero_ps()}};
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      __m256i is[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, ms[2] = {is[0], is[0]};
+      for (int64_t b = 8 * sb; b < 8 * sb + 8; ++b) {
+        const uint8_t* p = g + b * block_bytes(K) + 2048;
+        for (int o = 0; o < block_bytes(K); o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+        for (int h = 0; h < 2; ++h) {
+          __m256i w[8];
+          Scales s;
+          unpack<K>(g, b, h, w, s);
+          is[h] = _mm256_add_epi32(is[h], kblock_int<K>(w, a[0], b, s));
+          if constexpr (k_mins(K)) ms[h] = _mm256_add_epi32(ms[h], kblock_min<K>(a[0], b, s));
+        }
+      }
+      for (int h = 0; h < 2; ++h) kfinish<K>(g + sb * kUnit, h, is[h], ms[h], a[0].d[8 * sb], f[h][0]);
+    }
+    put(f[0], 0);
+    put(f[1], 1);
+  } else {
+    for (int h = 0; h < 2; ++h) {
+      __m256 f[TT];
+      for (int t = 0; t < TT; ++t) f[t] = _mm256_setzero_ps();
+      for (int64_t sb = 0; sb < nsb; ++sb) {
+        __m256i is[TT], ms[TT];
+        for (int t = 0; t < TT; ++t) is[t] = ms[t] = _mm256_setzero_si256();
+        for (int64_t b = 8 * sb; b < 8 * sb + 8; ++b) {
+          __m256i w[8];
+          Scales s;
+          unpack<K>(g, b, h, w, s);
+          for (int t = 0; t < TT; ++t) {
+            is[t] = _mm256_add_epi32(is[t], kblock_int<K>(w, a[t], b, s));
+            if constexpr (k_mins(K)) ms[t] = _mm256_add_epi32(ms[t], kblock_min<K>(a[t], b, s));
+          }
+        }
+        for (int t = 0; t < TT; ++t) kfinish<K>(g + sb * kUnit, h, is[t], ms[t], a[t].d[8 * sb], f[t]);
+      }
+      put(f, h);
+    }
+  }
+}
+
+template <Kind K, int TT>
+constexpr TileFn tile_for = k_quant(K) ? &ktile<K, TT> : &tile<K, TT>;
+
 template <Kind K>
 void tile8(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
-  tile<K, 4>(g, cols, act, t0, row0, out);
-  tile<K, 4>(g, cols, act, t0 + 4, row0, out);
+  tile_for<K, 4>(g, cols, act, t0, row0, out);
+  tile_for<K, 4>(g, cols, act, t0 + 4, row0, out);
 }
 
 template <Kind K>
-constexpr PackedGemmFn gemm_for = &gemm_groups<tile<K, 1>, tile<K, 2>, tile<K, 4>, tile8<K>>;
+constexpr PackedGemmFn gemm_for = &gemm_groups<tile_for<K, 1>, tile_for<K, 2>, tile_for<K, 4>, tile8<K>>;
 
 // Float weights, as in packed_avx512.cpp, on 8-row halves; up to 2 tokens per pass (their 4
 // partial sums each stay in registers).

@@ -36,9 +36,6 @@ constexpr int prefetch_distance() {
 
 inline __m512i load(const void* p) { return _mm512_loadu_si512(p); }
 inline __m512 load_ph16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-inline __m512 load_u8_ps(const uint8_t* p) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-}
 inline __m512 neg(__m512 v) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN))); }
 
 // Nibble plane (256 bytes) -> w[m]: elements 4m..4m+3, w[m + 4]: elements 16+4m..16+4m+3.
@@ -67,8 +64,7 @@ inline __m512 neg(__m512 v) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512
 struct Scales {
   __m512 dw, mw;
   __m512i sl, sh;  // the halves' integer scales (Q2_K, Q3_K, Q6_K)
-  __m512i ml, mh;  // Q2_K: the halves' integer mins, times dm = -dmin
-  __m512 dm;
+  __m512i sc;      // Q4_K, Q5_K: the block's integer scales
 };
 
 // Values 0..3 of a 2-bit plane (two vectors, packed.h): elements 4m+i (hi = false) or
@@ -78,7 +74,7 @@ inline __m512i two_bits(__m512i p0, __m512i p1, int m, bool hi) {
 }
 
 struct Q4_0G {
-  static constexpr bool kMin = false, kCorr = true, kHalves = false, kQ2 = false;
+  static constexpr bool kMin = false, kCorr = true, kHalves = false;
   static constexpr int kBlockBytes = 288;
   [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 288;
@@ -88,7 +84,7 @@ struct Q4_0G {
 };
 
 struct Q4_1G {
-  static constexpr bool kMin = true, kCorr = false, kHalves = false, kQ2 = false;
+  static constexpr bool kMin = true, kCorr = false, kHalves = false;
   static constexpr int kBlockBytes = 320;
   [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 320;
@@ -99,7 +95,7 @@ struct Q4_1G {
 };
 
 struct Q5_0G {
-  static constexpr bool kMin = false, kCorr = true, kHalves = false, kQ2 = false;
+  static constexpr bool kMin = false, kCorr = true, kHalves = false;
   static constexpr int kBlockBytes = 352;
   [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 352;
@@ -109,7 +105,7 @@ struct Q5_0G {
 };
 
 struct Q5_1G {
-  static constexpr bool kMin = true, kCorr = false, kHalves = false, kQ2 = false;
+  static constexpr bool kMin = true, kCorr = false, kHalves = false;
   static constexpr int kBlockBytes = 384;
   [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 384;
@@ -120,7 +116,7 @@ struct Q5_1G {
 };
 
 struct Q8_0G {
-  static constexpr bool kMin = false, kCorr = true, kHalves = false, kQ2 = false;
+  static constexpr bool kMin = false, kCorr = true, kHalves = false;
   static constexpr int kBlockBytes = 544;
   [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* p = g + b * 544;
@@ -130,11 +126,14 @@ struct Q8_0G {
   }
 };
 
-// Q4_K and Q5_K (kBits 4 or 5): d sc and -(dmin mn) per row from the unpacked 6-bit values and
-// the rows' fp16 d, dmin.
+// K-quants (kUnit: bytes of a group super-block) sum a super-block in integers; its header
+// holds the rows' fp16 d (and, for the types with mins, dmin after it) and super_mins gives
+// the min term's integer sum (packed.h).
+//
+// Q4_K and Q5_K (kBits 4 or 5): the 6-bit scales and mins, unpacked in the layout.
 template <int kBits>
 struct QK_G {
-  static constexpr bool kMin = true, kCorr = false, kHalves = false, kQ2 = false;
+  static constexpr bool kMin = true, kCorr = false, kHalves = false;
   static constexpr int kUnit = kBits == 5 ? 2880 : 2368, kBlock = kBits == 5 ? 352 : 288;
   static constexpr int kBlockBytes = kUnit / 8;
   static constexpr int kPrefetch = 1024;  // TinyLlama Q4_K_M decode, 2 threads: 25.5 -> 27.4 t/s
@@ -146,16 +145,25 @@ struct QK_G {
     } else {
       unpack_nibbles(p, w);
     }
-    const uint8_t* sc = p + kBlock - 32;  // 16 scales, then 16 mins
-    s.dw = _mm512_mul_ps(load_ph16(h), load_u8_ps(sc));
-    s.mw = neg(_mm512_mul_ps(load_ph16(h + 32), load_u8_ps(sc + 16)));
+    s.sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + kBlock - 32)));  // then 16 mins
+  }
+  // The min term of super-block sb for one token: sum over its blocks of mn_b times the block's
+  // activation sum (corr), each product exact through VPMADDWD against a (min, 0) pair.
+  [[gnu::always_inline]] static __m512i super_mins(const uint8_t* g, int64_t sb, const Act& a) {
+    __m512i m = _mm512_setzero_si512();
+    for (int64_t k = 0; k < 8; ++k) {
+      const uint8_t* mn = g + sb * kUnit + 64 + kBlock * k + kBlock - 16;
+      const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mn)));
+      m = _mm512_add_epi32(m, _mm512_madd_epi16(v, _mm512_set1_epi32(a.corr[8 * sb + k])));
+    }
+    return m;
   }
 };
 
 // Q6_K: six-bit weights 0..63 from the nibbles and the two high-bit vectors.
 struct Q6_KG {
-  static constexpr bool kMin = false, kCorr = true, kHalves = true, kQ2 = false;
-  static constexpr int kBlockBytes = 420;
+  static constexpr bool kMin = false, kCorr = true, kHalves = true;
+  static constexpr int kUnit = 3360, kBlockBytes = 420;
   [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* h = g + (b / 8) * 3360;
     const uint8_t* p = h + 32 + 416 * (b % 8);
@@ -171,15 +179,14 @@ struct Q6_KG {
     }
     s.sl = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 384)));
     s.sh = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 400)));
-    s.dw = load_ph16(h);
   }
 };
 
 // Q3_K: three-bit weights 0..7 (q + 4) from the 2-bit plane and the 1-bit plane after it; the
 // activation's corr and corr2 start each half at -4 sum(x).
 struct Q3_KG {
-  static constexpr bool kMin = false, kCorr = true, kHalves = true, kQ2 = false;
-  static constexpr int kBlockBytes = 228;
+  static constexpr bool kMin = false, kCorr = true, kHalves = true;
+  static constexpr int kUnit = 1824, kBlockBytes = 228;
   [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* h = g + (b / 8) * 1824;
     const uint8_t* p = h + 32 + 224 * (b % 8);
@@ -191,14 +198,13 @@ struct Q3_KG {
     }
     s.sl = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192)));
     s.sh = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 208)));
-    s.dw = load_ph16(h);
   }
 };
 
 // Q2_K: two-bit weights 0..3; per half a 4-bit scale and a 4-bit min (scale | min << 4).
 struct Q2_KG {
-  static constexpr bool kMin = false, kCorr = false, kHalves = true, kQ2 = true;
-  static constexpr int kBlockBytes = 168;
+  static constexpr bool kMin = true, kCorr = false, kHalves = true;
+  static constexpr int kUnit = 1344, kBlockBytes = 168;
   [[gnu::always_inline]] static void unpack(const uint8_t* g, int64_t b, __m512i (&w)[8], Scales& s) {
     const uint8_t* h = g + (b / 8) * 1344;
     const uint8_t* p = h + 64 + 160 * (b % 8);
@@ -207,20 +213,28 @@ struct Q2_KG {
       w[m] = two_bits(p0, p1, m, false);
       w[m + 4] = two_bits(p0, p1, m, true);
     }
-    const __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 128)));
-    const __m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 144)));
     const __m512i m4 = _mm512_set1_epi32(0x0F);
-    s.sl = _mm512_and_si512(lo, m4);
-    s.sh = _mm512_and_si512(hi, m4);
-    s.ml = _mm512_srli_epi32(lo, 4);
-    s.mh = _mm512_srli_epi32(hi, 4);
-    s.dw = load_ph16(h);
-    s.dm = neg(load_ph16(h + 32));
+    s.sl = _mm512_and_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 128))), m4);
+    s.sh = _mm512_and_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 144))), m4);
+  }
+  // The min term of super-block sb: per block, the halves' 4-bit mins (the bytes' high nibbles)
+  // times the halves' activation sums (corr, corr2).
+  [[gnu::always_inline]] static __m512i super_mins(const uint8_t* g, int64_t sb, const Act& a) {
+    __m512i m = _mm512_setzero_si512();
+    for (int64_t k = 0; k < 8; ++k) {
+      const uint8_t* p = g + sb * kUnit + 64 + 160 * k;
+      const __m512i lo = _mm512_srli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 128))), 4);
+      const __m512i hi = _mm512_srli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 144))), 4);
+      m = _mm512_add_epi32(m, _mm512_madd_epi16(lo, _mm512_set1_epi32(a.corr[8 * sb + k])));
+      m = _mm512_add_epi32(m, _mm512_madd_epi16(hi, _mm512_set1_epi32(a.corr2[8 * sb + k])));
+    }
+    return m;
   }
 };
 
 inline __m512i bcast(const int8_t* q) { return _mm512_set1_epi32(act4(q)); }
 
+// Legacy block types: block after block, in float.
 template <class K, int TT>
 void tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
   const int64_t nb = cols / 32;
@@ -238,42 +252,88 @@ void tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_
     __m512i w[8];
     Scales s;
     K::unpack(g, b, w, s);
-    if constexpr (K::kHalves) {
-      // Each half (elements 0-15, 16-31) in its own sum, from corr / corr2 (the weights'
-      // offset) where biased, times its int8 scale in int32 (exact), then d_w d_x; Q2_K adds
-      // its mins times the halves' activation sums (corr, corr2), times -dmin d_x.
+    __m512i i[TT];
 #pragma GCC unroll 8
-      for (int t = 0; t < TT; ++t) {
-        const int8_t* q = a[t].q + b * 32;
-        const __m512i c1 = _mm512_set1_epi32(a[t].corr[b]), c2 = _mm512_set1_epi32(a[t].corr2[b]);
-        __m512i lo = K::kCorr ? c1 : _mm512_setzero_si512(), hi = K::kCorr ? c2 : _mm512_setzero_si512();
+    for (int t = 0; t < TT; ++t) i[t] = K::kCorr ? _mm512_set1_epi32(a[t].corr[b]) : _mm512_setzero_si512();
+    // k outside t: the TT accumulator chains are independent and interleave.
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+#pragma GCC unroll 8
+      for (int t = 0; t < TT; ++t) i[t] = _mm512_dpbusd_epi32(i[t], w[k], bcast(a[t].q + b * 32 + 4 * k));
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < TT; ++t) {
+      f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i[t]), _mm512_mul_ps(s.dw, _mm512_set1_ps(a[t].d[b])), f[t]);
+      if constexpr (K::kMin) f[t] = _mm512_fmadd_ps(s.mw, _mm512_set1_ps(a[t].s[b]), f[t]);
+    }
+  }
+  for (int t = 0; t < TT; ++t) {
+    alignas(64) float v[kGroupRows];
+    _mm512_store_ps(v, f[t]);
+    out.put(t0 + t, row0, v);
+  }
+}
+
+// K-quants: each super-block's scaled block products summed in int32, then its d_w d_x (and
+// the min term's (-dmin) d_x) in float (packed.h).
+template <class K, int TT>
+void ktile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
+  const int64_t nsb = cols / 256;
+  Act a[TT];
+  __m512 f[TT];
+  for (int t = 0; t < TT; ++t) {
+    a[t] = act_row(act, cols, t0 + t);
+    f[t] = _mm512_setzero_ps();
+  }
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    __m512i is[TT];
+#pragma GCC unroll 8
+    for (int t = 0; t < TT; ++t) is[t] = _mm512_setzero_si512();
+    for (int64_t b = 8 * sb; b < 8 * sb + 8; ++b) {
+      if (TT == 1) {
+        const uint8_t* p = g + b * K::kBlockBytes + prefetch_distance<K>();
+        for (int o = 0; o < K::kBlockBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+      }
+      __m512i w[8];
+      Scales s;
+      K::unpack(g, b, w, s);
+      if constexpr (K::kHalves) {
+        // Each half (elements 0-15, 16-31) in its own sum, from corr / corr2 (the weights'
+        // offset) where biased, times its int8 scale.
+#pragma GCC unroll 8
+        for (int t = 0; t < TT; ++t) {
+          const int8_t* q = a[t].q + b * 32;
+          __m512i lo = K::kCorr ? _mm512_set1_epi32(a[t].corr[b]) : _mm512_setzero_si512();
+          __m512i hi = K::kCorr ? _mm512_set1_epi32(a[t].corr2[b]) : _mm512_setzero_si512();
 #pragma GCC unroll 4
-        for (int k = 0; k < 4; ++k) {
-          lo = _mm512_dpbusd_epi32(lo, w[k], bcast(q + 4 * k));
-          hi = _mm512_dpbusd_epi32(hi, w[k + 4], bcast(q + 16 + 4 * k));
+          for (int k = 0; k < 4; ++k) {
+            lo = _mm512_dpbusd_epi32(lo, w[k], bcast(q + 4 * k));
+            hi = _mm512_dpbusd_epi32(hi, w[k + 4], bcast(q + 16 + 4 * k));
+          }
+          is[t] = _mm512_add_epi32(is[t], _mm512_add_epi32(_mm512_mullo_epi32(lo, s.sl), _mm512_mullo_epi32(hi, s.sh)));
         }
-        const __m512i i = _mm512_add_epi32(_mm512_mullo_epi32(lo, s.sl), _mm512_mullo_epi32(hi, s.sh));
-        const __m512 dx = _mm512_set1_ps(a[t].d[b]);
-        f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(s.dw, dx), f[t]);
-        if constexpr (K::kQ2) {
-          const __m512i mi = _mm512_add_epi32(_mm512_mullo_epi32(c1, s.ml), _mm512_mullo_epi32(c2, s.mh));
-          f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mi), _mm512_mul_ps(s.dm, dx), f[t]);
+      } else {
+        __m512i i[TT];
+#pragma GCC unroll 8
+        for (int t = 0; t < TT; ++t) i[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k) {
+#pragma GCC unroll 8
+          for (int t = 0; t < TT; ++t) i[t] = _mm512_dpbusd_epi32(i[t], w[k], bcast(a[t].q + b * 32 + 4 * k));
         }
+#pragma GCC unroll 8
+        for (int t = 0; t < TT; ++t) is[t] = _mm512_add_epi32(is[t], _mm512_mullo_epi32(i[t], s.sc));
       }
-    } else {
-      __m512i i[TT];
+    }
+    const uint8_t* hd = g + sb * K::kUnit;
+    const __m512 dw = load_ph16(hd);
 #pragma GCC unroll 8
-      for (int t = 0; t < TT; ++t) i[t] = K::kCorr ? _mm512_set1_epi32(a[t].corr[b]) : _mm512_setzero_si512();
-      // k outside t: the TT accumulator chains are independent and interleave.
-#pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k) {
-#pragma GCC unroll 8
-        for (int t = 0; t < TT; ++t) i[t] = _mm512_dpbusd_epi32(i[t], w[k], bcast(a[t].q + b * 32 + 4 * k));
-      }
-#pragma GCC unroll 8
-      for (int t = 0; t < TT; ++t) {
-        f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i[t]), _mm512_mul_ps(s.dw, _mm512_set1_ps(a[t].d[b])), f[t]);
-        if constexpr (K::kMin) f[t] = _mm512_fmadd_ps(s.mw, _mm512_set1_ps(a[t].s[b]), f[t]);
+    for (int t = 0; t < TT; ++t) {
+      const __m512 dx = _mm512_set1_ps(a[t].d[8 * sb]);
+      f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[t]), _mm512_mul_ps(dw, dx), f[t]);
+      if constexpr (K::kMin) {
+        const __m512i m = K::super_mins(g, sb, a[t]);
+        f[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(neg(load_ph16(hd + 32)), dx), f[t]);
       }
     }
   }
@@ -284,8 +344,17 @@ void tile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_
   }
 }
 
+template <class K, int TT>
+void tile_for(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64_t row0, const Out& out) {
+  if constexpr (requires { K::kUnit; }) {
+    ktile<K, TT>(g, cols, act, t0, row0, out);
+  } else {
+    tile<K, TT>(g, cols, act, t0, row0, out);
+  }
+}
+
 template <class K>
-constexpr PackedGemmFn gemm_for = &gemm_groups<tile<K, 1>, tile<K, 2>, tile<K, 4>, tile<K, 8>>;
+constexpr PackedGemmFn gemm_for = &gemm_groups<tile_for<K, 1>, tile_for<K, 2>, tile_for<K, 4>, tile_for<K, 8>>;
 
 // Float weights (packed.h): one column of the group's 16 rows as one vector, times each token's
 // value broadcast, into partial sum c % 4 (four independent chains per token even for one

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "kernels/cpu.h"
@@ -226,7 +227,9 @@ TEST(Packed, GroupedProductsEqualOneByOne) {
     if (x[sp.x].empty()) x[sp.x] = test::random_floats(std::max<int64_t>(1, sp.n_tok) * sp.cols, static_cast<uint32_t>(70 + sp.x));
     const MatrixView plain{sp.type, w[i].data(), sp.rows, sp.cols};
     const MatrixView mv = sp.type == GgmlType::F32 ? plain : pack_matrix(plain, storage[i]);  // one unpacked job
-    if (active_isa() != Isa::Scalar) EXPECT_EQ(mv.packed, sp.type != GgmlType::F32);  // scalar: nothing packs
+    if (active_isa() != Isa::Scalar) {
+      EXPECT_EQ(mv.packed, sp.type != GgmlType::F32);  // scalar: nothing packs
+    }
     got[i].assign(static_cast<size_t>(std::max<int64_t>(1, sp.n_tok) * sp.rows), -7.0f);
     want[i] = got[i];
     if (sp.n_tok > 0) matmul(mv, x[sp.x].data(), sp.n_tok, want[i].data(), pool, scratch);
@@ -284,6 +287,61 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) {
       return std::string(type_name(info.param.type)) + "_" + isa_name(info.param.isa);
     });
+
+#if defined(RANKLM_HAVE_AVX512_EMULATED)
+}  // namespace
+// tests/avx512_emulated.cpp: kernels/packed_avx512.cpp on SIMDe's portable AVX-512.
+PackedGemmFn packed_gemm_avx512_emulated(GgmlType t);
+namespace {
+
+// The AVX-512 kernels, run through the emulation, give the scalar twin's bits for every packed
+// type, on whole and cut row ranges and every token tile (1, 2, 4, 8 and their remainders), so
+// they are checked on machines without AVX-512 too.
+class PackedEmulated : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(PackedEmulated, Avx512EqualsScalarTwin) {
+  if (detected_isa() == Isa::Scalar) GTEST_SKIP() << "the emulation runs on AVX2, FMA and F16C";
+  const GgmlType type = GetParam();
+  const TypeTraits& wt = traits(type);
+  const bool k_quant = wt.block_size == 256;
+  const bool float_w = type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16;
+  for (const int64_t cols : k_quant ? std::vector<int64_t>{256, 768} : std::vector<int64_t>{128, 96 + 32 * 3}) {
+    for (const int64_t n_tok : {1, 3, 8, 15}) {
+      const int64_t rows = 35;
+      const auto w = random_row(type, rows * cols, static_cast<uint32_t>(cols + 7 * n_tok));
+      std::vector<uint8_t> packed(packed_bytes(type, rows, cols));
+      pack_rows(type, w.data(), packed.data(), rows, cols);
+      auto x = test::random_floats(n_tok * cols, static_cast<uint32_t>(cols * 5 + n_tok));
+      std::vector<uint8_t> act;
+      if (float_w) {  // float rows already rounded to the weight's type, as matmul hands them
+        for (float& v : x) {
+          std::vector<uint8_t> b(8);
+          wt.quantize(&v, b.data(), 1);
+          wt.dequantize(b.data(), &v, 1);
+        }
+        act.resize(x.size() * sizeof(float));
+        std::memcpy(act.data(), x.data(), act.size());
+      } else {
+        act.resize(act_q8_bytes(cols) * static_cast<size_t>(n_tok));
+        for (int64_t t = 0; t < n_tok; ++t) {
+          quantize_act_q8_at(Isa::Scalar, x.data() + t * cols, cols, act_format(type), act.data() + t * act_q8_bytes(cols));
+        }
+      }
+      const size_t rb = packed_row_bytes(type, cols);
+      for (const auto& [r0, r1] : {std::pair<int64_t, int64_t>{0, rows}, {5, 29}}) {
+        std::vector<float> ys((r1 - r0) * n_tok), ye(ys.size());
+        packed_gemm(type, Isa::Scalar)(packed.data(), rb, r0, r1, cols, act.data(), n_tok, ys.data(), r1 - r0);
+        packed_gemm_avx512_emulated(type)(packed.data(), rb, r0, r1, cols, act.data(), n_tok, ye.data(), r1 - r0);
+        ASSERT_GT(std::fabs(ys[0]) + std::fabs(ys.back()), 0.0f);
+        ASSERT_EQ(ye, ys) << wt.name << " cols " << cols << " n_tok " << n_tok << " rows " << r0 << ".." << r1;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, PackedEmulated, ::testing::ValuesIn(kWeightTypes),
+                         [](const auto& info) { return std::string(type_name(info.param)); });
+#endif
 
 TEST(Isa, EnvironmentNamesParse) {
   Isa i;

@@ -10,7 +10,7 @@ PKGS=(
   libhdf5-dev hdf5-tools
   libhwloc-dev hwloc
   libboost-program-options-dev
-  libgtest-dev
+  libgtest-dev libsimde-dev
   libpcre2-dev
   nlohmann-json3-dev
   libfmt-dev
