@@ -77,29 +77,59 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int passes) {
   return best;
 }
 
-double measure_compute_rate(ThreadPool& pool, int passes) {
-  constexpr int64_t kRows = 1024, kCols = 2048, kTok = 64;
-  const TypeTraits& t = traits(GgmlType::Q4_0);
-  std::vector<uint8_t> w(row_bytes(t, kCols) * kRows);
+namespace {
+
+// A random matrix of type t (rows x cols, GGUF layout) with sane scales (fp16 0x2000, about
+// 0.0078, in every scale field), packed; and its product timed.
+std::vector<uint8_t> random_weights(GgmlType t, int64_t rows, int64_t cols) {
+  const TypeTraits& tt = traits(t);
+  std::vector<uint8_t> w(row_bytes(tt, cols) * static_cast<size_t>(rows));
   uint32_t state = 12345;
-  auto next = [&] { return state = state * 1664525u + 1013904223u; };
-  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<uint8_t>(next() >> 24);
-  for (int64_t b = 0; b < kRows * kCols / QK; ++b) {  // sane fp16 scales (0x2000: about 0.0078)
-    w[static_cast<size_t>(b) * t.type_size] = 0x00;
-    w[static_cast<size_t>(b) * t.type_size + 1] = 0x20;
+  for (uint8_t& b : w) b = static_cast<uint8_t>((state = state * 1664525u + 1013904223u) >> 24);
+  const size_t blocks = w.size() / tt.type_size;
+  for (size_t b = 0; b < blocks; ++b) {
+    uint8_t* p = w.data() + b * tt.type_size;
+    auto scale = [](uint8_t* at) { at[0] = 0x00, at[1] = 0x20; };
+    switch (t) {
+      case GgmlType::Q2_K: case GgmlType::Q4_K: case GgmlType::Q5_K:
+        if (t == GgmlType::Q2_K) p += tt.type_size - 4;  // d, dmin after the quants
+        scale(p), scale(p + 2);
+        break;
+      case GgmlType::Q3_K: case GgmlType::Q6_K: scale(p + tt.type_size - 2); break;  // d last
+      case GgmlType::Q4_1: case GgmlType::Q5_1: scale(p), scale(p + 2); break;
+      default: scale(p);  // d first: Q4_0, Q5_0, Q8_0
+    }
   }
-  std::vector<float> x(static_cast<size_t>(kTok * kCols)), y(static_cast<size_t>(kTok * kRows));
-  for (float& v : x) v = static_cast<float>(static_cast<int32_t>(next() >> 16) - 32768) / 32768.0f;
+  return w;
+}
+
+double product_rate(GgmlType t, int64_t rows, int64_t cols, int64_t n_tok, int reps, ThreadPool& pool, int passes) {
+  const std::vector<uint8_t> w = random_weights(t, rows, cols);
+  std::vector<float> x(static_cast<size_t>(n_tok * cols)), y(static_cast<size_t>(n_tok * rows));
+  uint32_t state = 777;
+  for (float& v : x) v = static_cast<float>(static_cast<int32_t>((state = state * 1664525u + 1013904223u) >> 16) - 32768) / 32768.0f;
   std::vector<uint8_t> storage, scratch;
-  const MatrixView mv = pack_matrix(MatrixView{GgmlType::Q4_0, w.data(), kRows, kCols}, storage);
+  const MatrixView mv = pack_matrix(MatrixView{t, w.data(), rows, cols}, storage);
+  matmul(mv, x.data(), n_tok, y.data(), pool, scratch);  // warm: caches, scratch
   double best = 0;
   for (int p = 0; p < passes; ++p) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < 4; ++i) matmul(mv, x.data(), kTok, y.data(), pool, scratch);
+    for (int i = 0; i < reps; ++i) matmul(mv, x.data(), n_tok, y.data(), pool, scratch);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, 4.0 * kRows * kCols * kTok / s);
+    best = std::max(best, static_cast<double>(reps) * static_cast<double>(rows * cols * n_tok) / s);
   }
   return best;
+}
+
+}  // namespace
+
+double measure_compute_rate(ThreadPool& pool, int passes) {
+  return product_rate(GgmlType::Q4_0, 1024, 2048, 64, 4, pool, passes);
+}
+
+double measure_decode_rate(ThreadPool& pool, GgmlType t, int passes) {
+  // 256 x 2048: 288 KiB of Q4_K, 420 KiB of Q6_K, shared by the threads: in L2 or L3.
+  return product_rate(t, 256, 2048, 1, 64, pool, passes);
 }
 
 }  // namespace ranklm::kern

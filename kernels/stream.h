@@ -5,6 +5,7 @@
 #include <cstddef>
 
 #include "threadpool.h"
+#include "types.h"
 
 namespace ranklm::kern {
 
@@ -15,5 +16,11 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes = size_t{1} << 30, 
 // small enough to stay in cache (1024 x 2048) times 64 tokens, the best of `passes` runs. The
 // compute roof of a batched step (ranklm bench).
 double measure_compute_rate(ThreadPool& pool, int passes = 5);
+
+// Multiply-adds per second of one-token products (decode) of type t, the matrix in cache (256
+// x 2048, packed): what one token's arithmetic costs apart from reading the weights. Types
+// whose one-token kernel is slow next to the read bandwidth (K-quants on AVX2) make decode
+// compute-bound; the planner's predictions use it (ranklm plan, inventory field decode_gmacs).
+double measure_decode_rate(ThreadPool& pool, GgmlType t, int passes = 5);
 
 }  // namespace ranklm::kern

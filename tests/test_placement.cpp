@@ -542,3 +542,55 @@ TEST(Placement, MoeGroupsCountExpertsAndKvByTheirSplit) {
   EXPECT_NE(chosen.why.find("MoE layers: "), std::string::npos) << chosen.why;
   EXPECT_NE(chosen.why.find("predicted"), std::string::npos) << chosen.why;
 }
+
+// One-token steps: their arithmetic runs at the one-token rate of the model's weight types (the
+// harmonic mix by multiply-adds; a type not measured counts at the batched rate), which on
+// CPUs with a slow one-token K-quant kernel is what bounds decode, not the weights' reads.
+TEST(PlacementPredict, OneTokenStepsPayTheOneTokenRateOfTheModelsTypes) {
+  Inventory inv = inventory({{"a", 1, 16 * kGiB, 10}});
+  inv.ranks[0].compute_gmacs = 100;
+  ModelSizes s = sizes();
+  s.layer_macs.assign(22, uint64_t{54} << 20);  // 2 multiply-adds per byte
+  s.output_macs = uint64_t{210} << 20;
+  s.decode_mac_share = {{"Q4_K", 0.75}, {"Q6_K", 0.25}};
+  const Plan p = place(tinyllama(), s, shape(), inv, {});
+  const double bytes = 22 * 27.0 * (1 << 20) + 105.0 * (1 << 20), macs = 2 * bytes;
+  EXPECT_NEAR(predict(p, s, shape(), inv, {}).compute_ms, bytes / 10e9 * 1e3, 1e-9);  // not measured: the reads
+  inv.ranks[0].decode_gmacs = {{"Q4_K", 2.0}, {"Q6_K", 1.0}, {"Q8_0", 50.0}};
+  EXPECT_NEAR(s.decode_gmacs(inv.ranks[0]), 1 / (0.75 / 2 + 0.25 / 1), 1e-12);
+  EXPECT_NEAR(predict(p, s, shape(), inv, {}).compute_ms, macs / 1.6e9 * 1e3, 1e-9);
+  // Q6_K not measured: it counts at the batched rate.
+  inv.ranks[0].decode_gmacs.erase("Q6_K");
+  EXPECT_NEAR(s.decode_gmacs(inv.ranks[0]), 1 / (0.75 / 2 + 0.25 / 100), 1e-12);
+  // Fast one-token kernels: the reads bound it again.
+  inv.ranks[0].decode_gmacs = {{"Q4_K", 400.0}, {"Q6_K", 400.0}};
+  EXPECT_NEAR(predict(p, s, shape(), inv, {}).compute_ms, bytes / 10e9 * 1e3, 1e-9);
+  // The inventory keeps the rates; a rate that is not a number >= 0 is refused, naming it.
+  const Inventory back = inventory_from_json(inventory_to_json(inv), "inv.json");
+  EXPECT_EQ(back.ranks[0].decode_gmacs, inv.ranks[0].decode_gmacs);
+  nlohmann::json j = inventory_to_json(inv);
+  j["ranks"][0]["decode_gmacs"]["Q4_K"] = -1;
+  std::string msg = test::error_message_of<Error>([&] { inventory_from_json(j, "inv.json"); });
+  EXPECT_NE(msg.find("inv.json: ranks[0].decode_gmacs: field 'Q4_K' must be a number >= 0"), std::string::npos) << msg;
+  j["ranks"][0]["decode_gmacs"] = 3;
+  msg = test::error_message_of<Error>([&] { inventory_from_json(j, "inv.json"); });
+  EXPECT_NE(msg.find("field 'decode_gmacs' must be an object"), std::string::npos) << msg;
+}
+
+// A Q4_K_M mixture of experts: one token's multiply-adds by type count the experts it picks and
+// the head, and sum to 1.
+TEST(PlacementPredict, ModelSizesShareOneTokensMultiplyAddsByType) {
+  auto f = gguf::File::open(test::fixtures_dir() + "/moe/tiny-qwen3moe-q4_k_m.gguf");
+  const ModelSizes s = model_sizes(*f);
+  double sum = 0;
+  for (const auto& [type, share] : s.decode_mac_share) {
+    EXPECT_GT(share, 0.0) << type;
+    sum += share;
+  }
+  EXPECT_NEAR(sum, 1.0, 1e-12);
+  EXPECT_TRUE(s.decode_mac_share.count("Q4_K")) << "types: " << s.decode_mac_share.size();
+  EXPECT_TRUE(s.decode_mac_share.count("Q6_K"));
+  // The router is F32 and small next to the experts a token passes through.
+  ASSERT_TRUE(s.decode_mac_share.count("F32"));
+  EXPECT_LT(s.decode_mac_share.at("F32"), 0.2);
+}

@@ -146,6 +146,12 @@ std::string steady_identical_ranks(plan::Inventory& inv) {
     settle(&plan::RankInfo::speed_gbps, "read bandwidths (GB/s)");
     settle(&plan::RankInfo::solo_speed_gbps, "solo read bandwidths (GB/s)");
     settle(&plan::RankInfo::compute_gmacs, "compute rates (G multiply-adds/s)");
+    for (const auto& [type, rate] : inv.ranks[idx[0]].decode_gmacs) {  // each type's one-token rate: the median too
+      std::vector<double> v;
+      for (size_t i : idx) v.push_back(inv.ranks[i].decode_gmacs.count(type) ? inv.ranks[i].decode_gmacs.at(type) : rate);
+      const double m = median(v);
+      for (size_t i : idx) inv.ranks[i].decode_gmacs[type] = m;
+    }
   }
   return note;
 }
@@ -158,6 +164,10 @@ plan::Inventory gather_inventory(comm::Comm& c, int threads, const std::string& 
   me.speed_gbps = read_speed(c, pool);
   barrier(c);
   me.compute_gmacs = kern::measure_compute_rate(pool) / 1e9;
+  for (const kern::GgmlType t : {kern::GgmlType::Q4_0, kern::GgmlType::Q4_1, kern::GgmlType::Q8_0, kern::GgmlType::Q4_K,
+                                 kern::GgmlType::Q5_K, kern::GgmlType::Q6_K}) {
+    me.decode_gmacs[std::string(kern::type_name(t))] = kern::measure_decode_rate(pool, t) / 1e9;
+  }
   // Every rank's report to rank 0, then the whole list back to everyone (for the host leaders).
   plan::Inventory inv;
   if (c.rank() == 0) {

@@ -75,6 +75,7 @@ nlohmann::json inventory_to_json(const Inventory& inv) {
     ranks.push_back({{"rank", r.rank}, {"host", r.host}, {"cores", r.cores}, {"numa_nodes", r.numa_nodes},
                      {"memory_bytes", r.memory_bytes}, {"gpus", r.gpus}, {"speed_gbps", r.speed_gbps},
                      {"compute_gmacs", r.compute_gmacs}, {"machine", r.machine}, {"solo_speed_gbps", r.solo_speed_gbps}});
+    if (!r.decode_gmacs.empty()) ranks.back()["decode_gmacs"] = r.decode_gmacs;
   }
   nlohmann::json links = nlohmann::json::array();
   for (const auto& [k, l] : inv.links) {
@@ -111,6 +112,11 @@ Inventory inventory_from_json(const nlohmann::json& j, const std::string& source
     r.speed_gbps = number(ranks[i], "speed_gbps", w, 0);
     r.compute_gmacs = ranks[i].contains("compute_gmacs") ? number(ranks[i], "compute_gmacs", w, 0) : 0;
     r.solo_speed_gbps = ranks[i].contains("solo_speed_gbps") ? number(ranks[i], "solo_speed_gbps", w, 0) : 0;
+    if (ranks[i].contains("decode_gmacs")) {
+      const nlohmann::json& d = ranks[i]["decode_gmacs"];
+      if (!d.is_object() || d.size() > 64) fail("{}: field 'decode_gmacs' must be an object of at most 64 type names and rates", w);
+      for (const auto& [type, v] : d.items()) r.decode_gmacs[type] = number(d, type.c_str(), w + ".decode_gmacs", 0);
+    }
     if (ranks[i].contains("machine")) {
       if (!ranks[i]["machine"].is_string()) fail("{}: field 'machine' must be a string", w);
       r.machine = ranks[i]["machine"].get<std::string>();
@@ -160,13 +166,44 @@ ModelSizes model_sizes(const gguf::File& f) {
     }
   }
   if (s.output_bytes == 0) s.output_bytes = s.embd_bytes, s.output_macs = embd_macs;  // tied head
+  // One token's multiply-adds by weight type: the layers' matrices, the experts it picks, the head.
+  const HParams hp = read_hparams(f);
+  const double picked = hp.n_expert > 0 ? static_cast<double>(hp.n_expert_used) / static_cast<double>(hp.n_expert) : 0;
+  double total = 0;
+  const gguf::TensorInfo* head = nullptr;
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    double elems = 1;
+    for (int64_t d : t.ne) elems *= static_cast<double>(d);
+    const std::optional<int64_t> il = layer_of(t.name);
+    const std::optional<NamedTensor> nt = il ? std::nullopt : parse_tensor_name(t.name);
+    if (nt && (nt->id == TensorId::kOutput || (nt->id == TensorId::kTokEmbd && head == nullptr))) head = &t;
+    if (!il || *il >= id.n_layer || t.ne.size() < 2) continue;
+    const double m = t.ne.size() == 3 ? elems * picked : elems;
+    s.decode_mac_share[std::string(kern::type_name(t.type))] += m, total += m;
+  }
+  if (head != nullptr) {
+    s.decode_mac_share[std::string(kern::type_name(head->type))] += static_cast<double>(s.output_macs);
+    total += static_cast<double>(s.output_macs);
+  }
+  for (auto& [type, m] : s.decode_mac_share) m = total > 0 ? m / total : 0;
   const TpShape shape = tp_shape(f);
   s.kv_bytes_per_token_layer = static_cast<uint64_t>(2 * shape.n_head_kv * shape.head_dim * 2);
-  const HParams hp = read_hparams(f);
   for (int64_t il = 0; il < hp.n_layer; ++il) s.layer_window.push_back(hp.windowed(il) ? hp.swa_window : 0);
   s.n_expert = hp.n_expert;
   s.n_expert_used = hp.n_expert_used;
   return s;
+}
+
+double ModelSizes::decode_gmacs(const RankInfo& r) const {
+  if (r.decode_gmacs.empty() || decode_mac_share.empty()) return 0;
+  double inverse = 0;  // seconds per 1e9 multiply-adds of the model's mix
+  for (const auto& [type, share] : decode_mac_share) {
+    const auto it = r.decode_gmacs.find(type);
+    const double rate = it != r.decode_gmacs.end() && it->second > 0 ? it->second : r.compute_gmacs;
+    if (rate <= 0) return 0;
+    inverse += share / rate;
+  }
+  return inverse > 0 ? 1.0 / inverse : 0;
 }
 
 double ModelSizes::expert_read_share(double n_tok) const {

@@ -62,6 +62,12 @@ struct ModelSizes {
   // through n_expert_used of the n_expert.
   std::vector<uint64_t> layer_expert_bytes, layer_expert_macs;
   int64_t n_expert = 0, n_expert_used = 0;
+  // One token's multiply-adds by weight type (GGUF's names), as shares summing to 1: with the
+  // inventory's decode_gmacs, the arithmetic time of a one-token step.
+  std::map<std::string, double> decode_mac_share;
+  // A rank's one-token rate for this model (1e9 multiply-adds/s): the shares' harmonic mix of
+  // its decode_gmacs (a type it did not measure counts at its batched rate); 0: not measured.
+  double decode_gmacs(const RankInfo& r) const;
   // The share of a layer's experts a step of n_tok tokens reads (every token's picks spread
   // evenly: 1 - (1 - used/n_expert)^n_tok), 0 for a dense model.
   double expert_read_share(double n_tok) const;

@@ -97,17 +97,20 @@ StageCost stage_cost(const Plan& p, const ModelSizes& sizes, const TpShape& shap
   StageCost c;
   for (int r : st.ranks) {  // the group goes at its slowest member's pace
     const RankInfo& ri = inv.ranks[static_cast<size_t>(r)];
-    double speed = read_speed(inv, st, r, all_busy), gmacs = ri.compute_gmacs;
+    double speed = read_speed(inv, st, r, all_busy), gmacs = ri.compute_gmacs, decode = sizes.decode_gmacs(ri);
     // A rank the plan gives more cores than it was measured with (one rank with every core of
     // its host): it reads and computes as all the host's measured ranks did together.
     if (static_cast<size_t>(r) < p.placement.size() && p.placement[static_cast<size_t>(r)].cores > ri.cores) {
-      speed = gmacs = 0;
+      speed = gmacs = decode = 0;
       for (const RankInfo& x : inv.ranks) {
-        if (x.host == ri.host) speed += x.speed_gbps, gmacs += x.compute_gmacs;
+        if (x.host == ri.host) speed += x.speed_gbps, gmacs += x.compute_gmacs, decode += sizes.decode_gmacs(x);
       }
     }
     const double mem = bytes / (std::max(speed, 1e-3) * 1e9);
-    const double cmp = gmacs > 0 ? n_tok * macs / (gmacs * 1e9) : 0.0;
+    // Arithmetic: the batched rate for n_tok tokens, but never less than one token's pass at
+    // the one-token rate (a step of a few tokens runs the one- and two-token kernels).
+    double cmp = gmacs > 0 ? n_tok * macs / (gmacs * 1e9) : 0.0;
+    if (decode > 0) cmp = std::max(cmp, macs / (decode * 1e9));
     c.compute_s = std::max(c.compute_s, std::max(mem, cmp));
   }
   c.tp_s = static_cast<double>(st.layer_end - st.layer_begin) *

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 namespace ranklm::sys {
@@ -19,6 +20,9 @@ struct RankInfo {
   int gpus = 0;
   double speed_gbps = 0;    // measured read bandwidth with its threads
   double compute_gmacs = 0; // measured multiply-adds per second (batched Q4_0), 1e9; 0: not measured
+  // Measured multiply-adds per second of one-token products (decode), 1e9, by weight type
+  // ("Q4_K", GGUF's names): arithmetic only, the matrix in cache. Empty: not measured.
+  std::map<std::string, double> decode_gmacs;
   // The physical machine (the kernel's boot id): hosts of a virtual cluster, or containers, may
   // share one, and then share its memory bandwidth. Empty: unknown (taken as the host).
   std::string machine;
