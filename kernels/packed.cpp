@@ -429,7 +429,8 @@ void quantize_act_q8_k(const float* x, int64_t cols, int half_bias, bool block_s
       corr[b] = block_sums ? blk.bsums[2 * j] + blk.bsums[2 * j + 1] : -half_bias * blk.bsums[2 * j];
       corr2[b] = block_sums ? 0 : -half_bias * blk.bsums[2 * j + 1];
       dl[b] = blk.d;
-      sl[b] = blk.d * static_cast<float>(blk.bsums[2 * j] + blk.bsums[2 * j + 1]);
+      const int32_t sum = blk.bsums[2 * j] + blk.bsums[2 * j + 1];
+      sl[b] = block_sums ? static_cast<float>(sum) : blk.d * static_cast<float>(sum);
     }
   }
 }

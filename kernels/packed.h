@@ -54,7 +54,7 @@
 // d = amax / 127 before its own fp16 rounding (as llama.cpp pairs them with Q8_1). K-quants
 // take q and d as Q8_K rounds them (one scale per 256 elements, as llama.cpp pairs K-quants with
 // Q8_K; d is repeated for the 8 blocks of a super-block). For Q4_K and Q5_K, corr[b] is the
-// block's integer sum of q (for the min term); for Q6_K, corr and corr2 are -32 times the sums
+// block's integer sum of q (for the min term) and s[b] the same sum as a float; for Q6_K, corr and corr2 are -32 times the sums
 // of each block's first and last 16 values, for Q3_K -4 times them, for Q2_K the sums
 // themselves (its min term); corr2 is 0 otherwise (s is then d times the block's sum, unused).
 //

@@ -49,7 +49,8 @@ struct Scales {
   __m256i sl, sh;  // the halves' integer scales (Q2_K, Q3_K, Q6_K)
   __m256i ml, mh;  // Q2_K: the halves' integer mins
   __m256i sc2;     // Q4_K, Q5_K: each row's scale twice (an int16 pair per lane)
-  __m256i mn;      // Q4_K, Q5_K: each row's min (int32 lanes)
+  __m256i mn;      // Q4_K, Q5_K: each row's min
+  __m256 mnf;      // the same as floats
 };
 
 // Values 0..3 of a 2-bit plane, rows 8h..8h+7 (p0, p1 its two vectors' halves).
@@ -123,6 +124,7 @@ template <Kind K>
     const __m128i sc8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8 * h));
     s.sc2 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(sc8), pairs);
     s.mn = load_u8_epi32(sc + 16 + 8 * h);
+    s.mnf = _mm256_cvtepi32_ps(s.mn);
   } else {
     const uint8_t* hd = g + (b / 8) * 3360;
     const uint8_t* p = hd + 32 + 416 * (b % 8);
@@ -226,25 +228,39 @@ template <Kind K>
   }
 }
 
-template <Kind K>
-[[gnu::always_inline]] inline __m256i kblock_min(const Act& a, int64_t b, const Scales& s) {
-  // The activation sums (|sum| <= 16 x 128 or 32 x 128) fit an int16: VPMADDWD against a lane's
-  // (min, 0) pair is the exact product.
+// The block's min term. Decode (kInt) sums it in int32: VPMADDWD against each lane's (min, 0)
+// pair (the activation sums fit an int16). Batched tiles sum it in float: every product and
+// partial sum is an integer below 2^24 (Q4_K, Q5_K: 8 x 63 x 32 x 128; Q2_K: 16 x 15 x 16 x
+// 128), so the float sum is the same exact integer, and the fused multiply-adds leave the
+// integer multiplier (the scarce unit where 256-bit operations are split in two, as on Zen 1:
+// 3% more batched Q4_K products there) to the weights' products.
+template <Kind K, bool kInt>
+[[gnu::always_inline]] inline void kblock_min(const Act& a, int64_t b, const Scales& s, __m256& m) {
+  __m256i i;
   if constexpr (K == Kind::kQ2_K) {
-    return _mm256_add_epi32(_mm256_madd_epi16(s.ml, _mm256_set1_epi32(a.corr[b])), _mm256_madd_epi16(s.mh, _mm256_set1_epi32(a.corr2[b])));
+    i = _mm256_add_epi32(_mm256_madd_epi16(s.ml, _mm256_set1_epi32(a.corr[b])), _mm256_madd_epi16(s.mh, _mm256_set1_epi32(a.corr2[b])));
+  } else if constexpr (kInt) {
+    i = _mm256_madd_epi16(s.mn, _mm256_set1_epi32(a.corr[b]));
   } else {
-    return _mm256_madd_epi16(s.mn, _mm256_set1_epi32(a.corr[b]));
+    m = _mm256_fmadd_ps(s.mnf, _mm256_set1_ps(a.s[b]), m);  // s: the block's sum, as a float
+    return;
+  }
+  if constexpr (kInt) {
+    m = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(m), i));  // an int32 sum until kfinish
+  } else {
+    m = _mm256_add_ps(m, _mm256_cvtepi32_ps(i));
   }
 }
 
 // A K-quant super-block's end for half h: f += float(isum) d_w d_x, then float(msum) (-dmin) d_x.
-template <Kind K>
-[[gnu::always_inline]] inline void kfinish(const uint8_t* hd, int h, __m256i isum, __m256i msum, float dx, __m256& f) {
+template <Kind K, bool kIntMins>
+[[gnu::always_inline]] inline void kfinish(const uint8_t* hd, int h, __m256i isum, __m256 msum, float dx, __m256& f) {
   const __m256 vdx = _mm256_set1_ps(dx);
   f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(load_ph8(hd + 16 * h), vdx), f);
   if constexpr (k_mins(K)) {
     const __m256 dm = _mm256_xor_ps(load_ph8(hd + 32 + 16 * h), _mm256_set1_ps(-0.0f));
-    f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, vdx), f);
+    if constexpr (kIntMins) msum = _mm256_cvtepi32_ps(_mm256_castps_si256(msum));
+    f = _mm256_fmadd_ps(msum, _mm256_mul_ps(dm, vdx), f);
   }
 }
 
@@ -310,7 +326,8 @@ void ktile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64
   if constexpr (TT == 1) {
     __m256 f[2][1] = {{_mm256_setzero_ps()}, {_mm256_setzero_ps()}};
     for (int64_t sb = 0; sb < nsb; ++sb) {
-      __m256i is[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, ms[2] = {is[0], is[0]};
+      __m256i is[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+      __m256 ms[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
       for (int64_t b = 8 * sb; b < 8 * sb + 8; ++b) {
         const uint8_t* p = g + b * block_bytes(K) + 2048;
         for (int o = 0; o < block_bytes(K); o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
@@ -319,10 +336,10 @@ void ktile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64
           Scales s;
           unpack<K>(g, b, h, w, s);
           is[h] = _mm256_add_epi32(is[h], kblock_int<K>(w, a[0], b, s));
-          if constexpr (k_mins(K)) ms[h] = _mm256_add_epi32(ms[h], kblock_min<K>(a[0], b, s));
+          if constexpr (k_mins(K)) kblock_min<K, true>(a[0], b, s, ms[h]);
         }
       }
-      for (int h = 0; h < 2; ++h) kfinish<K>(g + sb * kUnit, h, is[h], ms[h], a[0].d[8 * sb], f[h][0]);
+      for (int h = 0; h < 2; ++h) kfinish<K, true>(g + sb * kUnit, h, is[h], ms[h], a[0].d[8 * sb], f[h][0]);
     }
     put(f[0], 0);
     put(f[1], 1);
@@ -331,18 +348,19 @@ void ktile(const uint8_t* g, int64_t cols, const uint8_t* act, int64_t t0, int64
       __m256 f[TT];
       for (int t = 0; t < TT; ++t) f[t] = _mm256_setzero_ps();
       for (int64_t sb = 0; sb < nsb; ++sb) {
-        __m256i is[TT], ms[TT];
-        for (int t = 0; t < TT; ++t) is[t] = ms[t] = _mm256_setzero_si256();
+        __m256i is[TT];
+        __m256 ms[TT];
+        for (int t = 0; t < TT; ++t) is[t] = _mm256_setzero_si256(), ms[t] = _mm256_setzero_ps();
         for (int64_t b = 8 * sb; b < 8 * sb + 8; ++b) {
           __m256i w[8];
           Scales s;
           unpack<K>(g, b, h, w, s);
           for (int t = 0; t < TT; ++t) {
             is[t] = _mm256_add_epi32(is[t], kblock_int<K>(w, a[t], b, s));
-            if constexpr (k_mins(K)) ms[t] = _mm256_add_epi32(ms[t], kblock_min<K>(a[t], b, s));
+            if constexpr (k_mins(K)) kblock_min<K, false>(a[t], b, s, ms[t]);
           }
         }
-        for (int t = 0; t < TT; ++t) kfinish<K>(g + sb * kUnit, h, is[t], ms[t], a[t].d[8 * sb], f[t]);
+        for (int t = 0; t < TT; ++t) kfinish<K, false>(g + sb * kUnit, h, is[t], ms[t], a[t].d[8 * sb], f[t]);
       }
       put(f, h);
     }
