@@ -143,15 +143,23 @@ Inventory inventory_from_json(const nlohmann::json& j, const std::string& source
 ModelSizes model_sizes(const gguf::File& f) {
   ModelSizes s;
   const ModelIdentity id = model_identity(f);
+  const HParams hp = read_hparams(f);
   s.layer_bytes.assign(static_cast<size_t>(id.n_layer), 0);
   s.layer_macs.assign(static_cast<size_t>(id.n_layer), 0);
   uint64_t embd_macs = 0;
+  // One token's multiply-adds by weight type: the layers' matrices, the experts it picks, the head.
+  const double picked = hp.n_expert > 0 ? static_cast<double>(hp.n_expert_used) / static_cast<double>(hp.n_expert) : 0;
+  std::optional<kern::GgmlType> embd_type, output_type;
+  auto add_share = [&](kern::GgmlType type, double macs) { s.decode_mac_share[std::string(kern::type_name(type))] += macs; };
   for (const gguf::TensorInfo& t : f.tensors()) {
     uint64_t elems = 1;
     for (int64_t d : t.ne) elems *= static_cast<uint64_t>(d);
     if (const std::optional<int64_t> il = layer_of(t.name)) {
       if (*il < id.n_layer) s.layer_bytes[static_cast<size_t>(*il)] += t.n_bytes;
-      if (*il < id.n_layer && t.ne.size() == 2) s.layer_macs[static_cast<size_t>(*il)] += elems;  // matrices only
+      if (*il < id.n_layer && t.ne.size() == 2) {  // matrices only
+        s.layer_macs[static_cast<size_t>(*il)] += elems;
+        add_share(t.type, static_cast<double>(elems));
+      }
       if (*il < id.n_layer && t.ne.size() == 3) {  // stacked experts
         if (s.layer_expert_bytes.empty()) {
           s.layer_expert_bytes.assign(static_cast<size_t>(id.n_layer), 0);
@@ -159,33 +167,18 @@ ModelSizes model_sizes(const gguf::File& f) {
         }
         s.layer_expert_bytes[static_cast<size_t>(*il)] += t.n_bytes;
         s.layer_expert_macs[static_cast<size_t>(*il)] += elems;
+        add_share(t.type, static_cast<double>(elems) * picked);
       }
     } else if (const std::optional<NamedTensor> nt = parse_tensor_name(t.name)) {
-      if (nt->id == TensorId::kTokEmbd) s.embd_bytes = t.n_bytes, embd_macs = elems;
-      if (nt->id == TensorId::kOutput) s.output_bytes = t.n_bytes, s.output_macs = elems;
+      if (nt->id == TensorId::kTokEmbd) s.embd_bytes = t.n_bytes, embd_macs = elems, embd_type = t.type;
+      if (nt->id == TensorId::kOutput) s.output_bytes = t.n_bytes, s.output_macs = elems, output_type = t.type;
     }
   }
   if (s.output_bytes == 0) s.output_bytes = s.embd_bytes, s.output_macs = embd_macs;  // tied head
-  // One token's multiply-adds by weight type: the layers' matrices, the experts it picks, the head.
-  const HParams hp = read_hparams(f);
-  const double picked = hp.n_expert > 0 ? static_cast<double>(hp.n_expert_used) / static_cast<double>(hp.n_expert) : 0;
+  if (output_type || embd_type) add_share(output_type ? *output_type : *embd_type, static_cast<double>(s.output_macs));
   double total = 0;
-  const gguf::TensorInfo* head = nullptr;
-  for (const gguf::TensorInfo& t : f.tensors()) {
-    double elems = 1;
-    for (int64_t d : t.ne) elems *= static_cast<double>(d);
-    const std::optional<int64_t> il = layer_of(t.name);
-    const std::optional<NamedTensor> nt = il ? std::nullopt : parse_tensor_name(t.name);
-    if (nt && (nt->id == TensorId::kOutput || (nt->id == TensorId::kTokEmbd && head == nullptr))) head = &t;
-    if (!il || *il >= id.n_layer || t.ne.size() < 2) continue;
-    const double m = t.ne.size() == 3 ? elems * picked : elems;
-    s.decode_mac_share[std::string(kern::type_name(t.type))] += m, total += m;
-  }
-  if (head != nullptr) {
-    s.decode_mac_share[std::string(kern::type_name(head->type))] += static_cast<double>(s.output_macs);
-    total += static_cast<double>(s.output_macs);
-  }
-  for (auto& [type, m] : s.decode_mac_share) m = total > 0 ? m / total : 0;
+  for (const auto& share : s.decode_mac_share) total += share.second;
+  for (auto& share : s.decode_mac_share) share.second = total > 0 ? share.second / total : 0;
   const TpShape shape = tp_shape(f);
   s.kv_bytes_per_token_layer = static_cast<uint64_t>(2 * shape.n_head_kv * shape.head_dim * 2);
   for (int64_t il = 0; il < hp.n_layer; ++il) s.layer_window.push_back(hp.windowed(il) ? hp.swa_window : 0);
