@@ -65,7 +65,7 @@ TEST(Protocol, StepsRoundTrip) {
 }
 
 TEST(Protocol, SlotSetupTimesAndControlRoundTrip) {
-  const SamplingWire sp{0.7f, 0.9f, 0.05f, 1.1f, 40, 32, 0x123456789abcdefULL, 0.25f, -0.5f};
+  const SamplingWire sp{0.7f, 0.9f, 0.05f, 1.1f, 40, 32, 0x123456789abcdefULL, 0.25f, -0.5f, 5, 20};
   const std::vector<int32_t> prompt = {5, 17, 99, 3, 151000};
   const std::vector<BiasEntry> bias = {{7, -100.0f}, {151000, 2.5f}, {3, 0.125f}};
   const Message m = encode_slot_setup(3, sp, prompt, bias);
@@ -78,6 +78,8 @@ TEST(Protocol, SlotSetupTimesAndControlRoundTrip) {
     EXPECT_EQ(s.bias[i].bias, bias[i].bias);
   }
   EXPECT_EQ(s.sampling.frequency_penalty, 0.25f);
+  EXPECT_EQ(s.sampling.logprobs, 5);
+  EXPECT_EQ(s.sampling.prompt_logprobs, 20);
   EXPECT_EQ(s.sampling.presence_penalty, -0.5f);
   // More bias entries than the protocol carries: refused when encoded.
   EXPECT_THROW(encode_slot_setup(3, sp, prompt, std::vector<BiasEntry>(kMaxBiasEntries + 1, BiasEntry{1, 1.0f})), Error);

@@ -16,9 +16,10 @@ double since(clock::time_point t0) { return std::chrono::duration<double>(clock:
 
 constexpr size_t kMaxPending = 8;  // sends in flight per rank before it waits for the oldest
 
-proto::SamplingWire to_wire(const SamplingParams& sp) {
-  return proto::SamplingWire{sp.temperature, sp.top_p, sp.min_p, sp.repeat_penalty, sp.top_k, sp.repeat_last_n, sp.seed,
-                             sp.frequency_penalty, sp.presence_penalty};
+proto::SamplingWire to_wire(const SamplingParams& sp, const LogprobAsk& ask) {
+  return proto::SamplingWire{sp.temperature,       sp.top_p,           sp.min_p,     sp.repeat_penalty,
+                             sp.top_k,             sp.repeat_last_n,   sp.seed,      sp.frequency_penalty,
+                             sp.presence_penalty,  ask.generated,      ask.prompt};
 }
 
 std::vector<proto::BiasEntry> bias_to_wire(const SamplingParams& sp) {
@@ -102,6 +103,8 @@ Executor::Executor(comm::Comm& c, const comm::Layout& layout, Backend& b, int n_
     samplers_.resize(static_cast<size_t>(n_slots));
     histories_.resize(static_cast<size_t>(n_slots));
   }
+  asks_.resize(static_cast<size_t>(n_slots));
+  n_prompt_.resize(static_cast<size_t>(n_slots));
 }
 
 Executor::~Executor() {
@@ -159,10 +162,12 @@ void Executor::submit(const Batch& b) { submit_step(b, proto::Kind::kStep); }
 
 void Executor::submit_sampled(const Batch& b) { submit_step(b, proto::Kind::kSampledStep); }
 
-void Executor::setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt) {
+void Executor::setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt, const LogprobAsk& ask) {
   if (c_.rank() != 0) fail("Executor::setup_slot runs on rank 0");
   if (slot < 0 || slot >= static_cast<int>(slots_.size())) fail("KV slot {} out of range 0..{}", slot, slots_.size() - 1);
-  proto::Message m = proto::encode_slot_setup(slot, to_wire(sp), prompt, bias_to_wire(sp));
+  asks_[static_cast<size_t>(slot)] = ask;
+  n_prompt_[static_cast<size_t>(slot)] = static_cast<int64_t>(prompt.size());
+  proto::Message m = proto::encode_slot_setup(slot, to_wire(sp, ask), prompt, bias_to_wire(sp));
   if (l_.head_rank == 0) {
     setup_here(proto::decode_slot_setup(m.header(), m.body(), m.body_size()));
     return;
@@ -193,6 +198,19 @@ void Executor::setup_here(const proto::SlotSetup& s) {
   }
   samplers_[static_cast<size_t>(s.slot)] = std::make_unique<Sampler>(from_wire(s), s.prompt.size());
   histories_[static_cast<size_t>(s.slot)] = s.prompt;
+  asks_[static_cast<size_t>(s.slot)] = LogprobAsk{s.sampling.logprobs, s.sampling.prompt_logprobs};
+  n_prompt_[static_cast<size_t>(s.slot)] = static_cast<int64_t>(s.prompt.size());
+}
+
+// The log-probability records a sampled step's rows bring back (rank 0 and the head rank agree).
+int64_t Executor::count_entries(const std::vector<SeqStep>& seqs) const {
+  int64_t n = 0;
+  for (const SeqStep& q : seqs) {
+    const LogprobAsk& ask = asks_[static_cast<size_t>(q.slot)];
+    if (!ask.any()) continue;
+    for (int64_t j = q.n_tok - q.n_out; j < q.n_tok; ++j) n += wants_entry(ask, q.pos0 + j, n_prompt_[static_cast<size_t>(q.slot)]) ? 1 : 0;
+  }
+  return n;
 }
 
 void Executor::submit_step(const Batch& b, proto::Kind kind) {
@@ -207,10 +225,11 @@ void Executor::submit_step(const Batch& b, proto::Kind kind) {
   flight_.emplace_back();
   flight_.back().n_out = h.n_out;
   flight_.back().sampled = kind == proto::Kind::kSampledStep;
+  if (flight_.back().sampled) flight_.back().n_entries = count_entries(body.seqs);
   run_step(h, body, &flight_.back());
 }
 
-void Executor::collect_tokens(std::vector<int32_t>& tokens) {
+void Executor::collect_tokens(std::vector<int32_t>& tokens, std::vector<TokenLogprob>* entries) {
   if (flight_.empty()) fail("Executor::collect_tokens: no step in flight");
   if (!flight_.front().sampled) fail("Executor::collect_tokens: the oldest step returns logits (use collect)");
   Flight f = std::move(flight_.front());
@@ -222,6 +241,15 @@ void Executor::collect_tokens(std::vector<int32_t>& tokens) {
   } else {
     tokens.resize(static_cast<size_t>(f.n_out));
     if (f.n_out > 0) c_.recv(tokens.data(), tokens.size() * sizeof(int32_t), l_.head_rank, comm::Tag::kTokens, "the sampled tokens");
+    f.entries.resize(static_cast<size_t>(f.n_entries));
+    if (f.n_entries > 0) {
+      c_.recv(f.entries.data(), f.entries.size() * sizeof(LogprobWire), l_.head_rank, comm::Tag::kTokens, "the log-probabilities");
+    }
+  }
+  if (static_cast<int64_t>(f.entries.size()) != f.n_entries) fail("the head rank made {} log-probability records of {} (a bug)", f.entries.size(), f.n_entries);
+  if (entries) {
+    entries->clear();
+    for (const LogprobWire& w : f.entries) entries->push_back(from_wire(w, n_vocab_));
   }
   const double waited = c_.wait_seconds() - w0;
   times_.comm_s += waited;
@@ -445,22 +473,46 @@ void Executor::sample_rows(const proto::Header& h, const proto::StepBody& s, std
   }
   Pending p;
   p.ints.reserve(static_cast<size_t>(h.n_out));
+  std::vector<LogprobWire> entries;
   int64_t r = 0;
   for (const SeqStep& q : s.seqs) {
     if (q.n_out == 0) continue;
     Sampler* sm = samplers_[static_cast<size_t>(q.slot)].get();
     if (!sm) fail("rank {}: slot {} was never set up for sampling (a bug)", c_.rank(), q.slot);
     std::vector<int32_t>& hist = histories_[static_cast<size_t>(q.slot)];
-    const int32_t tok = sm->sample(full + r * n_vocab_, n_vocab_, hist);
-    hist.push_back(tok);
-    p.ints.push_back(tok);
-    ++r;
+    const LogprobAsk ask = asks_[static_cast<size_t>(q.slot)];
+    const int64_t n_prompt = n_prompt_[static_cast<size_t>(q.slot)];
+    for (int64_t j = q.n_tok - q.n_out; j < q.n_tok; ++j, ++r) {
+      const int64_t pos = q.pos0 + j;
+      const float* row = full + r * n_vocab_;
+      const bool prompt_row = is_prompt_row(pos, n_prompt);
+      int32_t tok;
+      if (prompt_row) {  // scoring: the prompt's next token, nothing sampled
+        tok = hist[static_cast<size_t>(pos + 1)];
+      } else {
+        tok = sm->sample(row, n_vocab_, hist);
+        hist.push_back(tok);
+      }
+      p.ints.push_back(tok);
+      if (!wants_entry(ask, pos, n_prompt)) continue;
+      if (tok == kBadLogits) {  // the request ends as an error; its record only keeps the count
+        entries.push_back(LogprobWire{0, NAN, 0, 0, {}});
+      } else {
+        entries.push_back(to_wire(token_logprob(row, n_vocab_, tok, prompt_row ? ask.prompt : ask.generated)));
+      }
+    }
   }
   if (c_.rank() == 0) {
     flight->tokens = std::move(p.ints);
+    flight->entries = std::move(entries);
     return;
   }
   p.reqs.push_back(c_.isend(p.ints.data(), p.ints.size() * sizeof(int32_t), 0, comm::Tag::kTokens));
+  if (!entries.empty()) {
+    p.bytes.resize(entries.size() * sizeof(LogprobWire));
+    std::memcpy(p.bytes.data(), entries.data(), p.bytes.size());
+    p.reqs.push_back(c_.isend(p.bytes.data(), p.bytes.size(), 0, comm::Tag::kTokens));
+  }
   pending_.push_back(std::move(p));
 }
 

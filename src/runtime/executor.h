@@ -24,6 +24,7 @@
 #include "comm/layout.h"
 #include "comm/ring.h"
 #include "runtime/backend.h"
+#include "runtime/logprobs.h"
 #include "runtime/protocol.h"
 #include "runtime/sampler.h"
 
@@ -65,9 +66,14 @@ class Executor {
   // repetition penalty); submit_sampled runs a step whose sequences ask for 0 or 1 logits rows,
   // and the head rank samples one token for each that asks; collect_tokens returns those of the
   // oldest step, in sequence order. Rank 0 only.
-  void setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt);
+  // `ask`: the log-probabilities the head rank reports for this slot's rows (runtime/logprobs.h).
+  // A sampled step may ask a sequence for several rows (a scoring prompt's chunk): rows before
+  // the prompt's last position are prompt rows, whose token is the prompt's next one (nothing is
+  // sampled); collect_tokens gives one token per row, and in `entries` (when not null) the
+  // log-probability entries of the rows their slots asked for, in row order.
+  void setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt, const LogprobAsk& ask = {});
   void submit_sampled(const Batch& b);
-  void collect_tokens(std::vector<int32_t>& tokens);
+  void collect_tokens(std::vector<int32_t>& tokens, std::vector<TokenLogprob>* entries = nullptr);
   // submit + collect for one sequence.
   void forward(int slot, const int32_t* tokens, int64_t n_tok, int64_t pos0, int64_t n_out, float* logits);
   // Rank 0 only: on every rank, slot dst gives back its KV blocks and takes slot src's
@@ -110,7 +116,9 @@ class Executor {
   };
   struct Flight {
     int64_t n_out = 0;
+    int64_t n_entries = 0;  // log-probability records the head rank sends after the tokens
     bool sampled = false;
+    std::vector<LogprobWire> entries;  // made here (the head rank is rank 0)
     std::vector<float> local;     // rank 0's own share of the logits (single-stage plans)
     std::vector<int32_t> tokens;  // sampled here (single-stage plans)
   };
@@ -149,6 +157,10 @@ class Executor {
   bool is_head_ = false;                          // last stage, TP index 0
   std::vector<std::unique_ptr<Sampler>> samplers_;  // per slot, on the head rank
   std::vector<std::vector<int32_t>> histories_;
+  // Per slot, on rank 0 and the head rank: what it asked for and its prompt's length.
+  std::vector<LogprobAsk> asks_;
+  std::vector<int64_t> n_prompt_;
+  int64_t count_entries(const std::vector<SeqStep>& seqs) const;
 };
 
 }  // namespace ranklm::runtime

@@ -154,7 +154,6 @@ StepBody decode_step(const Header& h, const void* body, size_t n) {
       fail("step protocol: a step's sequence (slot {}, position {}, {} tokens, {} logits rows) is malformed", e.slot,
            e.pos0, e.n_tok, e.n_out);
     }
-    if (k == Kind::kSampledStep && e.n_out > 1) fail("step protocol: a sampled step asks for {} logits rows of one sequence", e.n_out);
     n_tok += e.n_tok;
     n_out += e.n_out;
   }
@@ -172,6 +171,9 @@ SlotSetup decode_slot_setup(const Header& h, const void* body, size_t n) {
   s.slot = h.n_seq;
   const uint8_t* p = static_cast<const uint8_t*>(body);
   std::memcpy(&s.sampling, p, sizeof s.sampling);
+  for (int32_t k : {s.sampling.logprobs, s.sampling.prompt_logprobs}) {
+    if (k < -1 || k > 20) fail("step protocol: a slot set-up asks for {} alternative tokens (-1..20)", k);
+  }
   s.prompt.resize(static_cast<size_t>(h.n_tok));
   if (!s.prompt.empty()) std::memcpy(s.prompt.data(), p + sizeof s.sampling, s.prompt.size() * sizeof(int32_t));
   s.bias.resize(static_cast<size_t>(h.n_out));

@@ -20,7 +20,7 @@
 namespace ranklm::runtime::proto {
 
 constexpr uint32_t kMagic = 0x504d4c52;  // "RLMP" in memory order
-constexpr uint16_t kVersion = 3;
+constexpr uint16_t kVersion = 4;
 
 // Largest step this protocol carries.
 constexpr int32_t kMaxSeqs = 1 << 20;
@@ -32,7 +32,9 @@ enum class Kind : uint16_t {
   kReportTimes = 2,  // rank 0 -> every rank: each sends its Times to rank 0 (tag kStats). No body.
   kSlotSetup = 3,    // rank 0 -> the head rank: a new request in a slot (its sampler, its prompt,
                      // its logit bias; header n_out is the bias entries' count).
-  kSampledStep = 4,  // rank 0 -> every rank: run a step; the head rank samples, tokens to rank 0.
+  kSampledStep = 4,  // rank 0 -> every rank: run a step; the head rank samples, tokens to rank 0
+                     // (one per logits row: a prompt row carries the prompt's next token), then
+                     // the log-probability records the slots asked for (runtime/logprobs.h).
   kKvShare = 5,      // rank 0 -> every rank: a slot takes another's KV prefix (or is emptied).
 };
 constexpr uint16_t kKindCount = 6;
@@ -69,8 +71,9 @@ struct SamplingWire {
   int32_t top_k, repeat_last_n;
   uint64_t seed;
   float frequency_penalty, presence_penalty;
+  int32_t logprobs, prompt_logprobs;  // runtime/logprobs.h LogprobAsk (-1: none; 0..20 alternatives)
 };
-static_assert(sizeof(SamplingWire) == 40, "protocol sampling layout");
+static_assert(sizeof(SamplingWire) == 48, "protocol sampling layout");
 // One logit bias entry of a slot set-up (after the prompt's tokens).
 struct BiasEntry {
   int32_t token;

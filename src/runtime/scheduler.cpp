@@ -27,7 +27,28 @@ struct Slot {
   int wait_src = -1;             // waiting for slot wait_src to hold `cached` positions
   int64_t reserve = 0;           // KV blocks this slot may hold (admission accounting)
   int64_t max_pos0 = -1;         // the latest first position of a step on this KV (sliding windows)
+  // Prompt log-probability entries of the KV's positions (entry i scores token i + 1), each
+  // with plp_top alternatives; kept with the KV for later scoring requests that share it.
+  std::vector<TokenLogprob> plp;
+  int plp_top = -1;
+  std::vector<TokenLogprob> glp;  // the generated tokens' entries
 };
+
+// One sequence of a step in flight: its slot and the rows it asked for.
+struct Member {
+  int slot;
+  int64_t first_pos;  // the position of its first logits row
+  int32_t n_out;
+};
+
+// Entries src[0..n) with at most `top` alternatives each.
+std::vector<TokenLogprob> entries_upto(const std::vector<TokenLogprob>& src, int64_t n, int top) {
+  std::vector<TokenLogprob> out(src.begin(), src.begin() + std::min<int64_t>(n, static_cast<int64_t>(src.size())));
+  for (TokenLogprob& e : out) {
+    if (static_cast<int>(e.top.size()) > top) e.top.resize(static_cast<size_t>(top));
+  }
+  return out;
+}
 
 int64_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& p) {
   const size_t n = std::min(a.size(), p.size());
@@ -75,7 +96,7 @@ class Scheduler::Run {
       admit();
       report_load();
       Batch b;
-      std::vector<int> members;
+      std::vector<Member> members;
       if (!drain) next_step(b, members);
       if (!members.empty()) {
         ex_.submit_sampled(b);
@@ -136,11 +157,22 @@ class Scheduler::Run {
   // A slot emptied of its request; it keeps its KV (tokens and the blocks they may hold).
   static void clear_request(Slot& sl) {
     std::vector<int32_t> kv = std::move(sl.kv);
+    std::vector<TokenLogprob> plp = std::move(sl.plp);
     const int64_t reserve = sl.reserve, max_pos0 = sl.max_pos0;
+    const int plp_top = sl.plp_top;
     sl = Slot{};
     sl.kv = std::move(kv);
+    sl.plp = std::move(plp);
+    sl.plp_top = plp_top;
     sl.reserve = reserve;
     sl.max_pos0 = max_pos0;
+  }
+
+  // Positions of slot o whose prompt entries (with at least `top` alternatives) it holds or
+  // will hold: what a scoring request may share from it.
+  static int64_t entries_limit(const Slot& o, int top, bool live) {
+    if (live) return o.req->logprobs.prompt >= top ? static_cast<int64_t>(o.req->prompt.size()) - 1 : 0;
+    return o.plp_top >= top ? static_cast<int64_t>(o.plp.size()) : 0;
   }
 
   void set_reserve(Slot& sl, int64_t blocks) {
@@ -155,15 +187,18 @@ class Scheduler::Run {
       Slot& sl = slot(s);
       if (sl.wait_src < 0) continue;
       const Slot& src = slot(sl.wait_src);
-      if (!src.req && static_cast<int64_t>(src.kv.size()) < sl.cached) {
+      const bool scoring = sl.req->logprobs.prompt >= 0;
+      // What the source holds now: its KV, and for a scoring request its prompt entries.
+      const int64_t held = static_cast<int64_t>(scoring ? std::min(src.kv.size(), src.plp.size()) : src.kv.size());
+      if (!src.req && held < sl.cached) {
         // The source ended before its prompt ran that far (cancelled): take what it holds.
-        sl.cached = static_cast<int64_t>(src.kv.size()) >= block_len_ ? static_cast<int64_t>(src.kv.size()) : 0;
+        sl.cached = held >= block_len_ ? held : 0;
         if (sl.cached == 0) {
           sl.wait_src = -1;
           continue;
         }
       }
-      if (static_cast<int64_t>(src.kv.size()) < sl.cached) continue;
+      if (held < sl.cached) continue;
       if (!window_allows(src, sl.cached)) {  // the source moved a window past: compute it here
         sl.cached = 0;
         sl.wait_src = -1;
@@ -171,6 +206,7 @@ class Scheduler::Run {
       }
       ex_.share_kv(s, sl.wait_src, sl.cached);
       sl.kv.assign(src.kv.begin(), src.kv.begin() + sl.cached);
+      if (scoring) sl.plp = entries_upto(src.plp, sl.cached, sl.plp_top);
       sl.max_pos0 = src.max_pos0;
       sl.fed = sl.cached;
       sl.wait_src = -1;
@@ -181,15 +217,20 @@ class Scheduler::Run {
   void place(int s) {
     Slot& sl = slot(s);
     const std::vector<int32_t>& p = sl.req->prompt;
+    const int top = sl.req->logprobs.prompt;  // >= 0: a scoring request
     int best = -1;
     int64_t best_n = 0;
     if (sharing_) {
       for (int t = 0; t < n_slots_; ++t) {
         const Slot& o = slot(t);
         // This slot's own KV (its last request's), a finished slot's, or a live one's future.
-        int64_t n = t == s || !o.req ? common_prefix(o.kv, p) : common_prefix_live(o, p);
+        const bool live = t != s && o.req;
+        int64_t n = live ? common_prefix_live(o, p) : common_prefix(o.kv, p);
         if (t != s && o.wait_src >= 0) n = std::min(n, o.cached);  // not past what it waits for
         n = std::min<int64_t>(n, static_cast<int64_t>(p.size()) - 1);  // the last prompt token runs here
+        // A scoring request needs the entries of the shared positions, and the last one's
+        // token (the next prompt token) must be its own.
+        if (top >= 0) n = std::min({n, common_prefix(live ? o.req->prompt : o.kv, p) - 1, entries_limit(o, top, live)});
         if (!window_allows(o, n)) n = 0;  // (a live source is checked again when its prefix is ready)
         if (n > best_n) {
           best = t;
@@ -197,16 +238,20 @@ class Scheduler::Run {
         }
       }
     }
+    sl.plp_top = top;
     if (best_n < block_len_) {  // nothing worth sharing: start empty
       ex_.share_kv(s, s, 0);
       sl.kv.clear();
+      sl.plp.clear();
       sl.max_pos0 = -1;
       return;
     }
     sl.cached = best_n;
     const Slot& src = slot(best);
-    if (best == s || static_cast<int64_t>(src.kv.size()) >= best_n) {
+    const bool entries_ready = top < 0 || static_cast<int64_t>(src.plp.size()) >= best_n;
+    if (best == s || (static_cast<int64_t>(src.kv.size()) >= best_n && entries_ready)) {
       ex_.share_kv(s, best, best_n);
+      sl.plp = top >= 0 ? entries_upto(src.plp, best_n, top) : std::vector<TokenLogprob>{};
       if (best != s) {
         sl.kv.assign(src.kv.begin(), src.kv.begin() + best_n);
         sl.max_pos0 = src.max_pos0;
@@ -217,6 +262,7 @@ class Scheduler::Run {
       // Its prompt has not run that far yet: this one waits for it, holding nothing meanwhile.
       ex_.share_kv(s, s, 0);
       sl.kv.clear();
+      sl.plp.clear();
       sl.max_pos0 = -1;
       sl.wait_src = best;
     }
@@ -284,7 +330,7 @@ class Scheduler::Run {
         set_reserve(sl, blocks);
         place(s);
         // The last stage samples this slot from now on (only token ids come back).
-        ex_.setup_slot(s, sl.req->sampling, sl.req->prompt);
+        ex_.setup_slot(s, sl.req->sampling, sl.req->prompt, sl.req->logprobs);
         sl.t0 = clock::now();
       }
     }
@@ -295,6 +341,8 @@ class Scheduler::Run {
     f.id = sl.req->id;
     f.tokens = std::move(sl.out);
     f.finish_reason = reason;
+    f.logprobs = std::move(sl.glp);
+    if (sl.req->logprobs.prompt >= 0) f.prompt_logprobs = sl.plp;  // the slot keeps them with its KV
     f.n_prompt = static_cast<int64_t>(sl.req->prompt.size());
     f.n_cached = sl.cached;
     f.first_token_s = std::chrono::duration<double>(sl.t_first - sl.t0).count();
@@ -307,16 +355,28 @@ class Scheduler::Run {
 
   // The oldest step's sampled tokens, one for every sequence that asked.
   void collect_one() {
-    ex_.collect_tokens(sampled_);
-    size_t row = 0;
-    for (int s : flight_.front()) {
-      Slot& sl = slot(s);
+    ex_.collect_tokens(sampled_, &entries_);
+    size_t row = 0, entry = 0;
+    for (const Member& m : flight_.front()) {
+      Slot& sl = slot(m.slot);
       sl.busy = false;
-      if (sl.fed < static_cast<int64_t>(sl.req->prompt.size())) continue;  // a prompt chunk before its end
+      const int64_t plen = static_cast<int64_t>(sl.req->prompt.size());
+      const LogprobAsk& ask = sl.req->logprobs;
+      // Prompt rows (a scoring request's chunk): their entries, in position order.
+      for (int32_t j = 0; j < m.n_out && is_prompt_row(m.first_pos + j, plen); ++j, ++row) {
+        if (ask.prompt >= 0) sl.plp.push_back(std::move(entries_.at(entry++)));
+      }
+      if (sl.fed < plen) continue;  // a prompt chunk before its end
       const int32_t tok = sampled_.at(row++);
+      std::optional<TokenLogprob> lp;
+      if (ask.generated >= 0) lp = std::move(entries_.at(entry++));
       if (sl.out.empty()) sl.t_first = clock::now();
       if (tok == kBadLogits) {  // NaN logits: this request ends as an error, the others run on
         finish(sl, "error");
+        continue;
+      }
+      if (sl.req->max_tokens == 0) {  // scoring only: the prompt has run
+        finish(sl, "length");
         continue;
       }
       const bool is_end = std::find(sl.req->end_tokens.begin(), sl.req->end_tokens.end(), tok) != sl.req->end_tokens.end();
@@ -325,6 +385,7 @@ class Scheduler::Run {
         continue;
       }
       sl.out.push_back(tok);
+      if (lp) sl.glp.push_back(std::move(*lp));
       if (sl.req->stop && sl.req->stop(sl.out)) {
         finish(sl, "stop");
       } else if (static_cast<int>(sl.out.size()) >= sl.req->max_tokens ||
@@ -338,7 +399,7 @@ class Scheduler::Run {
   }
 
   // The next group with ready sequences (round robin), as one step.
-  void next_step(Batch& b, std::vector<int>& members) {
+  void next_step(Batch& b, std::vector<Member>& members) {
     for (int tries = 0; tries < n_micro_ && members.empty(); ++tries, group_ = (group_ + 1) % n_micro_) {
       for (int s = group_; s < n_slots_; s += n_micro_) {
         Slot& sl = slot(s);
@@ -349,7 +410,8 @@ class Scheduler::Run {
           const int64_t n = std::min(o_.prefill_chunk, plen - sl.fed);
           st.pos0 = static_cast<int32_t>(sl.fed);
           st.n_tok = static_cast<int32_t>(n);
-          st.n_out = sl.fed + n == plen ? 1 : 0;
+          // A scoring request wants every row; otherwise only the last prompt token's.
+          st.n_out = sl.req->logprobs.prompt >= 0 ? static_cast<int32_t>(n) : sl.fed + n == plen ? 1 : 0;
           b.tokens.insert(b.tokens.end(), sl.req->prompt.begin() + sl.fed, sl.req->prompt.begin() + sl.fed + n);
           sl.kv.insert(sl.kv.end(), sl.req->prompt.begin() + sl.fed, sl.req->prompt.begin() + sl.fed + n);
           sl.fed += n;
@@ -363,7 +425,7 @@ class Scheduler::Run {
         sl.busy = true;
         sl.max_pos0 = std::max<int64_t>(sl.max_pos0, st.pos0);
         b.seqs.push_back(st);
-        members.push_back(s);
+        members.push_back({s, st.pos0 + st.n_tok - st.n_out, st.n_out});
       }
     }
   }
@@ -378,9 +440,10 @@ class Scheduler::Run {
   bool source_open_ = true;
   std::optional<Request> held_;  // taken from the source, waiting for KV blocks to free up
   int64_t reserved_ = 0;  // KV blocks the slots may hold: live ones to their end, finished ones what they keep
-  std::deque<std::vector<int>> flight_;  // slots of each step in flight, oldest first
+  std::deque<std::vector<Member>> flight_;  // sequences of each step in flight, oldest first
   int group_ = 0;
   std::vector<int32_t> sampled_;
+  std::vector<TokenLogprob> entries_;
   int last_busy_ = -1, last_waiting_ = -1;
 };
 

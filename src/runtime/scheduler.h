@@ -6,7 +6,9 @@
 // from the queue at once; a new prompt that starts like one already in the KV cache shares that
 // prefix's blocks (computed once, runtime/backend.h kv_share), waiting for them if the other
 // sequence has not run that far yet. Sequences are admitted while the KV blocks they may need
-// fit the job's pool (the smallest rank's). The last stage samples (seeded per request: the same tokens whatever
+// fit the job's pool (the smallest rank's). A scoring request (prompt log-probabilities) asks
+// for every row of its prompt chunks and shares a prefix only with a sequence whose prompt
+// entries cover it (copied, so its prefix still runs once). The last stage samples (seeded per request: the same tokens whatever
 // the layout); only token ids come back to rank 0.
 #pragma once
 
@@ -24,7 +26,8 @@ namespace ranklm::runtime {
 struct Request {
   int64_t id = 0;
   std::vector<int32_t> prompt;
-  int max_tokens = 16;
+  int max_tokens = 16;  // 0: score the prompt only (one prefill, nothing generated)
+  LogprobAsk logprobs;  // log-probabilities to report (runtime/logprobs.h)
   SamplingParams sampling;
   std::vector<int32_t> end_tokens;  // any of these ends the sequence (finish reason "stop")
   // Optional: called with the tokens generated so far after each one; true ends the sequence
@@ -36,6 +39,8 @@ struct Finished {
   int64_t id = 0;
   std::vector<int32_t> tokens;  // generated, the end token excluded
   std::string finish_reason;    // "stop", "length", or "error" (the model's logits were NaN)
+  std::vector<TokenLogprob> logprobs;         // per generated token, when asked
+  std::vector<TokenLogprob> prompt_logprobs;  // per prompt token after the first, when asked
   int64_t n_prompt = 0;
   int64_t n_cached = 0;         // prompt tokens whose KV came from another sequence (a shared prefix)
   double first_token_s = 0;     // from admission to the first generated token
