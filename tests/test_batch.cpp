@@ -69,10 +69,10 @@ TEST(Prompts, TextLinesAreNumberedPromptsAndBlankLinesAreSkipped) {
   const auto items = parse_prompts("Hello there\n\n  \r\nSecond line\r\nthird", "p.txt", PromptFormat::kAuto, false);
   ASSERT_EQ(items.size(), 3u);
   EXPECT_EQ(items[0].custom_id, "1");
-  EXPECT_EQ(items[0].prompt, "Hello there");
+  EXPECT_EQ(items[0].prompts.at(0).text, "Hello there");
   EXPECT_EQ(items[0].endpoint, Endpoint::kCompletion);
   EXPECT_EQ(items[1].custom_id, "4");
-  EXPECT_EQ(items[1].prompt, "Second line");  // the \r of a CRLF file is not part of the prompt
+  EXPECT_EQ(items[1].prompts.at(0).text, "Second line");  // the \r of a CRLF file is not part of the prompt
   EXPECT_EQ(items[2].custom_id, "5");
   EXPECT_EQ(items[2].line, 5);
   const auto chat = parse_prompts("Why is the sky blue?\n", "p.txt", PromptFormat::kText, true);
@@ -91,7 +91,7 @@ TEST(Prompts, TextLinesThatAreNotUtf8AreErrorsAndTheRestRuns) {
   EXPECT_NE(items[2].error.find("line 3"), std::string::npos);
   EXPECT_NE(items[3].error.find("line 4"), std::string::npos);
   EXPECT_TRUE(items[4].error.empty()) << items[4].error;
-  EXPECT_EQ(items[4].prompt, "café ok");
+  EXPECT_EQ(items[4].prompts.at(0).text, "café ok");
 }
 
 TEST(Prompts, JsonlChatAndCompletionRequestsWithTheirSettings) {
@@ -112,12 +112,43 @@ TEST(Prompts, JsonlChatAndCompletionRequestsWithTheirSettings) {
   EXPECT_FLOAT_EQ(*items[0].o.top_p, 0.9f);
   EXPECT_EQ(*items[0].o.seed, 7u);
   EXPECT_EQ(*items[0].o.stop, std::vector<std::string>{"\n"});
-  EXPECT_EQ(items[1].prompt, "Once upon");
+  EXPECT_EQ(items[1].prompts.at(0).text, "Once upon");
   EXPECT_EQ(*items[1].o.max_tokens, 3);
   EXPECT_EQ(*items[1].o.seed, UINT64_MAX);
   EXPECT_EQ(items[1].o.stop->size(), 2u);
   EXPECT_FALSE(items[1].o.temperature.has_value());
-  EXPECT_EQ(items[2].prompt_ids, (std::vector<int32_t>{1, 15043, 29892}));
+  EXPECT_EQ(items[2].prompts.at(0).ids, (std::vector<int32_t>{1, 15043, 29892}));
+}
+
+// Log-probabilities, echo, scoring (max_tokens 0) and lists of prompts (lm-eval's shape).
+TEST(Prompts, LogprobsEchoAndListsOfPromptsAreRead) {
+  StreamOptions so;
+  PromptItem it = parse_request_body(R"({"prompt": [[1, 2, 3], [1, 2, 4]], "echo": true, "logprobs": 5, "max_tokens": 0})",
+                                     Endpoint::kCompletion, so);
+  ASSERT_TRUE(it.error.empty()) << it.error;
+  ASSERT_EQ(it.n_choices(), 2u);
+  EXPECT_EQ(it.prompts[1].ids, (std::vector<int32_t>{1, 2, 4}));
+  EXPECT_TRUE(it.o.echo);
+  EXPECT_EQ(it.o.logprobs, 5);
+  EXPECT_EQ(*it.o.max_tokens, 0);
+  it = parse_request_body(R"({"prompt": ["a b", "c"], "logprobs": 0})", Endpoint::kCompletion, so);
+  ASSERT_TRUE(it.error.empty()) << it.error;
+  EXPECT_EQ(it.prompts[0].text, "a b");
+  EXPECT_EQ(it.prompts[1].text, "c");
+  EXPECT_EQ(it.o.logprobs, 0);
+  EXPECT_FALSE(it.o.echo);
+  it = parse_request_body(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 20})",
+                          Endpoint::kChat, so);
+  ASSERT_TRUE(it.error.empty()) << it.error;
+  EXPECT_EQ(it.o.logprobs, 20);
+  EXPECT_EQ(it.n_choices(), 1u);
+  it = parse_request_body(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": false, "echo": false})", Endpoint::kChat, so);
+  ASSERT_TRUE(it.error.empty()) << it.error;
+  EXPECT_EQ(it.o.logprobs, -1);
+  std::string many = R"({"prompt": [)";
+  for (size_t i = 0; i <= kMaxPrompts; ++i) many += i ? ",\"p\"" : "\"p\"";
+  it = parse_request_body(many + "]}", Endpoint::kCompletion, so);
+  EXPECT_NE(it.error.find("prompts; at most 4096"), std::string::npos) << it.error;
 }
 
 // An HTTP request body (ranklm serve): the batch body's fields plus stream, stream_options and
@@ -138,7 +169,7 @@ TEST(Prompts, ARequestBodyOfTheServerWithStreamingAndItsErrorsNamingTheField) {
   so = {};
   it = parse_request_body(R"({"prompt": [3, 4]})", Endpoint::kCompletion, so);
   EXPECT_TRUE(it.error.empty() && !so.stream && !it.o.ignore_eos);
-  EXPECT_EQ(it.prompt_ids, (std::vector<int32_t>{3, 4}));
+  EXPECT_EQ(it.prompts.at(0).ids, (std::vector<int32_t>{3, 4}));
   const std::vector<std::tuple<std::string, Endpoint, std::string, std::string>> bad = {
       {R"({"prompt": "x", "stream": 1})", Endpoint::kCompletion, "stream", "stream must be a boolean"},
       {R"({"prompt": "x", "stream_options": []})", Endpoint::kCompletion, "stream_options", "must be an object"},
@@ -152,6 +183,8 @@ TEST(Prompts, ARequestBodyOfTheServerWithStreamingAndItsErrorsNamingTheField) {
       {R"({"messages": [{"role": "user", "content": "x"}]})", Endpoint::kCompletion, "prompt", "is missing"},
       {R"({"prompt": "x",)", Endpoint::kCompletion, "", "not valid JSON"},
       {"\xff\xfe", Endpoint::kCompletion, "", "not UTF-8"},
+      {R"({"prompt": "x", "stream": true, "logprobs": 1})", Endpoint::kCompletion, "logprobs", "with stream is not supported"},
+      {R"({"prompt": ["x", "y"], "stream": true})", Endpoint::kCompletion, "prompt", "streaming takes one"},
   };
   for (const auto& [body, ep, param, what] : bad) {
     so = {};
@@ -159,7 +192,7 @@ TEST(Prompts, ARequestBodyOfTheServerWithStreamingAndItsErrorsNamingTheField) {
     EXPECT_EQ(it.error_param, param) << body;
     EXPECT_NE(it.error.find(what), std::string::npos) << body << " -> " << it.error;
     EXPECT_EQ(it.error.find("body."), std::string::npos) << it.error;
-    EXPECT_TRUE(it.messages.empty() && it.prompt.empty() && it.prompt_ids.empty());
+    EXPECT_TRUE(it.messages.empty() && it.prompts.empty());
   }
 }
 
@@ -191,14 +224,21 @@ TEST(Prompts, EveryBadJsonlLineIsThatLinesErrorNamingTheField) {
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "temperature": 7}})", "body.temperature is 7, outside [0, 2]", "body.temperature"},
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "top_p": 0}})", "body.top_p is 0, outside (0, 1]", "body.top_p"},
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "max_tokens": 2.5}})", "body.max_tokens must be an integer", "body.max_tokens"},
-      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "max_tokens": 0}})", "body.max_tokens is 0, outside 1..16777216", "body.max_tokens"},
-      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "max_tokens": 99999999}})", "body.max_tokens is 99999999, outside 1..16777216", "body.max_tokens"},
-      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "logprobs": 2}})", "body.logprobs is not supported by this server yet", "body.logprobs"},
-      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 3}})", "body.logprobs is not supported", "body.logprobs"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}})", "body.max_tokens is 0, outside 1..16777216", "body.max_tokens"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "max_tokens": 99999999}})", "body.max_tokens is 99999999, outside 0..16777216", "body.max_tokens"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "logprobs": 21}})", "body.logprobs is 21, outside 0..20", "body.logprobs"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "logprobs": true}})", "body.logprobs must be an integer in 0..20", "body.logprobs"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21}})", "body.top_logprobs is 21, outside 0..20", "body.top_logprobs"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}})", "body.top_logprobs needs body.logprobs set to true", "body.top_logprobs"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "logprobs": 3}})", "body.logprobs must be a boolean", "body.logprobs"},
+      {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "echo": true}})", "body.echo is not a field of /v1/chat/completions", "body.echo"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": ["x", 5]}})", "body.prompt[1] must be a string or a non-empty array of token ids", "body.prompt[1]"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": [[1, 2], []]}})", "body.prompt[1] must be a string or a non-empty array of token ids", "body.prompt[1]"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": ["x", ""]}})", "body.prompt[1] is empty", "body.prompt"},
+      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "echo": "yes"}})", "body.echo must be a boolean", "body.echo"},
       {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}})", "body.response_format is not supported", "body.response_format"},
       {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}})", "body.tools is not supported", "body.tools"},
       {R"({"custom_id": "a", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"}})", "body.tool_choice is not supported", "body.tool_choice"},
-      {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "echo": true}})", "body.echo is not supported", "body.echo"},
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "temprature": 0.1}})", "body.temprature is not a request field this server knows", "body.temprature"},
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "messages": []}})", "body.messages is not a field of /v1/completions", "body.messages"},
       {R"({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x", "frequency_penalty": 2.5}})", "body.frequency_penalty is 2.5, outside [-2, 2]", "body.frequency_penalty"},
@@ -354,8 +394,8 @@ TEST(Records, ResultAndErrorRecordsHaveTheBatchOutputShape) {
   chat.custom_id = "q1";
   chat.line = 4;
   chat.endpoint = Endpoint::kChat;
-  Completion c{"Paris.", "stop", 12, 3, 0.25, 1.25, 7};
-  const auto r = result_record(chat, "smol", c, 1700000000);
+  Completion c{"Paris.", "stop", 12, 3, 0.25, 1.25, 7, nullptr};
+  const auto r = result_record(chat, "smol", {c}, 1700000000);
   EXPECT_EQ(r["custom_id"], "q1");
   EXPECT_EQ(r["response"]["status_code"], 200);
   EXPECT_TRUE(r["error"].is_null());
@@ -372,7 +412,7 @@ TEST(Records, ResultAndErrorRecordsHaveTheBatchOutputShape) {
   EXPECT_EQ(r.dump().rfind("{\"id\":\"batch_req_", 0), 0u) << r.dump();
   PromptItem comp = chat;
   comp.endpoint = Endpoint::kCompletion;
-  EXPECT_EQ(result_record(comp, "smol", c, 0)["response"]["body"]["choices"][0]["text"], "Paris.");
+  EXPECT_EQ(result_record(comp, "smol", {c}, 0)["response"]["body"]["choices"][0]["text"], "Paris.");
   const auto e = error_record(chat, "invalid_request", "p.jsonl: line 4: body.seed must be an integer", "body.seed");
   EXPECT_EQ(e["custom_id"], "q1");
   EXPECT_EQ(e["response"]["status_code"], 400);
@@ -386,7 +426,7 @@ TEST(Records, ResultAndErrorRecordsHaveTheBatchOutputShape) {
   EXPECT_EQ(l["error"]["code"], "invalid_line");
   EXPECT_EQ(l["error"]["line"], 4);
   // Ids are unique per record: the same request answered twice (two runs) gets two.
-  const auto r2 = result_record(chat, "smol", c, 1700000000);
+  const auto r2 = result_record(chat, "smol", {c}, 1700000000);
   EXPECT_NE(r["id"], r2["id"]);
   EXPECT_NE(r["response"]["request_id"], r2["response"]["request_id"]);
   EXPECT_NE(r["response"]["body"]["id"], r2["response"]["body"]["id"]);
@@ -540,7 +580,7 @@ TEST(Prompts, ADeeplyNestedLineIsThatLinesErrorNotACrash) {
 TEST(Prompts, AByteOrderMarkIsNotPartOfTheFirstPrompt) {
   const auto items = parse("\xEF\xBB\xBFhello\nworld\n", PromptFormat::kText);
   ASSERT_EQ(items.size(), 2u);
-  EXPECT_EQ(items[0].prompt, "hello");
+  EXPECT_EQ(items[0].prompts.at(0).text, "hello");
   const auto j = parse("\xEF\xBB\xBF{\"custom_id\": \"a\", \"url\": \"/v1/completions\", \"body\": {\"prompt\": \"x\"}}\n");
   EXPECT_TRUE(j.at(0).error.empty()) << j.at(0).error;
 }

@@ -74,8 +74,8 @@ void check_fields(const json& body, Endpoint ep) {
                                         "stream", "stream_options", "max_completion_tokens", "frequency_penalty", "presence_penalty",
                                         "logit_bias", "ignore_eos", "top_k", "min_p", "repeat_penalty",
                                         "repetition_penalty"};
-  static const std::vector<std::string_view> kChat = {"messages"};
-  static const std::vector<std::string_view> kCompletion = {"prompt"};
+  static const std::vector<std::string_view> kChat = {"messages", "logprobs", "top_logprobs"};
+  static const std::vector<std::string_view> kCompletion = {"prompt", "logprobs", "echo"};
   auto in = [](const std::vector<std::string_view>& list, const std::string& k) {
     return std::find(list.begin(), list.end(), k) != list.end();
   };
@@ -84,8 +84,6 @@ void check_fields(const json& body, Endpoint ep) {
     if (in(kCommon, key) || in(chat ? kChat : kCompletion, key)) continue;
     // Known to OpenAI, not implemented here: accepted only as their defaults.
     bool is_default = v.is_null();
-    if (key == "logprobs") is_default = is_default || v == false;
-    if (key == "top_logprobs") is_default = is_default || (v.is_number_integer() && v.get<int64_t>() == 0);
     if (key == "response_format") is_default = is_default || (v.is_object() && v.size() == 1 && v.value("type", "") == "text");
     if (key == "tools" || key == "functions") is_default = is_default || (v.is_array() && v.empty());
     if (key == "tool_choice" || key == "function_call") is_default = is_default || v == "none";
@@ -105,12 +103,42 @@ void check_fields(const json& body, Endpoint ep) {
       throw LineError{p, fmt::format("{} is not a request field this server knows (unrecognized; leave it out)", p)};
     }
     if (!is_default) {
-      if (key == "messages" || key == "prompt") {  // the other endpoint's prompt field
+      if (key == "messages" || key == "prompt" || key == "echo" || key == "top_logprobs") {  // the other endpoint's field
         throw LineError{p, fmt::format("{} is not a field of {} (use {})", p, chat ? "/v1/chat/completions" : "/v1/completions",
                                        chat ? "/v1/completions" : "/v1/chat/completions")};
       }
       throw LineError{p, fmt::format("{} is not supported by this server yet ({} would be ignored; leave it out)", p, short_dump(v))};
     }
+  }
+}
+
+// Chat: logprobs (a boolean) and top_logprobs (0..20, only with logprobs true); completions:
+// logprobs (0..20) and echo (a boolean).
+void read_logprobs(const json& body, PromptItem& it) {
+  auto count = [&](const char* key) -> std::optional<int> {
+    if (!body.contains(key) || body[key].is_null()) return std::nullopt;
+    const json& v = body[key];
+    const std::string p = std::string("body.") + key;
+    if (!v.is_number_integer()) bad(p, fmt::format("an integer in 0..{}", kMaxLogprobs), v);
+    const int64_t n = v.get<int64_t>();
+    if (n < 0 || n > kMaxLogprobs) throw LineError{p, fmt::format("{} is {}, outside 0..{}", p, n, kMaxLogprobs)};
+    return static_cast<int>(n);
+  };
+  if (it.endpoint == Endpoint::kChat) {
+    bool want = false;
+    if (body.contains("logprobs") && !body["logprobs"].is_null()) {
+      if (!body["logprobs"].is_boolean()) bad("body.logprobs", "a boolean (chat completions; top_logprobs gives the count)", body["logprobs"]);
+      want = body["logprobs"].get<bool>();
+    }
+    const std::optional<int> top = count("top_logprobs");
+    if (top && !want) throw LineError{"body.top_logprobs", "body.top_logprobs needs body.logprobs set to true"};
+    if (want) it.o.logprobs = top.value_or(0);
+    return;
+  }
+  if (const std::optional<int> n = count("logprobs")) it.o.logprobs = *n;
+  if (body.contains("echo") && !body["echo"].is_null()) {
+    if (!body["echo"].is_boolean()) bad("body.echo", "a boolean", body["echo"]);
+    it.o.echo = body["echo"].get<bool>();
   }
 }
 
@@ -174,7 +202,9 @@ void read_body(const json& body, PromptItem& it, StreamOptions* so = nullptr) {
     const std::string p = std::string("body.") + key;
     if (!v.is_number_integer()) bad(p, "an integer", v);
     const int64_t n = v.get<int64_t>();
-    if (n < 1 || n > (int64_t{1} << 24)) throw LineError{p, fmt::format("{} is {}, outside 1..{}", p, n, int64_t{1} << 24)};
+    // Completions may ask for none (scoring the prompt: echo with logprobs).
+    const int64_t lo = it.endpoint == Endpoint::kCompletion ? 0 : 1;
+    if (n < lo || n > (int64_t{1} << 24)) throw LineError{p, fmt::format("{} is {}, outside {}..{}", p, n, lo, int64_t{1} << 24)};
     it.o.max_tokens = static_cast<int>(n);
   }
   if (body.contains("seed") && !body["seed"].is_null()) {
@@ -204,11 +234,18 @@ void read_body(const json& body, PromptItem& it, StreamOptions* so = nullptr) {
     if (!body["ignore_eos"].is_boolean()) bad("body.ignore_eos", "a boolean", body["ignore_eos"]);
     it.o.ignore_eos = body["ignore_eos"].get<bool>();
   }
+  read_logprobs(body, it);
   if (body.contains("n") && !body["n"].is_null() && body["n"] != 1) {
     throw LineError{"body.n", fmt::format("body.n is {}; one completion per request is supported (1)", short_dump(body["n"]))};
   }
   if (so) {
     read_stream_options(body, *so);
+    if (so->stream && it.o.logprobs >= 0) {
+      throw LineError{"body.logprobs", "body.logprobs with body.stream is not supported (ask without streaming)"};
+    }
+    if (so->stream && it.prompts.size() > 1) {
+      throw LineError{"body.prompt", fmt::format("body.prompt holds {} prompts; streaming takes one", it.prompts.size())};
+    }
   } else if (body.contains("stream") && body["stream"] == true) {
     throw LineError{"body.stream", "body.stream is true; batch results are written whole (leave it out)"};
   }
@@ -249,23 +286,41 @@ void read_messages(const json& body, PromptItem& it) {
   }
 }
 
+bool all_ids(const json& p) {
+  return p.is_array() && !p.empty() && std::all_of(p.begin(), p.end(), [](const json& x) { return x.is_number_integer(); });
+}
+
+CompletionPrompt one_prompt(const json& p, const std::string& where) {
+  CompletionPrompt cp;
+  if (p.is_string()) {
+    cp.text = p.get<std::string>();
+    if (cp.text.empty()) throw LineError{"body.prompt", where + " is empty"};
+    return cp;
+  }
+  for (const json& x : p) {
+    const int64_t id = x.get<int64_t>();
+    if (id < 0 || id > INT32_MAX) throw LineError{"body.prompt", fmt::format("{}: token id {} is negative or too large", where, id)};
+    cp.ids.push_back(static_cast<int32_t>(id));
+  }
+  return cp;
+}
+
+// A string, token ids, or a list of strings or of token-id arrays (one choice each).
 void read_completion_prompt(const json& body, PromptItem& it) {
   if (!body.contains("prompt")) throw LineError{"body.prompt", "body.prompt is missing (completions need it)"};
   const json& p = body["prompt"];
-  if (p.is_string()) {
-    it.prompt = p.get<std::string>();
-  } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
-    it.prompt = p[0].get<std::string>();
-  } else if (p.is_array() && !p.empty() && std::all_of(p.begin(), p.end(), [](const json& x) { return x.is_number_integer(); })) {
-    for (const json& x : p) {
-      const int64_t id = x.get<int64_t>();
-      if (id < 0 || id > INT32_MAX) throw LineError{"body.prompt", fmt::format("body.prompt: token id {} is negative or too large", id)};
-      it.prompt_ids.push_back(static_cast<int32_t>(id));
-    }
-  } else {
-    bad("body.prompt", "a string, a one-string array or an array of token ids", p);
+  const char* shape = "a string, an array of token ids, or an array of strings or of token-id arrays";
+  if (p.is_string() || all_ids(p)) {
+    it.prompts.push_back(one_prompt(p, "body.prompt"));
+    return;
   }
-  if (it.prompt.empty() && it.prompt_ids.empty()) throw LineError{"body.prompt", "body.prompt is empty"};
+  if (!p.is_array() || p.empty()) bad("body.prompt", shape, p);
+  if (p.size() > kMaxPrompts) throw LineError{"body.prompt", fmt::format("body.prompt holds {} prompts; at most {}", p.size(), kMaxPrompts)};
+  for (size_t i = 0; i < p.size(); ++i) {
+    const std::string where = fmt::format("body.prompt[{}]", i);
+    if (!p[i].is_string() && !all_ids(p[i])) bad(where, "a string or a non-empty array of token ids", p[i]);
+    it.prompts.push_back(one_prompt(p[i], where));
+  }
 }
 
 void parse_json_line(std::string_view text, PromptItem& it) {
@@ -307,8 +362,7 @@ void not_runnable(PromptItem& it, std::string error, std::string param) {
   it.error = std::move(error);
   it.error_param = std::move(param);
   it.messages.clear();
-  it.prompt.clear();
-  it.prompt_ids.clear();
+  it.prompts.clear();
 }
 
 std::string without_body_prefix(std::string s) {
@@ -341,7 +395,8 @@ PromptItem parse_request_body(std::string_view text, Endpoint ep, StreamOptions&
   return it;
 }
 
-bool prompt_ids(const PromptItem& it, const Tokenizer& tok, const std::function<const chat::ChatTemplate&()>& chat_template,
+bool prompt_ids(const PromptItem& it, size_t choice, const Tokenizer& tok,
+                const std::function<const chat::ChatTemplate&()>& chat_template,
                 const std::string& system, std::vector<int32_t>& ids, std::string& why, std::string& param) {
   for (const auto& [id, b] : it.o.logit_bias) {
     if (id >= tok.n_vocab()) {
@@ -350,18 +405,19 @@ bool prompt_ids(const PromptItem& it, const Tokenizer& tok, const std::function<
       return false;
     }
   }
-  if (!it.prompt_ids.empty()) {
-    const auto bad_id = std::find_if(it.prompt_ids.begin(), it.prompt_ids.end(), [&](int32_t id) { return id >= tok.n_vocab(); });
-    if (bad_id != it.prompt_ids.end()) {
+  if (it.endpoint != Endpoint::kChat) {
+    const CompletionPrompt& cp = it.prompts.at(choice);
+    if (cp.ids.empty()) {
+      ids = tok.encode(cp.text, true, true);
+      return true;
+    }
+    const auto bad_id = std::find_if(cp.ids.begin(), cp.ids.end(), [&](int32_t id) { return id >= tok.n_vocab(); });
+    if (bad_id != cp.ids.end()) {
       why = fmt::format("prompt: token id {} is outside the vocabulary (0..{})", *bad_id, tok.n_vocab() - 1);
       param = "prompt";
       return false;
     }
-    ids = it.prompt_ids;
-    return true;
-  }
-  if (it.endpoint != Endpoint::kChat) {
-    ids = tok.encode(it.prompt, true, true);
+    ids = cp.ids;
     return true;
   }
   try {
@@ -413,7 +469,7 @@ std::vector<PromptItem> parse_prompts(std::string_view content, const std::strin
         it.endpoint = Endpoint::kChat;
         it.messages.push_back({"user", std::string(text)});
       } else {
-        it.prompt = std::string(text);
+        it.prompts.push_back({std::string(text), {}});
       }
     } else {
       try {

@@ -7,13 +7,15 @@
 // JSONL line: {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
 //              "body": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 64,
 //                       "temperature": 0.7, "top_p": 0.9, "seed": 3, "stop": ["\n\n"]}}
-// or "url": "/v1/completions" with "body": {"prompt": "Once upon a time", ...}. Also honoured:
-// frequency_penalty, presence_penalty, logit_bias, max_completion_tokens, n (1), and the
-// llama.cpp / vLLM extensions top_k, min_p, repeat_penalty (repetition_penalty) and ignore_eos
-// (runs to max_tokens). model and user are accepted (one model is served; user identifies the
-// caller to the provider). An OpenAI field this server does not implement (logprobs, tools,
-// response_format, ...) is refused unless it holds its default (logprobs: false), and so is a
-// field OpenAI does not know: each an error for that line naming the field, never ignored.
+// or "url": "/v1/completions" with "body": {"prompt": "Once upon a time", ...}: a string, token
+// ids, or a list of either (one choice per prompt). Also honoured: frequency_penalty,
+// presence_penalty, logit_bias, max_completion_tokens, n (1), log-probabilities (chat: logprobs
+// true and top_logprobs 0..20; completions: logprobs 0..20 and echo, which scores the prompt,
+// with max_tokens 0 allowed), and the llama.cpp / vLLM extensions top_k, min_p, repeat_penalty
+// (repetition_penalty) and ignore_eos (runs to max_tokens). model and user are accepted (one
+// model is served; user identifies the caller to the provider). An OpenAI field this server
+// does not implement (tools, response_format, ...) is refused unless it holds its default, and
+// so is a field OpenAI does not know: each an error for that line naming the field, never ignored.
 #pragma once
 
 #include <cstdint>
@@ -47,21 +49,35 @@ struct Overrides {
   std::optional<float> frequency_penalty, presence_penalty, min_p, repeat_penalty;
   std::optional<int> top_k;
   std::vector<std::pair<int32_t, float>> logit_bias;  // token id, bias (checked against the vocabulary later)
+  // Log-probabilities: -1 none, else the chosen tokens' and this many alternatives (chat:
+  // top_logprobs once logprobs is true; completions: logprobs N). echo (completions): the
+  // prompt comes back in the text, and with logprobs its tokens' entries (the first is null).
+  int logprobs = -1;
+  bool echo = false;
 };
 
 // Bounds of the OpenAI fields.
 constexpr double kMaxPenalty = 2.0;
 constexpr double kMaxLogitBias = 100.0;
 constexpr size_t kMaxLogitBiasEntries = 1024;  // the wire's bound too (runtime/protocol.h)
+constexpr int kMaxLogprobs = 20;               // top_logprobs / logprobs N (runtime/logprobs.h)
+constexpr size_t kMaxPrompts = 4096;           // prompts in one completions request
+
+// One prompt of a completions request: text, or token ids.
+struct CompletionPrompt {
+  std::string text;
+  std::vector<int32_t> ids;
+};
 
 struct PromptItem {
   int64_t line = 0;            // 1-based line of the file
   std::string custom_id;       // JSONL: its custom_id ("line-N" when it has none); text: "N"
   Endpoint endpoint = Endpoint::kCompletion;
   std::vector<chat::Message> messages;  // kChat
-  std::string prompt;                   // kCompletion
-  std::vector<int32_t> prompt_ids;      // kCompletion given as token ids
+  std::vector<CompletionPrompt> prompts;  // kCompletion: one choice each
   Overrides o;
+  // Choices the request asks for: one per prompt (completions), one (chat).
+  size_t n_choices() const { return endpoint == Endpoint::kChat ? 1 : prompts.size(); }
   std::string error;        // non-empty: not runnable; the message names the line and field
   std::string error_param;  // the field at fault ("body.temperature"), or empty
   // "invalid_line": the line is no request (not JSON, no custom_id or url), so it never reached
@@ -78,10 +94,12 @@ struct StreamOptions {
 };
 PromptItem parse_request_body(std::string_view text, Endpoint ep, StreamOptions& so);
 
-// A request's prompt ids: its own token ids (checked against the vocabulary), its messages
-// through the chat template (after `system`, unless the request has its own system message),
-// or its text. False, with the error and the field at fault, when it cannot be run.
-bool prompt_ids(const PromptItem& it, const Tokenizer& tok, const std::function<const chat::ChatTemplate&()>& chat_template,
+// The prompt ids of a request's choice `choice`: its own token ids (checked against the
+// vocabulary), its messages through the chat template (after `system`, unless the request has
+// its own system message), or its text. False, with the error and the field at fault, when it
+// cannot be run.
+bool prompt_ids(const PromptItem& it, size_t choice, const Tokenizer& tok,
+                const std::function<const chat::ChatTemplate&()>& chat_template,
                 const std::string& system, std::vector<int32_t>& ids, std::string& why, std::string& param);
 
 // "prompts.jsonl" / ".json" are JSONL, anything else text, unless the format is given.

@@ -25,29 +25,44 @@ uint64_t request_seed(uint64_t job_seed, const std::string& custom_id) {
   return fnv1a(custom_id, z);
 }
 
-json completion_body(Endpoint ep, const std::string& id, const std::string& model, const Completion& c, int64_t created) {
+json completion_body(Endpoint ep, const std::string& id, const std::string& model, const std::vector<Completion>& choices,
+                     int64_t created) {
   const bool chat = ep == Endpoint::kChat;
-  json choice = {{"index", 0}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
-  if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", c.text}};
-  } else {
-    choice["text"] = c.text;
+  json list = json::array();
+  int64_t prompt = 0, completion = 0, cached = 0;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const Completion& c = choices[i];
+    json choice = {{"index", i}, {"finish_reason", c.finish_reason}, {"logprobs", c.logprobs}};
+    if (chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    } else {
+      choice["text"] = c.text;
+    }
+    list.push_back(choice);
+    prompt += c.prompt_tokens;
+    completion += c.completion_tokens;
+    cached += c.cached_tokens;
   }
   return {{"id", id},
           {"object", chat ? "chat.completion" : "text_completion"},
           {"created", created},
           {"model", model},
-          {"choices", json::array({choice})},
+          {"choices", list},
           {"usage",
-           {{"prompt_tokens", c.prompt_tokens},
-            {"completion_tokens", c.completion_tokens},
-            {"total_tokens", c.prompt_tokens + c.completion_tokens},
-            {"prompt_tokens_details", {{"cached_tokens", c.cached_tokens}}}}}};
+           {{"prompt_tokens", prompt},
+            {"completion_tokens", completion},
+            {"total_tokens", prompt + completion},
+            {"prompt_tokens_details", {{"cached_tokens", cached}}}}}};
 }
 
-json result_record(const PromptItem& it, const std::string& model, const Completion& c, int64_t created) {
+json result_record(const PromptItem& it, const std::string& model, const std::vector<Completion>& choices, int64_t created) {
   const bool chat = it.endpoint == Endpoint::kChat;
-  const json body = completion_body(it.endpoint, unique_id(chat ? "chatcmpl-" : "cmpl-"), model, c, created);
+  const json body = completion_body(it.endpoint, unique_id(chat ? "chatcmpl-" : "cmpl-"), model, choices, created);
+  // The timing of the slowest choice.
+  Completion c;
+  for (const Completion& x : choices) {
+    if (x.total_s >= c.total_s) c = x;
+  }
   const double decode_s = c.total_s - c.first_token_s;
   return {{"id", unique_id("batch_req_")},
           {"custom_id", it.custom_id},

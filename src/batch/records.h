@@ -27,12 +27,15 @@ struct Completion {
   int64_t prompt_tokens = 0, completion_tokens = 0;
   double first_token_s = 0, total_s = 0;
   int64_t cached_tokens = 0;  // prompt tokens whose KV was shared from another request
+  nlohmann::ordered_json logprobs;  // the choice's "logprobs" (null unless asked; serve/api.h)
 };
 
-// The response body of one completion (chat.completion or text_completion), with id `id`.
-nlohmann::ordered_json completion_body(Endpoint ep, const std::string& id, const std::string& model, const Completion& c,
-                                       int64_t created);
-nlohmann::ordered_json result_record(const PromptItem& it, const std::string& model, const Completion& c, int64_t created);
+// The response body of a completion (chat.completion or text_completion), with id `id`: one
+// choice per Completion (a completions request of several prompts), the usage summed.
+nlohmann::ordered_json completion_body(Endpoint ep, const std::string& id, const std::string& model,
+                                       const std::vector<Completion>& choices, int64_t created);
+nlohmann::ordered_json result_record(const PromptItem& it, const std::string& model, const std::vector<Completion>& choices,
+                                     int64_t created);
 // code: "invalid_request" (the line), "context_length_exceeded", ...
 nlohmann::ordered_json error_record(const PromptItem& it, const std::string& code, const std::string& message,
                             const std::string& param = "");

@@ -124,7 +124,8 @@ bool needs_bos(const Tokenizer& tok, const std::string& text) {
 }
 
 ChatTemplate::ChatTemplate(std::string source, std::string bos_token, std::string eos_token, std::string origin)
-    : tmpl_(source, origin), bos_(std::move(bos_token)), eos_(std::move(eos_token)), origin_(std::move(origin)) {}
+    : tmpl_(source, origin), source_(source), bos_(std::move(bos_token)), eos_(std::move(eos_token)),
+      origin_(std::move(origin)) {}
 
 ChatTemplate ChatTemplate::for_model(const gguf::File& f, const Tokenizer& tok, const std::string& override_path) {
   const std::string bos = token_or_empty(tok, tok.bos());

@@ -58,10 +58,11 @@ class ChatTemplate {
                               bool content_specials = false) const;
 
   const std::string& origin() const { return origin_; }
+  const std::string& source() const { return source_; }  // the Jinja text
 
  private:
   jinja::Template tmpl_;
-  std::string bos_, eos_, origin_;
+  std::string source_, bos_, eos_, origin_;
 };
 
 // A model's template (ChatTemplate::for_model) loaded on first use: a model without one fails

@@ -6,6 +6,7 @@
 // process without shards.
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <cstdio>
 #include <ctime>
 #include <functional>
@@ -62,6 +63,137 @@ batch::PromptFormat parse_format(const std::string& s) {
   usage_fail("--format: '{}' is not a prompt format (auto, text or jsonl)", s);
 }
 
+// Rank 0's side of the scheduler for a batch job. Every choice of an item (a completions line
+// may hold several prompts) is a request of its own, id item * kMaxPrompts + choice; the item's
+// record is written once all its choices have ended (an error record if one failed).
+struct ChoiceRun {
+  const RunOptions& o;
+  std::vector<batch::PromptItem>& items;
+  batch::ResultsFile& results;
+  batch::Progress& progress;
+  const Tokenizer& tok;
+  const serve::RequestDefaults& defaults;
+  const std::string& model_name;
+  int64_t created;
+
+  struct ItemState {
+    std::vector<batch::Completion> choices;
+    std::vector<serve::ChoiceTokens> tokens;
+    size_t left = 0;
+    bool failed = false;
+  };
+  static constexpr int64_t kIds = static_cast<int64_t>(batch::kMaxPrompts);
+  std::map<int64_t, std::shared_ptr<TextState>> texts{};
+  std::map<size_t, ItemState> open_items{};
+  std::deque<runtime::Request> ready{};
+  size_t next_item = 0;
+
+  void write_error(const batch::PromptItem& it, const std::string& code, const std::string& msg, const std::string& param) {
+    results.write(batch::error_record(it, code, msg, param));
+    progress.finished(false, 0, 0);
+  }
+
+  // The requests of the next item still to run, or false when it cannot run (its error written).
+  bool open_item(size_t i) {
+    batch::PromptItem& it = items[i];
+    if (results.done().count(it.custom_id)) return false;
+    if (!it.error.empty()) {
+      write_error(it, it.error_code, it.error, it.error_param);
+      return false;
+    }
+    std::vector<runtime::Request> reqs(it.n_choices());
+    std::string why, param;
+    for (size_t k = 0; k < reqs.size(); ++k) {
+      reqs[k].id = static_cast<int64_t>(i) * kIds + static_cast<int64_t>(k);
+      if (!serve::to_request(it, k, defaults, it.custom_id, reqs[k], why, param)) {
+        write_error(it, "invalid_request", fmt::format("{}: line {}: {}", o.prompts, it.line, why), "body." + param);
+        return false;
+      }
+    }
+    ItemState& st = open_items[i];
+    st.choices.resize(reqs.size());
+    st.tokens.resize(reqs.size());
+    st.left = reqs.size();
+    for (runtime::Request& r : reqs) {
+      auto text = std::make_shared<TextState>(tok, it.o.stop.value_or(o.stops));
+      texts[r.id] = text;
+      r.stop = [text, this](const std::vector<int32_t>& out) {
+        progress.token();
+        text->text += text->stream.push(out.back());
+        return text->stream.stopped();
+      };
+      st.tokens[static_cast<size_t>(r.id % kIds)].prompt = r.prompt;
+      ready.push_back(std::move(r));
+    }
+    return true;
+  }
+
+  std::optional<runtime::Request> next() {
+    while (ready.empty() && next_item < items.size()) open_item(next_item++);
+    if (ready.empty()) return std::nullopt;
+    runtime::Request r = std::move(ready.front());
+    ready.pop_front();
+    return r;
+  }
+
+  // A choice has ended (failed: `error` non-empty, with its code); the item's record once every
+  // choice has.
+  void choice_end(int64_t id, const std::string& code, const std::string& error) {
+    const size_t i = static_cast<size_t>(id / kIds);
+    ItemState& st = open_items.at(i);
+    if (!error.empty() && !st.failed) {
+      st.failed = true;
+      write_error(items[i], code, error, "");
+    }
+    texts.erase(id);
+    if (--st.left > 0) return;
+    if (!st.failed) {
+      int64_t prompt = 0, completion = 0, cached = 0;
+      for (const batch::Completion& c : st.choices) {
+        prompt += c.prompt_tokens;
+        completion += c.completion_tokens;
+        cached += c.cached_tokens;
+      }
+      results.write(batch::result_record(items[i], model_name, st.choices, created));
+      progress.finished(true, prompt, completion, cached);
+    }
+    open_items.erase(i);
+  }
+
+  void done(runtime::Finished&& f) {
+    const batch::PromptItem& it = items[static_cast<size_t>(f.id / kIds)];
+    if (f.finish_reason == "error") {
+      return choice_end(f.id, "model_error",
+                        fmt::format("{}: line {}: the model's logits were NaN or infinite after {} generated tokens; its "
+                                    "weights or hyperparameters are damaged", o.prompts, it.line, f.tokens.size()));
+    }
+    TextState& text = *texts.at(f.id);
+    text.text += text.stream.finish();
+    const size_t k = static_cast<size_t>(f.id % kIds);
+    ItemState& st = open_items.at(static_cast<size_t>(f.id / kIds));
+    serve::ChoiceTokens& ct = st.tokens[k];
+    ct.tokens = std::move(f.tokens);
+    ct.logprobs = std::move(f.logprobs);
+    ct.prompt_logprobs = std::move(f.prompt_logprobs);
+    batch::Completion& c = st.choices[k];
+    c.text = serve::echo_text(it, k, tok, ct.prompt) + text.text;
+    // A stop string counts as a stop even when it ended the sequence at its token limit.
+    c.finish_reason = text.stream.stopped() ? "stop" : f.finish_reason;
+    c.prompt_tokens = f.n_prompt;
+    c.cached_tokens = f.n_cached;
+    c.completion_tokens = static_cast<int64_t>(ct.tokens.size());
+    c.first_token_s = f.first_token_s;
+    c.total_s = f.total_s;
+    c.logprobs = serve::choice_logprobs(it, tok, ct);
+    choice_end(f.id, "", "");
+  }
+
+  void reject(const runtime::Request& r, const std::string& why) {
+    const batch::PromptItem& it = items[static_cast<size_t>(r.id / kIds)];
+    choice_end(r.id, "context_length_exceeded", fmt::format("{}: line {}: {}", o.prompts, it.line, why));
+  }
+};
+
 // The job on rank 0: every not-yet-done prompt through the scheduler, a record per request.
 void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf::File& meta, int64_t n_vocab,
            std::vector<batch::PromptItem>& items, batch::ResultsFile& results) {
@@ -87,70 +219,11 @@ void drive(const RunOptions& o, runtime::Executor& ex, int n_stages, const gguf:
   batch::Progress progress(batch::parse_progress_mode(o.progress), static_cast<int64_t>(items.size()) - skipped, skipped,
                            o.progress_interval, stderr, skipped_errors);
   const int64_t created = static_cast<int64_t>(std::time(nullptr));
-  auto write_error = [&](const batch::PromptItem& it, const std::string& code, const std::string& msg, const std::string& param) {
-    results.write(batch::error_record(it, code, msg, param));
-    progress.finished(false, 0, 0);
-  };
-
-  std::map<int64_t, std::shared_ptr<TextState>> texts;
-  size_t next = 0;
-  auto source = [&]() -> std::optional<runtime::Request> {
-    while (next < items.size()) {
-      const size_t i = next++;
-      batch::PromptItem& it = items[i];
-      if (results.done().count(it.custom_id)) continue;
-      if (!it.error.empty()) {
-        write_error(it, it.error_code, it.error, it.error_param);
-        continue;
-      }
-      runtime::Request r;
-      r.id = static_cast<int64_t>(i);
-      std::string why, param;
-      const serve::RequestDefaults defaults{*tok, chat_template, o.system, o.sp, end_tokens, o.max_tokens};
-      if (!serve::to_request(it, defaults, it.custom_id, r, why, param)) {
-        write_error(it, "invalid_request", fmt::format("{}: line {}: {}", o.prompts, it.line, why), "body." + param);
-        continue;
-      }
-      auto st = std::make_shared<TextState>(*tok, it.o.stop.value_or(o.stops));
-      texts[r.id] = st;
-      r.stop = [st, &progress](const std::vector<int32_t>& out) {
-        progress.token();
-        st->text += st->stream.push(out.back());
-        return st->stream.stopped();
-      };
-      return r;
-    }
-    return std::nullopt;
-  };
-  auto done = [&](runtime::Finished&& f) {
-    const batch::PromptItem& it = items[static_cast<size_t>(f.id)];
-    if (f.finish_reason == "error") {
-      write_error(it, "model_error",
-                  fmt::format("{}: line {}: the model's logits were NaN or infinite after {} generated tokens; its weights "
-                              "or hyperparameters are damaged", o.prompts, it.line, f.tokens.size()), "");
-      texts.erase(f.id);
-      return;
-    }
-    TextState& st = *texts.at(f.id);
-    st.text += st.stream.finish();
-    batch::Completion c;
-    c.text = st.text;
-    // A stop string counts as a stop even when it ended the sequence at its token limit.
-    c.finish_reason = st.stream.stopped() ? "stop" : f.finish_reason;
-    c.prompt_tokens = f.n_prompt;
-    c.cached_tokens = f.n_cached;
-    c.completion_tokens = static_cast<int64_t>(f.tokens.size());
-    c.first_token_s = f.first_token_s;
-    c.total_s = f.total_s;
-    results.write(batch::result_record(it, model_name, c, created));
-    progress.finished(true, c.prompt_tokens, c.completion_tokens, c.cached_tokens);
-    texts.erase(f.id);
-  };
-  auto reject = [&](const runtime::Request& r, const std::string& why) {
-    const batch::PromptItem& it = items[static_cast<size_t>(r.id)];
-    write_error(it, "context_length_exceeded", fmt::format("{}: line {}: {}", o.prompts, it.line, why), "");
-    texts.erase(r.id);
-  };
+  const serve::RequestDefaults defaults{*tok, chat_template, o.system, o.sp, end_tokens, o.max_tokens};
+  ChoiceRun run{o, items, results, progress, *tok, defaults, model_name, created};
+  auto source = [&] { return run.next(); };
+  auto done = [&](runtime::Finished&& f) { run.done(std::move(f)); };
+  auto reject = [&](const runtime::Request& r, const std::string& why) { run.reject(r, why); };
   runtime::SchedulerOptions so;
   so.n_micro = n_stages;
   so.prefill_chunk = o.prefill_chunk;

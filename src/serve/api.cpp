@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include "batch/records.h"
+#include "tokenizer/unicode.h"
+#include "util/error.h"
+#include "util/json_file.h"
 
 namespace ranklm::serve {
 
@@ -96,16 +99,174 @@ void apply_overrides(const batch::Overrides& o, SamplingParams& sp) {
   if (!o.logit_bias.empty()) sp.logit_bias = o.logit_bias;
 }
 
-bool to_request(const batch::PromptItem& it, const RequestDefaults& d, const std::string& seed_key, runtime::Request& r,
-                std::string& why, std::string& param) {
-  if (!batch::prompt_ids(it, d.tok, d.chat_template, d.system, r.prompt, why, param)) return false;
+bool to_request(const batch::PromptItem& it, size_t choice, const RequestDefaults& d, const std::string& seed_key,
+                runtime::Request& r, std::string& why, std::string& param) {
+  if (!batch::prompt_ids(it, choice, d.tok, d.chat_template, d.system, r.prompt, why, param)) return false;
+  r.logprobs = runtime::LogprobAsk{it.o.logprobs, it.o.echo ? it.o.logprobs : -1};
   r.max_tokens = static_cast<int>(it.o.max_tokens.value_or(d.max_tokens));
   r.sampling = d.sampling;
   apply_overrides(it.o, r.sampling);
-  r.sampling.seed = it.o.seed ? *it.o.seed : batch::request_seed(d.sampling.seed, seed_key);
+  // Each prompt of a list draws its own numbers.
+  const std::string key = choice == 0 ? seed_key : fmt::format("{}#{}", seed_key, choice);
+  r.sampling.seed = it.o.seed ? *it.o.seed + choice : batch::request_seed(d.sampling.seed, key);
   r.end_tokens.clear();
   if (!it.o.ignore_eos) r.end_tokens = d.end_tokens;
   return true;
+}
+
+namespace {
+
+// A token's text for the API: its bytes when they are whole UTF-8, else "bytes:\xNN..." (vLLM).
+std::string token_string(const std::string& piece) {
+  if (unicode::valid_utf8(piece)) return piece;
+  std::string out = "bytes:";
+  for (unsigned char c : piece) out += fmt::format("\\x{:02x}", c);
+  return out;
+}
+
+json bytes_json(const std::string& piece) {
+  json b = json::array();
+  for (unsigned char c : piece) b.push_back(static_cast<int>(c));
+  return b;
+}
+
+json chat_entry(const Tokenizer& tok, const runtime::TokenLogprob& e) {
+  const std::string piece = tok.token_to_piece(e.token, true);
+  json top = json::array();
+  for (const runtime::TopLogprob& t : e.top) {
+    const std::string p = tok.token_to_piece(t.token, true);
+    top.push_back({{"token", token_string(p)}, {"logprob", t.logprob}, {"bytes", bytes_json(p)}});
+  }
+  return {{"token", token_string(piece)}, {"logprob", e.logprob}, {"bytes", bytes_json(piece)}, {"top_logprobs", top}};
+}
+
+}  // namespace
+
+std::string echo_text(const batch::PromptItem& it, size_t choice, const Tokenizer& tok, const std::vector<int32_t>& ids) {
+  if (!it.o.echo || it.endpoint == batch::Endpoint::kChat) return "";
+  const batch::CompletionPrompt& cp = it.prompts.at(choice);
+  return cp.ids.empty() ? cp.text : tok.decode(ids);
+}
+
+json choice_logprobs(const batch::PromptItem& it, const Tokenizer& tok, const ChoiceTokens& c) {
+  if (it.o.logprobs < 0) return nullptr;
+  if (it.endpoint == batch::Endpoint::kChat) {
+    json content = json::array();
+    for (const runtime::TokenLogprob& e : c.logprobs) content.push_back(chat_entry(tok, e));
+    return {{"content", content}, {"refusal", nullptr}};
+  }
+  json tokens = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+  int64_t offset = 0;  // in characters of the returned text (code points, as vLLM counts them)
+  auto add = [&](int32_t id, const runtime::TokenLogprob* e) {
+    const std::string piece = tok.token_to_piece(id, true);
+    tokens.push_back(token_string(piece));
+    offsets.push_back(offset);
+    for (unsigned char ch : piece) offset += (ch & 0xC0) != 0x80 ? 1 : 0;
+    if (!e) {
+      lps.push_back(nullptr);
+      tops.push_back(nullptr);
+      return;
+    }
+    lps.push_back(e->logprob);
+    json top = json::object();
+    for (const runtime::TopLogprob& t : e->top) {
+      const std::string key = token_string(tok.token_to_piece(t.token, true));
+      if (!top.contains(key)) top[key] = t.logprob;
+    }
+    tops.push_back(top);
+  };
+  if (it.o.echo) {
+    for (size_t i = 0; i < c.prompt.size(); ++i) add(c.prompt[i], i == 0 ? nullptr : &c.prompt_logprobs.at(i - 1));
+  }
+  for (size_t i = 0; i < c.tokens.size() && i < c.logprobs.size(); ++i) add(c.tokens[i], &c.logprobs[i]);
+  return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+namespace {
+
+json parse_object(const std::string& body) {
+  if (!unicode::valid_utf8(body)) throw ApiError{400, "invalid_request_error", "the request body is not UTF-8 text", "", ""};
+  if (json_deeper_than(body, batch::kMaxJsonDepth)) {
+    throw ApiError{400, "invalid_request_error", fmt::format("the request body is JSON nested deeper than {} levels", batch::kMaxJsonDepth), "", ""};
+  }
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw ApiError{400, "invalid_request_error", "the request body is not a JSON object", "", ""};
+  return j;
+}
+
+bool flag(const json& j, const char* key, bool dflt) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  if (!j[key].is_boolean()) throw ApiError{400, "invalid_request_error", fmt::format("{} must be a boolean", key), key, ""};
+  return j[key].get<bool>();
+}
+
+std::string text_field(const json& j, const char* key) {
+  if (!j[key].is_string()) throw ApiError{400, "invalid_request_error", fmt::format("{} must be a string", key), key, ""};
+  return j[key].get<std::string>();
+}
+
+}  // namespace
+
+json tokenize_json(const std::string& body, const TokenizerView& v) {
+  const json j = parse_object(body);
+  if (j.contains("content")) {  // llama-server
+    const std::vector<int32_t> ids = v.tok.encode(text_field(j, "content"), flag(j, "add_special", false), true);
+    if (!flag(j, "with_pieces", false)) return {{"tokens", ids}};
+    json pieces = json::array();
+    for (int32_t id : ids) pieces.push_back({{"id", id}, {"piece", token_string(v.tok.token_to_piece(id, true))}});
+    return {{"tokens", pieces}};
+  }
+  std::vector<int32_t> ids;
+  if (j.contains("messages")) {
+    // The same checks as a chat request's messages.
+    batch::StreamOptions so;
+    json req = {{"messages", j["messages"]}};
+    const batch::PromptItem it = batch::parse_request_body(req.dump(), batch::Endpoint::kChat, so);
+    if (!it.error.empty()) throw ApiError{400, "invalid_request_error", it.error, it.error_param, ""};
+    try {
+      ids = v.chat_template().encode(v.tok, it.messages, flag(j, "add_generation_prompt", true));
+    } catch (const Error& e) {
+      throw ApiError{400, "invalid_request_error", e.what(), "messages", ""};
+    }
+  } else if (j.contains("prompt")) {
+    ids = v.tok.encode(text_field(j, "prompt"), flag(j, "add_special_tokens", true), true);
+  } else {
+    throw ApiError{400, "invalid_request_error", "give prompt (text) or messages (a chat), or content (llama-server's shape)", "prompt", ""};
+  }
+  json strs = nullptr;
+  if (flag(j, "return_token_strs", false)) {
+    strs = json::array();
+    for (int32_t id : ids) strs.push_back(token_string(v.tok.token_to_piece(id, true)));
+  }
+  return {{"count", ids.size()}, {"max_model_len", v.n_ctx}, {"tokens", ids}, {"token_strs", strs}};
+}
+
+json detokenize_json(const std::string& body, const TokenizerView& v) {
+  const json j = parse_object(body);
+  if (!j.contains("tokens") || !j["tokens"].is_array()) {
+    throw ApiError{400, "invalid_request_error", "tokens must be an array of token ids", "tokens", ""};
+  }
+  std::vector<int32_t> ids;
+  for (const json& x : j["tokens"]) {
+    if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= v.tok.n_vocab()) {
+      throw ApiError{400, "invalid_request_error",
+                     fmt::format("tokens: {} is not a token id of this vocabulary (0..{})", x.dump(), v.tok.n_vocab() - 1), "tokens", ""};
+    }
+    ids.push_back(static_cast<int32_t>(x.get<int64_t>()));
+  }
+  const std::string text = v.tok.decode(ids, true);  // bytes that are not UTF-8 become U+FFFD when written
+  return {{"prompt", text}, {"content", text}};
+}
+
+json tokenizer_info_json(const TokenizerView& v) {
+  auto token = [&](int32_t id) -> json { return id >= 0 && id < v.tok.n_vocab() ? json(v.tok.token_text(id)) : json(); };
+  json tmpl = nullptr;
+  try {
+    tmpl = v.chat_template().source();
+  } catch (const Error&) {  // a base model: no template
+  }
+  return {{"tokenizer_class", "GGUFTokenizer"}, {"vocab_size", v.tok.n_vocab()}, {"model_max_length", v.n_ctx},
+          {"bos_token", token(v.tok.bos())}, {"eos_token", token(v.tok.eos())}, {"pad_token", nullptr}, {"chat_template", tmpl}};
 }
 
 }  // namespace ranklm::serve

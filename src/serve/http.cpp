@@ -81,7 +81,8 @@ bool HttpServer::authorized(const net::Request& req) const {
 // Every request, on a transport worker: the API key, then the route. Exceptions become 500s.
 void HttpServer::handle(const net::Request& req, int fd, net::Response& res) {
   try {
-    const bool guarded = req.path.rfind("/v1/", 0) == 0 || req.path == "/metrics";
+    const bool guarded = req.path.rfind("/v1/", 0) == 0 || req.path == "/metrics" || req.path == "/tokenize" ||
+                         req.path == "/detokenize" || req.path == "/tokenizer_info";
     if (guarded && !authorized(req)) {
       send_error(res, {401, "invalid_request_error",
                        req.has_header("Authorization") ? "Incorrect API key provided." :
@@ -115,6 +116,20 @@ void HttpServer::route(const net::Request& req, int fd, net::Response& res) {
     }
     return set_json(res, models_json(model_.name, model_.created)["data"][0].dump());
   }
+  const bool tokenizer_route = (post && (req.path == "/tokenize" || req.path == "/detokenize")) ||
+                               (get && req.path == "/tokenizer_info");
+  if (tokenizer_route) {
+    if (!ready_) return send_error(res, {503, "server_error", "the model is loading", "", "model_loading"});
+    const TokenizerView v{*model_.tok, model_.chat_template, model_.n_ctx};
+    try {
+      const nlohmann::ordered_json j = req.path == "/tokenize"     ? tokenize_json(req.body, v)
+                                       : req.path == "/detokenize" ? detokenize_json(req.body, v)
+                                                                   : tokenizer_info_json(v);
+      return set_json(res, j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    } catch (const ApiError& e) {
+      return send_error(res, e);
+    }
+  }
   if (post && req.path == "/v1/chat/completions") return completion(req, fd, res, batch::Endpoint::kChat);
   if (post && req.path == "/v1/completions") return completion(req, fd, res, batch::Endpoint::kCompletion);
   send_error(res, {404, "invalid_request_error", fmt::format("no route {} {}", req.method, req.path), "", "not_found"});
@@ -137,102 +152,130 @@ void HttpServer::stop() {
   svr_->stop();
 }
 
-std::shared_ptr<Job> HttpServer::make_job(const net::Request& req, batch::Endpoint ep, net::Response& res) {
+std::vector<std::shared_ptr<Job>> HttpServer::make_jobs(const net::Request& req, batch::Endpoint ep, net::Response& res) {
   if (!ready_) {
     send_error(res, {503, "server_error", "the model is loading; retry when /health answers 200", "", "model_loading"});
-    return nullptr;
+    return {};
   }
   batch::StreamOptions so;
-  batch::PromptItem it = batch::parse_request_body(req.body, ep, so);
-  if (!it.error.empty()) {
-    send_error(res, {400, "invalid_request_error", it.error, it.error_param, ""});
-    return nullptr;
+  auto it = std::make_shared<batch::PromptItem>(batch::parse_request_body(req.body, ep, so));
+  if (!it->error.empty()) {
+    send_error(res, {400, "invalid_request_error", it->error, it->error_param, ""});
+    return {};
   }
-  auto job = std::make_shared<Job>(*model_.tok, it.o.stop.value_or(o_.stops));
-  job->endpoint = ep;
-  job->stream = so;
-  runtime::Request& r = job->req;
-  job->id = next_id_++;
-  {
+  const std::string public_id = unique_id(ep == batch::Endpoint::kChat ? "chatcmpl-" : "cmpl-");
+  const int64_t created = static_cast<int64_t>(std::time(nullptr));
+  std::vector<std::shared_ptr<Job>> jobs;
+  for (size_t k = 0; k < it->n_choices(); ++k) {
+    auto job = std::make_shared<Job>(*model_.tok, it->o.stop.value_or(o_.stops));
+    job->endpoint = ep;
+    job->stream = so;
+    job->item = it;
+    job->choice = k;
+    runtime::Request& r = job->req;
+    job->id = next_id_++;
     std::string why, param;
     // No lock: encoding is read-only on the tokenizer and the loaded template, so a long prompt
     // being tokenized never holds up another request. The token limit is settled below.
     const RequestDefaults defaults{*model_.tok, model_.chat_template, o_.system, o_.sampling, model_.end_tokens, 0};
-    if (!to_request(it, defaults, fmt::format("request-{}", job->id), r, why, param)) {
+    if (!to_request(*it, k, defaults, fmt::format("request-{}", job->id), r, why, param)) {
       send_error(res, {400, "invalid_request_error", why, param, ""});
-      return nullptr;
+      return {};
     }
+    const int64_t n = static_cast<int64_t>(r.prompt.size());
+    if (n + 1 > model_.n_ctx) {
+      send_error(res, {400, "invalid_request_error",
+                       fmt::format("the prompt has {} tokens; the context holds {} with at least one generated (start the "
+                                   "server with a larger --ctx-size, or shorten the prompt)", n, model_.n_ctx),
+                       ep == batch::Endpoint::kChat ? "messages" : "prompt", "context_length_exceeded"});
+      return {};
+    }
+    job->public_id = public_id;
+    job->created = created;
+    const int64_t room = model_.n_ctx - n;
+    int64_t max_tokens = it->o.max_tokens ? *it->o.max_tokens : o_.default_max_tokens > 0 ? o_.default_max_tokens : room;
+    r.max_tokens = static_cast<int>(std::min(max_tokens, room));
+    jobs.push_back(std::move(job));
   }
-  const int64_t n = static_cast<int64_t>(r.prompt.size());
-  if (n + 1 > model_.n_ctx) {
-    send_error(res, {400, "invalid_request_error",
-                     fmt::format("the prompt has {} tokens; the context holds {} with at least one generated (start the "
-                                 "server with a larger --ctx-size, or shorten the prompt)", n, model_.n_ctx),
-                     ep == batch::Endpoint::kChat ? "messages" : "prompt", "context_length_exceeded"});
-    return nullptr;
-  }
-  job->public_id = unique_id(ep == batch::Endpoint::kChat ? "chatcmpl-" : "cmpl-");
-  job->created = static_cast<int64_t>(std::time(nullptr));
-  const int64_t room = model_.n_ctx - n;
-  int64_t max_tokens = it.o.max_tokens ? *it.o.max_tokens : o_.default_max_tokens > 0 ? o_.default_max_tokens : room;
-  r.max_tokens = static_cast<int>(std::min(max_tokens, room));
-  return job;
+  return jobs;
 }
 
 void HttpServer::completion(const net::Request& req, int fd, net::Response& res, batch::Endpoint ep) {
-  std::shared_ptr<Job> job = make_job(req, ep, res);
-  if (!job) return;
-  switch (hub_.submit(job)) {
-    case Hub::Admit::kFull:
+  std::vector<std::shared_ptr<Job>> jobs = make_jobs(req, ep, res);
+  if (jobs.empty()) return;
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    const Hub::Admit a = hub_.submit(jobs[k]);
+    if (a == Hub::Admit::kQueued) continue;
+    // The choices already queued leave (their slots freed at the scheduler's next pass).
+    for (size_t j = 0; j < k; ++j) hub_.client_left(*jobs[j]);
+    for (size_t j = 0; j < k; ++j) {
+      std::unique_lock<std::mutex> lk(jobs[j]->m);
+      jobs[j]->cv.wait(lk, [&] { return jobs[j]->end != JobEnd::kNone; });
+      lk.unlock();
+      hub_.answered();
+    }
+    if (a == Hub::Admit::kFull) {
       res.headers.emplace_back("Retry-After", "1");
       return send_error(res, {429, "rate_limit_exceeded",
                               "the server's queue is full (--max-queue requests waiting for a slot); retry later", "",
                               "rate_limit_exceeded"});
-    case Hub::Admit::kClosed:
-      return send_error(res, {503, "server_error", "the server is shutting down", "", ""});
-    case Hub::Admit::kQueued:
-      break;
+    }
+    return send_error(res, {503, "server_error", "the server is shutting down", "", ""});
   }
-  if (job->stream.stream) {
-    answer_stream(job, fd, res);
+  if (jobs[0]->stream.stream) {
+    answer_stream(jobs[0], fd, res);
   } else {
-    answer_whole(job, fd, res);
+    answer_whole(jobs, fd, res);
   }
 }
 
-void HttpServer::answer_whole(const std::shared_ptr<Job>& job, int fd, net::Response& res) {
-  std::unique_lock<std::mutex> lk(job->m);
-  while (job->end == JobEnd::kNone) {
-    job->cv.wait_for(lk, kPoll);
-    if (job->end == JobEnd::kNone) {
-      lk.unlock();
-      hub_.check_stall();
-      lk.lock();
-    }
-    if (job->end == JobEnd::kNone && client_gone(fd)) {
-      lk.unlock();
-      hub_.client_left(*job);
-      lk.lock();
-      job->cv.wait(lk, [&] { return job->end != JobEnd::kNone; });
-      break;
+void HttpServer::answer_whole(const std::vector<std::shared_ptr<Job>>& jobs, int fd, net::Response& res) {
+  bool left = false;
+  for (const std::shared_ptr<Job>& job : jobs) {
+    std::unique_lock<std::mutex> lk(job->m);
+    while (job->end == JobEnd::kNone) {
+      job->cv.wait_for(lk, kPoll);
+      if (job->end == JobEnd::kNone) {
+        lk.unlock();
+        hub_.check_stall();
+        lk.lock();
+      }
+      if (job->end == JobEnd::kNone && (left || client_gone(fd))) {
+        left = true;
+        lk.unlock();
+        hub_.client_left(*job);
+        lk.lock();
+        job->cv.wait(lk, [&] { return job->end != JobEnd::kNone; });
+        break;
+      }
     }
   }
-  if (job->end == JobEnd::kCancelled) {
-    res.status = 499;  // the client has gone: nothing is read
-  } else if (job->end == JobEnd::kFailed) {
-    send_error(res, {job->status, job->error_type, job->error, "", job->status == 400 ? "context_length_exceeded" : ""});
-  } else {
+  std::vector<batch::Completion> choices;
+  for (const std::shared_ptr<Job>& job : jobs) {
+    std::lock_guard<std::mutex> lk(job->m);
+    if (job->end == JobEnd::kCancelled) {
+      res.status = 499;  // the client has gone: nothing is read
+      break;
+    }
+    if (job->end == JobEnd::kFailed) {
+      send_error(res, {job->status, job->error_type, job->error, "", job->status == 400 ? "context_length_exceeded" : ""});
+      break;
+    }
+    const ChoiceTokens ct{job->req.prompt, job->tokens, job->prompt_logprobs, job->logprobs};
     batch::Completion c;
-    c.text = job->text;
+    c.text = echo_text(*job->item, job->choice, *model_.tok, ct.prompt) + job->text;
     c.finish_reason = job->finish_reason;
     c.prompt_tokens = job->n_prompt;
     c.completion_tokens = job->n_completion;
     c.cached_tokens = job->n_cached;
-    set_json(res, batch::completion_body(job->endpoint, job->public_id, model_.name, c, job->created)
+    c.logprobs = choice_logprobs(*job->item, *model_.tok, ct);
+    choices.push_back(std::move(c));
+  }
+  if (choices.size() == jobs.size()) {
+    set_json(res, batch::completion_body(jobs[0]->endpoint, jobs[0]->public_id, model_.name, choices, jobs[0]->created)
                       .dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
   }
-  lk.unlock();
-  hub_.answered();
+  for (size_t k = 0; k < jobs.size(); ++k) hub_.answered();
 }
 
 // Server-sent events: the text as it comes, the finish reason, the usage when asked, [DONE]. A

@@ -70,8 +70,10 @@ class HttpServer {
   void handle(const net::Request& req, int fd, net::Response& res);
   void route(const net::Request& req, int fd, net::Response& res);
   void completion(const net::Request& req, int fd, net::Response& res, batch::Endpoint ep);
-  std::shared_ptr<Job> make_job(const net::Request& req, batch::Endpoint ep, net::Response& res);
-  void answer_whole(const std::shared_ptr<Job>& job, int fd, net::Response& res);
+  // One job per choice (a completions request may hold several prompts); none, with the error
+  // answered, when the request cannot run.
+  std::vector<std::shared_ptr<Job>> make_jobs(const net::Request& req, batch::Endpoint ep, net::Response& res);
+  void answer_whole(const std::vector<std::shared_ptr<Job>>& jobs, int fd, net::Response& res);
   void answer_stream(const std::shared_ptr<Job>& job, int fd, net::Response& res);
   bool authorized(const net::Request& req) const;
 

@@ -228,6 +228,9 @@ void Hub::done(runtime::Finished&& f) {
   job->n_prompt = f.n_prompt;
   job->n_cached = f.n_cached;
   job->n_completion = static_cast<int64_t>(f.tokens.size());
+  job->tokens = std::move(f.tokens);
+  job->logprobs = std::move(f.logprobs);
+  job->prompt_logprobs = std::move(f.prompt_logprobs);
   job->first_token_s = f.first_token_s;
   job->total_s = f.total_s;
   job->end = JobEnd::kDone;

@@ -50,6 +50,10 @@ struct Job {
   std::string error, error_type;
   int64_t n_prompt = 0, n_cached = 0, n_completion = 0;
   double first_token_s = 0, total_s = 0;
+  std::vector<int32_t> tokens;  // generated, once done
+  std::vector<runtime::TokenLogprob> logprobs, prompt_logprobs;  // when asked, once done
+  std::shared_ptr<const batch::PromptItem> item;  // the request it answers (one of its choices)
+  size_t choice = 0;
 
   std::atomic<bool> client_gone{false};
 

@@ -15,7 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     batch::StreamOptions so;
     const batch::PromptItem it =
         batch::parse_request_body(rest, data[0] & 8 ? batch::Endpoint::kChat : batch::Endpoint::kCompletion, so);
-    if (it.error.empty() && it.messages.empty() && it.prompt.empty() && it.prompt_ids.empty()) __builtin_trap();
+    if (it.error.empty() && it.messages.empty() && it.prompts.empty()) __builtin_trap();
     return 0;
   }
   const auto f = data[0] & 1 ? batch::PromptFormat::kJsonl : batch::PromptFormat::kText;
