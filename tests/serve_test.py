@@ -34,6 +34,8 @@ import urllib.request
 
 import openai
 
+import serve_scoring
+
 FAILS = []
 
 
@@ -214,14 +216,14 @@ def field_checks(s, label, model, args):
     """Fields a client asks for are honoured or refused, never ignored; ids are unique; created is now."""
     h = {"Content-Type": "application/json"}
     chat = {"messages": MSGS, "max_tokens": 4}
-    for field, value in [("logprobs", True), ("top_logprobs", 2), ("response_format", {"type": "json_object"}),
+    for field, value in [("response_format", {"type": "json_object"}),
                          ("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "required"),
                          ("made_up_field", 1)]:
         st, j = s.raw("POST", "/v1/chat/completions", json.dumps(dict(chat, **{field: value})), h)
         err = j.get("error", {}) if isinstance(j, dict) else {}
         check(st == 400 and err.get("param") == field, f"{label}: {field}={value!r} is refused naming it: {st} {err.get('message')}")
-    st, j = s.raw("POST", "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 2, "logprobs": 3}), h)
-    check(st == 400 and j["error"].get("param") == "logprobs", f"{label}: completions logprobs=3 is refused: {st}")
+    st, j = s.raw("POST", "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 2, "logprobs": 21}), h)
+    check(st == 400 and j["error"].get("param") == "logprobs", f"{label}: completions logprobs=21 is refused: {st}")
     st, j = s.raw("POST", "/v1/chat/completions", json.dumps(dict(chat, logprobs=False, response_format={"type": "text"},
                                                                    user="u1", frequency_penalty=0.5)), h)
     check(st == 200, f"{label}: defaults of unimplemented fields (logprobs false, response_format text), user and a "
@@ -264,7 +266,7 @@ def misuse_checks(s, label):
         ("a message without content", "/v1/chat/completions", '{"messages": [{"role": "user"}]}', 400, "messages[0].content"),
         ("n = 2", "/v1/completions", '{"prompt": "x", "n": 2}', 400, "n"),
         ("stream of the wrong type", "/v1/completions", '{"prompt": "x", "stream": "yes"}', 400, "stream"),
-        ("max_tokens 0", "/v1/completions", '{"prompt": "x", "max_tokens": 0}', 400, "max_tokens"),
+        ("max_tokens 0 on chat", "/v1/chat/completions", '{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', 400, "max_tokens"),
         ("a body that is not an object", "/v1/completions", '[1, 2]', 400, None),
         ("a prompt longer than the context", "/v1/completions", json.dumps({"prompt": "word " * 1000}), 400, "prompt"),
         ("nested JSON beyond the depth bound", "/v1/completions", '{"prompt": "x", "user": ' + "[" * 200 + "]" * 200 + "}", 400, None),
@@ -751,6 +753,7 @@ def main():
         model = api_checks(s, label)
         seeded_checks(s, label, args, model)
         first_id = field_checks(s, label, model, args)
+        serve_scoring.run(s, label, args, model, check)
         misuse_checks(s, label)
         load_test(s, label, 300 if args.full else 80, 32 if args.full else 16, 5)
         rc, err = s.stop()
