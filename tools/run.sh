@@ -35,13 +35,14 @@ mpi+=(--map-by "slot:PE=$threads")
 echo "[run] step 5/6: ${mpi[*]} -np $ranks ranklm-repack --model $model --plan $work/plan.json -o $work/shards"
 rm -rf "$work/shards"
 "${mpi[@]}" -np "$ranks" ./build/bin/ranklm-repack --model "$model" --plan "$work/plan.json" -o "$work/shards"
-system="You are a helpful assistant."
 prompts=jobs/examples/prompts.txt
 results="$work/results.jsonl"
 rm -f "$results"
-echo "[run] step 6/6: ${mpi[*]} -np $ranks ranklm run --shards $work/shards -t $threads --parallel 16 --prompts $prompts --chat --system \"$system\" --temp 0 -n 64 --out $results"
+# Chat prompts through the model's own template, with its own default system prompt (--system
+# would replace it).
+echo "[run] step 6/6: ${mpi[*]} -np $ranks ranklm run --shards $work/shards -t $threads --parallel 16 --prompts $prompts --chat --temp 0 -n 64 --out $results"
 "${mpi[@]}" -np "$ranks" ./build/bin/ranklm run --shards "$work/shards" -t "$threads" --parallel 16 --prompts "$prompts" --chat \
-  --system "$system" --temp 0 -n 64 --out "$results" "$@"
+  --temp 0 -n 64 --out "$results" "$@"
 echo "[run] the first answers (all of them, with usage and timing, are in $results):"
 python3 - "$results" <<'PY'
 import json, sys
