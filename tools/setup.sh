@@ -47,3 +47,32 @@ if ! "$root/.venv/bin/python" -c 'import openai' 2> /dev/null; then
   python3 -m venv "$root/.venv"
   "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check "openai==3.57.0"
 fi
+
+# xgrammar (structured output: JSON schemas to token masks), C++ core from its PyPI source
+# package, checked against its SHA-256 and unpacked into .deps/ (gitignored); CMake builds it
+# as a static library (cmake/xgrammar.cmake). Not a Debian package.
+xgr_version=0.2.9
+xgr_dir="$root/.deps/xgrammar-$xgr_version"
+if [ ! -f "$xgr_dir/include/xgrammar/xgrammar.h" ]; then
+  echo "[setup] fetching xgrammar $xgr_version (PyPI source package)"
+  mkdir -p "$root/.deps"
+  python3 - "$root/.deps" "$xgr_version" <<'PY'
+import hashlib, io, sys, tarfile, urllib.request
+dest, version = sys.argv[1], sys.argv[2]
+url = ("https://files.pythonhosted.org/packages/3a/2f/"
+       "5bf8e8fa6619cff534932f79b0abc81a417d354bc5093252c1a6081d0a93/xgrammar-%s.tar.gz" % version)
+want = "87b466bca2475e29bb0323abc62c6c33cbcbcff47e5fb800a3e2099ac9620b90"
+data = urllib.request.urlopen(url, timeout=120).read()
+got = hashlib.sha256(data).hexdigest()
+if got != want:
+    sys.exit(f"xgrammar-{version}.tar.gz: SHA-256 {got}, expected {want}")
+keep = ("cpp/", "include/", "3rdparty/picojson/", "3rdparty/dlpack/include/", "LICENSE", "NOTICE")
+with tarfile.open(fileobj=io.BytesIO(data)) as t:
+    members = []
+    for m in t.getmembers():
+        rel = m.name.split("/", 1)[1] if "/" in m.name else ""
+        if (m.isfile() or m.isdir()) and rel.startswith(keep) and ".." not in m.name:
+            members.append(m)
+    t.extractall(dest, members=members)
+PY
+fi

@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "batch/schema.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 #include "util/error.h"
@@ -16,7 +17,7 @@
 
 namespace ranklm::batch {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 namespace {
 
@@ -73,7 +74,7 @@ void check_fields(const json& body, Endpoint ep) {
   static const std::vector<std::string_view> kCommon = {"model", "user", "max_tokens", "temperature", "top_p", "seed", "stop", "n",
                                         "stream", "stream_options", "max_completion_tokens", "frequency_penalty", "presence_penalty",
                                         "logit_bias", "ignore_eos", "top_k", "min_p", "repeat_penalty",
-                                        "repetition_penalty"};
+                                        "repetition_penalty", "response_format"};
   static const std::vector<std::string_view> kChat = {"messages", "logprobs", "top_logprobs"};
   static const std::vector<std::string_view> kCompletion = {"prompt", "logprobs", "echo"};
   auto in = [](const std::vector<std::string_view>& list, const std::string& k) {
@@ -84,7 +85,6 @@ void check_fields(const json& body, Endpoint ep) {
     if (in(kCommon, key) || in(chat ? kChat : kCompletion, key)) continue;
     // Known to OpenAI, not implemented here: accepted only as their defaults.
     bool is_default = v.is_null();
-    if (key == "response_format") is_default = is_default || (v.is_object() && v.size() == 1 && v.value("type", "") == "text");
     if (key == "tools" || key == "functions") is_default = is_default || (v.is_array() && v.empty());
     if (key == "tool_choice" || key == "function_call") is_default = is_default || v == "none";
     if (key == "parallel_tool_calls" || key == "store") is_default = is_default || v.is_boolean();
@@ -140,6 +140,51 @@ void read_logprobs(const json& body, PromptItem& it) {
     if (!body["echo"].is_boolean()) bad("body.echo", "a boolean", body["echo"]);
     it.o.echo = body["echo"].get<bool>();
   }
+}
+
+// response_format: text (nothing), json_object, or json_schema {name, schema, strict} whose
+// schema uses only the keywords the grammar holds output to (batch/schema.h).
+void read_response_format(const json& body, PromptItem& it) {
+  if (!body.contains("response_format") || body["response_format"].is_null()) return;
+  const json& v = body["response_format"];
+  const std::string p = "body.response_format";
+  if (!v.is_object() || !v.contains("type") || !v["type"].is_string()) {
+    bad(p, "an object with a type (text, json_object or json_schema)", v);
+  }
+  const std::string type = v["type"].get<std::string>();
+  if (type == "text") return;
+  if (type == "json_object") {
+    it.o.format_kind = 1;
+    return;
+  }
+  if (type != "json_schema") {
+    throw LineError{p + ".type", fmt::format("{}.type is '{}'; use text, json_object or json_schema", p,
+                                             type.size() > 40 ? type.substr(0, 40) + "..." : type)};
+  }
+  if (!v.contains("json_schema") || !v["json_schema"].is_object()) {
+    bad(p + ".json_schema", "an object with name and schema", v.value("json_schema", json()));
+  }
+  const json& js = v["json_schema"];
+  for (const auto& [key, x] : js.items()) {
+    if (key != "name" && key != "schema" && key != "strict" && key != "description") {
+      throw LineError{p + ".json_schema." + key, fmt::format("{}.json_schema.{} is not a field of json_schema (name, schema, "
+                                                             "strict, description)", p, key)};
+    }
+  }
+  if (js.contains("name") && !js["name"].is_string()) bad(p + ".json_schema.name", "a string", js["name"]);
+  if (js.contains("strict") && !js["strict"].is_null() && !js["strict"].is_boolean()) {
+    bad(p + ".json_schema.strict", "a boolean", js["strict"]);
+  }
+  const std::string ps = p + ".json_schema.schema";
+  if (!js.contains("schema") || !js["schema"].is_object()) bad(ps, "a JSON schema (an object)", js.value("schema", json()));
+  std::string text = js["schema"].dump();
+  if (text.size() > kMaxSchemaBytes) {
+    throw LineError{ps, fmt::format("{} has {} bytes of JSON; at most {}", ps, text.size(), kMaxSchemaBytes)};
+  }
+  const std::string why = check_json_schema(js["schema"]);
+  if (!why.empty()) throw LineError{ps, fmt::format("{}: {}", ps, why)};
+  it.o.format_kind = 2;
+  it.o.schema = std::move(text);
 }
 
 void read_body(const json& body, PromptItem& it, StreamOptions* so = nullptr) {
@@ -235,6 +280,7 @@ void read_body(const json& body, PromptItem& it, StreamOptions* so = nullptr) {
     it.o.ignore_eos = body["ignore_eos"].get<bool>();
   }
   read_logprobs(body, it);
+  read_response_format(body, it);
   if (body.contains("n") && !body["n"].is_null() && body["n"] != 1) {
     throw LineError{"body.n", fmt::format("body.n is {}; one completion per request is supported (1)", short_dump(body["n"]))};
   }

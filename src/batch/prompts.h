@@ -12,9 +12,10 @@
 // presence_penalty, logit_bias, max_completion_tokens, n (1), log-probabilities (chat: logprobs
 // true and top_logprobs 0..20; completions: logprobs 0..20 and echo, which scores the prompt,
 // with max_tokens 0 allowed), and the llama.cpp / vLLM extensions top_k, min_p, repeat_penalty
-// (repetition_penalty) and ignore_eos (runs to max_tokens). model and user are accepted (one
-// model is served; user identifies the caller to the provider). An OpenAI field this server
-// does not implement (tools, response_format, ...) is refused unless it holds its default, and
+// (repetition_penalty) and ignore_eos (runs to max_tokens), and response_format (json_object, or
+// json_schema with the keywords pydantic emits; any other keyword is refused naming it). model
+// and user are accepted (one model is served; user identifies the caller to the provider). An
+// OpenAI field this server does not implement (tools, ...) is refused unless it holds its default, and
 // so is a field OpenAI does not know: each an error for that line naming the field, never ignored.
 #pragma once
 
@@ -54,6 +55,10 @@ struct Overrides {
   // prompt comes back in the text, and with logprobs its tokens' entries (the first is null).
   int logprobs = -1;
   bool echo = false;
+  // Structured output (response_format): 0 none ("text"), 1 a JSON object ("json_object"), 2 a
+  // document the schema validates ("json_schema"; the schema's text in `schema`).
+  int32_t format_kind = 0;
+  std::string schema;
 };
 
 // Bounds of the OpenAI fields.
@@ -62,6 +67,11 @@ constexpr double kMaxLogitBias = 100.0;
 constexpr size_t kMaxLogitBiasEntries = 1024;  // the wire's bound too (runtime/protocol.h)
 constexpr int kMaxLogprobs = 20;               // top_logprobs / logprobs N (runtime/logprobs.h)
 constexpr size_t kMaxPrompts = 4096;           // prompts in one completions request
+// A response_format schema: at most this many levels of nested subschemas, this many
+// subschemas, this many bytes of JSON.
+constexpr int kMaxSchemaDepth = 32;
+constexpr int kMaxSchemaNodes = 4096;
+constexpr size_t kMaxSchemaBytes = 64 * 1024;
 
 // One prompt of a completions request: text, or token ids.
 struct CompletionPrompt {

@@ -10,13 +10,51 @@
 #include <string>
 #include <thread>
 
+#include "grammar/grammar.h"
 #include "plan/identity.h"
 #include "plan/model_part.h"
 #include "runtime/protocol.h"
 #include "sys/inventory.h"
+#include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
 namespace ranklm::engine {
+
+namespace {
+
+// Structured output on the head rank: xgrammar over the model's vocabulary (grammar/grammar.h),
+// built when the first request with a spec comes (the vocabulary from the model's metadata).
+class GrammarConstraints final : public runtime::ConstraintFactory {
+ public:
+  GrammarConstraints(const gguf::File& meta, int64_t n_vocab) : meta_(meta), n_vocab_(n_vocab) {}
+  std::unique_ptr<runtime::TokenConstraint> make(int32_t kind, const std::string& spec) override {
+    if (!compiler_) {
+      tok_ = Tokenizer::from_gguf(meta_);
+      compiler_ = std::make_unique<grammar::Compiler>(*tok_, n_vocab_, tok_->eog_tokens());
+    }
+    if (kind != static_cast<int32_t>(grammar::Kind::kJsonObject) && kind != static_cast<int32_t>(grammar::Kind::kJsonSchema)) {
+      fail("structured output of kind {} is unknown", kind);
+    }
+    return std::make_unique<Constraint>(compiler_->start(grammar::Spec{static_cast<grammar::Kind>(kind), spec}));
+  }
+
+ private:
+  class Constraint final : public runtime::TokenConstraint {
+   public:
+    explicit Constraint(std::unique_ptr<grammar::Matcher> m) : m_(std::move(m)) {}
+    void mask(float* logits, int64_t n_vocab) override { m_->mask(logits, n_vocab); }
+    bool accept(int32_t token) override { return m_->accept(token); }
+
+   private:
+    std::unique_ptr<grammar::Matcher> m_;
+  };
+  const gguf::File& meta_;
+  int64_t n_vocab_;
+  std::unique_ptr<Tokenizer> tok_;
+  std::unique_ptr<grammar::Compiler> compiler_;
+};
+
+}  // namespace
 
 void ModelSource::check(int world_size) const {
   if (gguf.empty() == shards.empty()) usage_fail("give exactly one of --model and --shards");
@@ -138,6 +176,10 @@ void Engine::start(int n_slots, int64_t n_ctx, comm::Payloads z, int64_t kv_bloc
   }
   exec_ = std::make_unique<runtime::Executor>(c, layout_, *backend_, n_slots, n_ctx, z.allreduce, kv_blocks_);
   exec_->set_hop_payload(z.hops);
+  if (exec_->is_head()) {
+    constraints_ = std::make_unique<GrammarConstraints>(*meta_, backend_->info().n_vocab);
+    exec_->set_constraints(constraints_.get());
+  }
   // Every rank tells rank 0 it is ready; rank 0 waits for each within what is left of the
   // start-up time, so a rank stuck in loading is named instead of waited for.
   hooks_.phase("waiting for every rank to load its part of the model");

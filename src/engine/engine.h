@@ -71,6 +71,7 @@ class Engine {
   comm::Layout layout_;
   std::unique_ptr<backend::CpuBackend> backend_;
   std::unique_ptr<runtime::Executor> exec_;
+  std::unique_ptr<runtime::ConstraintFactory> constraints_;  // the head rank's structured output
   int64_t kv_blocks_ = 0;  // this rank's KV pool; on rank 0 after start, the job's smallest
 };
 

@@ -1,6 +1,7 @@
 #include "runtime/executor.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -16,10 +17,11 @@ double since(clock::time_point t0) { return std::chrono::duration<double>(clock:
 
 constexpr size_t kMaxPending = 8;  // sends in flight per rank before it waits for the oldest
 
-proto::SamplingWire to_wire(const SamplingParams& sp, const LogprobAsk& ask) {
-  return proto::SamplingWire{sp.temperature,       sp.top_p,           sp.min_p,     sp.repeat_penalty,
-                             sp.top_k,             sp.repeat_last_n,   sp.seed,      sp.frequency_penalty,
-                             sp.presence_penalty,  ask.generated,      ask.prompt};
+proto::SamplingWire to_wire(const SamplingParams& sp, const LogprobAsk& ask, int32_t grammar_kind) {
+  return proto::SamplingWire{sp.temperature,       sp.top_p,         sp.min_p,     sp.repeat_penalty,
+                             sp.top_k,             sp.repeat_last_n, sp.seed,      sp.frequency_penalty,
+                             sp.presence_penalty,  ask.generated,    ask.prompt,   grammar_kind,
+                             0};
 }
 
 std::vector<proto::BiasEntry> bias_to_wire(const SamplingParams& sp) {
@@ -102,6 +104,8 @@ Executor::Executor(comm::Comm& c, const comm::Layout& layout, Backend& b, int n_
   if (is_head_) {
     samplers_.resize(static_cast<size_t>(n_slots));
     histories_.resize(static_cast<size_t>(n_slots));
+    slot_constraints_.resize(static_cast<size_t>(n_slots));
+    slot_broken_.assign(static_cast<size_t>(n_slots), 0);
   }
   asks_.resize(static_cast<size_t>(n_slots));
   n_prompt_.resize(static_cast<size_t>(n_slots));
@@ -162,12 +166,13 @@ void Executor::submit(const Batch& b) { submit_step(b, proto::Kind::kStep); }
 
 void Executor::submit_sampled(const Batch& b) { submit_step(b, proto::Kind::kSampledStep); }
 
-void Executor::setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt, const LogprobAsk& ask) {
+void Executor::setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt, const LogprobAsk& ask,
+                          int32_t grammar_kind, const std::string& grammar) {
   if (c_.rank() != 0) fail("Executor::setup_slot runs on rank 0");
   if (slot < 0 || slot >= static_cast<int>(slots_.size())) fail("KV slot {} out of range 0..{}", slot, slots_.size() - 1);
   asks_[static_cast<size_t>(slot)] = ask;
   n_prompt_[static_cast<size_t>(slot)] = static_cast<int64_t>(prompt.size());
-  proto::Message m = proto::encode_slot_setup(slot, to_wire(sp, ask), prompt, bias_to_wire(sp));
+  proto::Message m = proto::encode_slot_setup(slot, to_wire(sp, ask, grammar_kind), prompt, bias_to_wire(sp), grammar);
   if (l_.head_rank == 0) {
     setup_here(proto::decode_slot_setup(m.header(), m.body(), m.body_size()));
     return;
@@ -200,6 +205,18 @@ void Executor::setup_here(const proto::SlotSetup& s) {
   histories_[static_cast<size_t>(s.slot)] = s.prompt;
   asks_[static_cast<size_t>(s.slot)] = LogprobAsk{s.sampling.logprobs, s.sampling.prompt_logprobs};
   n_prompt_[static_cast<size_t>(s.slot)] = static_cast<int64_t>(s.prompt.size());
+  auto& c = slot_constraints_[static_cast<size_t>(s.slot)];
+  c.reset();
+  slot_broken_[static_cast<size_t>(s.slot)] = 0;
+  if (s.sampling.grammar_kind > 0) {
+    try {
+      if (!constraints_) fail("no structured-output engine on this rank");
+      c = constraints_->make(s.sampling.grammar_kind, s.grammar);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "ranklm: rank %d: slot %d: %s; the request ends as an error\n", c_.rank(), s.slot, e.what());
+      slot_broken_[static_cast<size_t>(s.slot)] = 1;
+    }
+  }
 }
 
 // The log-probability records a sampled step's rows bring back (rank 0 and the head rank agree).
@@ -450,6 +467,22 @@ void Executor::run_step(const proto::Header& h, const proto::StepBody& s, Flight
   ++times_.steps;
 }
 
+// One token for a slot's sampling row: through its constraint when it has one (the mask on a
+// copy of the row; the log-probabilities stay the model's own).
+int32_t Executor::sample_constrained(int slot, Sampler& sm, const float* row, const std::vector<int32_t>& hist) {
+  if (slot_broken_[static_cast<size_t>(slot)]) return kBadLogits;
+  TokenConstraint* c = slot_constraints_[static_cast<size_t>(slot)].get();
+  if (!c) return sm.sample(row, n_vocab_, hist);
+  masked_.assign(row, row + n_vocab_);
+  c->mask(masked_.data(), n_vocab_);
+  const int32_t tok = sm.sample(masked_.data(), n_vocab_, hist);
+  if (tok != kBadLogits && !c->accept(tok)) {
+    fail("rank {}: slot {}: the structured-output constraint refused token {} that its own mask allowed (a bug)", c_.rank(),
+         slot, tok);
+  }
+  return tok;
+}
+
 void Executor::sample_rows(const proto::Header& h, const proto::StepBody& s, std::vector<float>& own, Flight* flight) {
   // Full rows: this rank's share, then the other members' (the vocabulary split). Alone on its
   // stage, its share is the full rows.
@@ -490,7 +523,7 @@ void Executor::sample_rows(const proto::Header& h, const proto::StepBody& s, std
       if (prompt_row) {  // scoring: the prompt's next token, nothing sampled
         tok = hist[static_cast<size_t>(pos + 1)];
       } else {
-        tok = sm->sample(row, n_vocab_, hist);
+        tok = sample_constrained(q.slot, *sm, row, hist);
         hist.push_back(tok);
       }
       p.ints.push_back(tok);

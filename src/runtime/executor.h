@@ -24,6 +24,7 @@
 #include "comm/layout.h"
 #include "comm/ring.h"
 #include "runtime/backend.h"
+#include "runtime/constraint.h"
 #include "runtime/logprobs.h"
 #include "runtime/protocol.h"
 #include "runtime/sampler.h"
@@ -71,7 +72,14 @@ class Executor {
   // the prompt's last position are prompt rows, whose token is the prompt's next one (nothing is
   // sampled); collect_tokens gives one token per row, and in `entries` (when not null) the
   // log-probability entries of the rows their slots asked for, in row order.
-  void setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt, const LogprobAsk& ask = {});
+  // `grammar_kind` > 0: the head rank masks the slot's sampling rows with the constraint its
+  // factory makes of `grammar` (set_constraints); a spec it cannot use ends the request as an
+  // error (kBadLogits).
+  void setup_slot(int slot, const SamplingParams& sp, const std::vector<int32_t>& prompt, const LogprobAsk& ask = {},
+                  int32_t grammar_kind = 0, const std::string& grammar = {});
+  // The head rank's maker of constraints (not owned; null: requests with a spec end as errors).
+  void set_constraints(ConstraintFactory* f) { constraints_ = f; }
+  bool is_head() const { return is_head_; }
   void submit_sampled(const Batch& b);
   void collect_tokens(std::vector<int32_t>& tokens, std::vector<TokenLogprob>* entries = nullptr);
   // submit + collect for one sequence.
@@ -131,6 +139,7 @@ class Executor {
   void share_here(const proto::KvShare& k);
   // The head rank: full logits rows from the last stage's shares, one token per row.
   void sample_rows(const proto::Header& h, const proto::StepBody& s, std::vector<float>& own, Flight* flight);
+  int32_t sample_constrained(int slot, Sampler& sm, const float* row, const std::vector<int32_t>& hist);
   void reap(size_t keep);
   void drain();  // collects every step in flight
 
@@ -160,6 +169,11 @@ class Executor {
   // Per slot, on rank 0 and the head rank: what it asked for and its prompt's length.
   std::vector<LogprobAsk> asks_;
   std::vector<int64_t> n_prompt_;
+  // The head rank: each slot's constraint (null: none), or that its spec could not be used.
+  ConstraintFactory* constraints_ = nullptr;
+  std::vector<std::unique_ptr<TokenConstraint>> slot_constraints_;
+  std::vector<char> slot_broken_;
+  std::vector<float> masked_;  // a sampling row with its constraint applied
   int64_t count_entries(const std::vector<SeqStep>& seqs) const;
 };
 

@@ -24,7 +24,7 @@ uint64_t expected_body(Kind k, int64_t n_seq, int64_t n_tok, int64_t n_out) {
   }
 }
 
-Header make_header(Kind k, int64_t n_seq, int64_t n_tok, int64_t n_out) {
+Header make_header(Kind k, int64_t n_seq, int64_t n_tok, int64_t n_out, uint32_t extra = 0) {
   // A slot set-up's n_out counts its logit bias entries; a step's, logits rows of its tokens.
   const int64_t out_max = k == Kind::kSlotSetup ? kMaxBiasEntries : n_tok;
   if (n_seq < 0 || n_seq > kMaxSeqs || n_tok < 0 || n_tok > kMaxTokens || n_out < 0 || n_out > out_max) {
@@ -32,7 +32,7 @@ Header make_header(Kind k, int64_t n_seq, int64_t n_tok, int64_t n_out) {
          "({} sequences, {} tokens)", kind_name(k), n_seq, n_tok, n_out, kMaxSeqs, kMaxTokens);
   }
   return Header{kMagic, kVersion, static_cast<uint16_t>(k), static_cast<int32_t>(n_seq), static_cast<int32_t>(n_tok),
-                static_cast<int32_t>(n_out), static_cast<uint32_t>(expected_body(k, n_seq, n_tok, n_out))};
+                static_cast<int32_t>(n_out), static_cast<uint32_t>(expected_body(k, n_seq, n_tok, n_out)) + extra};
 }
 
 Message with_body(const Header& h) {
@@ -85,12 +85,22 @@ Message encode_step(Kind k, const std::vector<SeqEntry>& seqs, const std::vector
 }
 
 Message encode_slot_setup(int32_t slot, const SamplingWire& sp, const std::vector<int32_t>& prompt,
-                          const std::vector<BiasEntry>& bias) {
-  Message m = with_body(make_header(Kind::kSlotSetup, slot, static_cast<int64_t>(prompt.size()), static_cast<int64_t>(bias.size())));
+                          const std::vector<BiasEntry>& bias, const std::string& grammar) {
+  if (grammar.size() > kMaxGrammarBytes) {
+    fail("step protocol: a structured-output spec of {} bytes is over the protocol's {}", grammar.size(), kMaxGrammarBytes);
+  }
+  Message m = with_body(make_header(Kind::kSlotSetup, slot, static_cast<int64_t>(prompt.size()), static_cast<int64_t>(bias.size()),
+                                    static_cast<uint32_t>(grammar.size())));
+  SamplingWire w = sp;
+  w.grammar_bytes = static_cast<uint32_t>(grammar.size());
   uint8_t* p = m.bytes.data() + sizeof(Header);
-  std::memcpy(p, &sp, sizeof sp);
-  if (!prompt.empty()) std::memcpy(p + sizeof sp, prompt.data(), prompt.size() * sizeof(int32_t));
-  if (!bias.empty()) std::memcpy(p + sizeof sp + prompt.size() * sizeof(int32_t), bias.data(), bias.size() * sizeof(BiasEntry));
+  std::memcpy(p, &w, sizeof w);
+  p += sizeof w;
+  if (!prompt.empty()) std::memcpy(p, prompt.data(), prompt.size() * sizeof(int32_t));
+  p += prompt.size() * sizeof(int32_t);
+  if (!bias.empty()) std::memcpy(p, bias.data(), bias.size() * sizeof(BiasEntry));
+  p += bias.size() * sizeof(BiasEntry);
+  if (!grammar.empty()) std::memcpy(p, grammar.data(), grammar.size());
   return m;
 }
 
@@ -132,7 +142,9 @@ Header decode_header(const void* data, size_t n, int from) {
     fail("step protocol: {} is an empty {} ({} sequences, {} tokens)", what, kind_name(k), h.n_seq, h.n_tok);
   }
   const uint64_t want = expected_body(k, h.n_seq, h.n_tok, h.n_out);
-  if (h.body_bytes != want) {
+  // A slot set-up may carry a structured-output spec after what its counts need.
+  const bool spec_fits = k == Kind::kSlotSetup && h.body_bytes >= want && h.body_bytes - want <= kMaxGrammarBytes;
+  if (h.body_bytes != want && !spec_fits) {
     fail("step protocol: {} ({}) announces a body of {} bytes; its counts need {}", what, kind_name(k), h.body_bytes, want);
   }
   return h;
@@ -177,9 +189,15 @@ SlotSetup decode_slot_setup(const Header& h, const void* body, size_t n) {
   s.prompt.resize(static_cast<size_t>(h.n_tok));
   if (!s.prompt.empty()) std::memcpy(s.prompt.data(), p + sizeof s.sampling, s.prompt.size() * sizeof(int32_t));
   s.bias.resize(static_cast<size_t>(h.n_out));
+  const size_t base = sizeof s.sampling + s.prompt.size() * sizeof(int32_t) + s.bias.size() * sizeof(BiasEntry);
   if (!s.bias.empty()) {
     std::memcpy(s.bias.data(), p + sizeof s.sampling + s.prompt.size() * sizeof(int32_t), s.bias.size() * sizeof(BiasEntry));
   }
+  if (n < base || n - base != s.sampling.grammar_bytes || s.sampling.grammar_kind < 0 || s.sampling.grammar_kind > 2) {
+    fail("step protocol: a slot set-up of {} bytes announces a structured-output spec of kind {} and {} bytes after {}", n,
+         s.sampling.grammar_kind, s.sampling.grammar_bytes, base);
+  }
+  s.grammar.assign(reinterpret_cast<const char*>(p + base), s.sampling.grammar_bytes);
   return s;
 }
 

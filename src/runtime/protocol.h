@@ -31,7 +31,8 @@ enum class Kind : uint16_t {
   kStep = 1,         // rank 0 -> every rank: run a step; the last stage sends logits to rank 0.
   kReportTimes = 2,  // rank 0 -> every rank: each sends its Times to rank 0 (tag kStats). No body.
   kSlotSetup = 3,    // rank 0 -> the head rank: a new request in a slot (its sampler, its prompt,
-                     // its logit bias; header n_out is the bias entries' count).
+                     // its logit bias, its structured-output spec; header n_out is the bias
+                     // entries' count, the spec's bytes are in the sampling settings).
   kSampledStep = 4,  // rank 0 -> every rank: run a step; the head rank samples, tokens to rank 0
                      // (one per logits row: a prompt row carries the prompt's next token), then
                      // the log-probability records the slots asked for (runtime/logprobs.h).
@@ -72,8 +73,11 @@ struct SamplingWire {
   uint64_t seed;
   float frequency_penalty, presence_penalty;
   int32_t logprobs, prompt_logprobs;  // runtime/logprobs.h LogprobAsk (-1: none; 0..20 alternatives)
+  int32_t grammar_kind;               // structured output (0: none), its spec after the bias entries
+  uint32_t grammar_bytes;
 };
-static_assert(sizeof(SamplingWire) == 48, "protocol sampling layout");
+static_assert(sizeof(SamplingWire) == 56, "protocol sampling layout");
+constexpr uint32_t kMaxGrammarBytes = 1u << 20;  // a structured-output spec (a JSON schema)
 // One logit bias entry of a slot set-up (after the prompt's tokens).
 struct BiasEntry {
   int32_t token;
@@ -110,7 +114,7 @@ struct Message {
 Message encode_control(Kind k);  // kStop, kReportTimes
 Message encode_step(Kind k, const std::vector<SeqEntry>& seqs, const std::vector<int32_t>& tokens);
 Message encode_slot_setup(int32_t slot, const SamplingWire& sp, const std::vector<int32_t>& prompt,
-                          const std::vector<BiasEntry>& bias = {});
+                          const std::vector<BiasEntry>& bias = {}, const std::string& grammar = {});
 Message encode_kv_share(const KvShare& k);
 Ready make_ready(int rank, int world_size, int64_t kv_blocks);
 
@@ -130,6 +134,7 @@ struct SlotSetup {
   SamplingWire sampling;
   std::vector<int32_t> prompt;
   std::vector<BiasEntry> bias;
+  std::string grammar;  // sampling.grammar_kind's spec
 };
 SlotSetup decode_slot_setup(const Header& h, const void* body, size_t n);
 // A KV share whose header h was decoded (slot bounds are the executor's to check).

@@ -330,7 +330,7 @@ class Scheduler::Run {
         set_reserve(sl, blocks);
         place(s);
         // The last stage samples this slot from now on (only token ids come back).
-        ex_.setup_slot(s, sl.req->sampling, sl.req->prompt, sl.req->logprobs);
+        ex_.setup_slot(s, sl.req->sampling, sl.req->prompt, sl.req->logprobs, sl.req->grammar_kind, sl.req->grammar);
         sl.t0 = clock::now();
       }
     }

@@ -28,6 +28,8 @@ struct Request {
   std::vector<int32_t> prompt;
   int max_tokens = 16;  // 0: score the prompt only (one prefill, nothing generated)
   LogprobAsk logprobs;  // log-probabilities to report (runtime/logprobs.h)
+  int32_t grammar_kind = 0;  // structured output (runtime/constraint.h): 0 none, else its spec
+  std::string grammar;
   SamplingParams sampling;
   std::vector<int32_t> end_tokens;  // any of these ends the sequence (finish reason "stop")
   // Optional: called with the tokens generated so far after each one; true ends the sequence

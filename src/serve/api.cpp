@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "batch/records.h"
+#include "grammar/grammar.h"
 #include "tokenizer/unicode.h"
 #include "util/error.h"
 #include "util/json_file.h"
@@ -103,6 +104,18 @@ bool to_request(const batch::PromptItem& it, size_t choice, const RequestDefault
                 runtime::Request& r, std::string& why, std::string& param) {
   if (!batch::prompt_ids(it, choice, d.tok, d.chat_template, d.system, r.prompt, why, param)) return false;
   r.logprobs = runtime::LogprobAsk{it.o.logprobs, it.o.echo ? it.o.logprobs : -1};
+  r.grammar_kind = it.o.format_kind;
+  r.grammar = it.o.schema;
+  if (r.grammar_kind == static_cast<int32_t>(grammar::Kind::kJsonSchema)) {
+    // What the grammar engine makes of it (a pattern that is no regular expression, a $ref to
+    // nothing): refused here, before the head rank compiles it.
+    const std::string bad = grammar::check_schema(r.grammar);
+    if (!bad.empty()) {
+      why = "response_format.json_schema.schema cannot be turned into a grammar: " + bad;
+      param = "response_format";
+      return false;
+    }
+  }
   r.max_tokens = static_cast<int>(it.o.max_tokens.value_or(d.max_tokens));
   r.sampling = d.sampling;
   apply_overrides(it.o, r.sampling);

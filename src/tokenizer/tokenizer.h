@@ -53,6 +53,7 @@ class Tokenizer {
   bool is_eog(int32_t id) const;  // end of generation (EOS, EOT, and the like)
   std::vector<int32_t> eog_tokens() const;  // every id is_eog holds for
   const std::string& token_text(int32_t id) const { return tokens_.at(id).text; }
+  TokenType type(int32_t id) const { return tokens_.at(id).type; }
   int32_t find_token(const std::string& text) const;  // -1 when absent
   Kind kind() const { return kind_; }
   const std::string& pre() const { return pre_; }
