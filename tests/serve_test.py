@@ -35,6 +35,7 @@ import urllib.request
 import openai
 
 import serve_scoring
+import serve_structured
 
 FAILS = []
 
@@ -216,7 +217,7 @@ def field_checks(s, label, model, args):
     """Fields a client asks for are honoured or refused, never ignored; ids are unique; created is now."""
     h = {"Content-Type": "application/json"}
     chat = {"messages": MSGS, "max_tokens": 4}
-    for field, value in [("response_format", {"type": "json_object"}),
+    for field, value in [
                          ("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "required"),
                          ("made_up_field", 1)]:
         st, j = s.raw("POST", "/v1/chat/completions", json.dumps(dict(chat, **{field: value})), h)
@@ -754,6 +755,7 @@ def main():
         seeded_checks(s, label, args, model)
         first_id = field_checks(s, label, model, args)
         serve_scoring.run(s, label, args, model, check)
+        serve_structured.run(s, label, args, model, check)
         misuse_checks(s, label)
         load_test(s, label, 300 if args.full else 80, 32 if args.full else 16, 5)
         rc, err = s.stop()

@@ -12,6 +12,7 @@
 #include "executor_util.h"
 #include "kernels/threadpool.h"
 #include "runtime/logprobs.h"
+#include "tokenizer/tokenizer.h"
 
 using namespace ranklm;
 
@@ -156,4 +157,60 @@ TEST(Executor, ScoringRequestsReportEveryPromptTokensLogprobOnEveryLayout) {
       EXPECT_EQ(cached, 0);
     }
   }
+}
+
+// Structured output through the scheduler: constrained requests (a JSON schema, a JSON object)
+// get the same tokens on every layout as on one rank, their text parses, and an unconstrained
+// request beside them is what it is without them.
+TEST(Executor, ConstrainedRequestsGiveTheSameTokensOnEveryLayoutAndParse) {
+  const std::string path = test::fixture("models/tiny-llama-q8_0.gguf");
+  auto f = gguf::File::open(path);
+  auto tok = Tokenizer::from_gguf(*f);
+  const std::string schema =
+      R"({"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0, "maximum": 9},
+          "w": {"type": "string", "enum": ["x", "yy"]}}, "required": ["ok", "n", "w"]})";
+  std::vector<runtime::Request> reqs;
+  for (int i = 0; i < 5; ++i) {
+    runtime::Request r;
+    r.id = i;
+    r.prompt = {1, static_cast<int32_t>(20 + i), 7, 99};
+    r.max_tokens = 48;
+    r.sampling.temperature = i == 3 ? 0.0f : 0.9f;
+    r.sampling.seed = 40 + static_cast<uint64_t>(i);
+    r.end_tokens = tok->eog_tokens();
+    r.grammar_kind = i == 4 ? 0 : i == 2 ? 1 : 2;  // request 4 unconstrained, 2 any object
+    if (r.grammar_kind == 2) r.grammar = schema;
+    reqs.push_back(r);
+  }
+  const plan::ModelIdentity id = plan::model_identity(*f);
+  std::map<int64_t, std::vector<int32_t>> first;
+  for (const test::Layout& l : {test::Layout{"1 rank", 1, 1, 1, {}}, test::kLayouts[0], test::kLayouts[1], test::kLayouts[3]}) {
+    SCOPED_TRACE(l.label);
+    std::map<int64_t, std::string> reasons;
+    auto got = test::schedule(path, test::exact_plan(id, l), 3, runtime::SchedulerOptions{2, 8, true}, reqs,
+                              [&](const runtime::Finished& fin) { reasons[fin.id] = fin.finish_reason; }, 64);
+    ASSERT_EQ(got.size(), reqs.size());
+    if (first.empty()) {
+      first = got;
+      int parsed = 0;
+      for (int i = 0; i < 4; ++i) {
+        if (reasons[i] != "stop") continue;  // cut at max_tokens: an unfinished document
+        const std::string text = tok->decode(got[i]);
+        const auto doc = nlohmann::json::parse(text, nullptr, false);
+        ASSERT_FALSE(doc.is_discarded()) << "request " << i << ": " << text;
+        EXPECT_TRUE(doc.is_object()) << text;
+        if (reqs[static_cast<size_t>(i)].grammar_kind == 2) {
+          EXPECT_TRUE(doc.contains("ok") && doc["ok"].is_boolean() && doc.contains("n") && doc["n"].is_number_integer() &&
+                      doc["n"].get<int>() <= 9 && (doc["w"] == "x" || doc["w"] == "yy")) << text;
+        }
+        ++parsed;
+      }
+      EXPECT_GE(parsed, 2) << "most constrained requests finish their document within 48 tokens";
+    }
+    EXPECT_EQ(got, first);
+  }
+  // The unconstrained request alone: the same tokens as beside the constrained ones.
+  auto alone = test::schedule(path, test::exact_plan(id, {"1 rank", 1, 1, 1, {}}), 1, runtime::SchedulerOptions{1, 8, true},
+                              {reqs[4]}, {}, 64);
+  EXPECT_EQ(alone[4], first[4]);
 }
