@@ -366,7 +366,7 @@ def probe_checks(args):
         check(not bad, f"answers cut by max_tokens hold back half characters (no U+FFFD), whole and streamed: {bad[:2]}")
         st, j = s.raw("POST", "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 99999999}),
                       {"Content-Type": "application/json"})
-        check(st == 400 and "outside 1..16777216" in j["error"]["message"],
+        check(st == 400 and "outside 0..16777216" in j["error"]["message"],
               f"max_tokens above the bound names the bound: {j['error']['message'] if isinstance(j, dict) else j}")
     finally:
         s.stop()
