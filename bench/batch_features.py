@@ -53,12 +53,18 @@ def main():
     ap.add_argument("--parallel", type=int, default=64)
     ap.add_argument("-r", "--rounds", type=int, default=2)
     ap.add_argument("--skip-scoring", action="store_true")
+    ap.add_argument("--items", choices=["integer", "object"], default="object",
+                    help="the array's items: integers, or objects of a string, an enum and a number (the costlier masks)")
     args = ap.parse_args()
     rng = random.Random(1)
     msgs = [[{"role": "user", "content": f"List the numbers you like, request {i}."}] for i in range(args.seqs)]
-    schema = {"type": "object", "properties": {"values": {"type": "array", "items": {"type": "integer", "minimum": 0,
-                                                                                   "maximum": 999999},
-                                                          "minItems": 10000}}, "required": ["values"]}
+    item = {"type": "integer", "minimum": 0, "maximum": 999999}
+    if args.items == "object":
+        item = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 24},
+                                                 "kind": {"type": "string", "enum": ["alpha", "beta", "gamma"]},
+                                                 "score": {"type": "number"}}, "required": ["name", "kind", "score"]}
+    schema = {"type": "object", "properties": {"values": {"type": "array", "items": item, "minItems": 10000}},
+              "required": ["values"]}
     fmt = {"type": "json_schema", "json_schema": {"name": "Values", "schema": schema}}
     con = [{"custom_id": f"c{i}", "url": "/v1/chat/completions",
             "body": {"messages": m, "max_tokens": args.max_tokens, "temperature": 0.8, "seed": i, "response_format": fmt}}
@@ -74,7 +80,7 @@ def main():
                 assert out == args.seqs * args.max_tokens, (name, out)
                 rates[name].append(out / wall)
         c, u = statistics.median(rates["constrained"]), statistics.median(rates["unconstrained"])
-        print(f"| {args.seqs} sequences x {args.max_tokens} tokens | constrained {c:.1f} t/s | unconstrained {u:.1f} t/s "
+        print(f"| {args.seqs} sequences x {args.max_tokens} tokens, items {args.items} | constrained {c:.1f} t/s | unconstrained {u:.1f} t/s "
               f"| ratio {c / u:.2f} |")
         if args.skip_scoring:
             return

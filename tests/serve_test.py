@@ -36,6 +36,7 @@ import openai
 
 import serve_scoring
 import serve_structured
+import serve_lmeval
 
 FAILS = []
 
@@ -756,6 +757,7 @@ def main():
         first_id = field_checks(s, label, model, args)
         serve_scoring.run(s, label, args, model, check)
         serve_structured.run(s, label, args, model, check)
+        serve_lmeval.run(s, label, args, model, check)
         misuse_checks(s, label)
         load_test(s, label, 300 if args.full else 80, 32 if args.full else 16, 5)
         rc, err = s.stop()

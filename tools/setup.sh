@@ -47,6 +47,12 @@ if ! "$root/.venv/bin/python" -c 'import openai' 2> /dev/null; then
   python3 -m venv "$root/.venv"
   "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check "openai==3.57.0"
 fi
+# lm-evaluation-harness with its API models (no torch): the server tests run a local task
+# through its local-completions model (tests/serve_lmeval.py).
+if ! "$root/.venv/bin/python" -c 'import lm_eval' 2> /dev/null; then
+  echo "[setup] installing lm-evaluation-harness into .venv (PyPI)"
+  "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check "lm_eval[api]==0.4.13"
+fi
 
 # xgrammar (structured output: JSON schemas to token masks), C++ core from its PyPI source
 # package, checked against its SHA-256 and unpacked into .deps/ (gitignored); CMake builds it
