@@ -61,7 +61,7 @@ fi
 mkdir -p "$tmp/p"
 cp -r "$repo/CMakeLists.txt" "$repo/src" "$repo/kernels" "$repo/tools" "$repo/tests" "$tmp/p/"
 sed -i '1a #include "plan/plan.h"' "$tmp/p/src/io/gguf.cpp"
-if cmake -S "$tmp/p" -B "$tmp/p/build" -DBUILD_TESTING=OFF > "$tmp/cfg" 2>&1; then
+if cmake -S "$tmp/p" -B "$tmp/p/build" -DBUILD_TESTING=OFF -DRANKLM_XGRAMMAR_DIR="$repo/.deps/xgrammar-0.2.9" > "$tmp/cfg" 2>&1; then
   if cmake --build "$tmp/p/build" --target ranklm_io > "$tmp/build" 2>&1; then
     bad "building ranklm_io with a forbidden include succeeded"
   elif grep -q "module 'io' includes 'plan/plan.h'" "$tmp/build"; then
