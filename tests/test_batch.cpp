@@ -185,6 +185,7 @@ TEST(Prompts, ARequestBodyOfTheServerWithStreamingAndItsErrorsNamingTheField) {
       {"\xff\xfe", Endpoint::kCompletion, "", "not UTF-8"},
       {R"({"prompt": "x", "stream": true, "logprobs": 1})", Endpoint::kCompletion, "logprobs", "with stream is not supported"},
       {R"({"prompt": ["x", "y"], "stream": true})", Endpoint::kCompletion, "prompt", "streaming takes one"},
+      {R"({"prompt": "x", "stream": true, "echo": true})", Endpoint::kCompletion, "echo", "with stream is not supported"},
   };
   for (const auto& [body, ep, param, what] : bad) {
     so = {};

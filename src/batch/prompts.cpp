@@ -289,6 +289,9 @@ void read_body(const json& body, PromptItem& it, StreamOptions* so = nullptr) {
     if (so->stream && it.o.logprobs >= 0) {
       throw LineError{"body.logprobs", "body.logprobs with body.stream is not supported (ask without streaming)"};
     }
+    if (so->stream && it.o.echo) {
+      throw LineError{"body.echo", "body.echo with body.stream is not supported (ask without streaming)"};
+    }
     if (so->stream && it.prompts.size() > 1) {
       throw LineError{"body.prompt", fmt::format("body.prompt holds {} prompts; streaming takes one", it.prompts.size())};
     }
