@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import sys
 
+from batch_job import run_batch
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -89,20 +91,14 @@ def run(s, label, args, model, check):
     check(n >= 20 and worst < 1e-4 and greedy_ok, f"{label}: lm-eval's {n} log-likelihoods equal ranklm logits' "
           f"(max diff {worst:.1e}), is_greedy too")
     gen = samples(out_dir, "ranklm_gen")
-    jl, out = os.path.join(args.tmp, "lmeval_gen.jsonl"), os.path.join(args.tmp, "lmeval_gen.out.jsonl")
-    with open(jl, "w") as f:
-        for i, doc in enumerate(gen):
-            a = list(doc["arguments"].values())[0]
-            # The prompt as lm-eval sends it: the context's tokens (no special tokens added).
-            body = {"prompt": tokenize(s, a["arg_0"]), "max_tokens": 16, "temperature": 0, "stop": ["\n", "<|im_end|>"]}
-            f.write(json.dumps({"custom_id": f"g{i}", "url": "/v1/completions", "body": body}) + "\n")
-    if os.path.exists(out):
-        os.remove(out)
-    subprocess.run([args.ranklm, "run", "-m", args.model, "--prompts", jl, "--out", out, "-t", "1", "--progress", "none"],
-                   check=True, stderr=subprocess.DEVNULL)
+    lines = []
+    for i, doc in enumerate(gen):
+        a = list(doc["arguments"].values())[0]
+        # The prompt as lm-eval sends it: the context's tokens (no special tokens added).
+        body = {"prompt": tokenize(s, a["arg_0"]), "max_tokens": 16, "temperature": 0, "stop": ["\n", "<|im_end|>"]}
+        lines.append({"custom_id": f"g{i}", "url": "/v1/completions", "body": body})
     mine = {}
-    for line in open(out):
-        r = json.loads(line)
+    for r in run_batch(args, "lmeval_gen", lines):
         mine[r["custom_id"]] = r["response"]["body"]["choices"][0]["text"]
     same = [doc["resps"][0][0] == mine.get(f"g{i}") for i, doc in enumerate(gen)]
     check(len(gen) == 4 and all(same), f"{label}: lm-eval's generate-until answers equal ranklm run's",

@@ -12,8 +12,9 @@ serve_test.py on every layout it runs):
 """
 import json
 import math
-import os
 import subprocess
+
+from batch_job import run_batch
 
 H = {"Content-Type": "application/json"}
 
@@ -94,16 +95,8 @@ def run(s, label, args, model, check):
         ok &= bytes(e.bytes).decode("utf-8", "replace") == e.token
     check(ok, f"{label}: chat logprobs: an entry per token, 4 alternatives sorted, the greedy token the most likely")
     # The same scoring request through ranklm run.
-    jl = os.path.join(args.tmp, "scoring.jsonl")
-    with open(jl, "w") as f:
-        body = {"prompt": prompts, "echo": True, "logprobs": 5, "max_tokens": 0}
-        f.write(json.dumps({"custom_id": "score", "url": "/v1/completions", "body": body}) + "\n")
-    out = os.path.join(args.tmp, "scoring.out.jsonl")
-    if os.path.exists(out):
-        os.remove(out)
-    subprocess.run([args.ranklm, "run", "-m", args.model, "--prompts", jl, "--out", out, "-t", "1", "--progress", "none"],
-                   check=True, stderr=subprocess.DEVNULL)
-    rec = json.loads(open(out).readline())
+    body = {"prompt": prompts, "echo": True, "logprobs": 5, "max_tokens": 0}
+    rec = run_batch(args, "scoring", [{"custom_id": "score", "url": "/v1/completions", "body": body}])[0]
     got = [c["logprobs"] for c in rec["response"]["body"]["choices"]]
     check(got == [c["logprobs"] for c in scored["choices"]], f"{label}: ranklm run gives the same scoring numbers")
     # Tokenizer endpoints.

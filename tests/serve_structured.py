@@ -9,13 +9,13 @@
 import concurrent.futures as cf
 import enum
 import json
-import os
 import random
-import subprocess
 from typing import List, Optional
 
 import openai
 import pydantic
+
+from batch_job import run_batch
 
 H = {"Content-Type": "application/json"}
 
@@ -91,31 +91,25 @@ def run(s, label, args, model, check, n=100):
     check(isinstance(obj, dict), f"{label}: response_format json_object gives a JSON object", r.choices[0].message.content)
     # The same requests as a batch job.
     schema = openai.lib._pydantic.to_strict_json_schema(Person)
-    jl = os.path.join(args.tmp, "structured.jsonl")
-    with open(jl, "w") as f:
-        for i, t in enumerate(texts):
-            body = {"messages": [{"role": "user", "content": t}], "temperature": 0, "max_tokens": 200,
-                    "response_format": {"type": "json_schema", "json_schema": {"name": "Person", "schema": schema, "strict": True}}}
-            f.write(json.dumps({"custom_id": f"p{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}) + "\n")
-        # Too large for a request: an error record naming the bound, the rest runs.
-        big = {"type": "object", "properties": {f"p{i}": {"type": "integer", "description": "x" * 40} for i in range(2000)}}
-        body = {"messages": [{"role": "user", "content": "x"}],
-                "response_format": {"type": "json_schema", "json_schema": {"name": "Big", "schema": big}}}
-        f.write(json.dumps({"custom_id": "big", "method": "POST", "url": "/v1/chat/completions", "body": body}) + "\n")
-    out = os.path.join(args.tmp, "structured.out.jsonl")
-    if os.path.exists(out):
-        os.remove(out)
-    subprocess.run([args.ranklm, "run", "-m", args.model, "--prompts", jl, "--out", out, "-t", "1", "--parallel", "16",
-                    "--progress", "none"], check=True, stderr=subprocess.DEVNULL)
+    lines = []
+    for i, t in enumerate(texts):
+        body = {"messages": [{"role": "user", "content": t}], "temperature": 0, "max_tokens": 200,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "Person", "schema": schema, "strict": True}}}
+        lines.append({"custom_id": f"p{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
+    # Too large for a request: an error record naming the bound, the rest runs.
+    big = {"type": "object", "properties": {f"p{i}": {"type": "integer", "description": "x" * 40} for i in range(2000)}}
+    body = {"messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "Big", "schema": big}}}
+    lines.append({"custom_id": "big", "method": "POST", "url": "/v1/chat/completions", "body": body})
     valid = 0
-    for line in open(out):
-        if json.loads(line)["custom_id"] == "big":
-            err = json.loads(line)["response"]["body"].get("error", {})
+    for rec in run_batch(args, "structured", lines, "--parallel", "16"):
+        if rec["custom_id"] == "big":
+            err = rec["response"]["body"].get("error", {})
             check("bytes of JSON; at most 65536" in err.get("message", ""), f"{label}: a schema over 64 KiB is an error record "
                   f"naming the bound", err)
             continue
         try:
-            Person.model_validate_json(json.loads(line)["response"]["body"]["choices"][0]["message"]["content"])
+            Person.model_validate_json(rec["response"]["body"]["choices"][0]["message"]["content"])
             valid += 1
         except (pydantic.ValidationError, KeyError):
             pass

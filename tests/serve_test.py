@@ -34,6 +34,7 @@ import urllib.request
 
 import openai
 
+from batch_job import run_batch
 import serve_scoring
 import serve_structured
 import serve_lmeval
@@ -196,18 +197,10 @@ def seeded_checks(s, label, args, model):
     b, _, _ = chat_text(s.client.chat.completions.create(model=model, stream=True, **body_chat))
     c = s.client.completions.create(model=model, **body_cmpl).choices[0].text
     check(a == b, f"{label}: a seeded sampled chat gives the same text twice (streamed and not)", f"{a!r} {b!r}")
-    jl = os.path.join(args.tmp, "seeded.jsonl")
-    with open(jl, "w") as f:
-        f.write(json.dumps({"custom_id": "chat", "url": "/v1/chat/completions", "body": body_chat}) + "\n")
-        f.write(json.dumps({"custom_id": "cmpl", "url": "/v1/completions", "body": body_cmpl}) + "\n")
-    out = os.path.join(args.tmp, "seeded.out.jsonl")
-    if os.path.exists(out):
-        os.remove(out)
-    subprocess.run([args.ranklm, "run", "-m", args.model, "--prompts", jl, "--out", out, "-t", "1", "--progress", "none"],
-                   check=True, stderr=subprocess.DEVNULL)
+    records = run_batch(args, "seeded", [{"custom_id": "chat", "url": "/v1/chat/completions", "body": body_chat},
+                                         {"custom_id": "cmpl", "url": "/v1/completions", "body": body_cmpl}])
     got = {}
-    for line in open(out):
-        rec = json.loads(line)
+    for rec in records:
         ch = rec["response"]["body"]["choices"][0]
         got[rec["custom_id"]] = ch["message"]["content"] if "message" in ch else ch["text"]
     check(got.get("chat") == a and got.get("cmpl") == c, f"{label}: the same text as ranklm run gives for the same requests",
